@@ -1,0 +1,104 @@
+"""Exchange session calendar in America/Chicago (CME Globex equity index, Topstep rules).
+
+- A *trading day* D runs from 17:00 CT on the previous business day (Sunday 17:00 for Monday)
+  to 16:00 CT on D (CME Globex hours; shared/docs/topstep-rules-and-strategies.md 1.12).
+- Topstep requires positions and working orders flat by 15:10:00 CT Monday-Friday and re-opens at
+  17:00 CT (HC 8284206). We stop opening positions and start flattening ``flat_margin`` before
+  15:10 (configurable, default 5 minutes: seed 000 section 6.2 step 6).
+- Between 15:10 and 17:00 CT and on weekends nothing may be held or worked.
+- Exchange holidays are not modelled (HC 13350348 lists them); a holiday simply has no data.
+
+All inputs are integer nanoseconds since the epoch (UTC) or timezone-aware datetimes; every date
+returned is a trading day in America/Chicago.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+CT = ZoneInfo("America/Chicago")
+UTC = dt.timezone.utc
+OPEN_TIME = dt.time(17, 0)
+"""Globex re-open and Topstep trading-day start, CT."""
+FLAT_TIME = dt.time(15, 10)
+"""Topstep flat deadline, CT (HC 8284206)."""
+CLOSE_TIME = dt.time(16, 0)
+"""Globex daily close, CT."""
+
+NS = 1_000_000_000
+
+
+def ns_to_ct(ts_ns: int) -> dt.datetime:
+    """Epoch ns (UTC) -> aware datetime in America/Chicago."""
+    return dt.datetime.fromtimestamp(ts_ns / NS, tz=UTC).astimezone(CT)
+
+
+def dt_to_ns(t: dt.datetime) -> int:
+    """Aware datetime -> epoch ns. Raises ValueError for a naive datetime."""
+    if t.tzinfo is None:
+        raise ValueError("naive datetime: attach a timezone (exchange time is America/Chicago)")
+    return int(t.timestamp()) * NS + t.microsecond * 1000
+
+
+def trading_day(ts_ns: int) -> dt.date:
+    """The Topstep/CME trading day a timestamp belongs to.
+
+    At or after 17:00 CT the timestamp belongs to the next business day (Friday 17:00 onwards and
+    the weekend belong to Monday). Example: Sunday 18:00 CT -> Monday; Tuesday 10:00 CT -> Tuesday.
+    """
+    t = ns_to_ct(ts_ns)
+    d = t.date()
+    if t.time() >= OPEN_TIME:
+        d += dt.timedelta(days=1)
+    while d.weekday() >= 5:
+        d += dt.timedelta(days=1)
+    return d
+
+
+def session_open(day: dt.date) -> dt.datetime:
+    """17:00 CT on the business day before ``day`` (Sunday for a Monday)."""
+    return dt.datetime.combine(day - dt.timedelta(days=1), OPEN_TIME, tzinfo=CT)
+
+
+def flat_deadline(day: dt.date) -> dt.datetime:
+    """15:10 CT on ``day``: flat (no positions, no working orders) by then."""
+    return dt.datetime.combine(day, FLAT_TIME, tzinfo=CT)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCalendar:
+    """Session rules with a configurable safety margin before the flat deadline.
+
+    Args:
+        flat_margin_s: seconds before 15:10 CT at which we stop opening positions, cancel working
+            orders and flatten (default 300 = 5 minutes).
+    """
+
+    flat_margin_s: int = 300
+
+    def flatten_at(self, day: dt.date) -> dt.datetime:
+        """When our own flatten starts on trading day ``day`` (15:10 CT minus the margin)."""
+        return flat_deadline(day) - dt.timedelta(seconds=self.flat_margin_s)
+
+    def flatten_at_ns(self, day: dt.date) -> int:
+        return dt_to_ns(self.flatten_at(day))
+
+    def can_open(self, ts_ns: int) -> bool:
+        """True when new positions may be opened: inside the trading day and before the flatten time."""
+        t = ns_to_ct(ts_ns)
+        if not self.in_session(ts_ns):
+            return False
+        return t < self.flatten_at(trading_day(ts_ns))
+
+    def must_be_flat(self, ts_ns: int) -> bool:
+        """True from the flatten time until the next session opens (and all weekend)."""
+        return not self.can_open(ts_ns)
+
+    @staticmethod
+    def in_session(ts_ns: int) -> bool:
+        """True between 17:00 CT (Sun-Thu) and 15:10 CT (Mon-Fri): the Topstep trading window."""
+        t = ns_to_ct(ts_ns)
+        day = trading_day(ts_ns)
+        return session_open(day) <= t < flat_deadline(day)

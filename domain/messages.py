@@ -1,0 +1,360 @@
+"""Immutable message types: the only thing actors exchange.
+
+Conventions (all messages):
+- frozen, slotted dataclasses; containers are tuples, never lists (pykka does not copy messages);
+- ``ts_ns``: the *event* time, integer nanoseconds since the Unix epoch, UTC. Convert to exchange
+  time with :mod:`domain.calendar` (America/Chicago);
+- prices are ``Decimal`` points on the instrument's tick grid; quantities are ``int`` contracts
+  (always positive; direction is carried by :class:`Side`); money is ``Decimal`` dollars;
+- identity: market data is identified by ``(instrument, ts_ns, seq)``; orders by their
+  ``client_order_id`` (unique per account, also sent to the venue as ``customTag``); fills by the
+  venue ``trade_id`` (duplicates are ignored everywhere).
+
+:mod:`domain.codec` turns every message into a JSON-safe dict and back (Redis event stream).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+class Side(enum.Enum):
+    """Order / fill side. ``sign`` is +1 for BUY and -1 for SELL."""
+
+    BUY = "BUY"
+    SELL = "SELL"
+
+    @property
+    def sign(self) -> int:
+        return 1 if self is Side.BUY else -1
+
+    @property
+    def opposite(self) -> "Side":
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+    @staticmethod
+    def for_qty(signed_qty: int) -> "Side":
+        """BUY for a positive signed quantity, SELL otherwise."""
+        return Side.BUY if signed_qty > 0 else Side.SELL
+
+
+class OrderType(enum.Enum):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+    STOP = "STOP"
+
+
+class RiskState(enum.Enum):
+    """Trading state published by the risk actor (Nautilus semantics).
+
+    ACTIVE: everything allowed. REDUCING: only orders that shrink a position. HALTED: cancels only.
+    """
+
+    ACTIVE = "ACTIVE"
+    REDUCING = "REDUCING"
+    HALTED = "HALTED"
+
+
+# --------------------------------------------------------------------------- market data
+
+@dataclass(frozen=True, slots=True)
+class TradeTick:
+    """One trade print. ``size`` in contracts; ``seq`` orders prints with equal ``ts_ns``."""
+
+    instrument: str
+    ts_ns: int
+    price: Decimal
+    size: int
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteTick:
+    """Top of book. A valid quote has 0 < bid < ask."""
+
+    instrument: str
+    ts_ns: int
+    bid: Decimal
+    ask: Decimal
+    bid_size: int = 0
+    ask_size: int = 0
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """A closed time bar covering ``[start_ns, end_ns)``; ``period_s`` seconds long.
+
+    ``volume`` in contracts; ``vwap_num`` is sum(price*size) over the bar's trades (Decimal points
+    x contracts), kept so session VWAP can be rebuilt exactly from bars.
+    """
+
+    instrument: str
+    period_s: int
+    start_ns: int
+    end_ns: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: int
+    ts_ns: int = 0  # when the bar was closed (event time of the closing trigger)
+
+
+@dataclass(frozen=True, slots=True)
+class WarmupBars:
+    """Historical bars to seed indicators before live data; strategies never trade on them."""
+
+    instrument: str
+    period_s: int
+    bars: tuple[Bar, ...]
+    ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClockTick:
+    """Timer tick (every second of event time in replay, wall time live). Drives time rules."""
+
+    ts_ns: int
+
+
+# --------------------------------------------------------------------------- orders
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    """A request to place an order. Strategy/hedge -> risk -> router -> broker.
+
+    ``purpose`` is free text for logs and the trade CSV (``grid-entry``, ``grid-tp``, ``hedge``,
+    ``flatten``). ``limit_price`` is required for LIMIT, ``stop_price`` for STOP.
+    ``reduce_only`` orders are allowed while risk is REDUCING.
+    """
+
+    client_order_id: str
+    strategy_id: str
+    instrument: str
+    side: Side
+    qty: int
+    order_type: OrderType
+    ts_ns: int
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    reduce_only: bool = False
+    purpose: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOrder:
+    """Cancel a working order by client order id. Always allowed, whatever the risk state."""
+
+    client_order_id: str
+    strategy_id: str
+    ts_ns: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderDenied:
+    """Risk refused an intent; it never reached the broker."""
+
+    client_order_id: str
+    strategy_id: str
+    reason: str
+    ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderSubmitted:
+    """The router has persisted the order and sent it to the broker."""
+
+    client_order_id: str
+    strategy_id: str
+    ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderAccepted:
+    """The venue acknowledged the order; it is working under ``venue_order_id``."""
+
+    client_order_id: str
+    strategy_id: str
+    venue_order_id: str
+    ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRejected:
+    """The venue refused the order (terminal)."""
+
+    client_order_id: str
+    strategy_id: str
+    reason: str
+    ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCancelled:
+    """The order is no longer working (terminal); ``reason`` says who cancelled it."""
+
+    client_order_id: str
+    strategy_id: str
+    ts_ns: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """An execution. ``leaves_qty`` is what remains working after it (0 = order filled).
+
+    ``trade_id`` is the venue's execution id and the de-duplication key. ``fee`` is the
+    commission for this fill, dollars (fee per side x qty).
+    """
+
+    client_order_id: str
+    strategy_id: str
+    trade_id: str
+    instrument: str
+    side: Side
+    qty: int
+    price: Decimal
+    fee: Decimal
+    leaves_qty: int
+    ts_ns: int
+    venue_order_id: str = ""
+
+
+ORDER_EVENTS = (OrderSubmitted, OrderAccepted, OrderRejected, OrderCancelled, Fill)
+"""Types that move an order through its state machine (see :mod:`domain.orders`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PositionSnapshot:
+    """Net position of one instrument as the broker reports it (reconciliation input)."""
+
+    instrument: str
+    qty: int  # signed contracts, + long
+    avg_price: Decimal
+    ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSnapshot:
+    """What the broker says is true: working orders (client ids), positions and recent fills."""
+
+    working: tuple[OrderIntent, ...]
+    positions: tuple[PositionSnapshot, ...]
+    fills: tuple[Fill, ...]
+    ts_ns: int
+
+
+# --------------------------------------------------------------------------- risk & state
+
+@dataclass(frozen=True, slots=True)
+class RiskStateChanged:
+    """Risk moved to ``state``; ``reason`` names the rule or operator action."""
+
+    state: RiskState
+    reason: str
+    ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExposureUpdate:
+    """Net positions after a fill, published by risk to the hedge and the strategies.
+
+    ``positions`` is a tuple of ``(instrument, signed qty)`` pairs.
+    """
+
+    positions: tuple[tuple[str, int], ...]
+    ts_ns: int
+
+    def qty(self, instrument: str) -> int:
+        for sym, q in self.positions:
+            if sym == instrument:
+                return q
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyStatus:
+    """Strategy telemetry for metrics: grid mid, spacing (points), ATR (points), hedge ratio."""
+
+    strategy_id: str
+    instrument: str
+    ts_ns: int
+    atr: float = 0.0
+    spacing: float = 0.0
+    grid_mid: float = 0.0
+    hedge_ratio: float = 0.0
+    correlation: float = 0.0
+
+
+# --------------------------------------------------------------------------- control & ops
+
+@dataclass(frozen=True, slots=True)
+class Flatten:
+    """Cancel every working order and close every position (reduce-only market orders)."""
+
+    reason: str
+    ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Stop opening new positions (risk goes REDUCING); working exits stay."""
+
+    reason: str
+    ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Undo a :class:`Pause` (risk returns to ACTIVE if no rule holds it)."""
+
+    reason: str
+    ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """Orderly stop: cancel working orders, flatten, persist."""
+
+    reason: str
+    ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Liveness signal from actor ``actor`` (its ``seq``-th)."""
+
+    actor: str
+    ts_ns: int
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """An operator alert. ``key`` de-duplicates repeats; ``level`` is info/warning/critical."""
+
+    level: str
+    key: str
+    text: str
+    ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileRequest:
+    """Ask the reconciler to compare our state with the broker's now."""
+
+    reason: str
+    ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileResult:
+    """Outcome of a reconciliation. ``ok`` False keeps risk HALTED."""
+
+    ok: bool
+    detail: str
+    ts_ns: int
