@@ -85,11 +85,7 @@ class QuoteTick:
 
 @dataclass(frozen=True, slots=True)
 class Bar:
-    """A closed time bar covering ``[start_ns, end_ns)``; ``period_s`` seconds long.
-
-    ``volume`` in contracts; ``vwap_num`` is sum(price*size) over the bar's trades (Decimal points
-    x contracts), kept so session VWAP can be rebuilt exactly from bars.
-    """
+    """A closed time bar covering ``[start_ns, end_ns)``; ``period_s`` seconds long; ``volume`` in contracts."""
 
     instrument: str
     period_s: int
@@ -288,6 +284,30 @@ class StrategyStatus:
     grid_mid: float = 0.0
     hedge_ratio: float = 0.0
     correlation: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AccountStatus:
+    """Account telemetry from risk (each minute of event time): dollars unless stated.
+
+    ``exposure_1atr`` is the net 1-ATR dollar exposure (docs/risk.md); ``positions`` are
+    ``(instrument, signed qty)`` pairs.
+    """
+
+    ts_ns: int
+    state: RiskState
+    balance: Decimal
+    equity: Decimal
+    unrealized: Decimal
+    day_pnl: Decimal
+    mll_floor: Decimal
+    headroom: Decimal
+    drawdown: Decimal
+    realized: Decimal
+    fees: Decimal
+    open_orders: int
+    positions: tuple[tuple[str, int], ...]
+    exposure_1atr: Decimal
 
 
 # --------------------------------------------------------------------------- control & ops

@@ -1,0 +1,270 @@
+"""Execution handlers: order router, paper venue and reconciler.
+
+Order path: strategy -> risk -> **router** -> **broker** (the venue) -> router -> risk + owner.
+
+- The router writes every order to the Redis mirror *before* it sends it (the store call returns
+  only after Redis acknowledged the MULTI/EXEC), records fills once per trade id, mirrors status
+  changes, writes the trades CSV, and forwards venue events to risk and to the order's owner
+  (the actor named by ``strategy_id``).
+- The paper venue hosts :class:`infra.paper_broker.PaperBroker` behind a lock (so the emergency
+  flatten can use it without the actors) and mirrors its snapshot after every change.
+- The reconciler compares our mirror with the venue (startup, restart, gaps): fills we missed are
+  replayed through the router, orders the venue does not have are closed, orders we do not know
+  are cancelled (policy ``cancel``; ``adopt`` keeps them), and the positions must then match, else
+  risk stays HALTED and an alert goes out.
+
+With ``store=None`` (backtest) nothing is mirrored; the logic is the same.
+"""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+from typing import Any, Callable
+
+from domain.handler import BROKER, RISK, ROUTER, WATCHDOG, Out, RejectedMessage
+from domain.messages import (Alert, BrokerSnapshot, CancelOrder, Fill, OrderAccepted, OrderCancelled, OrderIntent,
+                             OrderRejected, OrderSubmitted, QuoteTick, ReconcileRequest, ReconcileResult, TradeTick)
+from domain.orders import OrderStatus
+from infra.paper_broker import PaperBroker
+from infra.trade_log import TradeLog
+
+_STATUS = {OrderSubmitted: OrderStatus.SUBMITTED, OrderAccepted: OrderStatus.ACCEPTED,
+           OrderRejected: OrderStatus.REJECTED, OrderCancelled: OrderStatus.CANCELLED}
+
+
+class StoreIds:
+    """Client order ids ``{strategy_id}-{incarnation}-{seq}`` with ``seq`` from Redis INCR
+    (unique for ever within the namespace, also across restarts)."""
+
+    def __init__(self, store: Any, incarnation: int) -> None:
+        self.store = store
+        self.incarnation = incarnation
+
+    def next_id(self, strategy_id: str) -> str:
+        seq = self.store.client.incr(self.store.key("seq", "orders"))
+        return f"{strategy_id}-{self.incarnation}-{seq}"
+
+
+class OrderRouter:
+    """Router handler. ``purposes`` remembers each order's purpose for the trades CSV."""
+
+    def __init__(self, store: Any | None, trade_log: TradeLog | None) -> None:
+        self.store = store
+        self.trade_log = trade_log
+        self.purposes: dict[str, str] = {}
+        self.fills = 0
+        self.orders_sent = 0
+
+    def handle(self, msg: Any) -> Out:
+        if isinstance(msg, OrderIntent):
+            if self.store is not None:
+                self.store.save_order(msg, OrderStatus.SUBMITTED.value, ts_ns=msg.ts_ns)
+            self.purposes[msg.client_order_id] = msg.purpose
+            self.orders_sent += 1
+            sub = OrderSubmitted(msg.client_order_id, msg.strategy_id, msg.ts_ns)
+            return [(BROKER, msg)] + self._to_owner(sub)
+        if isinstance(msg, CancelOrder):
+            return [(BROKER, msg)]
+        if isinstance(msg, Fill):
+            if self.store is not None:
+                if not self.store.record_fill(msg):
+                    return []  # duplicate trade id: already counted
+                rec = self.store.load_order(msg.client_order_id) or {}
+                filled = int(rec.get("filled_qty") or 0) + msg.qty
+                status = OrderStatus.FILLED if msg.leaves_qty == 0 else OrderStatus.PARTIALLY_FILLED
+                self._status(msg, status.value, filled_qty=filled, ts_ns=msg.ts_ns)
+            self.fills += 1
+            if self.trade_log is not None:
+                self.trade_log.write(msg, self.purposes.get(msg.client_order_id, ""))
+            if msg.leaves_qty == 0:
+                self.purposes.pop(msg.client_order_id, None)
+            return self._to_owner(msg)
+        if isinstance(msg, (OrderAccepted, OrderRejected, OrderCancelled)):
+            if self.store is not None:
+                extra = {"venue_order_id": msg.venue_order_id} if isinstance(msg, OrderAccepted) else {
+                    "reason": getattr(msg, "reason", "")}
+                self._status(msg, _STATUS[type(msg)].value, ts_ns=msg.ts_ns, **extra)
+            if not isinstance(msg, OrderAccepted):
+                self.purposes.pop(msg.client_order_id, None)
+            return self._to_owner(msg)
+        if isinstance(msg, ReconcileResult):
+            return [(RISK, msg)]  # via the router so it arrives after the corrective events
+        raise RejectedMessage(f"router: unexpected message {type(msg).__name__}")
+
+    def _status(self, ev: Any, status: str, **fields: Any) -> None:
+        """Mirror an order's new status and journal the event (fills are journalled by record_fill)."""
+        try:
+            self.store.update_order_status(ev.client_order_id, status, **fields)
+        except KeyError:  # not one of ours (emergency flatten, venue-side order): journal only
+            pass
+        if not isinstance(ev, Fill):
+            self.store.append_event(ev)
+
+    @staticmethod
+    def _to_owner(ev: Any) -> Out:
+        out: Out = [(RISK, ev)]
+        if ev.strategy_id != RISK:
+            out.append((ev.strategy_id, ev))
+        return out
+
+
+class PaperVenue:
+    """Thread-safe paper venue: a :class:`PaperBroker` plus its Redis mirror.
+
+    Both the broker actor and the emergency flatten (which must not depend on actors) use it.
+    Ticks at or before the last processed one are ignored, so a replay that resumes slightly
+    behind the venue never fills an order twice.
+    """
+
+    BLOB = "paper_broker"
+
+    def __init__(self, store: Any | None, slippage_ticks: int = 1, fill_on_touch: bool = False) -> None:
+        self.store = store
+        self.lock = threading.RLock()
+        saved = store.load_blob(self.BLOB) if store is not None else None
+        if saved:
+            self.broker = PaperBroker.restore(saved["broker"])
+            self.last_ts = int(saved.get("last_ts", 0))
+            self.last_key = tuple(saved["last_key"]) if saved.get("last_key") else None
+        else:
+            self.broker = PaperBroker(slippage_ticks=slippage_ticks, fill_on_touch=fill_on_touch)
+            self.last_ts = 0
+            self.last_key: tuple | None = None
+        self._saved_minute = -1
+
+    def _save(self) -> None:
+        if self.store is not None:
+            self.store.save_blob(self.BLOB, {"broker": self.broker.snapshot(), "last_ts": self.last_ts,
+                                              "last_key": list(self.last_key) if self.last_key else None})
+
+    def submit(self, intent: OrderIntent, ts_ns: int) -> list:
+        with self.lock:
+            out = self.broker.submit(intent, ts_ns)
+            self._save()
+            return out
+
+    def cancel(self, client_order_id: str, ts_ns: int, reason: str = "cancelled") -> list:
+        with self.lock:
+            out = self.broker.cancel(client_order_id, ts_ns, reason)
+            if out:
+                self._save()
+            return out
+
+    def on_tick(self, tick: TradeTick | QuoteTick) -> list:
+        """Match resting orders against a print or quote. Ticks ordered at or before the last one
+        processed (key: ts_ns, instrument, seq; the replay's merge order) are ignored."""
+        key = (tick.ts_ns, tick.instrument, tick.seq)
+        with self.lock:
+            if self.last_key is not None and key <= self.last_key:
+                return []
+            self.last_key = key
+            self.last_ts = tick.ts_ns
+            fills = self.broker.on_trade(tick) if isinstance(tick, TradeTick) else self.broker.on_quote(tick)
+            minute = tick.ts_ns // 60_000_000_000
+            if fills or minute != self._saved_minute:
+                self._saved_minute = minute
+                self._save()
+            return fills
+
+    def snapshot(self, ts_ns: int) -> BrokerSnapshot:
+        with self.lock:
+            return self.broker.broker_snapshot(ts_ns)
+
+    def flatten(self, ts_ns: int) -> list:
+        """Emergency path: cancel everything and close every position at market, under the lock."""
+        from domain.messages import OrderType, Side
+        with self.lock:
+            events = self.broker.cancel_all(ts_ns)
+            for sym, pos in self.broker.positions().items():
+                intent = OrderIntent(client_order_id=f"emergency-{sym}-{ts_ns}", strategy_id="emergency",
+                                     instrument=sym, side=Side.for_qty(-pos.qty), qty=abs(pos.qty),
+                                     order_type=OrderType.MARKET, ts_ns=ts_ns, reduce_only=True,
+                                     purpose="emergency flatten")
+                events += self.broker.submit(intent, ts_ns)
+            self._save()
+            return events
+
+
+class BrokerHandler:
+    """Broker actor handler over a :class:`PaperVenue`: orders in, venue events out to the router."""
+
+    def __init__(self, venue: PaperVenue) -> None:
+        self.venue = venue
+
+    def handle(self, msg: Any) -> Out:
+        if isinstance(msg, (TradeTick, QuoteTick)):
+            return [(ROUTER, f) for f in self.venue.on_tick(msg)]
+        if isinstance(msg, OrderIntent):
+            # the venue's clock is the last tick it saw: a late intent is timestamped at arrival
+            return [(ROUTER, e) for e in self.venue.submit(msg, max(msg.ts_ns, self.venue.last_ts))]
+        if isinstance(msg, CancelOrder):
+            return [(ROUTER, e) for e in self.venue.cancel(msg.client_order_id, max(msg.ts_ns, self.venue.last_ts),
+                                                           msg.reason or "cancelled")]
+        raise RejectedMessage(f"broker: unexpected message {type(msg).__name__}")
+
+
+class Reconciler:
+    """Reconciler handler. On :class:`ReconcileRequest` compares the mirror with the venue.
+
+    Args:
+        store: the Redis mirror (working orders, seen fills, risk positions).
+        venue_snapshot: ``f(ts_ns) -> BrokerSnapshot`` (the venue's truth).
+        expected_positions: ``f() -> dict[instrument, signed qty]`` our positions as mirrored by risk.
+        unknown_order_policy: ``"cancel"`` (default) or ``"adopt"`` for venue orders we never sent.
+    """
+
+    def __init__(self, store: Any | None, venue_snapshot: Callable[[int], BrokerSnapshot],
+                 expected_positions: Callable[[], dict[str, int]], unknown_order_policy: str = "cancel") -> None:
+        if unknown_order_policy not in ("cancel", "adopt"):
+            raise ValueError(f"unknown_order_policy must be 'cancel' or 'adopt', not {unknown_order_policy!r}")
+        self.store = store
+        self.venue_snapshot = venue_snapshot
+        self.expected_positions = expected_positions
+        self.policy = unknown_order_policy
+        self.runs = 0
+        self.last_result: ReconcileResult | None = None
+
+    def handle(self, msg: Any) -> Out:
+        if not isinstance(msg, ReconcileRequest):
+            raise RejectedMessage(f"reconciler: unexpected message {type(msg).__name__}")
+        self.runs += 1
+        return self.reconcile(msg.ts_ns, msg.reason)
+
+    def reconcile(self, ts_ns: int, reason: str) -> Out:
+        snap = self.venue_snapshot(ts_ns)
+        ours = self.store.load_working_orders() if self.store is not None else {}
+        venue_working = {o.client_order_id: o for o in snap.working}
+        out: Out = []
+        missed: list[Fill] = []
+        for f in snap.fills:
+            seen = self.store.fill_seen(f.trade_id) if self.store is not None else True
+            if not seen and (f.client_order_id in ours or self.store.load_order(f.client_order_id) is not None):
+                missed.append(f)
+        out += [(ROUTER, f) for f in missed]
+        filled_coids = {f.client_order_id for f in snap.fills if f.leaves_qty == 0}
+        closed = 0
+        for coid, rec in ours.items():
+            if coid in venue_working or coid in filled_coids:
+                continue
+            closed += 1
+            out.append((ROUTER, OrderCancelled(coid, rec["intent"].strategy_id, ts_ns, "reconcile: not working at venue")))
+        unknown = [o for coid, o in venue_working.items() if coid not in ours]
+        if self.policy == "cancel":
+            out += [(BROKER, CancelOrder(o.client_order_id, o.strategy_id, ts_ns, "reconcile: unknown order"))
+                    for o in unknown]
+        expected = dict(self.expected_positions())
+        for f in missed:
+            expected[f.instrument] = expected.get(f.instrument, 0) + f.side.sign * f.qty
+        expected = {k: v for k, v in expected.items() if v}
+        venue_pos = {p.instrument: p.qty for p in snap.positions if p.qty}
+        ok = expected == venue_pos
+        detail = (f"{reason}: {len(missed)} missed fills replayed, {closed} stale orders closed, "
+                  f"{len(unknown)} unknown venue orders {'cancelled' if self.policy == 'cancel' else 'adopted'}; "
+                  f"positions ours={expected} venue={venue_pos}")
+        result = ReconcileResult(ok, detail, ts_ns)
+        self.last_result = result
+        out.append((ROUTER, result))
+        if not ok:
+            out.append((WATCHDOG, Alert("critical", "position-mismatch", detail, ts_ns)))
+        return out

@@ -1,0 +1,167 @@
+"""Market-data feed and bar builder handlers.
+
+:class:`FeedCore` validates each incoming tick (:mod:`domain.validation`: NaN, non-positive,
+off-tick, crossed, out-of-order, duplicate, unknown instrument are rejected, counted and logged)
+and routes good ones to ``ticks.<instrument>`` (paper venue, bar builder, risk), plus a
+``ClockTick`` on the ``clock`` topic at every new minute of event time.
+
+:class:`ReplayFeed` is the paper-mode feed actor's handler: it pulls ticks from a
+:class:`infra.replay.ReplaySource` and paces them at ``speed`` x real time (``inf`` = as fast as
+possible), sending itself a ``Pump`` message between batches so that it stays responsive to
+stop requests. It starts with warm-up bars for the strategies and resumes after the last tick
+the paper venue processed (crash recovery).
+
+:class:`BarBuilderHandler` turns ticks into 1/5/15-min bars and passes ticks on to the strategy.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from loguru import logger
+
+from domain.bars import BarAggregator, aggregate_bars
+from domain.handler import CLOCK_TOPIC, Out, RejectedMessage, bars_topic, ticks_topic
+from domain.messages import Bar, ClockTick, QuoteTick, TradeTick, WarmupBars
+from domain.validation import MarketDataValidator
+
+NS = 1_000_000_000
+MINUTE_NS = 60 * NS
+
+
+class FeedCore:
+    """Validation + routing of raw ticks. ``route(tick) -> Out`` (empty for a rejected tick)."""
+
+    def __init__(self) -> None:
+        self.validator = MarketDataValidator()
+        self.minute: int | None = None
+        self.last_ts = 0
+
+    def route(self, tick: TradeTick | QuoteTick) -> Out:
+        reason = (self.validator.check_trade(tick) if isinstance(tick, TradeTick)
+                  else self.validator.check_quote(tick))
+        if reason:
+            logger.warning("feed rejected {} {}: {}", type(tick).__name__, getattr(tick, "instrument", "?"), reason)
+            return []
+        out: Out = []
+        minute = tick.ts_ns // MINUTE_NS
+        if minute != self.minute:
+            self.minute = minute
+            out.append((CLOCK_TOPIC, ClockTick(tick.ts_ns)))
+        self.last_ts = tick.ts_ns
+        out.append((ticks_topic(tick.instrument), tick))
+        return out
+
+    @property
+    def rejected(self):
+        return self.validator.rejected
+
+
+@dataclass(frozen=True, slots=True)
+class Pump:
+    """Self-message of the replay feed: emit the next batch."""
+
+
+class ReplayFeed:
+    """Paced replay feed handler (paper mode).
+
+    Args:
+        events: iterator of ticks in replay order (already resumed after the venue's last tick).
+        speed: replay speed (1 = real time; ``float('inf')`` = as fast as possible).
+        warmup: ``(destination, WarmupBars)`` pairs sent first.
+        on_done: called once when the data is exhausted.
+        self_tell: sends a message to this actor (set by the host after start).
+        batch: max ticks per pump.
+        backlog: ``f() -> int`` largest consumer inbox; above ``max_backlog`` the feed waits
+            (backpressure instead of dropping, so orders and fills stay exact at any speed).
+    """
+
+    def __init__(self, events: Iterator[TradeTick], speed: float, warmup: Out, on_done: Callable[[], None],
+                 batch: int = 200, backlog: Callable[[], int] | None = None, max_backlog: int = 50) -> None:
+        self.events = events
+        self.speed = speed
+        self.core = FeedCore()
+        self.warmup = warmup
+        self.on_done = on_done
+        self.batch = batch
+        self.t0_wall: float | None = None
+        self.t0_event: int | None = None
+        self.pending: TradeTick | None = None
+        self.done = False
+        self.sent = 0
+        self.sent_wall: dict[int, float] = {}  # ts_ns -> perf_counter at send (latency benchmark)
+        self.record_latency = False
+        self.backlog = backlog
+        self.max_backlog = max_backlog
+
+    def start(self) -> Out:
+        out = list(self.warmup)
+        out.append(("feed", Pump()))
+        return out
+
+    def handle(self, msg: Any) -> Out:
+        if not isinstance(msg, Pump):
+            raise RejectedMessage(f"feed: unexpected message {type(msg).__name__}")
+        if self.done:
+            return []
+        if self.backlog is not None and self.backlog() > self.max_backlog:
+            time.sleep(0.002)  # backpressure: consumers are behind; never drop ticks
+            return [("feed", Pump())]
+        out: Out = []
+        for _ in range(self.batch):
+            tick = self.pending if self.pending is not None else next(self.events, None)
+            self.pending = None
+            if tick is None:
+                self.done = True
+                self.on_done()
+                return out
+            if self.t0_event is None:
+                self.t0_event, self.t0_wall = tick.ts_ns, time.monotonic()
+            if self.speed != float("inf"):
+                due = self.t0_wall + (tick.ts_ns - self.t0_event) / NS / self.speed
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self.pending = tick
+                    if not out:
+                        time.sleep(min(wait, 0.05))
+                    break
+            routed = self.core.route(tick)
+            if self.record_latency and routed:
+                self.sent_wall[tick.ts_ns] = time.perf_counter()
+            out += routed
+            self.sent += 1
+        out.append(("feed", Pump()))
+        return out
+
+
+def warmup_messages(bars_by_instrument: dict[str, list[Bar]], periods: tuple[int, ...], dests: Callable[[str], list[str]],
+                    ts_ns: int) -> Out:
+    """WarmupBars per instrument and period, built with the same aggregator as live bars."""
+    out: Out = []
+    for sym, ticks in bars_by_instrument.items():
+        for period in periods:
+            bars = tuple(aggregate_bars(ticks, period))
+            if bars:
+                for d in dests(sym):
+                    out.append((d, WarmupBars(sym, period, bars, ts_ns)))
+    return out
+
+
+class BarBuilderHandler:
+    """Ticks -> bars for one instrument; ticks are passed on to ``bars.<instrument>`` subscribers too."""
+
+    def __init__(self, instrument: str, periods_s: tuple[int, ...] = (60, 300, 900)) -> None:
+        self.instrument = instrument
+        self.agg = BarAggregator(instrument, periods_s)
+        self.topic = bars_topic(instrument)
+
+    def handle(self, msg: Any) -> Out:
+        if isinstance(msg, TradeTick):
+            out: Out = [(self.topic, b) for b in self.agg.on_trade(msg)]
+            out.append((self.topic, msg))
+            return out
+        if isinstance(msg, ClockTick):
+            return [(self.topic, b) for b in self.agg.on_time(msg.ts_ns)]
+        raise RejectedMessage(f"bar builder: unexpected message {type(msg).__name__}")

@@ -1,0 +1,191 @@
+"""Wiring: the handlers, their topics, the supervision tree (paper) and the deterministic
+single-threaded dispatcher (backtest). Both modes build the *same* handlers with
+:func:`build_handlers`; only the hosting differs.
+
+Supervision tree (paper mode; docs/architecture.md)::
+
+    root (rest_for_one, 2 restarts / 60 s -> escalate: emergency flatten, exit 3)
+    |- infra       (one_for_one, 5/60): broker, watchdog
+    |- execution   (one_for_all, 3/60): risk, router, reconciler   (restart = HALTED until reconciled)
+    |- strategies  (one_for_one, 5/60): grid-<primary>, hedge
+    '- marketdata  (rest_for_one, 5/60): bars-<primary>, bars-<hedge>, feed
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Callable
+
+from loguru import logger
+
+from actors.execution import BrokerHandler, OrderRouter, PaperVenue, Reconciler
+from actors.feed import BarBuilderHandler, FeedCore
+from actors.watchdog import Watchdog
+from domain.calendar import SessionCalendar, ns_to_ct
+from domain.grid import GridConfig, GridStrategy
+from domain.handler import (BROKER, CLOCK_TOPIC, EXPOSURE_TOPIC, FEED, HEDGE, RECONCILER, RISK, RISK_STATE_TOPIC,
+                            ROUTER, STATUS_TOPIC, WATCHDOG, IdGenerator, Out, RejectedMessage, bar_builder,
+                            bars_topic, grid_strategy, ticks_topic)
+from domain.hedge import HedgeConfig, HedgeManager
+from domain.messages import Fill, OrderIntent, Shutdown, TradeTick
+from domain.risk import RiskManager
+
+TRADE_EVENTS_PERSIST = ("Fill", "OrderAccepted", "OrderCancelled", "OrderRejected", "OrderDenied", "OrderSubmitted",
+                        "Bar", "RiskStateChanged", "ExposureUpdate", "ReconcileResult", "Flatten", "Shutdown",
+                        "ClockTick")
+
+
+def grid_config(cfg: Any) -> GridConfig:
+    g = cfg.grid
+    return GridConfig(levels_each_side=g.levels_each_side, atr_period=g.atr_period, atr_bar_s=g.atr_bar_s,
+                      atr_multiplier=g.atr_multiplier, take_profit_atr=g.take_profit_atr,
+                      risk_per_lot=float(g.risk_per_lot), pyramid_alpha=g.pyramid_alpha, max_lot=g.max_lot,
+                      min_spacing_ticks=g.min_spacing_ticks, rebuild_shift_spacings=g.rebuild_shift_spacings,
+                      surge_ratio=g.surge_ratio, surge_lot_factor=g.surge_lot_factor,
+                      surge_spacing_factor=g.surge_spacing_factor, surge_ema_bars=g.surge_ema_bars,
+                      mid_bar_s=min(60, g.recalc_interval_s))
+
+
+def hedge_config(cfg: Any) -> HedgeConfig:
+    h = cfg.hedge
+    return HedgeConfig(primary=cfg.grid.instrument, hedge=h.instrument, activation_spacings=h.activation_spacings,
+                       min_ratio=h.min_ratio, max_ratio=h.max_ratio, window=h.window, bar_s=h.bar_s,
+                       low_corr=h.low_corr, low_corr_minutes=int(h.low_corr_minutes), low_corr_factor=h.low_corr_factor)
+
+
+def topics(cfg: Any) -> dict[str, tuple[str, ...]]:
+    """Topic -> subscribers. The hedge reads both instruments' bars (with ticks passed through)."""
+    p, hsym = cfg.grid.instrument, cfg.hedge.instrument
+    strategies = (grid_strategy(p),) + ((HEDGE,) if cfg.hedge.enabled else ())
+    t = {
+        ticks_topic(p): (BROKER, bar_builder(p), RISK),
+        ticks_topic(hsym): (BROKER, bar_builder(hsym), RISK),
+        bars_topic(p): strategies,
+        bars_topic(hsym): (HEDGE,) if cfg.hedge.enabled else (),
+        CLOCK_TOPIC: (bar_builder(p), bar_builder(hsym), RISK) + strategies + (WATCHDOG,),
+        RISK_STATE_TOPIC: strategies + (WATCHDOG,),
+        EXPOSURE_TOPIC: strategies + (WATCHDOG,),
+        STATUS_TOPIC: (RISK, WATCHDOG) + ((HEDGE,) if cfg.hedge.enabled else ()),
+    }
+    return t
+
+
+@dataclass
+class Handlers:
+    """Factories of every handler except the feed and the watchdog (mode specific)."""
+
+    factories: dict[str, Callable[[], Any]] = field(default_factory=dict)
+
+
+def build_factories(cfg: Any, ids: IdGenerator, venue: PaperVenue, store: Any | None, trade_log: Any,
+                    start_ns: int, reconcile_on_start: bool) -> dict[str, Callable[[], Any]]:
+    """Handler factories by actor name. Each factory restores mirrored state when ``store`` has it."""
+    cal = SessionCalendar(cfg.profile.flat_margin_s)
+    p, hsym = cfg.grid.instrument, cfg.hedge.instrument
+    limits = cfg.profile.limits()
+
+    def make_risk() -> RiskManager:
+        r = RiskManager(limits, ids, cal, start_ns, halted_until_reconciled=reconcile_on_start)
+        if store is not None:
+            saved = store.load_strategy(RISK)
+            if saved:
+                r.restore(saved)
+            from domain.orders import OrderStatus
+            for coid, rec in store.load_working_orders().items():
+                if coid not in r.book:
+                    r.book.add(rec["intent"], OrderStatus.ACCEPTED if rec.get("venue_order_id") else OrderStatus.SUBMITTED)
+        return r
+
+    def make_grid() -> GridStrategy:
+        g = GridStrategy(p, grid_strategy(p), grid_config(cfg), ids, cal)
+        saved = store.load_strategy(g.strategy_id) if store is not None else None
+        if saved:
+            g.restore(saved)
+        return g
+
+    def make_hedge() -> HedgeManager:
+        h = HedgeManager(hedge_config(cfg), ids, cal)
+        saved = store.load_strategy(HEDGE) if store is not None else None
+        if saved:
+            h.restore(saved)
+        return h
+
+    def expected_positions() -> dict[str, int]:
+        saved = store.load_strategy(RISK) if store is not None else None
+        if not saved:
+            return {}
+        return {k: sum(int(q) for _, q in v.get("lots", [])) for k, v in saved["portfolio"]["positions"].items()}
+
+    f: dict[str, Callable[[], Any]] = {
+        BROKER: lambda: BrokerHandler(venue),
+        RISK: make_risk,
+        ROUTER: lambda: OrderRouter(store, trade_log),
+        RECONCILER: lambda: Reconciler(store, venue.snapshot, expected_positions),
+        grid_strategy(p): make_grid,
+        bar_builder(p): lambda: BarBuilderHandler(p),
+        bar_builder(hsym): lambda: BarBuilderHandler(hsym),
+    }
+    if cfg.hedge.enabled:
+        f[HEDGE] = make_hedge
+    return f
+
+
+def persist_hook(store: Any | None) -> Callable[[Any, Any], None] | None:
+    """After-message hook: mirror a handler's snapshot after state-changing messages (not ticks)."""
+    if store is None:
+        return None
+
+    def after(handler: Any, msg: Any) -> None:
+        if type(msg).__name__ not in TRADE_EVENTS_PERSIST or not hasattr(handler, "snapshot"):
+            return
+        name = getattr(handler, "strategy_id", None)
+        if name is None:
+            return
+        snap = handler.snapshot()
+        store.save_strategy(name, snap)
+        if isinstance(handler, RiskManager):
+            store.save_risk({**handler.ledger.to_dict(), "state": handler.state.value,
+                             "holds": ";".join(handler.holds)})
+            store.save_positions({k: p.to_dict() for k, p in handler.portfolio.positions.items()})
+    return after
+
+
+class Dispatcher:
+    """Single-threaded FIFO dispatcher for backtests: same handlers, same routing, no threads.
+
+    Deterministic: messages are delivered in the order they were produced; ties cannot occur.
+    """
+
+    def __init__(self, handlers: dict[str, Any], topic_map: dict[str, tuple[str, ...]]) -> None:
+        self.handlers = handlers
+        self.topics = topic_map
+        self.queue: deque[tuple[str, Any]] = deque()
+        self.dead_letters: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self.delivered = 0
+
+    def send(self, out: Out) -> None:
+        for dest, msg in out:
+            for name in self.topics.get(dest, (dest,)):
+                self.queue.append((name, msg))
+
+    def drain(self) -> None:
+        q, handlers = self.queue, self.handlers
+        while q:
+            name, msg = q.popleft()
+            h = handlers.get(name)
+            if h is None:
+                self.dead_letters[name] += 1
+                continue
+            self.delivered += 1
+            try:
+                out = h.handle(msg)
+            except RejectedMessage as exc:
+                self.rejected[f"{name}:{type(msg).__name__}"] += 1
+                logger.debug("{} rejected {}: {}", name, type(msg).__name__, exc)
+                continue
+            if out:
+                self.send(out)

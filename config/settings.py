@@ -1,0 +1,374 @@
+"""Validated configuration: risk profile (one per Topstep account type), grid, hedge and runtime.
+
+Layers, later wins (:func:`load_config`):
+
+1. ``config/profiles/<profile>.yaml`` (the risk profile; default ``combine-50k``);
+2. an optional user YAML file with ``grid:``, ``hedge:``, ``runtime:`` sections and a ``profile:``
+   mapping of field overrides (example: ``config/default.yaml``);
+3. an ``overrides`` nested dict (CLI flags, tests).
+
+Everything is validated once at start (pydantic v2, unknown fields forbidden, models frozen); any
+problem raises :class:`ConfigError` whose message starts with the offending field path, e.g.
+``grid.atr_multiplier: Input should be greater than 0``. Money is ``Decimal``. See docs/risk.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from domain.instruments import INSTRUMENTS
+from domain.risk_rules import RiskLimits
+
+CONFIG_DIR = Path(__file__).resolve().parent
+PROFILES_DIR = CONFIG_DIR / "profiles"
+DEFAULT_PROFILE = "combine-50k"
+DEFAULT_CONFIG_FILE = CONFIG_DIR / "default.yaml"
+
+Money = Annotated[Decimal, Field(gt=0)]
+PosInt = Annotated[int, Field(gt=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConfigError(Exception):
+    """Invalid configuration. ``field`` is the dotted path of the first offending field (or the file)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+# --------------------------------------------------------------------------- models
+
+
+class RiskProfile(BaseModel):
+    """One Topstep account type plus our guardrails. ``None`` switches a rule off.
+
+    ``sources`` maps a field name to where its number comes from (help-center article, seed
+    section, or the scaling rule we applied); every shipped profile documents every number.
+    """
+
+    model_config = _STRICT
+
+    name: str
+    description: str = ""
+    account_size: PosInt
+    starting_balance: Money
+    mll_amount: Money
+    profit_target: Money | None = None
+    max_contracts_minis: Money
+    dll: Money | None = None
+    daily_loss_cap: Money | None = None
+    trailing_kill_switch: Money | None = None
+    session_loss_cap: Money | None = None
+    open_risk_cap: Money | None = None
+    per_trade_risk: Money | None = None
+    net_exposure_cap: Money | None = None
+    consecutive_loss_limit: Annotated[int, Field(ge=1)] | None = None
+    flat_margin_s: Annotated[int, Field(ge=0, le=3600)] = 300
+    sources: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("sources")
+    @classmethod
+    def _sources_name_fields(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(cls.model_fields) - {"sources"})
+        if unknown:
+            raise ValueError(f"sources names unknown field(s): {', '.join(unknown)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RiskProfile":
+        if self.mll_amount >= self.starting_balance:
+            raise ValueError(f"mll_amount: {self.mll_amount} must be below starting_balance {self.starting_balance}")
+        return self
+
+    def limits(self) -> RiskLimits:
+        """The :class:`domain.risk_rules.RiskLimits` of this profile."""
+        return RiskLimits(
+            starting_balance=self.starting_balance,
+            mll_amount=self.mll_amount,
+            max_contracts_minis=self.max_contracts_minis,
+            dll=self.dll,
+            daily_loss_cap=self.daily_loss_cap,
+            trailing_kill_switch=self.trailing_kill_switch,
+            session_loss_cap=self.session_loss_cap,
+            open_risk_cap=self.open_risk_cap,
+            per_trade_risk=self.per_trade_risk,
+            net_exposure_cap=self.net_exposure_cap,
+            consecutive_loss_limit=self.consecutive_loss_limit,
+            profit_target=self.profit_target,
+        )
+
+
+class GridParams(BaseModel):
+    """Volatility-adaptive grid (seed 000 section 6.1 defaults)."""
+
+    model_config = _STRICT
+
+    instrument: str = "MES"
+    levels_each_side: Annotated[int, Field(ge=1, le=20)] = 5
+    atr_period: PosInt = 14
+    atr_bar_s: PosInt = 900
+    atr_multiplier: PosFloat = 0.45
+    take_profit_atr: PosFloat = 0.5
+    """Take-profit distance per leg = take_profit_atr x ATR (points)."""
+    risk_per_lot: Money = Decimal(150)
+    """R, dollars of 1-ATR risk per base lot (seed 000 sizer_R_per_trade)."""
+    pyramid_alpha: Annotated[float, Field(ge=0)] = 0.2
+    max_lot: PosInt = 3
+    min_spacing_ticks: PosInt = 4
+    rebuild_shift_spacings: PosFloat = 1.0
+    surge_ratio: PosFloat = 1.5
+    """ATR above surge_ratio x its slow EMA = volatility surge."""
+    surge_lot_factor: Annotated[float, Field(gt=0, le=1)] = 0.5
+    surge_spacing_factor: PosFloat = 1.5
+    surge_ema_bars: PosInt = 20
+    recalc_interval_s: PosInt = 60
+
+    @field_validator("instrument")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in INSTRUMENTS:
+            raise ValueError(f"unknown instrument {v!r}; known: {', '.join(sorted(INSTRUMENTS))}")
+        return v
+
+
+class HedgeParams(BaseModel):
+    """Cross-asset hedge (seed 000 sections 6.4, 7)."""
+
+    model_config = _STRICT
+
+    enabled: bool = True
+    instrument: str = "MNQ"
+    activation_spacings: PosFloat = 1.5
+    min_ratio: PosFloat = 0.5
+    max_ratio: PosFloat = 1.25
+    window: Annotated[int, Field(ge=2)] = 100
+    bar_s: PosInt = 60
+    low_corr: Annotated[float, Field(ge=-1, le=1)] = 0.6
+    low_corr_minutes: PosFloat = 15.0
+    low_corr_factor: Annotated[float, Field(gt=0, le=1)] = 0.5
+
+    @field_validator("instrument")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in INSTRUMENTS:
+            raise ValueError(f"unknown instrument {v!r}; known: {', '.join(sorted(INSTRUMENTS))}")
+        return v
+
+    @model_validator(mode="after")
+    def _ratio_order(self) -> "HedgeParams":
+        if self.min_ratio > self.max_ratio:
+            raise ValueError(f"min_ratio: {self.min_ratio} is above max_ratio {self.max_ratio}")
+        return self
+
+
+class RuntimeParams(BaseModel):
+    """Process settings. ``redis_url`` None = the caller decides (env ``REDIS_URL``, else embedded)."""
+
+    model_config = _STRICT
+
+    data_dir: Path = Path("data/demo")
+    start: dt.date | None = None
+    end: dt.date | None = None
+    speed: float | Literal["max"] = 1440.0
+    """Replay speed factor (1440 = one trading day per minute) or ``"max"``."""
+    redis_url: str | None = None
+    namespace: Annotated[str, Field(min_length=1)] = "tsx:paper"
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = 9108
+    """0 = any free port, None = no metrics endpoint."""
+    log_dir: Path = Path("run/logs")
+    run_dir: Path = Path("run")
+    slippage_ticks: Annotated[int, Field(ge=0)] = 1
+    fill_on_touch: bool = False
+    heartbeat_s: PosFloat = 1.0
+    stale_data_s: PosFloat = 30.0
+
+    @field_validator("speed", mode="before")
+    @classmethod
+    def _speed(cls, v: Any) -> float | str:
+        if v == "max":
+            return v
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ValueError("speed must be a number > 0 or 'max'") from None
+        if isinstance(v, bool) or not (0 < f < float("inf")):
+            raise ValueError("speed must be a finite number > 0 or 'max'")
+        return f
+
+    @model_validator(mode="after")
+    def _dates(self) -> "RuntimeParams":
+        if self.start and self.end and self.end < self.start:
+            raise ValueError(f"end: {self.end} is before start {self.start}")
+        return self
+
+
+class AppConfig(BaseModel):
+    """The whole configuration."""
+
+    model_config = _STRICT
+
+    profile: RiskProfile
+    grid: GridParams = Field(default_factory=GridParams)
+    hedge: HedgeParams = Field(default_factory=HedgeParams)
+    runtime: RuntimeParams = Field(default_factory=RuntimeParams)
+
+    @model_validator(mode="after")
+    def _cross(self) -> "AppConfig":
+        if self.hedge.enabled and self.hedge.instrument == self.grid.instrument:
+            raise ValueError(f"hedge.instrument: {self.hedge.instrument} must differ from grid.instrument "
+                             f"{self.grid.instrument} (or set hedge.enabled: false)")
+        ptr = self.profile.per_trade_risk
+        if ptr is not None and self.grid.risk_per_lot > ptr:
+            raise ValueError(f"grid.risk_per_lot: {self.grid.risk_per_lot} exceeds profile.per_trade_risk {ptr} "
+                             "(a base lot would be denied by the per-trade risk check)")
+        return self
+
+    def canonical_json(self) -> str:
+        """Sorted-key compact JSON; Decimals normalised (150 == 150.00), paths as strings."""
+        return json.dumps(self.model_dump(mode="python"), sort_keys=True, separators=(",", ":"), default=_json_default)
+
+    def config_hash(self) -> str:
+        """First 12 hex digits of sha256(canonical JSON): identifies a configuration in logs/runs."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:12]
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, Decimal):
+        n = v.normalize()
+        return format(n, "f") if n == n.to_integral_value() else str(n)
+    if isinstance(v, (Path, dt.date)):
+        return str(v)
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def list_profiles() -> list[str]:
+    """Names of the shipped profiles (``config/profiles/*.yaml`` stems), sorted."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read {what}: {e.strerror or e}", field=str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: malformed YAML in {what}: {e}", field=str(path)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: {what} must be a YAML mapping, got {type(data).__name__}", field=str(path))
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: mappings merge, anything else replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _profile_layer(layer: Any, origin: str) -> dict[str, Any]:
+    """A ``profile:`` override mapping; fields overridden without a source get ``override (origin)``."""
+    if layer is None:
+        return {}
+    if not isinstance(layer, dict):
+        raise ConfigError(f"profile: must be a mapping of profile field overrides ({origin}), "
+                          f"got {type(layer).__name__}", field="profile")
+    layer = dict(layer)
+    srcs = layer.get("sources")
+    srcs = dict(srcs) if isinstance(srcs, dict) else srcs
+    if srcs is None or isinstance(srcs, dict):
+        auto = {k: f"override ({origin})" for k in layer
+                if k not in ("sources", "name", "description") and k in RiskProfile.model_fields}
+        layer["sources"] = {**auto, **(srcs or {})}
+    return layer
+
+
+_FIELD_MSG = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*): (.*)$", re.S)
+
+
+def _format_errors(e: ValidationError, origins: list[str]) -> ConfigError:
+    """One ``<field.path>: <message>`` per error. Model-level validators put the field name at the
+    start of their message (``"end: ..."``); it is joined onto the model's location."""
+    parts: list[str] = []
+    first: str | None = None
+    for err in e.errors(include_url=False):
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        m = _FIELD_MSG.match(msg)
+        if err["type"] == "value_error" and m:
+            loc = f"{loc}.{m.group(1)}" if loc else m.group(1)
+            msg = m.group(2)
+        elif err["type"] not in ("missing", "value_error") and "input" in err and not isinstance(err["input"], dict):
+            msg += f" (got {err['input']!r})"
+        loc = loc or "<config>"
+        first = first or loc
+        parts.append(f"{loc}: {msg}")
+    return ConfigError("; ".join(parts) + f" [config: {', '.join(origins)}]", field=first)
+
+
+def load_config(path: Path | None = None, profile: str = DEFAULT_PROFILE,
+                overrides: dict | None = None) -> AppConfig:
+    """Load and validate the configuration (see the module docstring for the layers).
+
+    Args:
+        path: optional user YAML file (top-level keys ``profile``, ``grid``, ``hedge``, ``runtime``).
+        profile: profile name, one of :func:`list_profiles`.
+        overrides: nested dict applied last, same shape as the user file.
+    Raises:
+        ConfigError: unknown profile, unreadable or malformed YAML, unknown or invalid field; the
+            message names the field path (and the files involved).
+    """
+    known = list_profiles()
+    if profile not in known:
+        raise ConfigError(f"profile: unknown profile {profile!r}; known: {', '.join(known)}", field="profile")
+    prof_path = PROFILES_DIR / f"{profile}.yaml"
+    origins = [str(prof_path)]
+    prof = _read_yaml(prof_path, f"profile {profile!r}")
+    prof.setdefault("name", profile)
+    data: dict[str, Any] = {"profile": prof}
+
+    layers: list[tuple[dict[str, Any], str]] = []
+    if path is not None:
+        layers.append((_read_yaml(Path(path), "config file"), str(path)))
+    if overrides:
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"overrides: must be a dict, got {type(overrides).__name__}", field="overrides")
+        layers.append((overrides, "overrides"))
+
+    for layer, origin in layers:
+        origins.append(origin)
+        layer = dict(layer)
+        for section in ("grid", "hedge", "runtime"):
+            if section in layer and layer[section] is None:
+                layer[section] = {}
+        if "profile" in layer:
+            layer["profile"] = _profile_layer(layer["profile"], origin)
+        data = _merge(data, layer)
+
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as e:
+        raise _format_errors(e, origins) from None

@@ -1,0 +1,324 @@
+"""Volatility-adaptive grid strategy (seed 000 section 6, one instance per instrument).
+
+Formulas (seed 000, with the choices documented in docs/strategy.md):
+
+- spacing = ATR(14, Wilder, 15-min bars) x ``atr_multiplier`` (0.45), rounded to the tick grid and
+  at least ``min_spacing_ticks``; under a volatility surge x ``surge_spacing_factor``.
+- grid mid = session VWAP (anchored at the 17:00 CT trading-day start, from 1-min bars), or the
+  last trade until VWAP exists.
+- levels: ``levels_each_side`` passive limit entries each side: BUY at mid - n x spacing,
+  SELL at mid + n x spacing, n = 1..levels. An entry that would be marketable (buy at or above
+  the last trade, sell at or below it) is skipped for now.
+- lot sizer (seed 000 6.5, corrected): base_lot = round(R / (ATR_points x point_value)), at least 1.
+  The seed writes ``ATR_points * tick_value``; dollars per contract per ATR is ATR x *point
+  value* (the seed's formula overstates lots by 4x on MES). Level n gets
+  base_lot x (1 + alpha x (n-1)) (pyramiding), capped at ``max_lot``; halved (at least 1) in a surge.
+- take-profit: each filled entry gets an opposite passive limit at fill price +/- ``take_profit_atr``
+  x ATR (seed: profit per leg = 0.5 x ATR). When the take-profit fills, the level is free and its
+  entry is placed again (recycled, as the Hummingbot grid executor does).
+- rebuild: on each 1-min bar (the seed's 60 s recalculation), if the mid moved by at least
+  ``rebuild_shift_spacings`` x spacing, or the spacing changed by 25 % or more, working entries are
+  cancelled and placed again around the new mid. Take-profits of filled inventory stay working.
+- volatility surge: ATR above ``surge_ratio`` x its slow EMA (``surge_ema_bars`` 15-min bars).
+- nothing new is placed outside the trading window (domain.calendar), when risk is not ACTIVE,
+  or before ATR is ready; warm-up bars only seed indicators.
+
+The handler owns only its orders (strategy id = actor name). Risk flattens positions itself; the
+strategy forgets inventory whose orders risk cancelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from domain.calendar import SessionCalendar, trading_day
+from domain.handler import RISK, STATUS_TOPIC, IdGenerator, Out, RejectedMessage
+from domain.indicators import EMA, SessionVWAP, WilderATR
+from domain.instruments import get_instrument
+from domain.messages import (Bar, ClockTick, ExposureUpdate, Fill, OrderAccepted, OrderCancelled, OrderDenied,
+                             OrderIntent, OrderRejected, OrderSubmitted, OrderType, RiskState, RiskStateChanged,
+                             Side, StrategyStatus, TradeTick, WarmupBars, CancelOrder)
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """Grid parameters (see config.settings.GridParams for defaults and sources)."""
+
+    levels_each_side: int = 5
+    atr_period: int = 14
+    atr_bar_s: int = 900
+    atr_multiplier: float = 0.45
+    take_profit_atr: float = 0.5
+    risk_per_lot: float = 150.0
+    pyramid_alpha: float = 0.2
+    max_lot: int = 3
+    min_spacing_ticks: int = 4
+    rebuild_shift_spacings: float = 1.0
+    surge_ratio: float = 1.5
+    surge_lot_factor: float = 0.5
+    surge_spacing_factor: float = 1.5
+    surge_ema_bars: int = 20
+    mid_bar_s: int = 60
+
+
+@dataclass
+class Slot:
+    """A working grid order: an entry at ``level`` (negative = buy side) or its take-profit."""
+
+    kind: str  # "entry" | "tp"
+    level: int
+    side: Side
+    qty: int
+    price: Decimal
+    filled: int = 0
+
+
+class GridStrategy:
+    """Grid handler for one instrument. ``handle(msg) -> Out``; state snapshot via ``snapshot()``.
+
+    Args:
+        instrument: e.g. ``"MES"``.
+        strategy_id: our actor name, prefix of every client order id.
+        config: :class:`GridConfig`.
+        ids: client order id source.
+        calendar: session rules (flatten margin).
+    """
+
+    def __init__(self, instrument: str, strategy_id: str, config: GridConfig, ids: IdGenerator,
+                 calendar: SessionCalendar | None = None) -> None:
+        self.instrument = instrument
+        self.spec = get_instrument(instrument)
+        self.strategy_id = strategy_id
+        self.cfg = config
+        self.ids = ids
+        self.calendar = calendar or SessionCalendar()
+        self.atr = WilderATR(config.atr_period)
+        self.atr_slow = EMA(config.surge_ema_bars)
+        self.vwap = SessionVWAP()
+        self.vwap_day: str = ""
+        self.last: Decimal | None = None
+        self.risk_state = RiskState.ACTIVE
+        self.position = 0
+        self.mid: Decimal | None = None
+        self.spacing: Decimal | None = None
+        self.surge = False
+        self.slots: dict[str, Slot] = {}  # client order id -> working slot
+        self.pending_cancel: set[str] = set()
+        self.stats = {"entries_filled": 0, "tps_filled": 0, "rebuilds": 0, "denied": 0}
+
+    # ------------------------------------------------------------------ dispatch
+    def handle(self, msg: Any) -> Out:
+        if isinstance(msg, TradeTick):
+            return self._on_tick(msg)
+        if isinstance(msg, Bar):
+            return self._on_bar(msg)
+        if isinstance(msg, Fill):
+            return self._on_fill(msg)
+        if isinstance(msg, (OrderCancelled, OrderRejected, OrderDenied)):
+            return self._on_order_gone(msg)
+        if isinstance(msg, (OrderSubmitted, OrderAccepted)):
+            return []
+        if isinstance(msg, RiskStateChanged):
+            return self._on_risk_state(msg)
+        if isinstance(msg, ExposureUpdate):
+            self.position = msg.qty(self.instrument)
+            if self.position == 0:
+                # inventory closed by risk (flatten): take-profits of it are moot
+                return self._cancel(lambda s: s.kind == "tp", msg.ts_ns, "position flat")
+            return []
+        if isinstance(msg, WarmupBars):
+            for bar in msg.bars:
+                self._update_indicators(bar)
+            return []
+        if isinstance(msg, ClockTick):
+            return self._on_time(msg.ts_ns)
+        raise RejectedMessage(f"{self.strategy_id}: unexpected message {type(msg).__name__}")
+
+    # ------------------------------------------------------------------ indicators
+    def _update_indicators(self, bar: Bar) -> None:
+        if bar.instrument != self.instrument:
+            return
+        if bar.period_s == self.cfg.atr_bar_s:
+            atr = self.atr.update(float(bar.high), float(bar.low), float(bar.close))
+            if atr is not None:
+                self.atr_slow.update(atr)
+        if bar.period_s == self.cfg.mid_bar_s:
+            day = trading_day(bar.start_ns).isoformat()
+            if day != self.vwap_day:
+                self.vwap.reset()
+                self.vwap_day = day
+            self.vwap.update_bar(float(bar.high), float(bar.low), float(bar.close), bar.volume)
+            self.last = bar.close
+
+    @property
+    def ready(self) -> bool:
+        return self.atr.value is not None
+
+    def _target_spacing(self) -> Decimal:
+        atr = self.atr.value or 0.0
+        slow = self.atr_slow.value
+        self.surge = bool(slow and atr > self.cfg.surge_ratio * slow)
+        raw = atr * self.cfg.atr_multiplier * (self.cfg.surge_spacing_factor if self.surge else 1.0)
+        spacing = self.spec.round_to_tick(raw)
+        return max(spacing, self.spec.tick_size * self.cfg.min_spacing_ticks)
+
+    def _target_mid(self) -> Decimal | None:
+        if self.vwap.value is not None:
+            return self.spec.round_to_tick(self.vwap.value)
+        return self.last
+
+    def lot_for_level(self, n: int) -> int:
+        """Contracts for level ``n`` (1 = nearest the mid), per the sizer formula above."""
+        atr = self.atr.value or 0.0
+        dollar_vol = atr * float(self.spec.point_value)
+        base = max(1, round(self.cfg.risk_per_lot / dollar_vol)) if dollar_vol > 0 else 1
+        lot = int(round(base * (1 + self.cfg.pyramid_alpha * (n - 1))))
+        if self.surge:
+            lot = int(lot * self.cfg.surge_lot_factor)
+        return max(1, min(lot, self.cfg.max_lot))
+
+    # ------------------------------------------------------------------ events
+    def _can_place(self, ts_ns: int) -> bool:
+        return (self.ready and self.risk_state is RiskState.ACTIVE and self.last is not None
+                and self.calendar.can_open(ts_ns))
+
+    def _on_tick(self, tick: TradeTick) -> Out:
+        if tick.instrument != self.instrument:
+            return []
+        self.last = tick.price
+        if self.mid is None and self._can_place(tick.ts_ns):
+            return self._rebuild(tick.ts_ns)
+        return []
+
+    def _on_bar(self, bar: Bar) -> Out:
+        self._update_indicators(bar)
+        if bar.instrument != self.instrument or bar.period_s != self.cfg.mid_bar_s:
+            return []
+        out = self._on_time(bar.ts_ns or bar.end_ns)
+        if not self._can_place(bar.ts_ns or bar.end_ns):
+            return out
+        mid, spacing = self._target_mid(), self._target_spacing()
+        if self.mid is None or self.spacing is None or mid is None:
+            return out + self._rebuild(bar.ts_ns)
+        shifted = abs(mid - self.mid) >= self.spacing * Decimal(str(self.cfg.rebuild_shift_spacings))
+        respaced = abs(spacing - self.spacing) >= self.spacing / 4
+        if shifted or respaced:
+            return out + self._rebuild(bar.ts_ns)
+        return out + self._place_missing(bar.ts_ns) + [self._status(bar.ts_ns)]
+
+    def _on_time(self, ts_ns: int) -> Out:
+        if not self.calendar.can_open(ts_ns):
+            # flatten window: our entries go; risk flattens inventory and cancels take-profits
+            out = self._cancel(lambda s: s.kind == "entry", ts_ns, "outside trading window")
+            self.mid = None
+            return out
+        return []
+
+    def _on_risk_state(self, msg: RiskStateChanged) -> Out:
+        self.risk_state = msg.state
+        if msg.state is not RiskState.ACTIVE:
+            self.mid = None
+            return self._cancel(lambda s: s.kind == "entry", msg.ts_ns, f"risk {msg.state.value}")
+        return []
+
+    def _on_fill(self, fill: Fill) -> Out:
+        slot = self.slots.get(fill.client_order_id)
+        if slot is None:
+            return []
+        slot.filled += fill.qty
+        if fill.leaves_qty == 0 or slot.filled >= slot.qty:
+            del self.slots[fill.client_order_id]
+            self.pending_cancel.discard(fill.client_order_id)
+        if slot.kind == "entry":
+            self.stats["entries_filled"] += 1
+            return self._take_profit(slot, fill)
+        self.stats["tps_filled"] += 1
+        if self.mid is not None and self._can_place(fill.ts_ns):
+            return self._place_missing(fill.ts_ns)
+        return []
+
+    def _on_order_gone(self, msg: Any) -> Out:
+        slot = self.slots.pop(msg.client_order_id, None)
+        self.pending_cancel.discard(msg.client_order_id)
+        if slot is not None and isinstance(msg, OrderDenied):
+            self.stats["denied"] += 1
+        return []
+
+    # ------------------------------------------------------------------ orders
+    def _intent(self, side: Side, qty: int, price: Decimal, ts_ns: int, purpose: str, reduce_only: bool = False) -> OrderIntent:
+        return OrderIntent(client_order_id=self.ids.next_id(self.strategy_id), strategy_id=self.strategy_id,
+                           instrument=self.instrument, side=side, qty=qty, order_type=OrderType.LIMIT,
+                           ts_ns=ts_ns, limit_price=price, reduce_only=reduce_only, purpose=purpose)
+
+    def _take_profit(self, entry: Slot, fill: Fill) -> Out:
+        atr = Decimal(str(self.atr.value or 0.0))
+        dist = max(self.spec.round_to_tick(atr * Decimal(str(self.cfg.take_profit_atr))), self.spec.tick_size)
+        price = fill.price + dist if fill.side is Side.BUY else fill.price - dist
+        intent = self._intent(fill.side.opposite, fill.qty, price, fill.ts_ns, "grid-tp", reduce_only=True)
+        self.slots[intent.client_order_id] = Slot("tp", entry.level, intent.side, fill.qty, price)
+        return [(RISK, intent)]
+
+    def _cancel(self, which, ts_ns: int, reason: str) -> Out:
+        out: Out = []
+        for coid, slot in self.slots.items():
+            if which(slot) and coid not in self.pending_cancel:
+                self.pending_cancel.add(coid)
+                out.append((RISK, CancelOrder(coid, self.strategy_id, ts_ns, reason)))
+        return out
+
+    def _rebuild(self, ts_ns: int) -> Out:
+        mid = self._target_mid()
+        if mid is None:
+            return []
+        out = self._cancel(lambda s: s.kind == "entry", ts_ns, "grid rebuild")
+        self.mid, self.spacing = mid, self._target_spacing()
+        self.stats["rebuilds"] += 1
+        return out + self._place_missing(ts_ns) + [self._status(ts_ns)]
+
+    def _place_missing(self, ts_ns: int) -> Out:
+        """Place entries on every free level of the current grid."""
+        assert self.mid is not None and self.spacing is not None and self.last is not None
+        busy = {s.level for c, s in self.slots.items() if c not in self.pending_cancel or s.kind == "tp"}
+        out: Out = []
+        for n in range(1, self.cfg.levels_each_side + 1):
+            for level, side in ((-n, Side.BUY), (n, Side.SELL)):
+                if level in busy:
+                    continue
+                price = self.mid + self.spacing * level
+                if price <= 0 or (side is Side.BUY and price >= self.last) or (side is Side.SELL and price <= self.last):
+                    continue
+                intent = self._intent(side, self.lot_for_level(n), price, ts_ns, "grid-entry")
+                self.slots[intent.client_order_id] = Slot("entry", level, side, intent.qty, price)
+                out.append((RISK, intent))
+        return out
+
+    def _status(self, ts_ns: int) -> tuple[str, StrategyStatus]:
+        return (STATUS_TOPIC, StrategyStatus(self.strategy_id, self.instrument, ts_ns, atr=self.atr.value or 0.0,
+                                             spacing=float(self.spacing or 0), grid_mid=float(self.mid or 0)))
+
+    # ------------------------------------------------------------------ persistence
+    def snapshot(self) -> dict:
+        """JSON-safe state for the Redis mirror (indicators, grid, working slots)."""
+        return {
+            "atr": self.atr.snapshot(), "atr_slow": self.atr_slow.snapshot(), "vwap": self.vwap.snapshot(),
+            "vwap_day": self.vwap_day, "last": str(self.last) if self.last is not None else None,
+            "position": self.position, "mid": str(self.mid) if self.mid is not None else None,
+            "spacing": str(self.spacing) if self.spacing is not None else None,
+            "slots": {c: [s.kind, s.level, s.side.value, s.qty, str(s.price), s.filled] for c, s in self.slots.items()},
+            "stats": dict(self.stats),
+        }
+
+    def restore(self, d: dict) -> None:
+        """Load a :meth:`snapshot`. Working slots are re-validated by reconciliation afterwards."""
+        self.atr = WilderATR.restore(d["atr"])
+        self.atr_slow = EMA.restore(d["atr_slow"])
+        self.vwap = SessionVWAP.restore(d["vwap"])
+        self.vwap_day = d.get("vwap_day", "")
+        self.last = Decimal(d["last"]) if d.get("last") else None
+        self.position = int(d.get("position", 0))
+        self.mid = Decimal(d["mid"]) if d.get("mid") else None
+        self.spacing = Decimal(d["spacing"]) if d.get("spacing") else None
+        self.slots = {c: Slot(k, int(l), Side(sd), int(q), Decimal(p), int(f)) for c, (k, l, sd, q, p, f) in d.get("slots", {}).items()}
+        self.stats.update(d.get("stats", {}))

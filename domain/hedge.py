@@ -1,0 +1,238 @@
+"""Cross-asset hedge of the grid inventory (seed 000 section 6.4 and 7).
+
+- hedge ratio h = rho x sigma_p / sigma_h on 1-min log returns over ``window`` bars (minimum-
+  variance hedge ratio, Hull; = OLS beta of primary on hedge returns), clamped to
+  [``min_ratio``, ``max_ratio``] = [0.5, 1.25] against noisy estimates.
+- h is a ratio of *returns*, so it applies to notionals: hedge contracts =
+  - round(q_p x h x (price_p x point_value_p) / (price_h x point_value_h)). One MES at 6,700 is
+  $33,500 of index; one MNQ at 24,600 is $49,200, so 6 MES long with h = 0.9 gives 4 MNQ short.
+- activation: the primary holds inventory and its price is at least ``activation_spacings``
+  (1.5) x grid spacing away from the grid mid (seed 6.2 step 4). Deactivation (our choice, the
+  seed is silent): the price is back within 1.0 x spacing of the mid, or the primary is flat; the
+  hedge is then closed. Between the two thresholds the hedge is kept (hysteresis, no churn).
+- correlation guard: if rho stays below ``low_corr`` (0.6) for ``low_corr_minutes`` the hedge
+  target is multiplied by ``low_corr_factor`` (0.5) and an alert is raised (seed section 7).
+- orders: marketable limits (last +/- ``aggressive_ticks``) so that no market order is used outside
+  an emergency flatten (seed section 5); one hedge order at a time; an unfilled one is cancelled
+  after ``order_timeout_s`` and the target re-evaluated on the next bar.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from domain.calendar import SessionCalendar
+from domain.handler import RISK, STATUS_TOPIC, WATCHDOG, IdGenerator, Out, RejectedMessage
+from domain.indicators import RollingCorrelation, log_return
+from domain.instruments import get_instrument
+from domain.messages import (Alert, Bar, CancelOrder, ClockTick, ExposureUpdate, Fill, OrderAccepted, OrderCancelled,
+                             OrderDenied, OrderIntent, OrderRejected, OrderSubmitted, OrderType, RiskState,
+                             RiskStateChanged, Side, StrategyStatus, TradeTick, WarmupBars)
+
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class HedgeConfig:
+    """Hedge parameters (defaults from seed 000; see config.settings.HedgeParams)."""
+
+    primary: str = "MES"
+    hedge: str = "MNQ"
+    activation_spacings: float = 1.5
+    deactivation_spacings: float = 1.0
+    min_ratio: float = 0.5
+    max_ratio: float = 1.25
+    window: int = 100
+    bar_s: int = 60
+    low_corr: float = 0.6
+    low_corr_minutes: int = 15
+    low_corr_factor: float = 0.5
+    aggressive_ticks: int = 2
+    order_timeout_s: int = 60
+
+
+def hedge_ratio(corr: float, vol_primary: float, vol_hedge: float, lo: float = 0.5, hi: float = 1.25) -> float:
+    """h = rho x sigma_p / sigma_h clamped to [lo, hi]; 1.0 when the hedge vol is 0 (seed 000 12)."""
+    if vol_hedge <= 0 or math.isnan(vol_hedge):
+        return 1.0
+    return max(lo, min(hi, corr * vol_primary / vol_hedge))
+
+
+def hedge_contracts(primary_qty: int, ratio: float, price_p: Decimal, price_h: Decimal, primary: str, hedge: str) -> int:
+    """Signed hedge contracts for ``primary_qty`` (opposite sign), converting notionals by point value."""
+    pv_p = get_instrument(primary).point_value
+    pv_h = get_instrument(hedge).point_value
+    notional_ratio = float(price_p * pv_p) / float(price_h * pv_h)
+    return -int(round(primary_qty * ratio * notional_ratio))
+
+
+class HedgeManager:
+    """Hedge handler: keeps the hedge leg at its target. ``handle(msg) -> Out``."""
+
+    strategy_id = "hedge"
+
+    def __init__(self, config: HedgeConfig, ids: IdGenerator, calendar: SessionCalendar | None = None) -> None:
+        self.cfg = config
+        self.ids = ids
+        self.calendar = calendar or SessionCalendar()
+        self.spec = get_instrument(config.hedge)
+        self.corr = RollingCorrelation(config.window)
+        self.last_close: dict[str, Decimal] = {}
+        self.pending_ret: dict[str, tuple[int, float]] = {}
+        self.last: dict[str, Decimal] = {}
+        self.positions: dict[str, int] = {}
+        self.mid: Decimal | None = None
+        self.spacing: Decimal | None = None
+        self.active = False
+        self.ratio = 1.0
+        self.low_corr_since: int | None = None
+        self.low_corr = False
+        self.risk_state = RiskState.ACTIVE
+        self.working: dict[str, int] = {}  # client order id -> placement ts
+        self.activations = 0
+
+    # ------------------------------------------------------------------ dispatch
+    def handle(self, msg: Any) -> Out:
+        if isinstance(msg, TradeTick):
+            self.last[msg.instrument] = msg.price
+            return []
+        if isinstance(msg, Bar):
+            return self._on_bar(msg)
+        if isinstance(msg, WarmupBars):
+            for b in msg.bars:
+                self._update_corr(b)
+            return []
+        if isinstance(msg, StrategyStatus):
+            if msg.instrument == self.cfg.primary and msg.spacing > 0:
+                self.mid = Decimal(str(msg.grid_mid))
+                self.spacing = Decimal(str(msg.spacing))
+            return []
+        if isinstance(msg, ExposureUpdate):
+            self.positions = dict(msg.positions)
+            return self._rebalance(msg.ts_ns)
+        if isinstance(msg, Fill):
+            if msg.leaves_qty == 0:
+                self.working.pop(msg.client_order_id, None)
+            return []
+        if isinstance(msg, (OrderCancelled, OrderRejected, OrderDenied)):
+            self.working.pop(msg.client_order_id, None)
+            return []
+        if isinstance(msg, (OrderSubmitted, OrderAccepted)):
+            return []
+        if isinstance(msg, RiskStateChanged):
+            self.risk_state = msg.state
+            return []
+        if isinstance(msg, ClockTick):
+            return self._expire(msg.ts_ns)
+        raise RejectedMessage(f"hedge: unexpected message {type(msg).__name__}")
+
+    # ------------------------------------------------------------------ estimation
+    def _update_corr(self, bar: Bar) -> None:
+        if bar.period_s != self.cfg.bar_s or bar.instrument not in (self.cfg.primary, self.cfg.hedge):
+            return
+        prev = self.last_close.get(bar.instrument)
+        self.last_close[bar.instrument] = bar.close
+        self.last.setdefault(bar.instrument, bar.close)
+        if prev is None:
+            return
+        self.pending_ret[bar.instrument] = (bar.start_ns, log_return(float(prev), float(bar.close)))
+        p = self.pending_ret.get(self.cfg.primary)
+        h = self.pending_ret.get(self.cfg.hedge)
+        if p and h and p[0] == h[0]:  # both legs have a return for the same minute
+            self.corr.update(p[1], h[1])
+            self.pending_ret.clear()
+            if self.corr.value is not None:
+                self.ratio = hedge_ratio(self.corr.value, self.corr.vol_a or 0.0, self.corr.vol_b or 0.0,
+                                         self.cfg.min_ratio, self.cfg.max_ratio)
+
+    def _on_bar(self, bar: Bar) -> Out:
+        self._update_corr(bar)
+        if bar.period_s != self.cfg.bar_s or bar.instrument != self.cfg.primary:
+            return []
+        out: Out = []
+        rho = self.corr.value
+        ts = bar.ts_ns or bar.end_ns
+        if rho is not None and rho < self.cfg.low_corr:
+            self.low_corr_since = self.low_corr_since or ts
+            if not self.low_corr and ts - self.low_corr_since >= self.cfg.low_corr_minutes * 60 * NS:
+                self.low_corr = True
+                out.append((WATCHDOG, Alert("warning", "hedge-low-correlation",
+                                            f"{self.cfg.primary}/{self.cfg.hedge} correlation {rho:.2f} < {self.cfg.low_corr} "
+                                            f"for {self.cfg.low_corr_minutes} min: hedge halved", ts)))
+        else:
+            self.low_corr_since, self.low_corr = None, False
+        out += self._expire(ts)
+        out += self._rebalance(ts)
+        out.append((STATUS_TOPIC, StrategyStatus(self.strategy_id, self.cfg.hedge, ts, hedge_ratio=self.ratio,
+                                                 correlation=rho or 0.0)))
+        return out
+
+    # ------------------------------------------------------------------ hedging
+    def target(self) -> int:
+        """Signed hedge contracts wanted now (0 when inactive)."""
+        q_p = self.positions.get(self.cfg.primary, 0)
+        p_p, p_h = self.last.get(self.cfg.primary), self.last.get(self.cfg.hedge)
+        if q_p == 0 or self.mid is None or not self.spacing or p_p is None or p_h is None:
+            self.active = False
+            return 0
+        distance = abs(p_p - self.mid) / self.spacing
+        if not self.active and distance >= Decimal(str(self.cfg.activation_spacings)):
+            self.active = True
+            self.activations += 1
+        elif self.active and distance < Decimal(str(self.cfg.deactivation_spacings)):
+            self.active = False
+        if not self.active:
+            return 0
+        ratio = self.ratio * (self.cfg.low_corr_factor if self.low_corr else 1.0)
+        return hedge_contracts(q_p, ratio, p_p, p_h, self.cfg.primary, self.cfg.hedge)
+
+    def _rebalance(self, ts_ns: int) -> Out:
+        if self.working:
+            return []
+        have = self.positions.get(self.cfg.hedge, 0)
+        want = self.target() if self.calendar.can_open(ts_ns) else 0
+        delta = want - have
+        if delta == 0:
+            return []
+        reduces = abs(want) < abs(have) and (want == 0 or (want > 0) == (have > 0))
+        if self.risk_state is RiskState.HALTED or (self.risk_state is RiskState.REDUCING and not reduces):
+            return []
+        last = self.last.get(self.cfg.hedge)
+        if last is None:
+            return []
+        side = Side.for_qty(delta)
+        price = last + side.sign * self.spec.tick_size * self.cfg.aggressive_ticks
+        intent = OrderIntent(client_order_id=self.ids.next_id(self.strategy_id), strategy_id=self.strategy_id,
+                             instrument=self.cfg.hedge, side=side, qty=abs(delta), order_type=OrderType.LIMIT,
+                             ts_ns=ts_ns, limit_price=price, reduce_only=reduces,
+                             purpose="hedge-open" if not reduces else "hedge-reduce")
+        self.working[intent.client_order_id] = ts_ns
+        return [(RISK, intent)]
+
+    def _expire(self, ts_ns: int) -> Out:
+        out: Out = []
+        for coid, placed in list(self.working.items()):
+            if ts_ns - placed >= self.cfg.order_timeout_s * NS:
+                self.working[coid] = ts_ns  # do not re-send the cancel every tick
+                out.append((RISK, CancelOrder(coid, self.strategy_id, ts_ns, "hedge order timeout")))
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def snapshot(self) -> dict:
+        return {"corr": self.corr.snapshot(), "last_close": {k: str(v) for k, v in self.last_close.items()},
+                "active": self.active, "ratio": self.ratio, "activations": self.activations,
+                "working": dict(self.working), "mid": str(self.mid) if self.mid is not None else None,
+                "spacing": str(self.spacing) if self.spacing is not None else None}
+
+    def restore(self, d: dict) -> None:
+        self.corr = RollingCorrelation.restore(d["corr"])
+        self.last_close = {k: Decimal(v) for k, v in d.get("last_close", {}).items()}
+        self.active = bool(d.get("active"))
+        self.ratio = float(d.get("ratio", 1.0))
+        self.activations = int(d.get("activations", 0))
+        self.working = {k: int(v) for k, v in d.get("working", {}).items()}
+        self.mid = Decimal(d["mid"]) if d.get("mid") else None
+        self.spacing = Decimal(d["spacing"]) if d.get("spacing") else None

@@ -1,0 +1,191 @@
+"""Order state machine keyed by client order id.
+
+An :class:`Order` is a fold over order events (:data:`domain.messages.ORDER_EVENTS` plus
+``OrderDenied``) with an explicit transition table; an illegal transition raises
+:class:`InvalidTransition`. A fill whose ``trade_id`` was already applied is ignored (returns
+False): venues and reconnects replay fills, and counting one twice would double a position.
+
+States (Nautilus naming)::
+
+    INITIALIZED --denied--> DENIED
+    INITIALIZED --submitted--> SUBMITTED --accepted--> ACCEPTED
+    SUBMITTED/ACCEPTED/PARTIALLY_FILLED --fill--> PARTIALLY_FILLED | FILLED
+    SUBMITTED/ACCEPTED/PARTIALLY_FILLED --cancelled--> CANCELLED
+    SUBMITTED --rejected--> REJECTED
+
+A fill may arrive before the acknowledgement (venues race), so SUBMITTED accepts fills.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Iterator
+
+from domain.messages import (Fill, OrderAccepted, OrderCancelled, OrderDenied, OrderIntent, OrderRejected,
+                             OrderSubmitted)
+
+
+class OrderStatus(enum.Enum):
+    INITIALIZED = "INITIALIZED"
+    SUBMITTED = "SUBMITTED"
+    ACCEPTED = "ACCEPTED"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELLED = "CANCELLED"
+    REJECTED = "REJECTED"
+    DENIED = "DENIED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def is_working(self) -> bool:
+        """Could still fill: submitted, accepted or partially filled."""
+        return self in (OrderStatus.SUBMITTED, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
+
+
+TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.DENIED})
+
+_S = OrderStatus
+_TRANSITIONS: dict[tuple[OrderStatus, type], frozenset[OrderStatus]] = {
+    (_S.INITIALIZED, OrderDenied): frozenset({_S.DENIED}),
+    (_S.INITIALIZED, OrderSubmitted): frozenset({_S.SUBMITTED}),
+    (_S.SUBMITTED, OrderAccepted): frozenset({_S.ACCEPTED}),
+    (_S.SUBMITTED, OrderRejected): frozenset({_S.REJECTED}),
+    (_S.SUBMITTED, OrderCancelled): frozenset({_S.CANCELLED}),
+    (_S.SUBMITTED, Fill): frozenset({_S.PARTIALLY_FILLED, _S.FILLED}),
+    (_S.ACCEPTED, Fill): frozenset({_S.PARTIALLY_FILLED, _S.FILLED}),
+    (_S.ACCEPTED, OrderCancelled): frozenset({_S.CANCELLED}),
+    (_S.PARTIALLY_FILLED, Fill): frozenset({_S.PARTIALLY_FILLED, _S.FILLED}),
+    (_S.PARTIALLY_FILLED, OrderCancelled): frozenset({_S.CANCELLED}),
+    # a late acknowledgement after a fill is harmless
+    (_S.PARTIALLY_FILLED, OrderAccepted): frozenset({_S.PARTIALLY_FILLED}),
+    (_S.FILLED, OrderAccepted): frozenset({_S.FILLED}),
+}
+
+
+class InvalidTransition(ValueError):
+    """An event that the order's current status does not allow (e.g. a fill after a cancel)."""
+
+
+@dataclass(slots=True)
+class Order:
+    """One order's life. ``filled_qty`` contracts; ``avg_fill_price`` points (exact Decimal)."""
+
+    intent: OrderIntent
+    status: OrderStatus = OrderStatus.INITIALIZED
+    venue_order_id: str = ""
+    filled_qty: int = 0
+    fill_notional: Decimal = Decimal(0)  # sum(price * qty) of fills, points x contracts
+    reason: str = ""
+    trade_ids: set[str] = field(default_factory=set)
+
+    @property
+    def client_order_id(self) -> str:
+        return self.intent.client_order_id
+
+    @property
+    def leaves_qty(self) -> int:
+        return self.intent.qty - self.filled_qty
+
+    @property
+    def avg_fill_price(self) -> Decimal | None:
+        return self.fill_notional / self.filled_qty if self.filled_qty else None
+
+    def apply(self, event: object) -> bool:
+        """Apply an order event. Returns False for a duplicate fill (ignored).
+
+        Raises:
+            InvalidTransition: the event is not allowed in the current status, or a fill
+                over-fills the order.
+        """
+        if isinstance(event, Fill) and event.trade_id in self.trade_ids:
+            return False
+        allowed = _TRANSITIONS.get((self.status, type(event)))
+        if allowed is None:
+            raise InvalidTransition(f"{self.client_order_id}: {type(event).__name__} not allowed in {self.status.value}")
+        if isinstance(event, Fill):
+            if event.qty <= 0 or self.filled_qty + event.qty > self.intent.qty:
+                raise InvalidTransition(f"{self.client_order_id}: fill of {event.qty} over-fills {self.filled_qty}/{self.intent.qty}")
+            self.trade_ids.add(event.trade_id)
+            self.filled_qty += event.qty
+            self.fill_notional += event.price * event.qty
+            self.status = OrderStatus.FILLED if self.filled_qty == self.intent.qty else OrderStatus.PARTIALLY_FILLED
+            if event.venue_order_id and not self.venue_order_id:
+                self.venue_order_id = event.venue_order_id
+            return True
+        (new,) = allowed
+        self.status = new
+        if isinstance(event, OrderAccepted):
+            self.venue_order_id = event.venue_order_id
+        elif isinstance(event, (OrderRejected, OrderDenied)):
+            self.reason = event.reason
+        elif isinstance(event, OrderCancelled):
+            self.reason = event.reason
+        return True
+
+
+class OrderBook:
+    """All orders by client order id, with the working subset. Not thread-safe (one owner)."""
+
+    def __init__(self) -> None:
+        self._orders: dict[str, Order] = {}
+
+    def add(self, intent: OrderIntent, status: OrderStatus = OrderStatus.INITIALIZED) -> Order:
+        """Track a new order. Raises ValueError on a duplicate client order id."""
+        if intent.client_order_id in self._orders:
+            raise ValueError(f"duplicate client order id {intent.client_order_id}")
+        order = Order(intent, status)
+        self._orders[intent.client_order_id] = order
+        return order
+
+    def get(self, client_order_id: str) -> Order | None:
+        return self._orders.get(client_order_id)
+
+    def __contains__(self, client_order_id: str) -> bool:
+        return client_order_id in self._orders
+
+    def __iter__(self) -> Iterator[Order]:
+        return iter(self._orders.values())
+
+    def __len__(self) -> int:
+        return len(self._orders)
+
+    def apply(self, event: object) -> bool:
+        """Apply an event to its order; False if the order is unknown or the fill a duplicate."""
+        order = self._orders.get(getattr(event, "client_order_id", ""))
+        if order is None:
+            return False
+        return order.apply(event)
+
+    def working(self, instrument: str | None = None) -> list[Order]:
+        """Orders that could still fill, in insertion order."""
+        return [o for o in self._orders.values()
+                if o.status.is_working and (instrument is None or o.intent.instrument == instrument)]
+
+    def open_orders(self, instrument: str | None = None) -> list[Order]:
+        """Working orders plus approved ones not yet acknowledged as submitted (INITIALIZED):
+        what could still fill. Use this, not :meth:`working`, to decide whether to send more."""
+        return [o for o in self._orders.values()
+                if (o.status.is_working or o.status is OrderStatus.INITIALIZED)
+                and (instrument is None or o.intent.instrument == instrument)]
+
+    def working_qty(self, instrument: str) -> tuple[int, int]:
+        """(buy contracts, sell contracts) still working on ``instrument``, incl. not-yet-acked orders."""
+        buy = sell = 0
+        for o in self._orders.values():
+            if o.intent.instrument == instrument and (o.status.is_working or o.status is OrderStatus.INITIALIZED):
+                if o.intent.side.sign > 0:
+                    buy += o.leaves_qty
+                else:
+                    sell += o.leaves_qty
+        return buy, sell
+
+    def prune_terminal(self, keep: int = 1000) -> None:
+        """Forget the oldest terminal orders beyond ``keep`` (bounded memory over long runs)."""
+        terminal = [k for k, o in self._orders.items() if o.status.is_terminal]
+        for k in terminal[:-keep] if len(terminal) > keep else ():
+            del self._orders[k]

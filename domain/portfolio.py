@@ -1,0 +1,161 @@
+"""Positions and P&L as a fold over fills, exact to the cent.
+
+Open lots are kept FIFO in integer ticks, so realized and unrealized P&L are integer ticks x tick
+value (Decimal): no float drift, no rounding of average prices. FIFO matching is how futures
+clearing (and the Topstep statement) computes realized P&L; the average entry price reported is
+for display only.
+
+A fill whose ``trade_id`` was already applied is ignored (``apply_fill`` returns None).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Iterable, Mapping
+
+from domain.instruments import InstrumentSpec, get_instrument
+from domain.messages import Fill
+
+
+@dataclass(frozen=True, slots=True)
+class FillEffect:
+    """What one fill did: realized P&L (dollars, before fees), fee (dollars), and whether it
+    closed (reduced) any existing position (a closed trade for the consecutive-loss count)."""
+
+    instrument: str
+    realized: Decimal
+    fee: Decimal
+    closed: bool
+    position: int  # signed contracts after the fill
+
+
+class Position:
+    """Net position in one instrument. ``qty`` signed contracts (+ long)."""
+
+    __slots__ = ("spec", "lots", "realized", "fees")
+
+    def __init__(self, spec: InstrumentSpec) -> None:
+        self.spec = spec
+        self.lots: deque[list[int]] = deque()  # [price_ticks, signed_qty], all lots share one sign
+        self.realized = Decimal(0)
+        self.fees = Decimal(0)
+
+    @property
+    def qty(self) -> int:
+        return sum(q for _, q in self.lots)
+
+    @property
+    def avg_price(self) -> Decimal | None:
+        """Average entry price in points (display only; may be a non-tick value)."""
+        q = self.qty
+        if q == 0:
+            return None
+        return self.spec.tick_size * Decimal(sum(p * lq for p, lq in self.lots)) / q
+
+    def apply(self, side_sign: int, qty: int, price: Decimal, fee: Decimal) -> tuple[Decimal, bool]:
+        """Apply a fill of ``qty`` contracts in direction ``side_sign`` at ``price``.
+
+        Returns (realized dollars before fees, closed_any). Raises ValueError for an off-tick price.
+        """
+        ticks = self.spec.to_ticks(price)
+        remaining = qty * side_sign
+        realized_ticks = 0
+        closed = False
+        while remaining and self.lots and (self.lots[0][1] > 0) != (remaining > 0):
+            lot = self.lots[0]
+            matched = min(abs(lot[1]), abs(remaining))
+            lot_sign = 1 if lot[1] > 0 else -1
+            realized_ticks += (ticks - lot[0]) * matched * lot_sign
+            lot[1] -= matched * lot_sign
+            remaining += matched * lot_sign
+            closed = True
+            if lot[1] == 0:
+                self.lots.popleft()
+        if remaining:
+            self.lots.append([ticks, remaining])
+        realized = Decimal(realized_ticks) * self.spec.tick_value
+        self.realized += realized
+        self.fees += fee
+        return realized, closed
+
+    def unrealized(self, mark: Decimal) -> Decimal:
+        """Open P&L in dollars at ``mark`` (points)."""
+        m = self.spec.to_ticks(mark)
+        return Decimal(sum((m - p) * q for p, q in self.lots)) * self.spec.tick_value
+
+    def to_dict(self) -> dict:
+        """JSON-safe snapshot (exact)."""
+        return {"lots": [list(l) for l in self.lots], "realized": str(self.realized), "fees": str(self.fees),
+                "qty": self.qty, "avg_price": str(self.avg_price) if self.avg_price is not None else ""}
+
+    @classmethod
+    def from_dict(cls, spec: InstrumentSpec, d: Mapping) -> "Position":
+        p = cls(spec)
+        p.lots = deque([int(a), int(b)] for a, b in d.get("lots", []))
+        p.realized = Decimal(d.get("realized", "0"))
+        p.fees = Decimal(d.get("fees", "0"))
+        return p
+
+
+class Portfolio:
+    """All positions of one account; the fold over fills with trade-id de-duplication."""
+
+    def __init__(self) -> None:
+        self.positions: dict[str, Position] = {}
+        self.seen_trade_ids: set[str] = set()
+
+    def position(self, instrument: str) -> Position:
+        pos = self.positions.get(instrument)
+        if pos is None:
+            pos = self.positions[instrument] = Position(get_instrument(instrument))
+        return pos
+
+    def qty(self, instrument: str) -> int:
+        pos = self.positions.get(instrument)
+        return pos.qty if pos else 0
+
+    def net_positions(self) -> dict[str, int]:
+        """Signed contracts per instrument, flat ones omitted."""
+        return {k: p.qty for k, p in self.positions.items() if p.qty}
+
+    def apply_fill(self, fill: Fill) -> FillEffect | None:
+        """Fold one fill in. Returns None for a duplicate ``trade_id``."""
+        if fill.trade_id in self.seen_trade_ids:
+            return None
+        self.seen_trade_ids.add(fill.trade_id)
+        pos = self.position(fill.instrument)
+        realized, closed = pos.apply(fill.side.sign, fill.qty, fill.price, fill.fee)
+        return FillEffect(fill.instrument, realized, fill.fee, closed, pos.qty)
+
+    def apply_fills(self, fills: Iterable[Fill]) -> list[FillEffect]:
+        return [e for e in (self.apply_fill(f) for f in fills) if e is not None]
+
+    def unrealized(self, marks: Mapping[str, Decimal]) -> Decimal:
+        """Open P&L over all positions, dollars; positions without a mark count 0."""
+        total = Decimal(0)
+        for sym, pos in self.positions.items():
+            if pos.lots and sym in marks:
+                total += pos.unrealized(marks[sym])
+        return total
+
+    @property
+    def realized(self) -> Decimal:
+        return sum((p.realized for p in self.positions.values()), Decimal(0))
+
+    @property
+    def fees(self) -> Decimal:
+        return sum((p.fees for p in self.positions.values()), Decimal(0))
+
+    def to_dict(self) -> dict:
+        return {"positions": {k: p.to_dict() for k, p in self.positions.items()},
+                "seen": sorted(self.seen_trade_ids)[-5000:]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Portfolio":
+        pf = cls()
+        for sym, pd in d.get("positions", {}).items():
+            pf.positions[sym] = Position.from_dict(get_instrument(sym), pd)
+        pf.seen_trade_ids = set(d.get("seen", []))
+        return pf

@@ -1,0 +1,333 @@
+"""Risk handler: the gate every order passes, the account rules, and the flatten procedure.
+
+Inputs and outputs (actor names from :mod:`domain.handler`):
+
+- ``OrderIntent`` from a strategy: checked, then forwarded to the router or answered with
+  ``OrderDenied`` to its strategy. Checks in order: duplicate client order id, trading state
+  (HALTED: nothing; REDUCING: only orders that shrink a position), trading window (flat by
+  15:10 CT minus the margin), then :func:`domain.risk_rules.check_order` (max contracts with
+  micros 10:1 incl. working orders, per-trade risk, open-risk cap, net 1-ATR exposure cap).
+- ``CancelOrder``: always forwarded.
+- order events from the router: folded into the order book and the portfolio; fills update the
+  :class:`~domain.risk_rules.AccountLedger`; the new net positions go out as ``ExposureUpdate``.
+- ``TradeTick``: marks; the account rules (MLL in real time on equity incl. unrealized, DLL,
+  personal guardrails) are evaluated on every mark and every fill.
+- ``ClockTick`` / tick time: trading-day roll at 17:00 CT (end-of-day balance -> MLL floor),
+  sub-session roll at 08:30 CT, and the flatten at 15:10 CT minus the margin.
+- ``Flatten`` / ``Shutdown``: cancel every working order, then close each position with a
+  reduce-only market order once no other order of that instrument is working (so a take-profit
+  cannot fill on top of the close and flip the position).
+- ``Pause`` / ``Resume`` (operator), ``ReconcileResult`` (the reconciler).
+
+The trading state is the most severe of the *holds* in force (e.g. ``reconcile`` HALTED until the
+reconciler reports a match, ``day`` HALTED until the next trading day, ``session`` REDUCING until
+the next sub-session, ``failed`` HALTED for good after an MLL breach).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+from typing import Any
+
+from domain.calendar import SessionCalendar, trading_day
+from domain.handler import (EXPOSURE_TOPIC, RISK_STATE_TOPIC, ROUTER, WATCHDOG, IdGenerator, Out,
+                            RejectedMessage)
+from domain.messages import (AccountStatus, Alert, CancelOrder, ClockTick, ExposureUpdate, Fill, Flatten, OrderAccepted,
+                             OrderCancelled, OrderDenied, OrderIntent, OrderRejected, OrderSubmitted, OrderType,
+                             Pause, ReconcileResult, Resume, RiskState, RiskStateChanged, Shutdown, Side,
+                             StrategyStatus, TradeTick)
+from domain.orders import OrderBook, OrderStatus
+from domain.portfolio import Portfolio
+from domain.risk_rules import (AccountLedger, Action, Breach, OrderCheck, RiskLimits, check_order, evaluate_account,
+                               is_reducing, net_atr_exposure, sub_session_of)
+
+_SEVERITY = {RiskState.ACTIVE: 0, RiskState.REDUCING: 1, RiskState.HALTED: 2}
+
+
+class RiskManager:
+    """Risk handler. ``handle(msg) -> Out``.
+
+    Args:
+        limits: the account profile's :class:`RiskLimits`.
+        ids: client order id source for flatten orders (strategy id ``"risk"``).
+        calendar: session rules.
+        start_ns: event time at construction (first trading day).
+        owner: maps a strategy id to the actor name that receives its order events (identity by default).
+        halted_until_reconciled: start HALTED with a ``reconcile`` hold (restart / live startup).
+    """
+
+    strategy_id = "risk"
+
+    def __init__(self, limits: RiskLimits, ids: IdGenerator, calendar: SessionCalendar, start_ns: int,
+                 halted_until_reconciled: bool = False) -> None:
+        self.limits = limits
+        self.ids = ids
+        self.calendar = calendar
+        self.ledger = AccountLedger(limits, trading_day(start_ns), sub_session_of(start_ns))
+        self.portfolio = Portfolio()
+        self.book = OrderBook()
+        self.marks: dict[str, Decimal] = {}
+        self.atr: dict[str, float] = {}
+        self.holds: dict[str, tuple[RiskState, str]] = {}
+        self.state = RiskState.ACTIVE
+        self.flattening: str | None = None
+        self.now_ns = start_ns
+        self.breaches: list[tuple[int, str, str]] = []  # (ts, rule, detail), for the session summary
+        self.max_contracts_seen = Decimal(0)
+        self.flat_violations: list[int] = []
+        self.min_headroom: Decimal | None = None
+        self.peak_equity = limits.starting_balance
+        self.max_drawdown = Decimal(0)
+        self.denials = 0
+        if halted_until_reconciled:
+            self.holds["reconcile"] = (RiskState.HALTED, "waiting for reconciliation with the broker")
+            self.state = RiskState.HALTED
+
+    # ------------------------------------------------------------------ helpers
+    def _set_hold(self, name: str, state: RiskState | None, reason: str = "") -> Out:
+        if state is None:
+            self.holds.pop(name, None)
+        else:
+            self.holds[name] = (state, reason)
+        new = max((s for s, _ in self.holds.values()), key=_SEVERITY.__getitem__, default=RiskState.ACTIVE)
+        if new is self.state:
+            return []
+        self.state = new
+        why = "; ".join(f"{k}: {r}" for k, (_, r) in self.holds.items()) or reason or "all holds released"
+        return [(RISK_STATE_TOPIC, RiskStateChanged(new, why, self.now_ns))]
+
+    def unrealized(self) -> Decimal:
+        return self.portfolio.unrealized(self.marks)
+
+    def equity(self) -> Decimal:
+        return self.ledger.balance + self.unrealized()
+
+    def _deny(self, intent: OrderIntent, reason: str) -> Out:
+        self.denials += 1
+        self.book.add(intent).apply(OrderDenied(intent.client_order_id, intent.strategy_id, reason, self.now_ns))
+        return [(intent.strategy_id, OrderDenied(intent.client_order_id, intent.strategy_id, reason, self.now_ns))]
+
+    def _working_map(self) -> dict[str, tuple[int, int]]:
+        return {sym: self.book.working_qty(sym) for sym in {o.intent.instrument for o in self.book.working()}}
+
+    # ------------------------------------------------------------------ dispatch
+    def handle(self, msg: Any) -> Out:
+        ts = getattr(msg, "ts_ns", None)
+        out: Out = []
+        if isinstance(ts, int) and ts > self.now_ns:
+            self.now_ns = ts
+            out += self._on_time()
+        if isinstance(msg, OrderIntent):
+            return out + self._on_intent(msg)
+        if isinstance(msg, CancelOrder):
+            return out + [(ROUTER, msg)]
+        if isinstance(msg, (OrderSubmitted, OrderAccepted, OrderRejected, OrderCancelled, Fill)):
+            return out + self._on_order_event(msg)
+        if isinstance(msg, TradeTick):
+            self.marks[msg.instrument] = msg.price
+            return out + self._check_account()
+        if isinstance(msg, StrategyStatus):
+            if msg.atr > 0:
+                self.atr[msg.instrument] = msg.atr
+            return out
+        if isinstance(msg, ClockTick):
+            return out + [(WATCHDOG, self.account_status())]
+        if isinstance(msg, (Flatten, Shutdown)):
+            return out + self.start_flatten(msg.reason)
+        if isinstance(msg, Pause):
+            return out + self._set_hold("operator", RiskState.REDUCING, f"paused: {msg.reason}")
+        if isinstance(msg, Resume):
+            return out + self._set_hold("operator", None, f"resumed: {msg.reason}")
+        if isinstance(msg, ReconcileResult):
+            if msg.ok:
+                return out + self._set_hold("reconcile", None, "reconciled")
+            return out + self._set_hold("reconcile", RiskState.HALTED, f"reconciliation failed: {msg.detail}") + [
+                (WATCHDOG, Alert("critical", "reconcile-mismatch", f"reconciliation failed: {msg.detail}", self.now_ns))]
+        raise RejectedMessage(f"risk: unexpected message {type(msg).__name__}")
+
+    # ------------------------------------------------------------------ orders
+    def _on_intent(self, intent: OrderIntent) -> Out:
+        if intent.client_order_id in self.book:
+            return [(intent.strategy_id, OrderDenied(intent.client_order_id, intent.strategy_id,
+                                                     "duplicate client order id", self.now_ns))]
+        if intent.qty <= 0:
+            return self._deny(intent, f"quantity {intent.qty} <= 0")
+        position = self.portfolio.qty(intent.instrument)
+        signed = intent.side.sign * intent.qty
+        reducing = is_reducing(position, signed)
+        if intent.reduce_only and not reducing and intent.purpose != "grid-tp":
+            return self._deny(intent, f"reduce-only order would not reduce position {position}")
+        if self.state is RiskState.HALTED and intent.strategy_id != self.strategy_id:
+            return self._deny(intent, f"trading HALTED ({'; '.join(r for _, r in self.holds.values())})")
+        if self.state is RiskState.REDUCING and not reducing:
+            return self._deny(intent, "trading REDUCING: only orders that shrink a position")
+        if not reducing and not self.calendar.can_open(self.now_ns):
+            return self._deny(intent, "outside the trading window (flat by 15:10 CT minus margin)")
+        if intent.strategy_id != self.strategy_id:
+            positions = self.portfolio.net_positions()
+            limits = self.limits
+            after = dict(positions)
+            after[intent.instrument] = after.get(intent.instrument, 0) + signed
+            if net_atr_exposure(after, self.atr) < net_atr_exposure(positions, self.atr):
+                # a hedge that lowers the net 1-ATR exposure is not blocked by the gross open-risk cap
+                limits = dataclasses.replace(limits, open_risk_cap=None)
+            working = self._working_map()
+            reason = check_order(OrderCheck(intent.instrument, signed, intent.reduce_only),
+                                 positions, working, self.atr, limits)
+            if reason is None and not reducing:
+                # worst case: every working order on the same side fills first (open risk, exposure)
+                buy, sell = working.get(intent.instrument, (0, 0))
+                worst = dict(positions)
+                worst[intent.instrument] = worst.get(intent.instrument, 0) + (buy if signed > 0 else -sell)
+                reason = check_order(OrderCheck(intent.instrument, signed, intent.reduce_only),
+                                     worst, {}, self.atr, limits)
+            if reason:
+                return self._deny(intent, reason)
+        self.book.add(intent)
+        return [(ROUTER, intent)]
+
+    def _on_order_event(self, ev: Any) -> Out:
+        out: Out = []
+        order = self.book.get(ev.client_order_id)
+        if order is None and isinstance(ev, Fill):
+            # a fill of an order we never approved (adopted at reconciliation): still a position change
+            pass
+        elif order is not None:
+            if not order.apply(ev):
+                return []  # duplicate fill
+        if isinstance(ev, Fill):
+            effect = self.portfolio.apply_fill(ev)
+            if effect is None:
+                return []
+            self.ledger.on_realized(effect.realized, effect.fee, effect.closed)
+            self.marks.setdefault(ev.instrument, ev.price)
+            out.append((EXPOSURE_TOPIC, ExposureUpdate(tuple(sorted(self.portfolio.net_positions().items())), ev.ts_ns)))
+            self._track_contracts()
+            out += self._check_account()
+        if self.flattening:
+            out += self._continue_flatten()
+        self.book.prune_terminal()
+        return out
+
+    def _track_contracts(self) -> None:
+        from domain.instruments import get_instrument
+        total = sum((abs(q) * get_instrument(s).mini_equivalent for s, q in self.portfolio.net_positions().items()), Decimal(0))
+        self.max_contracts_seen = max(self.max_contracts_seen, total)
+
+    # ------------------------------------------------------------------ account rules
+    def _check_account(self) -> Out:
+        unreal = self.unrealized()
+        equity = self.ledger.mark(unreal)
+        headroom = equity - self.ledger.floor
+        if self.min_headroom is None or headroom < self.min_headroom:
+            self.min_headroom = headroom
+        self.peak_equity = max(self.peak_equity, equity)
+        self.max_drawdown = max(self.max_drawdown, self.peak_equity - equity)
+        out: Out = []
+        for b in evaluate_account(self.ledger, unreal):
+            out += self._apply_breach(b)
+        return out
+
+    def _apply_breach(self, b: Breach) -> Out:
+        hold = {Action.LIQUIDATE: ("failed", RiskState.HALTED),
+                Action.FLATTEN_HALT_DAY: ("day", RiskState.HALTED),
+                Action.FLATTEN_REDUCE_SESSION: ("session", RiskState.REDUCING),
+                Action.REDUCE_DAY: ("day-reduce", RiskState.REDUCING)}[b.action]
+        if hold[0] in self.holds:
+            return []
+        self.breaches.append((self.now_ns, b.rule, b.detail))
+        if b.action is Action.LIQUIDATE:
+            self.ledger.failed = True  # Topstep: the account failed; stays HALTED for good
+        out = self._set_hold(hold[0], hold[1], f"{b.rule}: {b.detail}")
+        level = "critical" if b.action is Action.LIQUIDATE else "warning"
+        out.append((WATCHDOG, Alert(level, f"risk-{b.rule}", f"{b.rule} breached: {b.detail}", self.now_ns)))
+        if b.action is not Action.REDUCE_DAY:
+            out += self.start_flatten(b.rule)
+        return out
+
+    # ------------------------------------------------------------------ time
+    def _on_time(self) -> Out:
+        out: Out = []
+        day = trading_day(self.now_ns)
+        if day != self.ledger.trading_day:
+            if self.portfolio.net_positions():
+                self.flat_violations.append(self.now_ns)
+            self.ledger.roll_day(day, sub_session_of(self.now_ns))
+            for hold in ("day", "day-reduce", "session", "flat-time"):
+                out += self._set_hold(hold, None, "new trading day")
+        else:
+            sub = sub_session_of(self.now_ns)
+            if sub != self.ledger.sub_session:
+                self.ledger.roll_sub_session(sub)
+                out += self._set_hold("session", None, "new sub-session")
+        if self.calendar.must_be_flat(self.now_ns):
+            if "flat-time" not in self.holds:
+                out += self._set_hold("flat-time", RiskState.REDUCING, "flat by 15:10 CT")
+                out += self.start_flatten("session flat time")
+        elif "flat-time" in self.holds:
+            out += self._set_hold("flat-time", None, "session open")
+        return out
+
+    # ------------------------------------------------------------------ flatten
+    def start_flatten(self, reason: str) -> Out:
+        """Cancel every working order, then close each position (reduce-only market orders)."""
+        self.flattening = reason
+        out: Out = []
+        for o in self.book.open_orders():
+            if o.intent.strategy_id != self.strategy_id:
+                out.append((ROUTER, CancelOrder(o.client_order_id, o.intent.strategy_id, self.now_ns, f"flatten: {reason}")))
+        return out + self._continue_flatten()
+
+    def _continue_flatten(self) -> Out:
+        out: Out = []
+        positions = self.portfolio.net_positions()
+        for sym, qty in positions.items():
+            if self.book.open_orders(sym):
+                continue  # wait for cancels (or the working close) to settle
+            intent = OrderIntent(client_order_id=self.ids.next_id(self.strategy_id), strategy_id=self.strategy_id,
+                                 instrument=sym, side=Side.for_qty(-qty), qty=abs(qty), order_type=OrderType.MARKET,
+                                 ts_ns=self.now_ns, reduce_only=True, purpose=f"flatten: {self.flattening}")
+            self.book.add(intent)
+            out.append((ROUTER, intent))
+        if not positions and not self.book.open_orders():
+            self.flattening = None
+        return out
+
+    def account_status(self) -> AccountStatus:
+        """Telemetry snapshot for the watchdog / metrics."""
+        unreal = self.unrealized()
+        equity = self.ledger.balance + unreal
+        positions = self.portfolio.net_positions()
+        return AccountStatus(self.now_ns, self.state, self.ledger.balance, equity, unreal, self.ledger.day_pnl(unreal),
+                             self.ledger.floor, equity - self.ledger.floor, self.peak_equity - equity,
+                             self.portfolio.realized, self.portfolio.fees, len(self.book.working()),
+                             tuple(sorted(positions.items())), net_atr_exposure(positions, self.atr))
+
+    @property
+    def is_flat(self) -> bool:
+        return not self.portfolio.net_positions() and not self.book.open_orders()
+
+    # ------------------------------------------------------------------ persistence
+    def snapshot(self) -> dict:
+        return {"ledger": self.ledger.to_dict(), "portfolio": self.portfolio.to_dict(),
+                "holds": {k: [s.value, r] for k, (s, r) in self.holds.items() if k != "reconcile"},
+                "now_ns": self.now_ns, "max_contracts_seen": str(self.max_contracts_seen),
+                "min_headroom": str(self.min_headroom) if self.min_headroom is not None else None,
+                "peak_equity": str(self.peak_equity), "max_drawdown": str(self.max_drawdown),
+                "flat_violations": self.flat_violations, "breaches": [list(b) for b in self.breaches[-100:]]}
+
+    def restore(self, d: dict) -> None:
+        """Load a :meth:`snapshot`; the ``reconcile`` hold set at construction stays."""
+        self.ledger = AccountLedger.from_dict(self.limits, d["ledger"])
+        self.portfolio = Portfolio.from_dict(d["portfolio"])
+        for k, (s, r) in d.get("holds", {}).items():
+            self.holds[k] = (RiskState(s), r)
+        self.now_ns = max(self.now_ns, int(d.get("now_ns", 0)))
+        self.max_contracts_seen = Decimal(d.get("max_contracts_seen", "0"))
+        self.min_headroom = Decimal(d["min_headroom"]) if d.get("min_headroom") else None
+        self.peak_equity = Decimal(d.get("peak_equity", str(self.limits.starting_balance)))
+        self.max_drawdown = Decimal(d.get("max_drawdown", "0"))
+        self.flat_violations = list(d.get("flat_violations", []))
+        self.breaches = [tuple(b) for b in d.get("breaches", [])]
+        self._set_hold("reconcile", self.holds.get("reconcile", (None, ""))[0], "restored")

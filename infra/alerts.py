@@ -1,0 +1,182 @@
+"""Operator alerts to a Slack incoming webhook, with de-duplication and a rate limit.
+
+Every alert that is not de-duplicated is also written to the loguru log at its level, so the log
+is the complete record and Slack only the notification channel. The webhook URL is a secret: it
+never appears in our log lines or in exception text (it is replaced by ``<webhook>``), and log
+records of the ``httpx`` logger mentioning it are redacted the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from typing import Callable
+
+import httpx
+from loguru import logger
+
+from domain.messages import Alert
+
+REDACTED = "<webhook>"
+
+_LEVELS = {
+    "debug": "DEBUG",
+    "info": "INFO",
+    "warning": "WARNING",
+    "warn": "WARNING",
+    "error": "ERROR",
+    "critical": "CRITICAL",
+}
+
+
+def log_level(level: str) -> str:
+    """loguru level name for an :class:`Alert` level (case-insensitive); unknown -> WARNING."""
+    return _LEVELS.get(level.strip().lower(), "WARNING")
+
+
+class _RedactFilter(logging.Filter):
+    """Replace the secret in stdlib log records (httpx logs every request URL at INFO)."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self._secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # malformed record: leave it to logging's own error handling
+            return True
+        if self._secret in text:
+            record.msg, record.args = text.replace(self._secret, REDACTED), ()
+        return True
+
+
+class SlackAlerter:
+    """Send :class:`~domain.messages.Alert` messages to Slack.
+
+    ``webhook_url``: Slack incoming-webhook URL, or None/"" to only log. ``dedupe_window_s``:
+    an alert whose ``key`` was *sent* less than this many seconds ago is dropped.
+    ``max_per_minute``: at most this many POSTs in any 60 s window. ``timeout_s``: HTTP timeout.
+    ``clock``: monotonic seconds (injectable for tests).
+
+    ``suppressed`` counts, per alert key, every alert dropped by de-duplication or the rate
+    limit (cumulative). The next alert sent for that key carries a "(N similar suppressed)" note.
+    Thread-safe. Call :meth:`close` (or use as a context manager) to release the HTTP client.
+    """
+
+    def __init__(self, webhook_url: str | None, *, dedupe_window_s: float = 300.0,
+                 max_per_minute: int = 10, timeout_s: float = 3.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._url = webhook_url or None
+        self.dedupe_window_s = float(dedupe_window_s)
+        self.max_per_minute = int(max_per_minute)
+        self.timeout_s = float(timeout_s)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last_sent: dict[str, float] = {}
+        self._post_times: deque[float] = deque()
+        self._unreported: Counter[str] = Counter()
+        self.suppressed: Counter[str] = Counter()
+        self._client: httpx.Client | None = None
+        self._filter: _RedactFilter | None = None
+        if self._url:
+            self._client = httpx.Client(timeout=timeout_s)
+            self._filter = _RedactFilter(self._url)
+            logging.getLogger("httpx").addFilter(self._filter)
+
+    def __repr__(self) -> str:
+        target = REDACTED if self._url else "log-only"
+        return f"SlackAlerter({target}, dedupe_window_s={self.dedupe_window_s}, " \
+               f"max_per_minute={self.max_per_minute})"
+
+    @property
+    def configured(self) -> bool:
+        """True if a webhook URL was given."""
+        return self._url is not None
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._url, REDACTED) if self._url else text
+
+    @staticmethod
+    def format(alert: Alert, suppressed: int = 0) -> str:
+        """Slack message text for ``alert``; mentions ``suppressed`` earlier repeats if > 0."""
+        text = f"[{alert.level.upper()}] {alert.text} (key={alert.key})"
+        if suppressed:
+            text += f" ({suppressed} similar suppressed)"
+        return text
+
+    def send(self, alert: Alert) -> str:
+        """Deliver ``alert``; never raises. Returns one of:
+
+        ``"logged"`` (no webhook: logged at the alert's level), ``"sent"`` (Slack answered 2xx;
+        also logged), ``"deduplicated"`` (key sent within ``dedupe_window_s``; debug log only),
+        ``"rate_limited"`` (over ``max_per_minute`` POSTs in 60 s; logged), ``"failed"``
+        (HTTP error status, timeout or connection error; logged, URL redacted).
+        """
+        level = log_level(alert.level)
+        if self._client is None:
+            logger.log(level, "ALERT {}", self.format(alert))
+            return "logged"
+
+        with self._lock:
+            now = self._clock()
+            last = self._last_sent.get(alert.key)
+            if last is not None and now - last < self.dedupe_window_s:
+                self.suppressed[alert.key] += 1
+                self._unreported[alert.key] += 1
+                logger.debug("alert {} deduplicated ({} suppressed so far)",
+                             alert.key, self.suppressed[alert.key])
+                return "deduplicated"
+            while self._post_times and now - self._post_times[0] >= 60.0:
+                self._post_times.popleft()
+            if len(self._post_times) >= self.max_per_minute:
+                self.suppressed[alert.key] += 1
+                self._unreported[alert.key] += 1
+                logger.log(level, "ALERT (rate limited, not sent to Slack) {}", self.format(alert))
+                return "rate_limited"
+            # Reserve the slot and the key before posting, so concurrent senders see them.
+            self._post_times.append(now)
+            self._last_sent[alert.key] = now
+            pending = self._unreported.pop(alert.key, 0)
+
+        text = self.format(alert, pending)
+        error = self._post(text)
+        if error is None:
+            logger.log(level, "ALERT (sent to Slack) {}", text)
+            return "sent"
+        with self._lock:
+            if self._last_sent.get(alert.key) == now:
+                del self._last_sent[alert.key]  # let the next one through
+            if pending:
+                self._unreported[alert.key] += pending
+        logger.log(level, "ALERT (Slack delivery failed: {}) {}", error, text)
+        return "failed"
+
+    def _post(self, text: str) -> str | None:
+        """POST to the webhook; None on success, else a redacted error description."""
+        assert self._client is not None and self._url is not None
+        try:
+            resp = self._client.post(self._url, json={"text": text})
+        except Exception as exc:  # httpx errors, invalid URL, ...: never propagate
+            return self._redact(f"{type(exc).__name__}: {exc}")
+        if not resp.is_success:
+            body = self._redact(resp.text[:200])
+            return f"HTTP {resp.status_code} {body!r}"
+        return None
+
+    def close(self) -> None:
+        """Close the HTTP client and detach the httpx log redaction filter. Idempotent."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._filter is not None:
+            logging.getLogger("httpx").removeFilter(self._filter)
+            self._filter = None
+
+    def __enter__(self) -> "SlackAlerter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,388 @@
+"""Simulated venue for paper trading and replay: order matching, fills, fees and a position book.
+
+Pure logic, no I/O, no clock, no randomness: every output depends only on the calls made, and ids
+come from counters (``{prefix}-O{n}`` venue order ids, ``{prefix}-T{n}`` trade ids). It lives in
+``infra`` because it stands in for the outside world (the TopstepX venue).
+
+Matching model (all prices Decimal points on the instrument's tick grid, qty int contracts):
+
+- **Full fills only.** Partial fills are not simulated and the size of a print or quote is ignored:
+  an order that is reached fills completely, ``Fill.leaves_qty == 0``.
+- **Limit orders on a trade print** fill at their limit price when the print trades *through* them
+  (buy: ``price < limit``; sell: ``price > limit``). With ``fill_on_touch=True`` a print *at* the
+  limit fills too (``<=`` / ``>=``). Every resting order a print crosses fills, not only the nearest.
+- **Limit orders on a quote** fill at the limit when the opposite side crosses them (buy:
+  ``ask < limit``, sell: ``bid > limit``; ``<=`` / ``>=`` on touch).
+- **Stop orders** trigger on a print at or beyond the stop (buy: ``price >= stop``, sell:
+  ``price <= stop``; on quotes: buy ``ask >= stop``, sell ``bid <= stop``) and fill at that
+  price moved ``slippage_ticks`` against the taker (buy higher, sell lower).
+- **Market orders** fill on arrival at the last trade price +/- ``slippage_ticks`` (worse for the
+  taker) if one is known for the instrument; otherwise they wait and fill on the next print
+  (+/- slippage) or quote (ask + slippage for a buy, bid - slippage for a sell).
+- **On arrival** a LIMIT order already marketable against the last trade price (buy
+  ``limit >= last``, sell ``limit <= last``) fills at the last price (never worse than its limit);
+  a STOP order already triggered by the last price (buy ``last >= stop``, sell ``last <= stop``)
+  fills at once like a market order. Without a known last price both simply rest.
+- Within one tick, orders fill in order of arrival (deterministic). A quote never updates the last
+  trade price.
+- Fee per fill = the instrument's ``fee_per_side`` x qty (dollars).
+
+Position book: per instrument a signed quantity and FIFO lots (CME clearing convention). Realized
+P&L (dollars) is therefore always an exact multiple of the tick value. The reported average entry
+price is open cost / open qty, exact whenever that quotient is a terminating decimal, otherwise
+rounded to 34 significant digits (fixed context, deterministic).
+
+Bad input never raises: a bad order is answered with :class:`OrderRejected`, a bad tick is ignored;
+both are counted in :attr:`PaperBroker.rejects`.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from decimal import Context, Decimal, ROUND_HALF_EVEN
+from typing import Any
+
+from domain import codec
+from domain.instruments import INSTRUMENTS, InstrumentSpec
+from domain.messages import (BrokerSnapshot, Fill, OrderAccepted, OrderCancelled, OrderIntent, OrderRejected,
+                             OrderType, PositionSnapshot, QuoteTick, Side, TradeTick)
+
+SNAPSHOT_VERSION = 1
+_AVG_CTX = Context(prec=34, rounding=ROUND_HALF_EVEN)
+
+
+@dataclass(slots=True)
+class _Working:
+    intent: OrderIntent
+    venue_order_id: str
+
+
+@dataclass(slots=True)
+class _Book:
+    """Position of one instrument: FIFO lots of (price, signed qty), all with the same sign."""
+
+    lots: list[list[Any]]  # [[Decimal price, int signed qty], ...]
+    realized: Decimal
+    fees: Decimal
+    ts_ns: int
+
+    @property
+    def qty(self) -> int:
+        return sum(q for _, q in self.lots)
+
+    def avg_price(self) -> Decimal:
+        q = self.qty
+        if q == 0:
+            return Decimal(0)
+        cost = sum((p * abs(n) for p, n in self.lots), Decimal(0))
+        return _AVG_CTX.divide(cost, Decimal(abs(q)))
+
+
+def _valid_price(p: Any, spec: InstrumentSpec) -> bool:
+    return isinstance(p, Decimal) and p.is_finite() and p > 0 and p % spec.tick_size == 0
+
+
+class PaperBroker:
+    """A deterministic simulated venue (see the module docstring for the matching model).
+
+    Args:
+        slippage_ticks: ticks added against the taker on market and stop fills (>= 0).
+        fill_on_touch: also fill resting limits on a print/quote exactly at the limit price.
+        id_prefix: prefix of venue order ids (``P-O1``) and trade ids (``P-T1``).
+
+    Raises:
+        ValueError: ``slippage_ticks`` negative or not an int.
+    """
+
+    def __init__(self, *, slippage_ticks: int = 1, fill_on_touch: bool = False, id_prefix: str = "P") -> None:
+        if not isinstance(slippage_ticks, int) or isinstance(slippage_ticks, bool) or slippage_ticks < 0:
+            raise ValueError(f"slippage_ticks must be an int >= 0, got {slippage_ticks!r}")
+        self.slippage_ticks = slippage_ticks
+        self.fill_on_touch = bool(fill_on_touch)
+        self.id_prefix = id_prefix
+        self._order_seq = 0
+        self._trade_seq = 0
+        self._working: dict[str, _Working] = {}  # insertion order = arrival order
+        self._seen: set[str] = set()  # every client_order_id ever submitted (duplicates rejected)
+        self._last: dict[str, Decimal] = {}  # last trade price per instrument
+        self._books: dict[str, _Book] = {}
+        self._fills: list[Fill] = []
+        self.rejects: collections.Counter = collections.Counter()
+        """Rejected orders (``order:<reason>``) and ignored ticks (``trade:`` / ``quote:<reason>``)."""
+
+    # ------------------------------------------------------------------ orders
+
+    def _validate(self, intent: OrderIntent) -> str | None:
+        if not isinstance(intent, OrderIntent):
+            return "not an OrderIntent"
+        if not isinstance(intent.client_order_id, str) or not intent.client_order_id:
+            return "missing client_order_id"
+        if intent.client_order_id in self._seen:
+            return "duplicate client_order_id"
+        spec = INSTRUMENTS.get(intent.instrument) if isinstance(intent.instrument, str) else None
+        if spec is None:
+            return "unknown instrument"
+        if not isinstance(intent.side, Side):
+            return "bad side"
+        if not isinstance(intent.qty, int) or isinstance(intent.qty, bool) or intent.qty <= 0:
+            return "qty <= 0"
+        if not isinstance(intent.order_type, OrderType):
+            return "bad order type"
+        if intent.order_type is OrderType.LIMIT and not _valid_price(intent.limit_price, spec):
+            return "missing or off-tick limit price"
+        if intent.order_type is OrderType.STOP and not _valid_price(intent.stop_price, spec):
+            return "missing or off-tick stop price"
+        return None
+
+    def submit(self, intent: OrderIntent, ts_ns: int) -> list:
+        """Place an order at event time ``ts_ns`` (epoch ns UTC).
+
+        Returns ``[OrderAccepted]``, followed by a :class:`Fill` if the order executes on arrival,
+        or ``[OrderRejected]`` (terminal: the client_order_id can never be used again) with reason
+        ``duplicate client_order_id``, ``unknown instrument``,
+        ``qty <= 0``, ``missing or off-tick limit price``, ``missing or off-tick stop price``
+        (or ``bad side`` / ``bad order type`` / ``missing client_order_id`` / ``not an OrderIntent``).
+        Never raises.
+        """
+        reason = self._validate(intent)
+        if reason is not None:
+            self.rejects[f"order:{reason}"] += 1
+            coid = getattr(intent, "client_order_id", "")
+            if isinstance(coid, str) and coid:
+                self._seen.add(coid)  # a rejected id is terminal: it can never be reused
+            sid = getattr(intent, "strategy_id", "")
+            return [OrderRejected(coid if isinstance(coid, str) else "", sid if isinstance(sid, str) else "",
+                                  reason, ts_ns)]
+        self._seen.add(intent.client_order_id)
+        self._order_seq += 1
+        w = _Working(intent, f"{self.id_prefix}-O{self._order_seq}")
+        self._working[intent.client_order_id] = w
+        out: list = [OrderAccepted(intent.client_order_id, intent.strategy_id, w.venue_order_id, ts_ns)]
+        last = self._last.get(intent.instrument)
+        if last is not None:
+            price = self._arrival_price(intent, last)
+            if price is not None:
+                out.append(self._fill(w, price, ts_ns))
+        return out
+
+    def _arrival_price(self, o: OrderIntent, last: Decimal) -> Decimal | None:
+        buy = o.side is Side.BUY
+        if o.order_type is OrderType.MARKET:
+            return self._slipped(o, last)
+        if o.order_type is OrderType.LIMIT:
+            if (buy and o.limit_price >= last) or (not buy and o.limit_price <= last):
+                return last
+            return None
+        if (buy and last >= o.stop_price) or (not buy and last <= o.stop_price):
+            return self._slipped(o, last)
+        return None
+
+    def _slipped(self, o: OrderIntent, price: Decimal) -> Decimal:
+        return price + o.side.sign * self.slippage_ticks * INSTRUMENTS[o.instrument].tick_size
+
+    def cancel(self, client_order_id: str, ts_ns: int, reason: str = "cancelled") -> list:
+        """Cancel a working order. Returns ``[OrderCancelled]``, or ``[]`` if the id is unknown or
+        the order is already terminal (filled, cancelled, rejected): idempotent, never raises."""
+        w = self._working.pop(client_order_id, None) if isinstance(client_order_id, str) else None
+        if w is None:
+            return []
+        return [OrderCancelled(client_order_id, w.intent.strategy_id, ts_ns, reason)]
+
+    def cancel_all(self, ts_ns: int) -> list:
+        """Cancel every working order (in arrival order). Returns the list of OrderCancelled."""
+        out: list = []
+        for coid in list(self._working):
+            out.extend(self.cancel(coid, ts_ns, "cancel_all"))
+        return out
+
+    # ------------------------------------------------------------------ market data
+
+    def on_trade(self, tick: TradeTick) -> list[Fill]:
+        """Process a trade print: update the last price, then fill every working order of that
+        instrument the print reaches, in arrival order. A tick with an unknown instrument, a
+        non-positive / off-tick / non-Decimal price or a negative size is ignored and counted."""
+        spec = INSTRUMENTS.get(getattr(tick, "instrument", None)) if isinstance(tick, TradeTick) else None
+        if spec is None:
+            self.rejects["trade:unknown_instrument" if isinstance(tick, TradeTick) else "trade:not_a_trade"] += 1
+            return []
+        if not _valid_price(tick.price, spec):
+            self.rejects["trade:bad_price"] += 1
+            return []
+        if not isinstance(tick.size, int) or tick.size < 0:
+            self.rejects["trade:bad_size"] += 1
+            return []
+        px = tick.price
+        self._last[tick.instrument] = px
+        out: list[Fill] = []
+        for w in [w for w in self._working.values() if w.intent.instrument == tick.instrument]:
+            o = w.intent
+            buy = o.side is Side.BUY
+            price: Decimal | None = None
+            if o.order_type is OrderType.MARKET:
+                price = self._slipped(o, px)
+            elif o.order_type is OrderType.LIMIT:
+                lim = o.limit_price
+                if buy and (px < lim or (self.fill_on_touch and px == lim)):
+                    price = lim
+                elif not buy and (px > lim or (self.fill_on_touch and px == lim)):
+                    price = lim
+            elif (buy and px >= o.stop_price) or (not buy and px <= o.stop_price):
+                price = self._slipped(o, px)
+            if price is not None:
+                out.append(self._fill(w, price, tick.ts_ns))
+        return out
+
+    def on_quote(self, q: QuoteTick) -> list[Fill]:
+        """Process a top-of-book quote: fill working orders the quote reaches, in arrival order
+        (limits at their limit, stops and market orders at the touched side +/- slippage). A quote
+        with an unknown instrument, bad prices or ``bid >= ask`` is ignored and counted."""
+        spec = INSTRUMENTS.get(getattr(q, "instrument", None)) if isinstance(q, QuoteTick) else None
+        if spec is None:
+            self.rejects["quote:unknown_instrument" if isinstance(q, QuoteTick) else "quote:not_a_quote"] += 1
+            return []
+        if not (_valid_price(q.bid, spec) and _valid_price(q.ask, spec)):
+            self.rejects["quote:bad_price"] += 1
+            return []
+        if q.bid >= q.ask:
+            self.rejects["quote:crossed"] += 1
+            return []
+        out: list[Fill] = []
+        for w in [w for w in self._working.values() if w.intent.instrument == q.instrument]:
+            o = w.intent
+            buy = o.side is Side.BUY
+            touch = q.ask if buy else q.bid  # the side this order would trade against
+            price: Decimal | None = None
+            if o.order_type is OrderType.MARKET:
+                price = self._slipped(o, touch)
+            elif o.order_type is OrderType.LIMIT:
+                lim = o.limit_price
+                if buy and (q.ask < lim or (self.fill_on_touch and q.ask == lim)):
+                    price = lim
+                elif not buy and (q.bid > lim or (self.fill_on_touch and q.bid == lim)):
+                    price = lim
+            elif (buy and q.ask >= o.stop_price) or (not buy and q.bid <= o.stop_price):
+                price = self._slipped(o, touch)
+            if price is not None:
+                out.append(self._fill(w, price, q.ts_ns))
+        return out
+
+    # ------------------------------------------------------------------ fills & positions
+
+    def _fill(self, w: _Working, price: Decimal, ts_ns: int) -> Fill:
+        o = w.intent
+        spec = INSTRUMENTS[o.instrument]
+        self._working.pop(o.client_order_id, None)
+        self._trade_seq += 1
+        fee = spec.fee_per_side * o.qty
+        f = Fill(o.client_order_id, o.strategy_id, f"{self.id_prefix}-T{self._trade_seq}", o.instrument, o.side,
+                 o.qty, price, fee, 0, ts_ns, w.venue_order_id)
+        self._fills.append(f)
+        self._apply(f, spec)
+        return f
+
+    def _apply(self, f: Fill, spec: InstrumentSpec) -> None:
+        book = self._books.setdefault(f.instrument, _Book([], Decimal(0), Decimal(0), f.ts_ns))
+        book.fees += f.fee
+        book.ts_ns = f.ts_ns
+        remaining = f.side.sign * f.qty  # signed
+        while remaining and book.lots and (book.lots[0][1] > 0) != (remaining > 0):
+            lot = book.lots[0]
+            n = min(abs(lot[1]), abs(remaining))
+            direction = 1 if lot[1] > 0 else -1  # +1: closing a long
+            book.realized += (f.price - lot[0]) * n * direction * spec.point_value
+            lot[1] -= direction * n
+            remaining += direction * n
+            if lot[1] == 0:
+                book.lots.pop(0)
+        if remaining:
+            book.lots.append([f.price, remaining])
+
+    def position(self, instrument: str) -> int:
+        """Signed position in contracts (+ long), 0 if flat or unknown."""
+        b = self._books.get(instrument)
+        return b.qty if b else 0
+
+    def positions(self) -> dict[str, PositionSnapshot]:
+        """Non-flat positions by instrument; ``ts_ns`` = time of the last fill in that instrument."""
+        return {i: PositionSnapshot(i, b.qty, b.avg_price(), b.ts_ns)
+                for i, b in sorted(self._books.items()) if b.qty != 0}
+
+    def realized_pnl(self, instrument: str | None = None) -> Decimal:
+        """Realized P&L in dollars before fees (FIFO), for one instrument or all."""
+        books = [self._books[instrument]] if instrument in self._books else (
+            [] if instrument is not None else list(self._books.values()))
+        return sum((b.realized for b in books), Decimal(0))
+
+    def fees_paid(self, instrument: str | None = None) -> Decimal:
+        """Commissions paid in dollars, for one instrument or all."""
+        books = [self._books[instrument]] if instrument in self._books else (
+            [] if instrument is not None else list(self._books.values()))
+        return sum((b.fees for b in books), Decimal(0))
+
+    def last_price(self, instrument: str) -> Decimal | None:
+        """Last trade price seen for ``instrument`` (points), None if none yet."""
+        return self._last.get(instrument)
+
+    def working_orders(self) -> list[OrderIntent]:
+        """Working orders in arrival order."""
+        return [w.intent for w in self._working.values()]
+
+    def fills(self) -> list[Fill]:
+        """Every fill so far, in execution order."""
+        return list(self._fills)
+
+    def broker_snapshot(self, ts_ns: int, max_fills: int | None = None) -> BrokerSnapshot:
+        """What the venue says is true at ``ts_ns``: working orders, non-flat positions (stamped
+        ``ts_ns``) and fills (all, or the last ``max_fills``)."""
+        fills = self._fills if max_fills is None else self._fills[len(self._fills) - max(0, max_fills):]
+        return BrokerSnapshot(
+            tuple(self.working_orders()),
+            tuple(PositionSnapshot(p.instrument, p.qty, p.avg_price, ts_ns) for p in self.positions().values()),
+            tuple(fills), ts_ns)
+
+    # ------------------------------------------------------------------ persistence
+
+    def snapshot(self) -> dict[str, Any]:
+        """Complete JSON-safe state (messages via :mod:`domain.codec`, Decimals as strings), including
+        the id counters so a restored broker never repeats an id."""
+        return {
+            "version": SNAPSHOT_VERSION,
+            "config": {"slippage_ticks": self.slippage_ticks, "fill_on_touch": self.fill_on_touch,
+                       "id_prefix": self.id_prefix},
+            "order_seq": self._order_seq,
+            "trade_seq": self._trade_seq,
+            "working": [{"intent": codec.encode(w.intent), "venue_order_id": w.venue_order_id}
+                        for w in self._working.values()],
+            "seen": sorted(self._seen),
+            "last": {i: str(p) for i, p in sorted(self._last.items())},
+            "books": {i: {"lots": [[str(p), n] for p, n in b.lots], "realized": str(b.realized),
+                          "fees": str(b.fees), "ts_ns": b.ts_ns} for i, b in sorted(self._books.items())},
+            "fills": [codec.encode(f) for f in self._fills],
+            "rejects": dict(sorted(self.rejects.items())),
+        }
+
+    @classmethod
+    def restore(cls, d: dict[str, Any]) -> "PaperBroker":
+        """Rebuild a broker from :meth:`snapshot` (also after a JSON round trip).
+
+        Raises ValueError for an unknown snapshot version or a malformed snapshot.
+        """
+        try:
+            if d.get("version") != SNAPSHOT_VERSION:
+                raise ValueError(f"unsupported paper broker snapshot version {d.get('version')!r}")
+            b = cls(**d["config"])
+            b._order_seq = int(d["order_seq"])
+            b._trade_seq = int(d["trade_seq"])
+            for w in d["working"]:
+                intent = codec.decode(w["intent"])
+                b._working[intent.client_order_id] = _Working(intent, w["venue_order_id"])
+            b._seen = set(d["seen"])
+            b._last = {i: Decimal(p) for i, p in d["last"].items()}
+            b._books = {i: _Book([[Decimal(p), int(n)] for p, n in v["lots"]], Decimal(v["realized"]),
+                                 Decimal(v["fees"]), int(v["ts_ns"])) for i, v in d["books"].items()}
+            b._fills = [codec.decode(f) for f in d["fills"]]
+            b.rejects = collections.Counter(d.get("rejects", {}))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed paper broker snapshot: {exc!r}") from exc
+        return b

@@ -1,0 +1,550 @@
+"""Replay of recorded market data as feed events (bars -> trade ticks, Databento trades/quotes).
+
+Data sources (see ``shared/data/README.md``):
+
+- Yahoo ES=F / NQ=F bar files (``datetime,open,high,low,close,volume,symbol``), timestamps naive
+  US/Eastern wall-clock time, each bar labelled by its **start**; ``.csv`` or ``.csv.gz``.
+- Databento GLBX.MDP3 CSV copies: trades and MBP-1 (top of book), timestamps UTC with nanoseconds.
+
+Instrument mapping: the recorded ES and NQ prices stand for **MES and MNQ** (:data:`SYMBOL_MAP`):
+the micro contracts track the same index at the same 0.25-point tick, only the dollar multiplier
+differs, so a mini price series is a faithful micro price series.
+
+Bar replay path (what the paper broker and the strategies see)
+---------------------------------------------------------------
+A bar carries no intra-bar order of prices, so each bar is replayed as **four trade ticks**:
+
+- bullish or flat bar (``close >= open``): ``open -> low -> high -> close`` (assumed to dip first);
+- bearish bar (``close < open``): ``open -> high -> low -> close``;
+- tick times: bar start + 0, period/4, period/2 and 3*period/4 (for a 2-minute bar: +0 s, +30 s,
+  +60 s, +90 s), so every tick lies inside ``[start, start + period)``;
+- sizes: ``volume // 4`` on each of the first three ticks, the remainder on the close tick, so the
+  tick sizes always sum to the bar volume exactly. Consequently a bar with volume 0 gives four
+  size-0 ticks and a bar with volume 1..3 gives size-0 ticks for open/low/high (and the whole volume
+  on the close). Size-0 ticks still carry a real price; downstream validators may count them.
+- ``seq`` numbers ticks per instrument (4 x bar index + position in the bar) so that
+  ``(instrument, ts_ns, seq)`` identifies every tick.
+
+This path is a modelling assumption: a resting limit order that the bar's range touches is assumed
+reached, and the order of high and low inside the bar is the documented guess above.
+
+Bad input never crashes a loader: every dropped row is counted in a ``collections.Counter`` keyed
+by reason, returned next to the rows. Only a missing file (``FileNotFoundError``) or a file without
+the required header columns (``ValueError``) raise.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import csv
+import datetime as dt
+import gzip
+import heapq
+import io
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Iterable, Iterator
+from zoneinfo import ZoneInfo
+
+from domain.calendar import NS, trading_day
+from domain.instruments import INSTRUMENTS, MONTH_CODES, get_instrument
+from domain.messages import Bar, QuoteTick, TradeTick
+
+SYMBOL_MAP: dict[str, str] = {"ES": "MES", "NQ": "MNQ"}
+"""Recorded mini symbol -> the micro instrument it stands for (same index, same 0.25 tick)."""
+
+BAR_COLUMNS = ("datetime", "open", "high", "low", "close", "volume", "symbol")
+"""Columns of the Yahoo bar files (``symbol`` is optional when ``instrument`` is given)."""
+
+TRADE_COLUMNS = ("ts_event", "symbol", "price", "size")
+"""Required columns of a Databento trades CSV."""
+
+QUOTE_COLUMNS = ("ts_event", "symbol", "bid_px", "ask_px", "bid_sz", "ask_sz")
+"""Required columns of a Databento MBP-1 CSV."""
+
+
+# --------------------------------------------------------------------------- bars
+
+@dataclass(frozen=True, slots=True)
+class BarRow:
+    """One validated recorded bar.
+
+    Attributes:
+        instrument: our symbol (``"MES"``).
+        start_ns: bar start, epoch ns UTC (the file's label, converted from local time).
+        period_s: bar length in seconds (inferred per file).
+        open, high, low, close: Decimal points, on the instrument's tick grid, low <= open/close <= high.
+        volume: contracts (>= 0).
+    """
+
+    instrument: str
+    start_ns: int
+    period_s: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: int
+
+    @property
+    def end_ns(self) -> int:
+        """Exclusive bar end, epoch ns UTC."""
+        return self.start_ns + self.period_s * NS
+
+    def to_bar(self) -> Bar:
+        """As a closed :class:`domain.messages.Bar` (``ts_ns`` = bar end), e.g. for warm-up."""
+        return Bar(self.instrument, self.period_s, self.start_ns, self.end_ns, self.open, self.high,
+                   self.low, self.close, self.volume, ts_ns=self.end_ns)
+
+
+def _open_text(path: Path | str) -> io.TextIOBase:
+    """Open a ``.csv`` or ``.csv.gz`` file as UTF-8 text. Raises FileNotFoundError."""
+    p = Path(path)
+    if p.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8", newline="")
+    return open(p, encoding="utf-8", newline="")
+
+
+def _require_columns(fieldnames: Iterable[str] | None, required: Iterable[str], path: Path | str) -> None:
+    missing = [c for c in required if c not in (fieldnames or ())]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+
+
+def local_to_ns(naive: dt.datetime, tz: ZoneInfo, fold: int = 0) -> int | None:
+    """Naive wall-clock time in ``tz`` -> epoch ns UTC.
+
+    ``fold`` picks the first (0) or second (1) occurrence of an ambiguous time (DST fall-back).
+    Returns None for a time that does not exist in ``tz`` (DST spring-forward gap).
+    """
+    aware = naive.replace(tzinfo=tz, fold=fold)
+    utc = aware.astimezone(dt.timezone.utc)
+    if utc.astimezone(tz).replace(tzinfo=None) != naive:  # nonexistent local time
+        return None
+    return _aware_to_ns(utc)
+
+
+def _aware_to_ns(t: dt.datetime) -> int:
+    """Aware datetime -> epoch ns, exact (integer arithmetic, no float)."""
+    delta = t - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * NS + delta.microseconds * 1000
+
+
+def _dec(text: str | None) -> Decimal | None:
+    """Parse a decimal field; None for empty or unparsable text (NaN is returned as NaN)."""
+    if text is None:
+        return None
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        return None
+
+
+def _int_field(text: str | None) -> int | str:
+    """Parse a non-negative integral count ("705" or "705.0"). Returns the int or a reject reason."""
+    v = _dec(text)
+    if v is None:
+        return "missing_or_bad_number"
+    if not v.is_finite():
+        return "nan"
+    if v != v.to_integral_value():
+        return "non_integral_size"
+    if v < 0:
+        return "negative_size"
+    return int(v)
+
+
+def _check_prices(prices: Iterable[Decimal | None], tick: Decimal) -> str | None:
+    """Reason a set of price fields is unusable (None if fine)."""
+    for p in prices:
+        if p is None:
+            return "missing_or_bad_number"
+        if not p.is_finite():
+            return "nan"
+    for p in prices:
+        if p <= 0:
+            return "non_positive_price"
+    for p in prices:
+        if p % tick != 0:
+            return "off_tick"
+    return None
+
+
+def _resolve_symbol(raw: str | None, micro: bool) -> str | None:
+    """Yahoo/Databento symbol -> our instrument, or None if unknown.
+
+    ``"ES"`` / ``"ES=F"`` / ``"ESU4"`` -> root ``ES`` -> ``MES`` when ``micro``.
+    """
+    if raw is None:
+        return None
+    s = raw.strip().upper()
+    if s.endswith("=F"):
+        s = s[:-2]
+    root = s
+    m = re.fullmatch(rf"([A-Z]+?)([{MONTH_CODES}])(\d{{1,2}})", s)
+    if s not in INSTRUMENTS and m:
+        root = m.group(1)
+    if micro:
+        root = SYMBOL_MAP.get(root, root)
+    return root if root in INSTRUMENTS else None
+
+
+def load_bar_csv(path: Path | str, instrument: str | None = None, tz: str = "America/New_York",
+                 period_s: int | None = None) -> tuple[list[BarRow], collections.Counter]:
+    """Load a Yahoo-style bar file (naive local timestamps labelled by bar start).
+
+    Args:
+        path: ``.csv`` or ``.csv.gz`` with columns :data:`BAR_COLUMNS`.
+        instrument: our symbol for every row (e.g. ``"MES"``). If None, each row's ``symbol``
+            column is mapped (``ES`` -> ``MES``, ``NQ`` -> ``MNQ`` via :data:`SYMBOL_MAP`).
+        tz: IANA zone of the naive timestamps (Yahoo files: US/Eastern).
+        period_s: bar length in seconds; None infers it as the most common positive difference
+            between consecutive kept timestamps (ties -> the smaller).
+
+    Returns:
+        ``(rows, rejects)``: rows in time order, and a Counter of dropped rows by reason:
+        ``missing_or_bad_number``, ``nan``, ``non_positive_price``, ``high_below_low``,
+        ``open_close_outside_range``, ``off_tick``, ``negative_size``, ``non_integral_size``,
+        ``bad_timestamp``, ``nonexistent_local_time``, ``unknown_instrument``,
+        ``symbol_mismatch`` (a second symbol in one file), ``duplicate_timestamp``,
+        ``out_of_order``, ``short_interval`` (closer than one period to the previous bar),
+        ``period_unknown`` (fewer than two rows and no ``period_s``).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: required columns missing.
+        UnknownInstrumentError: ``instrument`` is given but unknown.
+    """
+    zone = ZoneInfo(tz)
+    if instrument is not None:
+        get_instrument(instrument)
+    rejects: collections.Counter = collections.Counter()
+    parsed: list[tuple[int, str, Decimal, Decimal, Decimal, Decimal, int]] = []
+    file_symbol: str | None = None
+    with _open_text(path) as fh:
+        reader = csv.DictReader(fh)
+        required = BAR_COLUMNS if instrument is None else BAR_COLUMNS[:-1]
+        _require_columns(reader.fieldnames, required, path)
+        for rec in reader:
+            sym = instrument if instrument is not None else _resolve_symbol(rec.get("symbol"), micro=True)
+            if sym is None:
+                rejects["unknown_instrument"] += 1
+                continue
+            tick = INSTRUMENTS[sym].tick_size
+            o, h, lo, c = (_dec(rec.get(k)) for k in ("open", "high", "low", "close"))
+            reason = _check_prices((o, h, lo, c), tick)
+            if reason:
+                rejects[reason] += 1
+                continue
+            if h < lo:
+                rejects["high_below_low"] += 1
+                continue
+            if not (lo <= o <= h and lo <= c <= h):
+                rejects["open_close_outside_range"] += 1
+                continue
+            vol = _int_field(rec.get("volume"))
+            if isinstance(vol, str):
+                rejects[vol] += 1
+                continue
+            try:
+                naive = dt.datetime.fromisoformat((rec.get("datetime") or "").strip())
+            except ValueError:
+                rejects["bad_timestamp"] += 1
+                continue
+            if naive.tzinfo is not None:
+                naive = naive.astimezone(zone).replace(tzinfo=None)
+            ts = local_to_ns(naive, zone)
+            if ts is None:
+                rejects["nonexistent_local_time"] += 1
+                continue
+            if parsed and ts <= parsed[-1][0]:
+                # DST fall-back: the repeated hour is the second occurrence of the local time.
+                ts2 = local_to_ns(naive, zone, fold=1)
+                if ts2 is not None and ts2 > parsed[-1][0]:
+                    ts = ts2
+            if file_symbol is None:
+                file_symbol = sym
+            elif sym != file_symbol:
+                rejects["symbol_mismatch"] += 1
+                continue
+            if parsed and ts == parsed[-1][0]:
+                rejects["duplicate_timestamp"] += 1
+                continue
+            if parsed and ts < parsed[-1][0]:
+                rejects["out_of_order"] += 1
+                continue
+            parsed.append((ts, sym, o, h, lo, c, vol))
+
+    if period_s is None:
+        diffs = collections.Counter(b[0] - a[0] for a, b in zip(parsed, parsed[1:]))
+        if not diffs:
+            if parsed:
+                rejects["period_unknown"] += len(parsed)
+            return [], rejects
+        best = max(diffs.values())
+        period_s = min(d for d, n in diffs.items() if n == best) // NS
+    period_ns = period_s * NS
+    rows: list[BarRow] = []
+    for ts, sym, o, h, lo, c, vol in parsed:
+        if rows and ts - rows[-1].start_ns < period_ns:
+            rejects["short_interval"] += 1
+            continue
+        rows.append(BarRow(sym, ts, period_s, o, h, lo, c, vol))
+    return rows, rejects
+
+
+def bar_path(row: BarRow) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    """The four replay prices of a bar: O-L-H-C if ``close >= open`` else O-H-L-C."""
+    if row.close >= row.open:
+        return row.open, row.low, row.high, row.close
+    return row.open, row.high, row.low, row.close
+
+
+def bar_to_ticks(row: BarRow, seq_start: int = 0) -> list[TradeTick]:
+    """Replay one bar as 4 trade ticks (see the module docstring for the path, times and sizes).
+
+    Args:
+        row: the bar.
+        seq_start: ``seq`` of the first tick; the others get ``seq_start + 1 .. + 3``.
+    Returns: 4 ticks with ``ts_ns`` = start + k * period / 4 (k = 0..3, integer ns), sizes summing
+        to ``row.volume``.
+    """
+    period_ns = row.period_s * NS
+    base = row.volume // 4
+    sizes = (base, base, base, row.volume - 3 * base)
+    return [TradeTick(row.instrument, row.start_ns + k * period_ns // 4, price, sizes[k], seq_start + k)
+            for k, price in enumerate(bar_path(row))]
+
+
+# --------------------------------------------------------------------------- Databento CSV
+
+_TS_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?\s*(Z|[+-]\d{2}:?\d{2})?")
+
+
+def parse_utc_ns(text: str) -> int | None:
+    """Timestamp text -> epoch ns, keeping all 9 fractional digits.
+
+    Accepts ``2024-07-01 23:58:01.218218853+00:00`` (Databento CSV), ``...Z``, an explicit offset,
+    no offset (taken as UTC), or a bare integer of epoch nanoseconds. Returns None if unparsable.
+    """
+    text = (text or "").strip()
+    if text.isdigit():
+        return int(text)
+    m = _TS_RE.fullmatch(text)
+    if not m:
+        return None
+    y, mo, d, hh, mi, ss, frac, off = m.groups()
+    try:
+        base = dt.datetime(int(y), int(mo), int(d), int(hh), int(mi), int(ss), tzinfo=dt.timezone.utc)
+    except ValueError:
+        return None
+    ns = _aware_to_ns(base) + (int(frac.ljust(9, "0")) if frac else 0)
+    if off and off != "Z":
+        sign = 1 if off[0] == "+" else -1
+        digits = off[1:].replace(":", "")
+        ns -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60) * NS
+    return ns
+
+
+def _seq(rec: dict, fallback: int) -> int:
+    try:
+        return int((rec.get("sequence") or "").strip())
+    except ValueError:
+        return fallback
+
+
+def load_databento_trades(path: Path | str, micro: bool = True) -> tuple[list[TradeTick], collections.Counter]:
+    """Load a Databento trades CSV (``ts_event,...,symbol,price,size,...,action,...,sequence``).
+
+    ``ts_ns`` = ``ts_event`` (UTC, ns); ``seq`` = the ``sequence`` column (row number if absent).
+    The symbol root before the month code is the instrument (``ESU4`` -> ``ES``), mapped through
+    :data:`SYMBOL_MAP` when ``micro`` (default: ``ES`` -> ``MES``).
+
+    Returns ``(ticks, rejects)``; reject reasons: ``unknown_instrument``, ``not_a_trade`` (action
+    other than ``T``), ``bad_timestamp``, ``out_of_order``, ``missing_or_bad_number``, ``nan``,
+    ``non_positive_price``, ``off_tick``, ``negative_size``, ``non_integral_size``, ``zero_size``.
+    Raises FileNotFoundError, or ValueError if required columns are missing.
+    """
+    rejects: collections.Counter = collections.Counter()
+    out: list[TradeTick] = []
+    with _open_text(path) as fh:
+        reader = csv.DictReader(fh)
+        _require_columns(reader.fieldnames, TRADE_COLUMNS, path)
+        for i, rec in enumerate(reader):
+            sym = _resolve_symbol(rec.get("symbol"), micro)
+            if sym is None:
+                rejects["unknown_instrument"] += 1
+                continue
+            action = (rec.get("action") or "T").strip()
+            if action != "T":
+                rejects["not_a_trade"] += 1
+                continue
+            ts = parse_utc_ns(rec.get("ts_event") or "")
+            if ts is None:
+                rejects["bad_timestamp"] += 1
+                continue
+            price = _dec(rec.get("price"))
+            reason = _check_prices((price,), INSTRUMENTS[sym].tick_size)
+            if reason:
+                rejects[reason] += 1
+                continue
+            size = _int_field(rec.get("size"))
+            if isinstance(size, str):
+                rejects[size] += 1
+                continue
+            if size == 0:
+                rejects["zero_size"] += 1
+                continue
+            if out and ts < out[-1].ts_ns:
+                rejects["out_of_order"] += 1
+                continue
+            out.append(TradeTick(sym, ts, price, size, _seq(rec, i)))
+    return out, rejects
+
+
+def load_databento_quotes(path: Path | str, micro: bool = True) -> tuple[list[QuoteTick], collections.Counter]:
+    """Load a Databento MBP-1 CSV as top-of-book quotes (one QuoteTick per book record).
+
+    Uses ``bid_px/ask_px/bid_sz/ask_sz`` (the book *after* the event); ``ts_ns`` = ``ts_event``
+    (UTC, ns); ``seq`` = ``sequence``. Symbol mapping as :func:`load_databento_trades`.
+
+    Returns ``(quotes, rejects)``; reject reasons: ``unknown_instrument``, ``bad_timestamp``,
+    ``out_of_order``, ``missing_or_bad_number``, ``nan`` (e.g. an empty book side),
+    ``non_positive_price``, ``off_tick``, ``crossed`` (bid >= ask), ``negative_size``,
+    ``non_integral_size``. Raises FileNotFoundError, or ValueError if required columns are missing.
+    """
+    rejects: collections.Counter = collections.Counter()
+    out: list[QuoteTick] = []
+    with _open_text(path) as fh:
+        reader = csv.DictReader(fh)
+        _require_columns(reader.fieldnames, QUOTE_COLUMNS, path)
+        for i, rec in enumerate(reader):
+            sym = _resolve_symbol(rec.get("symbol"), micro)
+            if sym is None:
+                rejects["unknown_instrument"] += 1
+                continue
+            ts = parse_utc_ns(rec.get("ts_event") or "")
+            if ts is None:
+                rejects["bad_timestamp"] += 1
+                continue
+            bid, ask = _dec(rec.get("bid_px")), _dec(rec.get("ask_px"))
+            reason = _check_prices((bid, ask), INSTRUMENTS[sym].tick_size)
+            if reason:
+                rejects[reason] += 1
+                continue
+            if bid >= ask:
+                rejects["crossed"] += 1
+                continue
+            bsz, asz = _int_field(rec.get("bid_sz")), _int_field(rec.get("ask_sz"))
+            if isinstance(bsz, str) or isinstance(asz, str):
+                rejects[bsz if isinstance(bsz, str) else asz] += 1
+                continue
+            if out and ts < out[-1].ts_ns:
+                rejects["out_of_order"] += 1
+                continue
+            out.append(QuoteTick(sym, ts, bid, ask, bsz, asz, _seq(rec, i)))
+    return out, rejects
+
+
+# --------------------------------------------------------------------------- replay source
+
+class ReplaySource:
+    """Recorded bar files replayed as one merged, deterministic stream of trade ticks.
+
+    Args:
+        bar_files: instrument -> bar file (``{"MES": Path(".../ES_2min.csv.gz")}``); the key is
+            the instrument every row is attributed to.
+        start, end: first and last trading day to replay (inclusive; CME/Topstep trading days in
+            America/Chicago, 17:00 CT boundary, :func:`domain.calendar.trading_day` of the bar
+            start). None = from the first / to the last day in the data.
+        warmup_days: number of trading days before the first replayed day whose bars
+            :meth:`warmup_bars` returns (for seeding indicators; never replayed as ticks).
+
+    Attributes:
+        rejects: Counter of dropped rows by reason, summed over all files
+            (``rejects_by_instrument`` keeps them per instrument).
+        bar_count: number of bars replayed (all instruments, inside ``[start, end]``).
+
+    Raises FileNotFoundError / ValueError / UnknownInstrumentError as :func:`load_bar_csv`, and
+    ValueError if ``warmup_days < 0`` or ``start > end``.
+    """
+
+    def __init__(self, bar_files: dict[str, Path | str], *, start: dt.date | None = None,
+                 end: dt.date | None = None, warmup_days: int = 1) -> None:
+        if warmup_days < 0:
+            raise ValueError("warmup_days must be >= 0")
+        if start is not None and end is not None and start > end:
+            raise ValueError(f"start {start} is after end {end}")
+        self.rejects: collections.Counter = collections.Counter()
+        self.rejects_by_instrument: dict[str, collections.Counter] = {}
+        self._bars: dict[str, list[BarRow]] = {}
+        self._warmup: dict[str, list[BarRow]] = {}
+        self._seq0: dict[str, int] = {}
+        loaded: dict[str, tuple[list[BarRow], list[dt.date]]] = {}
+        all_days: set[dt.date] = set()
+        for inst in sorted(bar_files):
+            rows, rej = load_bar_csv(bar_files[inst], instrument=inst)
+            self.rejects_by_instrument[inst] = rej
+            self.rejects.update(rej)
+            days = [trading_day(r.start_ns) for r in rows]
+            loaded[inst] = (rows, days)
+            all_days.update(days)
+        self._days = sorted(d for d in all_days
+                            if (start is None or d >= start) and (end is None or d <= end))
+        first = self._days[0] if self._days else None
+        before = sorted(d for d in all_days if first is not None and d < first)
+        warm_days = set(before[len(before) - warmup_days:]) if warmup_days else set()
+        keep = set(self._days)
+        for inst, (rows, days) in loaded.items():
+            idx = [i for i, d in enumerate(days) if d in keep]
+            self._bars[inst] = [rows[i] for i in idx]
+            # seq of the first replayed tick = 4 x index of the bar in the whole file (stable).
+            self._seq0[inst] = 4 * idx[0] if idx else 0
+            self._warmup[inst] = [r for r, d in zip(rows, days) if d in warm_days]
+        self.bar_count = sum(len(b) for b in self._bars.values())
+
+    @property
+    def instruments(self) -> list[str]:
+        """Replayed instruments, sorted."""
+        return sorted(self._bars)
+
+    def trading_days(self) -> list[dt.date]:
+        """Replayed trading days (America/Chicago), ascending."""
+        return list(self._days)
+
+    def bars(self, instrument: str) -> list[BarRow]:
+        """The replayed bars of ``instrument`` (empty list if unknown)."""
+        return list(self._bars.get(instrument, ()))
+
+    def warmup_bars(self, instrument: str) -> list[BarRow]:
+        """Bars of the ``warmup_days`` trading days before the first replayed day (may be empty)."""
+        return list(self._warmup.get(instrument, ()))
+
+    def _ticks(self, instrument: str, after_ns: int | None) -> Iterator[TradeTick]:
+        bars = self._bars[instrument]
+        first = 0
+        if after_ns is not None:
+            # skip whole bars whose last tick (start + 3/4 period) is <= after_ns
+            first = bisect.bisect_right(bars, after_ns, key=lambda r: r.start_ns + 3 * r.period_s * NS // 4)
+        seq0 = self._seq0[instrument]
+        for i in range(first, len(bars)):
+            for t in bar_to_ticks(bars[i], seq0 + 4 * i):
+                if after_ns is None or t.ts_ns > after_ns:
+                    yield t
+
+    def events(self, after_ns: int | None = None) -> Iterator[TradeTick]:
+        """All instruments' ticks merged by ``(ts_ns, instrument, seq)``.
+
+        Args:
+            after_ns: epoch ns UTC; ticks with ``ts_ns <= after_ns`` are skipped (resume after a
+                crash from the last processed event time). None replays everything.
+        """
+        streams = [self._ticks(inst, after_ns) for inst in self.instruments]
+        return heapq.merge(*streams, key=lambda t: (t.ts_ns, t.instrument, t.seq))
+

@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""Entry point: ``python supervisor.py --mode paper`` (default) or ``--mode backtest``.
+
+paper:    the actor system under the supervision tree, replaying the bundled real ES/NQ data as
+          MES/MNQ at ``--speed`` x real time (default 1440: one trading day a minute), simulated
+          fills, state mirrored in Redis (``REDIS_URL``, else an embedded redis-server under
+          ``run/redis``). Killed and restarted against the same Redis, it resumes: HALTED until
+          reconciled with the paper venue, then trading continues.
+backtest: the same handlers on one thread with the simulated clock, as fast as possible; two runs
+          on the same input write byte-identical trade logs.
+
+Exit codes: 0 normal end or SIGINT/SIGTERM (after cancel + flatten + persist), 2 bad config or
+arguments, 3 supervision escalation (emergency flatten done), 1 unexpected error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from loguru import logger  # noqa: E402
+
+from config.settings import AppConfig, ConfigError, list_profiles, load_config  # noqa: E402
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_ESCALATED = 0, 1, 2, 3
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Supervised actor trader for TopstepX (paper/backtest).")
+    p.add_argument("--mode", choices=("paper", "backtest"), default="paper")
+    p.add_argument("--profile", default="combine-50k", help=f"risk profile: {', '.join(list_profiles())}")
+    p.add_argument("--config", type=Path, help="YAML config file (see config/default.yaml)")
+    p.add_argument("--data", type=Path, help="folder with ES_2min.csv.gz and NQ_2min.csv.gz (default data/demo)")
+    p.add_argument("--start", type=dt.date.fromisoformat, help="first trading day (YYYY-MM-DD, America/Chicago)")
+    p.add_argument("--end", type=dt.date.fromisoformat, help="last trading day")
+    p.add_argument("--speed", help="replay speed: a factor (1 = real time, 1440 = a day a minute) or 'max'")
+    p.add_argument("--namespace", help="Redis key namespace (default tsx:paper)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus port (0 = any free port)")
+    p.add_argument("--run-dir", type=Path, help="where logs, trades and the embedded Redis live (default run/)")
+    p.add_argument("--fresh", action="store_true", help="paper: forget mirrored state and start over")
+    p.add_argument("--trades-csv", type=Path, help="backtest: trade log path")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> AppConfig:
+    runtime: dict = {}
+    for key, val in (("data_dir", args.data), ("start", args.start), ("end", args.end), ("speed", args.speed),
+                     ("namespace", args.namespace), ("metrics_port", args.metrics_port), ("run_dir", args.run_dir)):
+        if val is not None:
+            runtime[key] = val
+    if args.run_dir is not None:
+        runtime["log_dir"] = args.run_dir / "logs"
+    return load_config(args.config, args.profile, {"runtime": runtime} if runtime else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_CONFIG if exc.code else EXIT_OK
+    try:
+        cfg = build_config(args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    from infra.logs import setup_logging
+    setup_logging(cfg.runtime.log_dir)
+    from actors.runner import run_backtest, run_paper
+    try:
+        if args.mode == "backtest":
+            summary = run_backtest(cfg, trades_csv=args.trades_csv)
+            print(summary.render())
+            return EXIT_OK
+        return run_paper(cfg, fresh=args.fresh)
+    except (FileNotFoundError, ValueError) as exc:
+        logger.error("cannot run: {}", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""SlackAlerter against a real local HTTP server (no internet, no mocks)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from loguru import logger
+
+from domain.messages import Alert
+from infra.alerts import REDACTED, SlackAlerter, log_level
+
+SECRET = "T000SECRET/B000SECRET/xoxSECRETtoken"
+
+
+@dataclass
+class Hook:
+    """A fake Slack webhook: records POST bodies; ``status``/``delay_s`` set its behaviour."""
+
+    url: str
+    bodies: list[dict] = field(default_factory=list)
+    status: int = 200
+    delay_s: float = 0.0
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    state = Hook(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server API)
+            length = int(self.headers.get("Content-Length", 0))
+            body = json.loads(self.rfile.read(length))
+            if state.delay_s:
+                time.sleep(state.delay_s)
+            state.bodies.append(body)
+            payload = b"ok" if state.status == 200 else b"invalid_token"
+            self.send_response(state.status)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_port}/services/{SECRET}"
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+@pytest.fixture
+def logs() -> Iterator[list[str]]:
+    """Everything loguru writes during the test (formatted with level)."""
+    lines: list[str] = []
+    sink_id = logger.add(lambda m: lines.append(str(m)), level="DEBUG",
+                         format="{level} | {message}")
+    yield lines
+    logger.remove(sink_id)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def alert(key: str = "mll", text: str = "MLL headroom below $300", level: str = "critical") -> Alert:
+    return Alert(level=level, key=key, text=text, ts_ns=1)
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/services/{SECRET}"
+
+
+def assert_no_secret(lines: list[str]) -> None:
+    joined = "\n".join(lines)
+    assert SECRET not in joined
+    assert "services/" not in joined
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_no_webhook_logs_at_alert_level(logs: list[str]) -> None:
+    alerter = SlackAlerter(None)
+    assert not alerter.configured
+    assert alerter.send(alert(level="critical")) == "logged"
+    assert alerter.send(alert(level="critical")) == "logged"  # nothing sent, nothing deduped
+    assert alerter.send(alert(key="x", text="just so you know", level="info")) == "logged"
+    crit = [l for l in logs if "MLL headroom below $300" in l]
+    assert len(crit) == 2 and all(l.startswith("CRITICAL |") for l in crit)
+    assert any(l.startswith("INFO |") and "just so you know" in l for l in logs)
+
+
+def test_level_mapping() -> None:
+    assert log_level("warning") == "WARNING" and log_level("INFO") == "INFO"
+    assert log_level("critical") == "CRITICAL" and log_level("weird") == "WARNING"
+
+
+def test_sent_posts_json_text(hook: Hook, logs: list[str]) -> None:
+    with SlackAlerter(hook.url) as alerter:
+        assert alerter.send(alert()) == "sent"
+    assert len(hook.bodies) == 1
+    assert set(hook.bodies[0]) == {"text"}
+    assert "MLL headroom below $300" in hook.bodies[0]["text"]
+    assert "CRITICAL" in hook.bodies[0]["text"]
+    assert any(l.startswith("CRITICAL |") and "sent to Slack" in l for l in logs)
+    assert_no_secret(logs)
+
+
+def test_deduplicated_within_window_then_summary(hook: Hook, logs: list[str]) -> None:
+    clock = FakeClock()
+    with SlackAlerter(hook.url, dedupe_window_s=300, clock=clock) as alerter:
+        assert alerter.send(alert()) == "sent"
+        clock.t += 10
+        assert alerter.send(alert()) == "deduplicated"
+        clock.t += 10
+        assert alerter.send(alert()) == "deduplicated"
+        assert alerter.send(alert(key="other")) == "sent"  # different key is independent
+        assert alerter.suppressed["mll"] == 2 and alerter.suppressed["other"] == 0
+        assert len(hook.bodies) == 2
+        clock.t += 300
+        assert alerter.send(alert()) == "sent"  # window elapsed
+        assert "(2 similar suppressed)" in hook.bodies[-1]["text"]
+        assert alerter.suppressed["mll"] == 2  # cumulative count stays
+        clock.t += 400
+        assert alerter.send(alert()) == "sent"
+        assert "suppressed" not in hook.bodies[-1]["text"]  # summary only once
+    assert len(hook.bodies) == 4
+    assert_no_secret(logs)
+
+
+def test_rate_limited_over_max_per_minute(hook: Hook, logs: list[str]) -> None:
+    clock = FakeClock()
+    with SlackAlerter(hook.url, max_per_minute=3, clock=clock) as alerter:
+        results = [alerter.send(alert(key=f"k{i}", text=f"alert number {i}")) for i in range(5)]
+        assert results == ["sent", "sent", "sent", "rate_limited", "rate_limited"]
+        assert len(hook.bodies) == 3
+        assert alerter.suppressed["k3"] == 1 and alerter.suppressed["k4"] == 1
+        assert any("rate limited" in l and "alert number 4" in l for l in logs)
+        clock.t += 59.9
+        assert alerter.send(alert(key="k5")) == "rate_limited"
+        clock.t += 0.2  # the first three POSTs are now older than 60 s
+        assert alerter.send(alert(key="k3")) == "sent"  # not deduped: it was never sent
+        assert "(1 similar suppressed)" in hook.bodies[-1]["text"]
+    assert len(hook.bodies) == 4
+    assert_no_secret(logs)
+
+
+def test_http_500_fails_without_raising_and_retries_later(hook: Hook, logs: list[str],
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    hook.status = 500
+    caplog.set_level(logging.INFO, logger="httpx")
+    with SlackAlerter(hook.url) as alerter:
+        assert alerter.send(alert()) == "failed"
+        assert any("HTTP 500" in l and "MLL headroom" in l for l in logs)
+        hook.status = 200
+        assert alerter.send(alert()) == "sent"  # a failure does not arm de-duplication
+    assert len(hook.bodies) == 2
+    assert_no_secret(logs)
+    # httpx's own request log line is redacted too.
+    assert caplog.records, "httpx should have logged its requests"
+    assert SECRET not in caplog.text and REDACTED in caplog.text
+
+
+def test_closed_port_fails_and_redacts(logs: list[str]) -> None:
+    url = closed_port_url()
+    with SlackAlerter(url, timeout_s=1.0) as alerter:
+        assert alerter.send(alert()) == "failed"
+        assert SECRET not in repr(alerter)
+    assert any("delivery failed" in l and "ConnectError" in l for l in logs)
+    assert_no_secret(logs)
+
+
+def test_timeout_fails(hook: Hook, logs: list[str]) -> None:
+    hook.delay_s = 1.0
+    with SlackAlerter(hook.url, timeout_s=0.2) as alerter:
+        t0 = time.monotonic()
+        assert alerter.send(alert()) == "failed"
+        assert time.monotonic() - t0 < 0.9
+    assert any("Timeout" in l for l in logs)
+    assert_no_secret(logs)
+
+
+def test_close_detaches_httpx_filter(hook: Hook) -> None:
+    httpx_logger = logging.getLogger("httpx")
+    before = len(httpx_logger.filters)
+    alerter = SlackAlerter(hook.url)
+    assert len(httpx_logger.filters) == before + 1
+    alerter.close()
+    alerter.close()
+    assert len(httpx_logger.filters) == before
