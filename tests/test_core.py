@@ -1,0 +1,180 @@
+"""Order state machine, P&L fold, risk flatten, backtest determinism, supervision."""
+
+from __future__ import annotations
+
+import queue
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from actors.core import Directory, wait_until
+from actors.supervision import ActorSpec, Supervisor, SupervisionTree
+from config.settings import load_config
+from domain.calendar import CT, SessionCalendar, dt_to_ns
+from domain.handler import ROUTER, CounterIds, RejectedMessage
+from domain.messages import (Fill, Flatten, OrderAccepted, OrderCancelled, OrderIntent, OrderSubmitted, OrderType,
+                             Side, TradeTick)
+from domain.orders import InvalidTransition, Order, OrderStatus
+from domain.portfolio import Portfolio
+from domain.risk import RiskManager
+
+D = Decimal
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def intent(coid="c1", side=Side.BUY, qty=2, price="5000.00", sym="MES", strategy="grid-MES"):
+    return OrderIntent(coid, strategy, sym, side, qty, OrderType.LIMIT, 1, limit_price=D(price))
+
+
+def fill(coid, trade, side, qty, price, leaves=0, sym="MES", fee="0.61"):
+    return Fill(coid, "grid-MES", trade, sym, side, qty, D(price), D(fee) * qty, leaves, 2)
+
+
+# ------------------------------------------------------------------ order state machine
+def test_order_lifecycle_partial_then_filled_and_duplicate_fill_ignored():
+    o = Order(intent(qty=3))
+    assert o.apply(OrderSubmitted("c1", "grid-MES", 1))
+    assert o.apply(OrderAccepted("c1", "grid-MES", "V1", 1)) and o.venue_order_id == "V1"
+    assert o.apply(fill("c1", "T1", Side.BUY, 1, "5000.00", leaves=2))
+    assert o.status is OrderStatus.PARTIALLY_FILLED and o.leaves_qty == 2
+    assert o.apply(fill("c1", "T1", Side.BUY, 1, "5000.00", leaves=2)) is False  # same trade id
+    assert o.filled_qty == 1
+    assert o.apply(fill("c1", "T2", Side.BUY, 2, "5000.25"))
+    assert o.status is OrderStatus.FILLED
+    assert o.avg_fill_price == (D("5000.00") + 2 * D("5000.25")) / 3
+
+
+def test_order_illegal_transition_raises():
+    o = Order(intent())
+    o.apply(OrderSubmitted("c1", "grid-MES", 1))
+    o.apply(OrderCancelled("c1", "grid-MES", 2))
+    with pytest.raises(InvalidTransition):
+        o.apply(fill("c1", "T9", Side.BUY, 2, "5000.00"))
+
+
+# ------------------------------------------------------------------ P&L fold
+def test_fifo_pnl_exact_no_float_drift():
+    pf = Portfolio()
+    # 3 buys at prices whose average is not a terminating decimal, then sell all
+    pf.apply_fill(fill("a", "T1", Side.BUY, 1, "5000.00"))
+    pf.apply_fill(fill("b", "T2", Side.BUY, 1, "5000.25"))
+    pf.apply_fill(fill("c", "T3", Side.BUY, 1, "5000.75"))
+    assert pf.unrealized({"MES": D("5001.00")}) == D("2.00") * 5  # (1 + .75 + .25) pts x $5
+    eff = pf.apply_fill(fill("d", "T4", Side.SELL, 3, "5001.00"))
+    assert eff.realized == D("10.00") and eff.closed and eff.position == 0
+    assert pf.fees == D("0.61") * 6
+    assert pf.apply_fill(fill("d", "T4", Side.SELL, 3, "5001.00")) is None  # duplicate trade id
+    # 10,000 round trips of 1 tick: exactly $12,500, no drift
+    for i in range(10_000):
+        pf.apply_fill(fill("x", f"B{i}", Side.BUY, 1, "5000.00"))
+        pf.apply_fill(fill("x", f"S{i}", Side.SELL, 1, "5000.25"))
+    assert pf.realized == D("10.00") + D("1.25") * 10_000
+
+
+def test_position_flip_realizes_closed_part_only():
+    pf = Portfolio()
+    pf.apply_fill(fill("a", "T1", Side.BUY, 2, "5000.00"))
+    eff = pf.apply_fill(fill("b", "T2", Side.SELL, 5, "4999.00"))
+    assert eff.realized == D("-10.00")  # 2 contracts x 4 ticks x $1.25
+    assert pf.qty("MES") == -3 and pf.position("MES").avg_price == D("4999.00")
+
+
+# ------------------------------------------------------------------ risk flatten
+def _risk(start_ct="2026-04-08 10:00"):
+    cfg = load_config(None, "combine-50k")
+    import datetime as dt
+    ts = dt_to_ns(dt.datetime.fromisoformat(start_ct).replace(tzinfo=CT))
+    return RiskManager(cfg.profile.limits(), CounterIds(), SessionCalendar(300), ts), ts
+
+
+def test_flatten_sends_exactly_one_close_per_position_until_it_settles():
+    risk, ts = _risk()
+    out = risk.handle(intent("g1", qty=2, price="5000.00"))
+    assert out == [(ROUTER, intent("g1", qty=2, price="5000.00"))]
+    risk.handle(OrderSubmitted("g1", "grid-MES", ts))
+    risk.handle(fill("g1", "T1", Side.BUY, 2, "5000.00"))
+    out = risk.handle(Flatten("test", ts))
+    closes = [m for d, m in out if isinstance(m, OrderIntent)]
+    assert len(closes) == 1 and closes[0].qty == 2 and closes[0].side is Side.SELL and closes[0].reduce_only
+    # more events before the close is acknowledged must not send another close
+    for _ in range(3):
+        out = risk.handle(TradeTick("MES", ts + 1, D("4999.75"), 1))
+        assert not [m for d, m in out if isinstance(m, OrderIntent)]
+    risk.handle(OrderSubmitted(closes[0].client_order_id, "risk", ts))
+    risk.handle(Fill(closes[0].client_order_id, "risk", "T2", "MES", Side.SELL, 2, D("4999.75"), D("1.22"), 0, ts))
+    assert risk.is_flat and risk.flattening is None
+
+
+def test_flat_time_denies_new_entries_and_flattens():
+    risk, ts = _risk("2026-04-08 15:06")  # after 15:10 CT minus the 5-minute margin
+    out = risk.handle(intent("g1"))
+    assert "outside the trading window" in out[0][1].reason
+
+
+def test_risk_rejects_unknown_message():
+    risk, _ = _risk()
+    with pytest.raises(RejectedMessage):
+        risk.handle("not a message")
+
+
+# ------------------------------------------------------------------ backtest determinism
+def test_backtest_is_deterministic_and_trades(tmp_path):
+    from actors.runner import run_backtest
+    cfg = load_config(None, "combine-50k", {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path),
+                                                         "start": "2026-04-08", "end": "2026-04-08"}})
+    a = run_backtest(cfg, trades_csv=tmp_path / "a.csv")
+    b = run_backtest(cfg, trades_csv=tmp_path / "b.csv")
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert a.fills > 0 and a.grid_entries > 0
+    assert a.rules_ok and a.open_positions == {}
+    assert a.net_pnl == b.net_pnl
+
+
+# ------------------------------------------------------------------ supervision
+class Crashy:
+    """Handler that crashes on 'boom' and echoes anything else into a shared list."""
+
+    seen: list = []
+
+    def handle(self, msg):
+        if msg == "boom":
+            raise RuntimeError("boom")
+        Crashy.seen.append(msg)
+        return []
+
+
+def test_crash_restart_one_for_one_and_intensity_escalation():
+    d = Directory()
+    escalated = queue.Queue()
+    sup = Supervisor("s", "one_for_one", 2, 60, [ActorSpec("a", Crashy), ActorSpec("b", Crashy)])
+    tree = SupervisionTree(sup, d, escalated.put)
+    tree.start()
+    try:
+        first_b = d.ref("b")
+        d.tell("a", "boom")
+        assert wait_until(lambda: tree.restarts["a"] == 1 and d.ref("a") is not None and d.ref("a").is_alive())
+        d.tell("a", "hello")  # addressed by name: reaches the new incarnation
+        assert wait_until(lambda: "hello" in Crashy.seen)
+        assert d.ref("b") is first_b  # one_for_one left the sibling alone
+        d.tell("a", "boom")
+        assert wait_until(lambda: tree.restarts["a"] == 2)
+        d.tell("a", "boom")  # third restart within 60 s > intensity 2
+        reason = escalated.get(timeout=5)
+        assert "intensity exceeded" in reason
+    finally:
+        tree.stop()
+
+
+def test_one_for_all_restarts_siblings():
+    d = Directory()
+    sup = Supervisor("s", "one_for_all", 5, 60, [ActorSpec("a", Crashy), ActorSpec("b", Crashy)])
+    tree = SupervisionTree(sup, d, lambda r: None)
+    tree.start()
+    try:
+        first_b = d.ref("b")
+        d.tell("a", "boom")
+        assert wait_until(lambda: tree.restarts["b"] == 1 and d.ref("b") is not None and d.ref("b") is not first_b)
+    finally:
+        tree.stop()
