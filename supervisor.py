@@ -17,11 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import signal
 import sys
-import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent

@@ -19,7 +19,6 @@ With ``store=None`` (backtest) nothing is mirrored; the logic is the same.
 from __future__ import annotations
 
 import threading
-from decimal import Decimal
 from typing import Any, Callable
 
 from domain.handler import BROKER, RISK, ROUTER, WATCHDOG, Out, RejectedMessage

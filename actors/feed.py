@@ -24,7 +24,7 @@ from loguru import logger
 
 from domain.bars import BarAggregator, aggregate_bars
 from domain.handler import CLOCK_TOPIC, Out, RejectedMessage, bars_topic, ticks_topic
-from domain.messages import Bar, ClockTick, QuoteTick, TradeTick, WarmupBars
+from domain.messages import ClockTick, QuoteTick, TradeTick, WarmupBars
 from domain.validation import MarketDataValidator
 
 NS = 1_000_000_000
@@ -136,11 +136,11 @@ class ReplayFeed:
         return out
 
 
-def warmup_messages(bars_by_instrument: dict[str, list[Bar]], periods: tuple[int, ...], dests: Callable[[str], list[str]],
-                    ts_ns: int) -> Out:
-    """WarmupBars per instrument and period, built with the same aggregator as live bars."""
+def warmup_messages(ticks_by_instrument: dict[str, list[TradeTick]], periods: tuple[int, ...],
+                    dests: Callable[[str], list[str]], ts_ns: int) -> Out:
+    """WarmupBars per instrument and period from historical ticks, built with the same aggregator as live bars."""
     out: Out = []
-    for sym, ticks in bars_by_instrument.items():
+    for sym, ticks in ticks_by_instrument.items():
         for period in periods:
             bars = tuple(aggregate_bars(ticks, period))
             if bars:

@@ -20,15 +20,14 @@ from loguru import logger
 
 from actors.core import Directory, ask, wait_until
 from actors.execution import PaperVenue, StoreIds
-from actors.feed import FeedCore, Pump, ReplayFeed, warmup_messages
+from actors.feed import FeedCore, ReplayFeed, warmup_messages
 from actors.supervision import ActorSpec, Supervisor, SupervisionTree
 from actors.system import Dispatcher, build_factories, persist_hook, topics
 from actors.watchdog import Watchdog, WatchdogCheck
 from domain.calendar import ns_to_ct
 from domain.handler import (BROKER, FEED, HEDGE, RECONCILER, RISK, ROUTER, WATCHDOG, CounterIds, bar_builder,
                             grid_strategy)
-from domain.instruments import get_instrument
-from domain.messages import Alert, ReconcileRequest, Shutdown, WarmupBars
+from domain.messages import Alert, ReconcileRequest, Shutdown
 from infra.replay import ReplaySource, bar_to_ticks
 
 DATA_FILES = {"MES": "ES_2min.csv.gz", "MNQ": "NQ_2min.csv.gz"}
@@ -187,7 +186,6 @@ def run_backtest(cfg: Any, trades_csv: Path | None = None) -> SessionSummary:
     s.trades_csv = str(trades_csv)
     s.events = n
     s.seconds = time.perf_counter() - t0
-    s.bars = source.bar_count  # type: ignore[attr-defined]
     return s
 
 

@@ -13,24 +13,19 @@ Supervision tree (paper mode; docs/architecture.md)::
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import Counter, deque
-from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, Callable
 
 from loguru import logger
 
 from actors.execution import BrokerHandler, OrderRouter, PaperVenue, Reconciler
-from actors.feed import BarBuilderHandler, FeedCore
-from actors.watchdog import Watchdog
-from domain.calendar import SessionCalendar, ns_to_ct
+from actors.feed import BarBuilderHandler
+from domain.calendar import SessionCalendar
 from domain.grid import GridConfig, GridStrategy
-from domain.handler import (BROKER, CLOCK_TOPIC, EXPOSURE_TOPIC, FEED, HEDGE, RECONCILER, RISK, RISK_STATE_TOPIC,
+from domain.handler import (BROKER, CLOCK_TOPIC, EXPOSURE_TOPIC, HEDGE, RECONCILER, RISK, RISK_STATE_TOPIC,
                             ROUTER, STATUS_TOPIC, WATCHDOG, IdGenerator, Out, RejectedMessage, bar_builder,
                             bars_topic, grid_strategy, ticks_topic)
 from domain.hedge import HedgeConfig, HedgeManager
-from domain.messages import Fill, OrderIntent, Shutdown, TradeTick
 from domain.risk import RiskManager
 
 TRADE_EVENTS_PERSIST = ("Fill", "OrderAccepted", "OrderCancelled", "OrderRejected", "OrderDenied", "OrderSubmitted",
@@ -71,13 +66,6 @@ def topics(cfg: Any) -> dict[str, tuple[str, ...]]:
         STATUS_TOPIC: (RISK, WATCHDOG) + ((HEDGE,) if cfg.hedge.enabled else ()),
     }
     return t
-
-
-@dataclass
-class Handlers:
-    """Factories of every handler except the feed and the watchdog (mode specific)."""
-
-    factories: dict[str, Callable[[], Any]] = field(default_factory=dict)
 
 
 def build_factories(cfg: Any, ids: IdGenerator, venue: PaperVenue, store: Any | None, trade_log: Any,

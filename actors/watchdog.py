@@ -57,6 +57,7 @@ class Watchdog:
         self.alerts: list[Alert] = []
         self._restarts_seen: dict[str, int] = {}
         self.last_status: AccountStatus | None = None
+        self._missing: set[str] = set()
 
     def _alert(self, alert: Alert) -> None:
         self.alerts.append(alert)
@@ -109,7 +110,7 @@ class Watchdog:
             if depth > self.max_inbox:
                 self._alert(Alert("warning", f"inbox-{actor}", f"{actor} inbox depth {depth} > {self.max_inbox}", ts_ns))
         missing = self.expected - self.live_actors()
-        previously, self._missing = getattr(self, "_missing", set()), missing
+        previously, self._missing = self._missing, missing
         missing = missing & previously  # missing on two checks in a row (not just restarting)
         if missing:
             self._alert(Alert("warning", "actors-down", f"actors not running: {sorted(missing)}", ts_ns))

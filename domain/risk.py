@@ -37,10 +37,10 @@ from domain.messages import (AccountStatus, Alert, CancelOrder, ClockTick, Expos
                              OrderCancelled, OrderDenied, OrderIntent, OrderRejected, OrderSubmitted, OrderType,
                              Pause, ReconcileResult, Resume, RiskState, RiskStateChanged, Shutdown, Side,
                              StrategyStatus, TradeTick)
-from domain.orders import OrderBook, OrderStatus
+from domain.orders import OrderBook
 from domain.portfolio import Portfolio
 from domain.risk_rules import (AccountLedger, Action, Breach, OrderCheck, RiskLimits, check_order, evaluate_account,
-                               is_reducing, net_atr_exposure, sub_session_of)
+                               is_reducing, mini_equivalents, net_atr_exposure, sub_session_of)
 
 _SEVERITY = {RiskState.ACTIVE: 0, RiskState.REDUCING: 1, RiskState.HALTED: 2}
 
@@ -211,9 +211,7 @@ class RiskManager:
         return out
 
     def _track_contracts(self) -> None:
-        from domain.instruments import get_instrument
-        total = sum((abs(q) * get_instrument(s).mini_equivalent for s, q in self.portfolio.net_positions().items()), Decimal(0))
-        self.max_contracts_seen = max(self.max_contracts_seen, total)
+        self.max_contracts_seen = max(self.max_contracts_seen, mini_equivalents(self.portfolio.net_positions()))
 
     # ------------------------------------------------------------------ account rules
     def _check_account(self) -> Out:
