@@ -109,7 +109,7 @@ class OrderRouter:
 
 
 class PaperVenue:
-    """Thread-safe paper venue: a :class:`PaperBroker` plus its Redis mirror.
+    """:class:`infra.broker.Broker` implementation. Thread-safe paper venue: a :class:`PaperBroker` plus its Redis mirror.
 
     Both the broker actor and the emergency flatten (which must not depend on actors) use it.
     Ticks at or before the last processed one are ignored, so a replay that resumes slightly
@@ -131,6 +131,9 @@ class PaperVenue:
             self.last_ts = 0
             self.last_key: tuple | None = None
         self._saved_minute = -1
+
+    def set_event_sink(self, sink: Any) -> None:
+        """The paper venue answers every call synchronously; it has no asynchronous events."""
 
     def _save(self) -> None:
         if self.store is not None:
