@@ -213,16 +213,21 @@ class Reconciler:
         store: the Redis mirror (working orders, seen fills, risk positions).
         venue_snapshot: ``f(ts_ns) -> BrokerSnapshot`` (the venue's truth).
         expected_positions: ``f() -> dict[instrument, signed qty]`` our positions as mirrored by risk.
+        risk_applied: ``f() -> set of trade ids`` the mirrored risk state has applied. A fill the
+            router journalled but risk never applied (a kill between the two) is sent to risk
+            again; without it only fills missing from the journal are replayed.
         unknown_order_policy: ``"cancel"`` (default) or ``"adopt"`` for venue orders we never sent.
     """
 
     def __init__(self, store: Any | None, venue_snapshot: Callable[[int], BrokerSnapshot],
-                 expected_positions: Callable[[], dict[str, int]], unknown_order_policy: str = "cancel") -> None:
+                 expected_positions: Callable[[], dict[str, int]], unknown_order_policy: str = "cancel",
+                 risk_applied: Callable[[], set[str]] | None = None) -> None:
         if unknown_order_policy not in ("cancel", "adopt"):
             raise ValueError(f"unknown_order_policy must be 'cancel' or 'adopt', not {unknown_order_policy!r}")
         self.store = store
         self.venue_snapshot = venue_snapshot
         self.expected_positions = expected_positions
+        self.risk_applied = risk_applied
         self.policy = unknown_order_policy
         self.runs = 0
         self.last_result: ReconcileResult | None = None
@@ -239,11 +244,19 @@ class Reconciler:
         venue_working = {o.client_order_id: o for o in snap.working}
         out: Out = []
         missed: list[Fill] = []
+        unapplied: list[Fill] = []
+        applied = self.risk_applied() if self.risk_applied is not None else None
         for f in snap.fills:
-            seen = self.store.fill_seen(f.trade_id) if self.store is not None else True
-            if not seen and (f.client_order_id in ours or self.store.load_order(f.client_order_id) is not None):
-                missed.append(f)
-        out += [(ROUTER, f) for f in missed]
+            if self.store is None:
+                break
+            if not (f.client_order_id in ours or self.store.load_order(f.client_order_id) is not None):
+                continue
+            if not self.store.fill_seen(f.trade_id):
+                missed.append(f)  # the router never saw it: journal, trade log, risk and owner
+            elif applied is not None and f.trade_id not in applied:
+                unapplied.append(f)  # journalled, but risk's mirrored position does not contain it
+        out += [(ROUTER, f) for f in missed] + [(RISK, f) for f in unapplied]
+        missed += unapplied
         filled_coids = {f.client_order_id for f in snap.fills if f.leaves_qty == 0}
         closed = 0
         for coid, rec in ours.items():
@@ -261,7 +274,7 @@ class Reconciler:
         expected = {k: v for k, v in expected.items() if v}
         venue_pos = {p.instrument: p.qty for p in snap.positions if p.qty}
         ok = expected == venue_pos
-        detail = (f"{reason}: {len(missed)} missed fills replayed, {closed} stale orders closed, "
+        detail = (f"{reason}: {len(missed)} missed fills replayed ({len(unapplied)} to risk only), {closed} stale orders closed, "
                   f"{len(unknown)} unknown venue orders {'cancelled' if self.policy == 'cancel' else 'adopted'}; "
                   f"positions ours={expected} venue={venue_pos}")
         result = ReconcileResult(ok, detail, ts_ns)

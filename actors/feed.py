@@ -32,7 +32,14 @@ MINUTE_NS = 60 * NS
 
 
 class FeedCore:
-    """Validation + routing of raw ticks. ``route(tick) -> Out`` (empty for a rejected tick)."""
+    """Validation + routing of raw ticks. ``route(tick) -> Out`` (empty for a rejected tick).
+
+    Each rejection is counted per reason (:attr:`rejected`); the first ``LOG_FIRST`` of a reason
+    and every ``LOG_EVERY``-th after that are logged with the tick and the running count.
+    """
+
+    LOG_FIRST = 20
+    LOG_EVERY = 1000
 
     def __init__(self) -> None:
         self.validator = MarketDataValidator()
@@ -43,7 +50,10 @@ class FeedCore:
         reason = (self.validator.check_trade(tick) if isinstance(tick, TradeTick)
                   else self.validator.check_quote(tick))
         if reason:
-            logger.warning("feed rejected {} {}: {}", type(tick).__name__, getattr(tick, "instrument", "?"), reason)
+            n = self.validator.rejected[reason]
+            if n <= self.LOG_FIRST or n % self.LOG_EVERY == 0:  # a bad feed must not flood the log
+                logger.warning("feed rejected {} {} at ts_ns {}: {} ({} so far for this reason)", type(tick).__name__,
+                               getattr(tick, "instrument", "?"), getattr(tick, "ts_ns", "?"), reason, n)
             return []
         out: Out = []
         minute = tick.ts_ns // MINUTE_NS

@@ -319,7 +319,9 @@ class PaperSystem:
                               timeout=timeout, interval=0.05)
             if not flat:
                 logger.error("not flat after {}s through risk: emergency flatten at the venue", timeout)
-                self.venue.flatten(self.venue.last_ts)
+                for ev in self.venue.flatten(self.venue.last_ts):
+                    self.directory.tell(ROUTER, ev)  # journal the emergency fills like any other
+                self.wait_drained(timeout=5)
             wait_until(lambda: self._risk_flat(), timeout=5, interval=0.05)
 
     def _risk_flat(self) -> bool:

@@ -48,7 +48,8 @@ def hedge_config(cfg: Any) -> HedgeConfig:
     h = cfg.hedge
     return HedgeConfig(primary=cfg.grid.instrument, hedge=h.instrument, activation_spacings=h.activation_spacings,
                        min_ratio=h.min_ratio, max_ratio=h.max_ratio, window=h.window, bar_s=h.bar_s,
-                       low_corr=h.low_corr, low_corr_minutes=int(h.low_corr_minutes), low_corr_factor=h.low_corr_factor)
+                       low_corr=h.low_corr, low_corr_minutes=int(h.low_corr_minutes), low_corr_factor=h.low_corr_factor,
+                       rebalance_band=h.rebalance_band, min_hold_s=h.min_hold_s)
 
 
 def topics(cfg: Any) -> dict[str, tuple[str, ...]]:
@@ -107,11 +108,15 @@ def build_factories(cfg: Any, ids: IdGenerator, venue: PaperVenue, store: Any | 
             return {}
         return {k: sum(int(q) for _, q in v.get("lots", [])) for k, v in saved["portfolio"]["positions"].items()}
 
+    def risk_applied() -> set[str]:
+        saved = store.load_strategy(RISK) if store is not None else None
+        return set(saved["portfolio"].get("seen", [])) if saved else set()
+
     f: dict[str, Callable[[], Any]] = {
         BROKER: lambda: BrokerHandler(venue),
         RISK: make_risk,
         ROUTER: lambda: OrderRouter(store, trade_log),
-        RECONCILER: lambda: Reconciler(store, venue.snapshot, expected_positions),
+        RECONCILER: lambda: Reconciler(store, venue.snapshot, expected_positions, risk_applied=risk_applied),
         grid_strategy(p): make_grid,
         bar_builder(p): lambda: BarBuilderHandler(p),
         bar_builder(hsym): lambda: BarBuilderHandler(hsym),

@@ -76,6 +76,8 @@ class RiskProfile(BaseModel):
     per_trade_risk: Money | None = None
     net_exposure_cap: Money | None = None
     consecutive_loss_limit: Annotated[int, Field(ge=1)] | None = None
+    stress_move_pct: Annotated[Decimal, Field(gt=0, le=20)] | None = None
+    stress_loss_cap: Money | None = None
     flat_margin_s: Annotated[int, Field(ge=0, le=3600)] = 300
     sources: dict[str, str] = Field(default_factory=dict)
 
@@ -108,6 +110,8 @@ class RiskProfile(BaseModel):
             net_exposure_cap=self.net_exposure_cap,
             consecutive_loss_limit=self.consecutive_loss_limit,
             profit_target=self.profit_target,
+            stress_move_pct=self.stress_move_pct,
+            stress_loss_cap=self.stress_loss_cap,
         )
 
 
@@ -159,6 +163,8 @@ class HedgeParams(BaseModel):
     low_corr: Annotated[float, Field(ge=-1, le=1)] = 0.6
     low_corr_minutes: PosFloat = 15.0
     low_corr_factor: Annotated[float, Field(gt=0, le=1)] = 0.5
+    rebalance_band: Annotated[int, Field(ge=0, le=10)] = 1
+    min_hold_s: Annotated[int, Field(ge=0, le=14400)] = 600
 
     @field_validator("instrument")
     @classmethod

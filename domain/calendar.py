@@ -15,6 +15,7 @@ returned is a trading day in America/Chicago.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -28,6 +29,17 @@ CLOSE_TIME = dt.time(16, 0)
 """Globex daily close, CT."""
 
 NS = 1_000_000_000
+
+EXCHANGE_CLOSED_DAYS: frozenset[dt.date] = frozenset({
+    dt.date(2025, 1, 1), dt.date(2025, 4, 18), dt.date(2025, 12, 25),
+    dt.date(2026, 1, 1), dt.date(2026, 4, 3), dt.date(2026, 12, 25),
+    dt.date(2027, 1, 1), dt.date(2027, 3, 26), dt.date(2027, 12, 24),
+})
+"""Trading days on which CME equity-index futures do not trade a normal session (New Year's Day,
+Good Friday, Christmas; CME Group holiday calendar). We never open positions in them: a position
+taken in the evening before such a day could not be flattened by 15:10 CT (the shared ES data
+stops on Thursday 2026-04-02 22:58 CT and resumes Sunday 17:00 CT). Early-close days (e.g. the
+day after Thanksgiving) are not modelled yet: add them here with care. Extend the table yearly."""
 
 
 def ns_to_ct(ts_ns: int) -> dt.datetime:
@@ -47,8 +59,14 @@ def trading_day(ts_ns: int) -> dt.date:
 
     At or after 17:00 CT the timestamp belongs to the next business day (Friday 17:00 onwards and
     the weekend belong to Monday). Example: Sunday 18:00 CT -> Monday; Tuesday 10:00 CT -> Tuesday.
+    Cached per minute (the 17:00 boundary and every UTC offset change fall on whole minutes).
     """
-    t = ns_to_ct(ts_ns)
+    return _trading_day_of_minute(ts_ns // (60 * NS))
+
+
+@functools.lru_cache(maxsize=8192)
+def _trading_day_of_minute(minute: int) -> dt.date:
+    t = ns_to_ct(minute * 60 * NS)
     d = t.date()
     if t.time() >= OPEN_TIME:
         d += dt.timedelta(days=1)
@@ -86,11 +104,13 @@ class SessionCalendar:
         return dt_to_ns(self.flatten_at(day))
 
     def can_open(self, ts_ns: int) -> bool:
-        """True when new positions may be opened: inside the trading day and before the flatten time."""
-        t = ns_to_ct(ts_ns)
-        if not self.in_session(ts_ns):
+        """True when new positions may be opened: inside the trading day, before the flatten time,
+        and not on an exchange holiday (:data:`EXCHANGE_CLOSED_DAYS`)."""
+        day = trading_day(ts_ns)
+        if day in EXCHANGE_CLOSED_DAYS:
             return False
-        return t < self.flatten_at(trading_day(ts_ns))
+        open_ns, _ = _session_bounds_ns(day)
+        return open_ns <= ts_ns < _flatten_ns(day, self.flat_margin_s)
 
     def must_be_flat(self, ts_ns: int) -> bool:
         """True from the flatten time until the next session opens (and all weekend)."""
@@ -99,6 +119,16 @@ class SessionCalendar:
     @staticmethod
     def in_session(ts_ns: int) -> bool:
         """True between 17:00 CT (Sun-Thu) and 15:10 CT (Mon-Fri): the Topstep trading window."""
-        t = ns_to_ct(ts_ns)
-        day = trading_day(ts_ns)
-        return session_open(day) <= t < flat_deadline(day)
+        open_ns, deadline_ns = _session_bounds_ns(trading_day(ts_ns))
+        return open_ns <= ts_ns < deadline_ns
+
+
+@functools.lru_cache(maxsize=256)
+def _session_bounds_ns(day: dt.date) -> tuple[int, int]:
+    """(17:00 CT session open, 15:10 CT flat deadline) of trading day ``day``, epoch ns."""
+    return dt_to_ns(session_open(day)), dt_to_ns(flat_deadline(day))
+
+
+@functools.lru_cache(maxsize=256)
+def _flatten_ns(day: dt.date, flat_margin_s: int) -> int:
+    return dt_to_ns(flat_deadline(day) - dt.timedelta(seconds=flat_margin_s))

@@ -52,6 +52,8 @@ class HedgeConfig:
     low_corr_factor: float = 0.5
     aggressive_ticks: int = 2
     order_timeout_s: int = 60
+    rebalance_band: int = 1
+    min_hold_s: int = 600
 
 
 def hedge_ratio(corr: float, vol_primary: float, vol_hedge: float, lo: float = 0.5, hi: float = 1.25) -> float:
@@ -93,6 +95,7 @@ class HedgeManager:
         self.risk_state = RiskState.ACTIVE
         self.working: dict[str, int] = {}  # client order id -> placement ts
         self.activations = 0
+        self.activated_ns = 0
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, msg: Any) -> Out:
@@ -171,8 +174,13 @@ class HedgeManager:
         return out
 
     # ------------------------------------------------------------------ hedging
-    def target(self) -> int:
-        """Signed hedge contracts wanted now (0 when inactive)."""
+    def target(self, ts_ns: int = 0) -> int:
+        """Signed hedge contracts wanted at ``ts_ns`` (0 when inactive).
+
+        Activation at ``activation_spacings`` from the grid mid (seed 000 6.4); deactivation only
+        below ``deactivation_spacings`` (hysteresis) and not within ``min_hold_s`` of the
+        activation (our anti-churn choice, docs/strategy.md); a flat grid ends the hedge at once.
+        """
         q_p = self.positions.get(self.cfg.primary, 0)
         p_p, p_h = self.last.get(self.cfg.primary), self.last.get(self.cfg.hedge)
         if q_p == 0 or self.mid is None or not self.spacing or p_p is None or p_h is None:
@@ -182,7 +190,9 @@ class HedgeManager:
         if not self.active and distance >= Decimal(str(self.cfg.activation_spacings)):
             self.active = True
             self.activations += 1
-        elif self.active and distance < Decimal(str(self.cfg.deactivation_spacings)):
+            self.activated_ns = ts_ns
+        elif (self.active and distance < Decimal(str(self.cfg.deactivation_spacings))
+              and ts_ns - self.activated_ns >= self.cfg.min_hold_s * NS):
             self.active = False
         if not self.active:
             return 0
@@ -193,10 +203,14 @@ class HedgeManager:
         if self.working:
             return []
         have = self.positions.get(self.cfg.hedge, 0)
-        want = self.target() if self.calendar.can_open(ts_ns) else 0
+        can_open = self.calendar.can_open(ts_ns)
+        want = self.target(ts_ns) if can_open else 0
         delta = want - have
         if delta == 0:
             return []
+        same_way = have != 0 and (want == 0 or (want > 0) == (have > 0))
+        if can_open and self.active and same_way and abs(delta) <= self.cfg.rebalance_band:
+            return []  # while hedged, resize only beyond the band: a rounding flip costs fees, not risk
         reduces = abs(want) < abs(have) and (want == 0 or (want > 0) == (have > 0))
         if self.risk_state is RiskState.HALTED or (self.risk_state is RiskState.REDUCING and not reduces):
             return []
@@ -223,7 +237,7 @@ class HedgeManager:
     # ------------------------------------------------------------------ persistence
     def snapshot(self) -> dict:
         return {"corr": self.corr.snapshot(), "last_close": {k: str(v) for k, v in self.last_close.items()},
-                "active": self.active, "ratio": self.ratio, "activations": self.activations,
+                "active": self.active, "activated_ns": self.activated_ns, "ratio": self.ratio, "activations": self.activations,
                 "working": dict(self.working), "mid": str(self.mid) if self.mid is not None else None,
                 "spacing": str(self.spacing) if self.spacing is not None else None}
 
@@ -231,6 +245,7 @@ class HedgeManager:
         self.corr = RollingCorrelation.restore(d["corr"])
         self.last_close = {k: Decimal(v) for k, v in d.get("last_close", {}).items()}
         self.active = bool(d.get("active"))
+        self.activated_ns = int(d.get("activated_ns", 0))
         self.ratio = float(d.get("ratio", 1.0))
         self.activations = int(d.get("activations", 0))
         self.working = {k: int(v) for k, v in d.get("working", {}).items()}

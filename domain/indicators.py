@@ -26,6 +26,8 @@ from collections import deque
 from decimal import Decimal
 from typing import Any, Iterable
 
+import numpy as np
+
 Number = float | int | Decimal
 
 
@@ -343,7 +345,7 @@ class RollingCorrelation:
     ``var = sum((x-m)^2)/(N-1)`` (sample, ddof=1); ``corr = cov/sqrt(var_a*var_b)``,
     ``beta = cov/var_b`` (regression slope of a on b: hedge ratio in return terms),
     ``vol_a = sqrt(var_a)``, ``vol_b = sqrt(var_b)``. Matches ``numpy.corrcoef``/``numpy.cov``.
-    Two-pass fsum each update (O(window)).
+    Two-pass (centred) numpy sums each update (O(window)).
 
     Args:
         window: pairs kept (>= 2).
@@ -377,9 +379,11 @@ class RollingCorrelation:
         n = len(self._a)
         if n < self.min_periods:
             return
-        ma, va = _sample_var(self._a)
-        mb, vb = _sample_var(self._b)
-        cov = math.fsum((x - ma) * (y - mb) for x, y in zip(self._a, self._b)) / (n - 1)
+        da = np.fromiter(self._a, dtype=float, count=n)
+        db = np.fromiter(self._b, dtype=float, count=n)
+        da -= da.mean()
+        db -= db.mean()
+        va, vb, cov = float(da @ da) / (n - 1), float(db @ db) / (n - 1), float(da @ db) / (n - 1)
         self._vol_a, self._vol_b = math.sqrt(va), math.sqrt(vb)
         if vb > 0.0:
             self._beta = cov / vb

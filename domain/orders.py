@@ -44,10 +44,11 @@ class OrderStatus(enum.Enum):
     @property
     def is_working(self) -> bool:
         """Could still fill: submitted, accepted or partially filled."""
-        return self in (OrderStatus.SUBMITTED, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
+        return self in WORKING
 
 
 TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.DENIED})
+WORKING = frozenset({OrderStatus.SUBMITTED, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED})
 
 _S = OrderStatus
 _TRANSITIONS: dict[tuple[OrderStatus, type], frozenset[OrderStatus]] = {
@@ -129,10 +130,22 @@ class Order:
 
 
 class OrderBook:
-    """All orders by client order id, with the working subset. Not thread-safe (one owner)."""
+    """All orders by client order id, with the working subset. Not thread-safe (one owner).
+
+    Queries about open orders scan only the orders not yet seen terminal (``_live``), so their
+    cost does not grow with the history of terminal orders kept for duplicate detection.
+    """
 
     def __init__(self) -> None:
         self._orders: dict[str, Order] = {}
+        self._live: dict[str, Order] = {}
+
+    def _open(self) -> list[Order]:
+        """Non-terminal orders in insertion order; orders found terminal are dropped from the index."""
+        done = [k for k, o in self._live.items() if o.status.is_terminal]
+        for k in done:
+            del self._live[k]
+        return list(self._live.values())
 
     def add(self, intent: OrderIntent, status: OrderStatus = OrderStatus.INITIALIZED) -> Order:
         """Track a new order. Raises ValueError on a duplicate client order id."""
@@ -140,6 +153,7 @@ class OrderBook:
             raise ValueError(f"duplicate client order id {intent.client_order_id}")
         order = Order(intent, status)
         self._orders[intent.client_order_id] = order
+        self._live[intent.client_order_id] = order
         return order
 
     def get(self, client_order_id: str) -> Order | None:
@@ -163,21 +177,19 @@ class OrderBook:
 
     def working(self, instrument: str | None = None) -> list[Order]:
         """Orders that could still fill, in insertion order."""
-        return [o for o in self._orders.values()
+        return [o for o in self._open()
                 if o.status.is_working and (instrument is None or o.intent.instrument == instrument)]
 
     def open_orders(self, instrument: str | None = None) -> list[Order]:
         """Working orders plus approved ones not yet acknowledged as submitted (INITIALIZED):
         what could still fill. Use this, not :meth:`working`, to decide whether to send more."""
-        return [o for o in self._orders.values()
-                if (o.status.is_working or o.status is OrderStatus.INITIALIZED)
-                and (instrument is None or o.intent.instrument == instrument)]
+        return [o for o in self._open() if instrument is None or o.intent.instrument == instrument]
 
     def working_qty(self, instrument: str) -> tuple[int, int]:
         """(buy contracts, sell contracts) still working on ``instrument``, incl. not-yet-acked orders."""
         buy = sell = 0
-        for o in self._orders.values():
-            if o.intent.instrument == instrument and (o.status.is_working or o.status is OrderStatus.INITIALIZED):
+        for o in self._open():
+            if o.intent.instrument == instrument:
                 if o.intent.side.sign > 0:
                     buy += o.leaves_qty
                 else:

@@ -76,6 +76,7 @@ class RiskManager:
         self.breaches: list[tuple[int, str, str]] = []  # (ts, rule, detail), for the session summary
         self.max_contracts_seen = Decimal(0)
         self.flat_violations: list[int] = []
+        self.cancel_requested: set[str] = set()  # strategy orders asked to cancel by the current flatten
         self.min_headroom: Decimal | None = None
         self.peak_equity = limits.starting_balance
         self.max_drawdown = Decimal(0)
@@ -126,6 +127,8 @@ class RiskManager:
             return out + self._on_order_event(msg)
         if isinstance(msg, TradeTick):
             self.marks[msg.instrument] = msg.price
+            if not self.portfolio.qty(msg.instrument):
+                return out  # no position in it: equity did not move (fills run their own check)
             return out + self._check_account()
         if isinstance(msg, StrategyStatus):
             if msg.atr > 0:
@@ -155,9 +158,21 @@ class RiskManager:
             return self._deny(intent, f"quantity {intent.qty} <= 0")
         position = self.portfolio.qty(intent.instrument)
         signed = intent.side.sign * intent.qty
-        reducing = is_reducing(position, signed)
+        if intent.reduce_only:
+            # a close is judged against what other working closes on its side leave of the position,
+            # so two actors closing the same position (hedge reduce + risk flatten) cannot flip it
+            pending = sum(o.intent.side.sign * o.leaves_qty for o in self.book.open_orders(intent.instrument)
+                          if o.intent.reduce_only and o.intent.side is intent.side)
+            reducing = is_reducing(position + pending, signed)
+        else:
+            # an entry "reduces" only if it still shrinks the position after every working order on
+            # its side has filled: a sell against a long that working sells already cover opens a short
+            buy_w, sell_w = self.book.working_qty(intent.instrument)
+            reducing = is_reducing(position + (buy_w if signed > 0 else -sell_w), signed)
         if intent.reduce_only and not reducing and intent.purpose != "grid-tp":
             return self._deny(intent, f"reduce-only order would not reduce position {position}")
+        if self.flattening and intent.strategy_id != self.strategy_id:
+            return self._deny(intent, f"flattening ({self.flattening}): risk closes the positions itself")
         if self.state is RiskState.HALTED and intent.strategy_id != self.strategy_id:
             return self._deny(intent, f"trading HALTED ({'; '.join(r for _, r in self.holds.values())})")
         if self.state is RiskState.REDUCING and not reducing:
@@ -170,8 +185,8 @@ class RiskManager:
             after = dict(positions)
             after[intent.instrument] = after.get(intent.instrument, 0) + signed
             if net_atr_exposure(after, self.atr) < net_atr_exposure(positions, self.atr):
-                # a hedge that lowers the net 1-ATR exposure is not blocked by the gross open-risk cap
-                limits = dataclasses.replace(limits, open_risk_cap=None)
+                # a hedge that lowers the net 1-ATR exposure is not blocked by the gross caps
+                limits = dataclasses.replace(limits, open_risk_cap=None, stress_loss_cap=None)
             working = self._working_map()
             reason = check_order(OrderCheck(intent.instrument, signed, intent.reduce_only),
                                  positions, working, self.atr, limits)
@@ -181,7 +196,7 @@ class RiskManager:
                 worst = dict(positions)
                 worst[intent.instrument] = worst.get(intent.instrument, 0) + (buy if signed > 0 else -sell)
                 reason = check_order(OrderCheck(intent.instrument, signed, intent.reduce_only),
-                                     worst, {}, self.atr, limits)
+                                     worst, {}, self.atr, limits, self.marks)
             if reason:
                 return self._deny(intent, reason)
         self.book.add(intent)
@@ -254,11 +269,15 @@ class RiskManager:
             self.ledger.roll_day(day, sub_session_of(self.now_ns))
             for hold in ("day", "day-reduce", "session", "flat-time"):
                 out += self._set_hold(hold, None, "new trading day")
+            # a breach that still stands (the trailing kill switch is measured from the all-time
+            # high-water mark, not the day) holds again at once, before any order can pass
+            out += self._check_account()
         else:
             sub = sub_session_of(self.now_ns)
             if sub != self.ledger.sub_session:
                 self.ledger.roll_sub_session(sub)
                 out += self._set_hold("session", None, "new sub-session")
+                out += self._check_account()
         if self.calendar.must_be_flat(self.now_ns):
             if "flat-time" not in self.holds:
                 out += self._set_hold("flat-time", RiskState.REDUCING, "flat by 15:10 CT")
@@ -272,13 +291,21 @@ class RiskManager:
         """Cancel every working order, then close each position (reduce-only market orders)."""
         self.flattening = reason
         out: Out = []
+        self.cancel_requested.clear()
+        return self._cancel_strategy_orders() + self._continue_flatten()
+
+    def _cancel_strategy_orders(self) -> Out:
+        """Cancel every open strategy order not already asked to cancel during this flatten."""
+        out: Out = []
         for o in self.book.open_orders():
-            if o.intent.strategy_id != self.strategy_id:
-                out.append((ROUTER, CancelOrder(o.client_order_id, o.intent.strategy_id, self.now_ns, f"flatten: {reason}")))
-        return out + self._continue_flatten()
+            if o.intent.strategy_id != self.strategy_id and o.client_order_id not in self.cancel_requested:
+                self.cancel_requested.add(o.client_order_id)
+                out.append((ROUTER, CancelOrder(o.client_order_id, o.intent.strategy_id, self.now_ns,
+                                                f"flatten: {self.flattening}")))
+        return out
 
     def _continue_flatten(self) -> Out:
-        out: Out = []
+        out: Out = self._cancel_strategy_orders()  # orders that raced the start of the flatten
         positions = self.portfolio.net_positions()
         for sym, qty in positions.items():
             if self.book.open_orders(sym):

@@ -78,6 +78,9 @@ class RiskLimits:
         per_trade_risk: cap on one order's ``qty * point_value * ATR``.
         net_exposure_cap: cap on net 1-ATR exposure ``|sum q * point_value * ATR|``.
         consecutive_loss_limit: losing closed trades in a row that stop new exposure for the day.
+        stress_move_pct: size of the adverse price shock, percent of price, for the stress check.
+        stress_loss_cap: cap on the stress loss ``sum |q| * price * stress_move_pct/100 * point_value``
+            of the worst-case position (every working order on the order's side filled).
         profit_target: Combine profit target (informational: :func:`target_reached`).
 
     Ints and strings are converted to Decimal; floats are rejected (no floats in money).
@@ -95,6 +98,8 @@ class RiskLimits:
     net_exposure_cap: Decimal | None = None
     consecutive_loss_limit: int | None = None
     profit_target: Decimal | None = None
+    stress_move_pct: Decimal | None = None
+    stress_loss_cap: Decimal | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -513,8 +518,26 @@ class OrderCheck:
     reduce_only: bool = False
 
 
+def stress_loss(positions: Mapping[str, int], prices: Mapping[str, Decimal], move_pct: Decimal) -> Decimal:
+    """Dollar loss of every position if price gaps ``move_pct`` percent against it at once:
+    ``sum |q| * price * move_pct / 100 * point_value`` (instruments without a price count 0).
+
+    Why: ATR-based risk (open_risk_cap) is small in quiet hours, exactly when a grid stacks the
+    most inventory; a news gap moves many ATRs in one print (the shared data has ES +140 points,
+    2%, in one 2-minute bar on 2026-03-23 07:04 ET). A percent-of-price shock does not shrink
+    with the volatility estimate. Our guardrail, not a Topstep rule (docs/risk.md).
+    """
+    total = Decimal(0)
+    for sym, q in positions.items():
+        px = prices.get(sym)
+        if q and px is not None and px > 0:
+            total += abs(q) * px * move_pct / 100 * _spec(sym).point_value
+    return total
+
+
 def check_order(order: OrderCheck, positions: Mapping[str, int], working: Mapping[str, tuple[int, int]],
-                atr_points: Mapping[str, float], limits: RiskLimits) -> str | None:
+                atr_points: Mapping[str, float], limits: RiskLimits,
+                prices: Mapping[str, Decimal] | None = None) -> str | None:
     """Pre-trade checks. Returns a denial reason (rule name first, with the numbers) or None.
 
     Args:
@@ -537,6 +560,9 @@ def check_order(order: OrderCheck, positions: Mapping[str, int], working: Mappin
        not increase it (e.g. a flip to a smaller opposite position).
     4. ``net_exposure_cap``: net 1-ATR exposure after the fill <= cap, unless the order strictly
        reduces it (a hedge is always allowed).
+    5. ``stress_loss_cap`` (needs ``prices``, last trade per instrument in points): the
+       :func:`stress_loss` of the position after the fill <= cap, unless the order does not
+       increase it. Callers pass the worst-case position (working orders on the side filled).
 
     When the order's instrument has no ATR, checks 2-4 are skipped for the order (its risk
     cannot be measured); other instruments without ATR contribute 0 to the sums.
@@ -591,4 +617,12 @@ def check_order(order: OrderCheck, positions: Mapping[str, int], working: Mappin
         if after_ne > limits.net_exposure_cap and not after_ne < before_ne:
             return (f"net_exposure_cap: net 1-ATR exposure after fill ${after_ne} > ${limits.net_exposure_cap} "
                     f"(before ${before_ne})")
+
+    # 5. stress loss of the position after fill (a percent-of-price gap against it)
+    if limits.stress_loss_cap is not None and limits.stress_move_pct is not None and prices:
+        before_sl = stress_loss(positions, prices, limits.stress_move_pct)
+        after_sl = stress_loss(after_pos, prices, limits.stress_move_pct)
+        if after_sl > limits.stress_loss_cap and after_sl > before_sl:
+            return (f"stress_loss_cap: a {limits.stress_move_pct}% gap against the worst-case position would lose "
+                    f"${after_sl.quantize(Decimal('0.01'))} > ${limits.stress_loss_cap}")
     return None

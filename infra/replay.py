@@ -19,9 +19,11 @@ A bar carries no intra-bar order of prices, so each bar is replayed as **four tr
 - tick times: bar start + 0, period/4, period/2 and 3*period/4 (for a 2-minute bar: +0 s, +30 s,
   +60 s, +90 s), so every tick lies inside ``[start, start + period)``;
 - sizes: ``volume // 4`` on each of the first three ticks, the remainder on the close tick, so the
-  tick sizes always sum to the bar volume exactly. Consequently a bar with volume 0 gives four
-  size-0 ticks and a bar with volume 1..3 gives size-0 ticks for open/low/high (and the whole volume
-  on the close). Size-0 ticks still carry a real price; downstream validators may count them.
+  tick sizes sum to the bar volume exactly, except that **a print always has a size of at least
+  one contract**: a share below 1 is raised to 1. A bar with volume 0 (Yahoo reports some) or
+  1..3 therefore replays as size-1 ticks (4 or 3 + its volume contracts in all). Without this the
+  feed validator rejects the size-0 prints and their real prices would be lost to the strategies
+  and the paper venue; the extra volume is at most 4 contracts per such bar (VWAP effect nil).
 - ``seq`` numbers ticks per instrument (4 x bar index + position in the bar) so that
   ``(instrument, ts_ns, seq)`` identifies every tick.
 
@@ -312,11 +314,11 @@ def bar_to_ticks(row: BarRow, seq_start: int = 0) -> list[TradeTick]:
         row: the bar.
         seq_start: ``seq`` of the first tick; the others get ``seq_start + 1 .. + 3``.
     Returns: 4 ticks with ``ts_ns`` = start + k * period / 4 (k = 0..3, integer ns), sizes summing
-        to ``row.volume``.
+        to ``row.volume`` (each at least 1 contract, see the module docstring).
     """
     period_ns = row.period_s * NS
     base = row.volume // 4
-    sizes = (base, base, base, row.volume - 3 * base)
+    sizes = tuple(max(1, q) for q in (base, base, base, row.volume - 3 * base))
     return [TradeTick(row.instrument, row.start_ns + k * period_ns // 4, price, sizes[k], seq_start + k)
             for k, price in enumerate(bar_path(row))]
 

@@ -28,13 +28,13 @@ def test_kill9_then_resume_no_duplicate_no_lost_fill(redis_url, tmp_path):
     args = ["--start", "2026-04-08", "--end", "2026-04-08", "--namespace", ns, "--run-dir", str(tmp_path),
             "--metrics-port", "0"]
     store = StateStore.from_url(redis_url, ns)
-    p = _run(args + ["--speed", "3000"], env)
+    p = _run(args + ["--speed", "1500"], env)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if store.load_working_orders() and store.client.scard(store.key("fills", "seen")) >= 2:
+            if store.load_working_orders() and store.client.scard(store.key("fills", "seen")) >= 1:
                 break
-            time.sleep(0.05)
+            time.sleep(0.01)
         else:
             raise AssertionError("no working orders and fills before the kill")
     finally:
@@ -49,7 +49,7 @@ def test_kill9_then_resume_no_duplicate_no_lost_fill(redis_url, tmp_path):
     assert "(resuming)" in out  # the venue state was found in Redis
     assert "rule check - MLL floor never touched: PASS" in out
     assert "rule check - flat by 15:10 CT every day: PASS" in out
-    assert "open positions at exit: none" in out
+    assert "open positions at exit: none" in out, out[-5000:]
     # one trades CSV across both runs: every client order id fills at most its qty, trade ids unique
     trades = list(csv.DictReader(next((tmp_path / "trades").glob("*.csv")).open()))
     trade_ids = [r["trade_id"] for r in trades]
@@ -59,7 +59,8 @@ def test_kill9_then_resume_no_duplicate_no_lost_fill(redis_url, tmp_path):
     # journal by the one row being written at the instant of the kill)
     venue = store.load_blob("paper_broker")["broker"]
     venue_trades = {f["trade_id"] for f in venue["fills"]}
-    assert venue_trades == set(store.client.smembers(store.key("fills", "seen")))
+    seen = set(store.client.smembers(store.key("fills", "seen")))
+    assert venue_trades == seen, ([f for f in venue["fills"] if f["trade_id"] not in seen], out[-4000:])
     # no duplicate order: the venue never filled the same client order id twice
     coids = [f["client_order_id"] for f in venue["fills"]]
     assert len(coids) == len(set(coids))

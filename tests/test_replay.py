@@ -77,11 +77,11 @@ def test_bar_path_bullish_dips_first_bearish_rallies_first(es_rows):
     assert [t.price for t in bar_to_ticks(flat)] == [flat.open, flat.low, flat.high, flat.close]
 
 
-def test_zero_volume_bar_gives_size_zero_ticks(es_rows):
+def test_zero_volume_bar_gives_size_one_ticks(es_rows):
     first = es_rows[0]
     assert first.volume == 0
     ticks = bar_to_ticks(first)
-    assert [t.size for t in ticks] == [0, 0, 0, 0]
+    assert [t.size for t in ticks] == [1, 1, 1, 1]  # a print always has a size
     assert [t.price for t in ticks] == [Decimal("6675.0"), Decimal("6674.75"), Decimal("6676.5"), Decimal("6676.5")]
 
 

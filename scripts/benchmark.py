@@ -1,0 +1,185 @@
+#!/usr/bin/env python
+"""Benchmark: backtest throughput, paper tick-to-decision latency through the actors, peak RSS.
+
+Usage::
+
+    python scripts/benchmark.py                                  # both parts, shared 28-session data
+    python scripts/benchmark.py --part backtest --data ../shared/data/es_nq_yahoo_2m_5m
+    python scripts/benchmark.py --part latency --latency-speed 2000 --latency-day 2026-04-08
+
+Figures printed (targets from issue 2):
+
+- **backtest**: wall seconds for the whole data set (target <= 10 s for the 28-session ES/NQ 2-min
+  pair), bars/s (recorded 2-min bars of both instruments / s) and events/s (trade ticks / s; every
+  bar is replayed as four ticks, see :mod:`infra.replay`).
+- **latency**: paper mode, the full supervised actor tree with Redis (``REDIS_URL`` or an embedded
+  redis-server in a temporary folder). For every order intent a strategy sends to risk, the time
+  from the feed actor sending the triggering tick (``ReplayFeed.sent_wall``, ``time.perf_counter``)
+  to the intent leaving the strategy (``Directory.send_hook``); an intent's ``ts_ns`` is its
+  triggering event's time, so intents caused by a fill (take-profits, hedges) are measured from the
+  tick that caused the fill. Also tick -> order at the broker actor (after risk and the router,
+  which persists the order in Redis before sending). Target: p99 tick-to-decision <= 5 ms.
+  The replay runs paced (``--latency-speed``, default 2000x: a tick every ~7.5 ms across both
+  instruments) so the figure is processing latency, not queueing behind an unpaced replay.
+- **peak RSS** of this process (``resource.getrusage``), MiB, after each part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from loguru import logger  # noqa: E402
+
+from config.settings import load_config  # noqa: E402
+from domain.handler import BROKER, RISK  # noqa: E402
+from domain.messages import OrderIntent  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "es_nq_yahoo_2m_5m"
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process, MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile ``q`` in [0, 100] of ``values`` (sorted copy)."""
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(round(q / 100 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+def bench_backtest(data: Path, run_dir: Path) -> dict:
+    """Run the deterministic backtest over every session in ``data``; returns the figures."""
+    from actors.runner import open_source, run_backtest
+    cfg = load_config(None, "combine-50k", {"runtime": {"data_dir": data, "run_dir": run_dir}})
+    source = open_source(cfg)
+    bars = sum(len(source.bars(s)) for s in source.instruments)
+    days = len(source.trading_days())
+    t0 = time.perf_counter()
+    summary = run_backtest(cfg, trades_csv=run_dir / "bench_trades.csv")
+    secs = time.perf_counter() - t0
+    return {"sessions": days, "bars": bars, "events": summary.events, "seconds": secs,
+            "bars_per_s": bars / secs, "events_per_s": summary.events / secs, "fills": summary.fills,
+            "net_pnl": summary.net_pnl, "rules_ok": summary.rules_ok, "peak_rss_mib": peak_rss_mib()}
+
+
+def bench_latency(data: Path, day: dt.date | None, speed: float, run_dir: Path) -> dict:
+    """Paper mode through the supervised actors; returns latency percentiles in milliseconds."""
+    from actors.runner import PaperSystem
+    from infra.alerts import SlackAlerter
+    from infra.embedded_redis import EmbeddedRedis
+    from infra.state_store import StateStore
+
+    runtime: dict = {"data_dir": data, "run_dir": run_dir, "namespace": "bench:latency", "metrics_port": None}
+    if day is not None:
+        runtime.update(start=day, end=day)
+    cfg = load_config(None, "combine-50k", {"runtime": runtime})
+    embedded = None
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        embedded = EmbeddedRedis(run_dir / "redis")
+        url = embedded.ensure_running()
+    store = StateStore.from_url(url, cfg.runtime.namespace)
+    store.flush()
+    system = PaperSystem(cfg, store, SlackAlerter(None), None, speed=speed)
+    decided: list[tuple[int, float]] = []
+    at_broker: list[tuple[int, float]] = []
+    lock = threading.Lock()
+
+    def hook(dest: str, msg: object) -> None:
+        if isinstance(msg, OrderIntent):
+            now = time.perf_counter()
+            with lock:
+                (decided if dest == RISK else at_broker if dest == BROKER else []).append((msg.ts_ns, now))
+
+    system.directory.send_hook = hook
+    t0 = time.perf_counter()
+    system.start()
+    ok = threading.Event()
+
+    def arm() -> None:  # the feed actor is created by the tree; switch recording on as soon as it exists
+        while system.feed_handler is None and not system.done.is_set():
+            time.sleep(0.001)
+        if system.feed_handler is not None:
+            system.feed_handler.record_latency = True
+            ok.set()
+
+    threading.Thread(target=arm, daemon=True).start()
+    last = time.monotonic()
+    while not system.data_done.wait(0.5):
+        if time.monotonic() - last > 10:
+            last = time.monotonic()
+            print(f"  ... {system.feed_handler.sent if system.feed_handler else 0} ticks", flush=True)
+    system.wait_drained()
+    system.shutdown("benchmark end")
+    secs = time.perf_counter() - t0
+    sent = system.feed_handler.sent_wall if system.feed_handler else {}
+    ticks = system.feed_handler.sent if system.feed_handler else 0
+    system.stop()
+    store.flush()
+    if embedded is not None:
+        embedded.stop()
+
+    def lat(pairs: list[tuple[int, float]]) -> list[float]:
+        return [(t - sent[ts]) * 1e3 for ts, t in pairs if ts in sent]
+
+    d, b = lat(decided), lat(at_broker)
+    if not d:
+        raise RuntimeError("no order decisions were measured (no intents matched a replayed tick)")
+    return {"ticks": ticks, "seconds": secs, "decisions": len(d), "p50": pct(d, 50), "p99": pct(d, 99),
+            "max": max(d), "broker_n": len(b), "broker_p50": pct(b, 50) if b else float("nan"),
+            "broker_p99": pct(b, 99) if b else float("nan"), "peak_rss_mib": peak_rss_mib()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--part", choices=("all", "backtest", "latency"), default="all")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                   help="folder with ES_2min.csv.gz / NQ_2min.csv.gz (default: ../shared/data/es_nq_yahoo_2m_5m)")
+    p.add_argument("--latency-data", type=Path, default=ROOT / "data" / "demo",
+                   help="data for the latency part (default: the bundled demo data)")
+    p.add_argument("--latency-day", type=dt.date.fromisoformat, default=dt.date(2026, 4, 8),
+                   help="trading day replayed for the latency part (the day before warms up)")
+    p.add_argument("--latency-speed", type=float, default=2000.0, help="replay speed factor for the latency part")
+    args = p.parse_args(argv)
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+    with tempfile.TemporaryDirectory(prefix="tsx-bench-") as tmp:
+        run_dir = Path(tmp)
+        if args.part in ("all", "backtest"):
+            if not args.data.exists():
+                print(f"error: data folder {args.data} not found", file=sys.stderr)
+                return 2
+            print(f"backtest on {args.data} ...", flush=True)
+            r = bench_backtest(args.data, run_dir)
+            print(f"backtest: {r['sessions']} sessions, {r['bars']:,} bars, {r['events']:,} events in "
+                  f"{r['seconds']:.2f} s -> {r['bars_per_s']:,.0f} bars/s, {r['events_per_s']:,.0f} events/s "
+                  f"(target <= 10 s: {'PASS' if r['seconds'] <= 10 else 'FAIL'}); fills {r['fills']}, "
+                  f"net ${r['net_pnl']:,.2f}, rules {'PASS' if r['rules_ok'] else 'FAIL'}; "
+                  f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+        if args.part in ("all", "latency"):
+            print(f"paper latency on {args.latency_data} day {args.latency_day} at {args.latency_speed:g}x ...",
+                  flush=True)
+            r = bench_latency(args.latency_data, args.latency_day, args.latency_speed, run_dir)
+            print(f"latency: {r['ticks']:,} ticks in {r['seconds']:.1f} s; tick -> decision (strategy intent) "
+                  f"n={r['decisions']} p50 {r['p50']:.3f} ms p99 {r['p99']:.3f} ms max {r['max']:.3f} ms "
+                  f"(target p99 <= 5 ms: {'PASS' if r['p99'] <= 5 else 'FAIL'}); tick -> order at broker "
+                  f"n={r['broker_n']} p50 {r['broker_p50']:.3f} ms p99 {r['broker_p99']:.3f} ms; "
+                  f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
