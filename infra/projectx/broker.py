@@ -1,0 +1,536 @@
+"""ProjectXBroker: the :class:`infra.broker.Broker` protocol over the ProjectX REST API and user hub.
+
+- **submit** places the order with ``customTag`` = client order id and returns at once:
+  ``[OrderAccepted]`` on success, ``[OrderRejected(reason)]`` on a business rejection or when the
+  request provably never got processed (HTTP 429, connection refused), ``[]`` on an ambiguous
+  outcome (timeout, 5xx, Pending/Unknown code): the order stays pending and the reconciler decides
+  (reference §4-5; Nautilus "ambiguous outcomes", reference-designs §1.2). Success is never inferred
+  from a returned ``orderId`` (§2.2: a rejection can carry one).
+- **fills and status changes** come from the user hub (GatewayUserOrder/Trade). They are handled
+  on one worker thread (``px-broker-events``) and pushed into the event sink as domain events:
+  de-duplicated by trade id, mapped to our client order ids through ``customTag`` (learned from
+  place responses, order events, and ``Order/searchById`` when a fill arrives for an order not yet
+  seen), and kept in order: events for an order whose place call is still in flight are held back
+  and returned by ``submit`` right after its ``OrderAccepted``.
+- **snapshot** is REST truth for the reconciler: working orders from ``Order/v2/query`` (statuses
+  1, 6, 7, 8, all pages), positions from ``Position/searchOpen``, fills from ``Trade/search`` over
+  ``fills_lookback_s``, mapped to client ids via the orders' ``customTag``.
+- **flatten** cancels every working order and ``closeContract``s every open position using only
+  REST (no actor, no hub needed), then checks the account is flat.
+- **on_reconcile_needed(reason)** is called (from hub/worker threads) whenever the venue's state may
+  have moved without us seeing it: user hub reconnect or logout, an ambiguous place, a voided fill,
+  a fill for an order we did not place, a rejection for an order that then traded.
+
+Order ids: untagged venue orders (placed by hand, or bracket children of someone else) appear as
+``px-<orderId>`` with strategy ``external``; the fills of a ``closeContract`` issued by
+:meth:`ProjectXBroker.flatten` are reported as ``emergency-<instrument>-<ts_ns>``/``emergency``
+(like the paper venue's flatten).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from loguru import logger
+
+from domain.instruments import get_instrument
+from domain.messages import (BrokerSnapshot, Fill, OrderAccepted, OrderCancelled, OrderIntent, OrderRejected,
+                             QuoteTick, TradeTick)
+from infra.broker import EventSink
+from infra.projectx import errors as pxe
+from infra.projectx import mapping
+from infra.projectx.hubs import UserHub
+from infra.projectx.mapping import EXTERNAL_STRATEGY, GatewayOrder, GatewayTrade, GwOrderStatus, GwOrderType
+from infra.projectx.rest import ProjectXClient
+
+EMERGENCY_STRATEGY = "emergency"
+"""Strategy id of the fills of :meth:`ProjectXBroker.flatten`'s position closes."""
+
+
+def _utc(ts_ns: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=ts_ns // 1000)
+
+
+@dataclass(slots=True)
+class _Order:
+    """What the broker knows about one venue order (ours or adopted)."""
+
+    coid: str
+    strategy_id: str
+    instrument: str
+    size: int
+    venue_id: int | None = None
+    inflight: bool = False  # Order/place not answered yet: hold hub events back
+    accepted: bool = False  # OrderAccepted delivered
+    terminal: bool = False  # cancelled / rejected / expired delivered, or fully filled
+    base_filled: int = 0  # fill volume from before we knew the order (adopted), not in ``trades``
+    trades: dict[int, int] = field(default_factory=dict)  # trade id -> contracts, each counted once
+    status: GatewayOrder | None = None  # latest order update seen while in flight
+    held: list[Fill] = field(default_factory=list)  # fills seen while in flight
+
+    @property
+    def filled(self) -> int:
+        """Contracts filled so far."""
+        return self.base_filled + sum(self.trades.values())
+
+
+class ProjectXBroker:
+    """Broker over one ProjectX account. Thread-safe.
+
+    Args:
+        client: the REST client (shared; thread-safe).
+        account_id: the ProjectX account id (int).
+        contracts: our instrument -> gateway contract id (``{"MES": "CON.F.US.MES.M26"}``), resolved
+            beforehand with :meth:`ProjectXClient.resolve_front_month`. Tick sizes come from
+            :mod:`domain.instruments`.
+        hub_url: user hub host (``https://rtc.topstepx.com``); None runs without a hub (fills are then
+            only learned through :meth:`snapshot`, e.g. for a flatten-only tool).
+        on_reconcile_needed: ``f(reason)`` called when a REST reconciliation is due (see module doc).
+        fills_lookback_s: how far back :meth:`snapshot` reads fills (seconds before its ``ts_ns``).
+        flatten_verify_s: how long :meth:`flatten` waits for the account to show flat, seconds.
+        hub_options: extra keyword arguments for :class:`UserHub` (timeouts).
+
+    Attributes:
+        last_ts: the latest venue event time seen (ns UTC), or the last submit time.
+        stats: counters (``ambiguous``, ``rejected``, ``unknown_fills``...).
+    """
+
+    def __init__(self, client: ProjectXClient, account_id: int, contracts: Mapping[str, str], *,
+                 hub_url: str | None = None, on_reconcile_needed: Callable[[str], None] | None = None,
+                 fills_lookback_s: float = 24 * 3600.0, flatten_verify_s: float = 5.0,
+                 hub_options: Mapping[str, Any] | None = None) -> None:
+        self.client = client
+        self.account_id = account_id
+        self.contracts = dict(contracts)
+        self._instrument_of = {cid: inst for inst, cid in self.contracts.items()}
+        for inst in self.contracts:
+            get_instrument(inst)
+        self._on_reconcile = on_reconcile_needed
+        self._lookback_ns = int(fills_lookback_s * 1e9)
+        self._verify_s = flatten_verify_s
+        self._lock = threading.RLock()
+        self._orders: dict[str, _Order] = {}
+        self._by_venue: dict[int, str] = {}
+        self._seen_trades: set[int] = set()  # trade ids delivered as Fill events
+        self._closing: dict[str, tuple[str, float]] = {}  # contract id -> (emergency coid, monotonic expiry)
+        self._sink: EventSink | None = None
+        self._undelivered: list[Any] = []
+        self._events: queue.Queue = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self.last_ts = 0
+        self.stats: dict[str, int] = {}
+        self.hub = None if hub_url is None else UserHub(
+            hub_url, client.token, account_id, on_order=lambda o: self._events.put(o),
+            on_position=lambda p: None, on_trade=lambda t: self._events.put(t),
+            on_logout=lambda: self._reconcile("user hub logout"), on_state=self._hub_state, **dict(hub_options or {}))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start the event worker and connect the user hub (returns at once)."""
+        with self._lock:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="px-broker-events", daemon=True)
+                self._worker.start()
+        if self.hub is not None:
+            self.hub.start()
+
+    def stop(self) -> None:
+        """Disconnect the hub and stop the worker (pending hub events are processed first)."""
+        if self.hub is not None:
+            self.hub.stop()
+        worker = self._worker
+        if worker is not None:
+            self._events.put(None)
+            worker.join(5.0)
+            self._worker = None
+
+    def set_event_sink(self, sink: EventSink | None) -> None:
+        """Where hub-driven events go (called from the worker thread). Events produced before a sink
+        was set are delivered to it now. Deliver them into the broker actor's own mailbox so they
+        are ordered after the synchronous result of any call in progress."""
+        with self._lock:
+            self._sink = sink
+            pending, self._undelivered = self._undelivered, []
+        self._emit(pending)
+
+    # ------------------------------------------------------------------ Broker protocol
+
+    def submit(self, intent: OrderIntent, ts_ns: int) -> list:
+        """Place ``intent`` (``customTag`` = its client order id). See the module docstring for the
+        outcomes; never retried here."""
+        self._advance(ts_ns)
+        coid, sid = intent.client_order_id, intent.strategy_id
+        contract_id = self.contracts.get(intent.instrument)
+        if contract_id is None:
+            return [OrderRejected(coid, sid, f"no ProjectX contract configured for {intent.instrument}", ts_ns)]
+        try:
+            args = mapping.place_args(intent, tick_size=get_instrument(intent.instrument).tick_size)
+        except ValueError as e:
+            return [OrderRejected(coid, sid, f"invalid order: {e}", ts_ns)]
+        with self._lock:
+            if coid in self._orders:
+                return [OrderRejected(coid, sid, "duplicate client order id", ts_ns)]
+            entry = self._orders[coid] = _Order(coid, sid, intent.instrument, intent.qty, inflight=True)
+        try:
+            order_id: int | None = self.client.place_order(self.account_id, contract_id, **args)
+            failure: pxe.ProjectXError | None = None
+        except pxe.ProjectXError as e:
+            order_id, failure = None, e
+        with self._lock:
+            entry.inflight = False
+            held, entry.held = entry.held, []
+            if failure is None or (isinstance(failure, pxe.AmbiguousOutcome) and entry.venue_id is not None):
+                self._bind(entry, order_id if order_id is not None else entry.venue_id)
+                entry.accepted = True
+                out: list = [OrderAccepted(coid, sid, str(entry.venue_id), ts_ns), *held]
+                if entry.status is not None:
+                    out += self._status_events(entry, entry.status)
+                return out
+            if isinstance(failure, pxe.AmbiguousOutcome):
+                self._count("ambiguous")
+                logger.warning("ProjectX: place {} outcome unknown ({}); left pending for reconciliation",
+                               coid, failure)
+            else:
+                entry.terminal = True
+                self._count("rejected")
+                logger.warning("ProjectX: place {} rejected: {}", coid, failure)
+        if isinstance(failure, pxe.AmbiguousOutcome):
+            self._reconcile(f"ambiguous place of {coid}")
+            return []
+        if held:
+            self._reconcile(f"{coid} was rejected but traded")
+        reason = f"{failure.code_name}: {failure.message}".rstrip(": ")
+        if isinstance(failure, pxe.RequestNotSent):
+            reason = f"not placed ({reason})"
+        return [OrderRejected(coid, sid, reason, ts_ns), *held]
+
+    def cancel(self, client_order_id: str, ts_ns: int, reason: str = "cancelled") -> list:
+        """Cancel by venue order id (looked up over REST when not known). Returns ``[OrderCancelled]``
+        when the gateway confirmed, ``[]`` otherwise (not found, ambiguous, refused: logged; the
+        reconciler settles it). Orders not ours (``px-<id>``) are cancelled without an event."""
+        self._advance(ts_ns)
+        with self._lock:
+            entry = self._orders.get(client_order_id)
+        if entry is None or entry.venue_id is None:
+            entry = self._find_working(client_order_id)
+        if entry is None or entry.venue_id is None:
+            logger.warning("ProjectX: cancel {}: no working venue order with that tag", client_order_id)
+            return []
+        try:
+            self.client.cancel_order(self.account_id, entry.venue_id)
+        except pxe.ProjectXError as e:
+            logger.warning("ProjectX: cancel {} (order {}) failed: {}", client_order_id, entry.venue_id, e)
+            if isinstance(e, (pxe.AmbiguousOutcome, pxe.OrderNotFound)):
+                self._reconcile(f"cancel of {client_order_id}: {e.code_name}")
+            return []
+        with self._lock:
+            if entry.terminal or entry.strategy_id == EXTERNAL_STRATEGY:
+                entry.terminal = True
+                return []
+            entry.terminal = True
+        return [OrderCancelled(client_order_id, entry.strategy_id, ts_ns, reason)]
+
+    def on_tick(self, tick: TradeTick | QuoteTick) -> list:
+        """The venue matches orders itself: nothing to do."""
+        return []
+
+    def snapshot(self, ts_ns: int) -> BrokerSnapshot:
+        """The venue's truth at ``ts_ns`` (see the module docstring). Also teaches the broker every
+        order it returns (so later fills and cancels map, and fills count toward ``leaves_qty``);
+        it emits nothing. Raises ProjectXError / MalformedPayload (the reconciliation must then fail)."""
+        since = _utc(ts_ns - self._lookback_ns)
+        working = self.client.query_orders(self.account_id)
+        recent = self.client.search_orders(self.account_id, since)
+        positions = self.client.open_positions(self.account_id)
+        trades = [t for t in self.client.search_trades(self.account_id, since) if not t.voided]
+        orders = {o.id: o for o in recent}
+        orders.update((o.id, o) for o in working)
+        for oid in {t.order_id for t in trades} - orders.keys():
+            try:
+                orders[oid] = self.client.order_by_id(self.account_id, oid)
+            except pxe.OrderNotFound:
+                logger.warning("ProjectX: fill of unknown order {} in Trade/search", oid)
+        in_window: dict[int, int] = {}
+        for t in trades:
+            in_window[t.order_id] = in_window.get(t.order_id, 0) + t.size
+        with self._lock:
+            entries = {oid: self._adopt(o, base_filled=max(o.fill_volume - in_window.get(oid, 0), 0))
+                       for oid, o in orders.items()}
+            for t in trades:
+                if t.order_id in entries:
+                    entries[t.order_id].trades[t.id] = t.size
+            intents = tuple(mapping.order_to_intent(o, client_order_id=entries[o.id].coid,
+                                                    strategy_id=entries[o.id].strategy_id,
+                                                    instrument=entries[o.id].instrument) for o in working)
+            fills = self._snapshot_fills(trades, orders, entries)
+        pos = tuple(mapping.position_snapshot(p, instrument=self._instrument(p.contract_id))
+                    for p in positions if p.size)
+        return BrokerSnapshot(intents, pos, fills, ts_ns)
+
+    def flatten(self, ts_ns: int) -> list:
+        """Emergency: cancel every working order, close every position at market (``closeContract``),
+        then poll until flat or ``flatten_verify_s``. Uses REST only. Returns the cancellations of our
+        orders; the closing fills arrive through the hub as ``emergency-<instrument>-<ts_ns>``.
+        Never raises for a single failed call (each failure is logged at error level)."""
+        self._advance(ts_ns)
+        events: list = []
+        try:
+            working = self.client.query_orders(self.account_id)
+        except pxe.ProjectXError as e:
+            logger.error("ProjectX flatten: cannot list working orders: {}", e)
+            working = []
+        for o in working:
+            with self._lock:
+                entry = self._adopt(o)
+            try:
+                self.client.cancel_order(self.account_id, o.id)
+            except pxe.ProjectXError as e:
+                logger.error("ProjectX flatten: cancel of order {} failed: {}", o.id, e)
+                continue
+            with self._lock:
+                if not entry.terminal and entry.strategy_id != EXTERNAL_STRATEGY:
+                    events.append(OrderCancelled(entry.coid, entry.strategy_id, ts_ns, "flatten"))
+                entry.terminal = True
+        deadline = time.monotonic() + self._verify_s
+        closed: set[str] = set()
+        while True:
+            try:
+                open_pos = [p for p in self.client.open_positions(self.account_id) if p.size]
+            except pxe.ProjectXError as e:
+                logger.error("ProjectX flatten: cannot list positions: {}", e)
+                open_pos = None
+            if open_pos == []:
+                return events
+            for p in open_pos or []:
+                if p.contract_id in closed:
+                    continue
+                closed.add(p.contract_id)
+                with self._lock:
+                    self._closing[p.contract_id] = (f"emergency-{self._instrument(p.contract_id)}-{ts_ns}",
+                                                    time.monotonic() + 60.0)
+                try:
+                    self.client.close_position(self.account_id, p.contract_id)
+                except pxe.PositionNotFound:
+                    pass
+                except pxe.ProjectXError as e:
+                    logger.error("ProjectX flatten: close of {} failed: {}", p.contract_id, e)
+                    closed.discard(p.contract_id)
+            if time.monotonic() >= deadline:
+                logger.critical("ProjectX flatten: account {} still not flat after {}s: {}", self.account_id,
+                                self._verify_s, [(p.contract_id, p.type.name, p.size) for p in open_pos or []])
+                self._reconcile("flatten did not complete")
+                return events
+            time.sleep(0.2)
+
+    # ------------------------------------------------------------------ hub events (worker thread)
+
+    def _work(self) -> None:
+        while True:
+            item = self._events.get()
+            if item is None:
+                return
+            try:
+                if isinstance(item, GatewayTrade):
+                    self._on_trade(item)
+                else:
+                    self._on_order(item)
+            except Exception:
+                self._count("event_errors")
+                logger.exception("ProjectX broker: failed to handle {!r:.300}", item)
+
+    def _on_order(self, o: GatewayOrder) -> None:
+        self._advance(o.updated_ns)
+        with self._lock:
+            entry = self._lookup(o)
+            if entry is None:
+                if o.working:
+                    logger.warning("ProjectX: venue order {} ({}) is not ours", o.id, o.contract_id)
+                return
+            if entry.inflight:
+                entry.status = o
+                return
+            events = self._status_events(entry, o)
+        self._emit(events)
+
+    def _on_trade(self, t: GatewayTrade) -> None:
+        self._advance(t.ts_ns)
+        if t.voided:
+            self._count("voided_fills")
+            self._reconcile(f"voided fill {t.id}")
+            return
+        with self._lock:
+            if t.id in self._seen_trades:
+                return
+            entry = self._entry_by_venue(t.order_id)
+        if entry is None:
+            try:
+                order: GatewayOrder | None = self.client.order_by_id(self.account_id, t.order_id)
+            except pxe.ProjectXError as e:
+                logger.warning("ProjectX: fill {} of order {}: order lookup failed: {}", t.id, t.order_id, e)
+                order = None
+            with self._lock:  # a newly adopted order's earlier fills: its fill volume without this one
+                entry = None if order is None else self._lookup(order, max(order.fill_volume - t.size, 0))
+        if entry is None or entry.strategy_id == EXTERNAL_STRATEGY:
+            self._count("unknown_fills")
+            self._reconcile(f"fill {t.id} of order {t.order_id} we did not place")
+            return
+        with self._lock:
+            if t.id in self._seen_trades:
+                return
+            late = entry.terminal and not entry.accepted  # reported rejected, yet it trades
+            fill = self._fill(entry, t)
+            if entry.inflight:
+                entry.held.append(fill)
+                return
+        if late:
+            self._reconcile(f"{entry.coid} traded after it was reported rejected")
+        self._emit([fill])
+
+    # ------------------------------------------------------------------ internals (callers hold the lock)
+
+    def _fill(self, entry: _Order, t: GatewayTrade) -> Fill:
+        self._seen_trades.add(t.id)
+        entry.trades[t.id] = t.size
+        leaves = max(entry.size - entry.filled, 0)
+        if leaves == 0:
+            entry.terminal = True
+        return mapping.fill_from_trade(t, client_order_id=entry.coid, strategy_id=entry.strategy_id,
+                                       instrument=self._instrument(t.contract_id, entry.instrument),
+                                       leaves_qty=leaves)
+
+    def _status_events(self, entry: _Order, o: GatewayOrder) -> list:
+        if entry.strategy_id == EXTERNAL_STRATEGY:
+            return []
+        ev = mapping.order_event(o, client_order_id=entry.coid, strategy_id=entry.strategy_id)
+        if ev is None or entry.terminal:
+            return []
+        if isinstance(ev, OrderAccepted):
+            if entry.accepted:
+                return []
+            entry.accepted = True
+        else:
+            entry.terminal = True
+        return [ev]
+
+    def _bind(self, entry: _Order, venue_id: int | None) -> None:
+        if venue_id is not None:
+            entry.venue_id = venue_id
+            self._by_venue[venue_id] = entry.coid
+
+    def _entry_by_venue(self, venue_id: int) -> _Order | None:
+        coid = self._by_venue.get(venue_id)
+        return self._orders.get(coid) if coid is not None else None
+
+    def _lookup(self, o: GatewayOrder, base_filled: int = 0) -> _Order | None:
+        """The entry for a venue order: known by id, by our tag, or adopted (tagged orders from an
+        earlier run, the closing order of a flatten). None for untagged orders that are not ours."""
+        entry = self._entry_by_venue(o.id)
+        if entry is not None:
+            return entry
+        if o.custom_tag is None and self._closing_coid(o) is None:
+            return None
+        return self._adopt(o, base_filled)
+
+    def _closing_coid(self, o: GatewayOrder) -> str | None:
+        """The emergency client order id if ``o`` is the market order of a recent closeContract."""
+        coid, expiry = self._closing.get(o.contract_id, ("", 0.0))
+        if o.custom_tag is None and o.type == GwOrderType.MARKET and time.monotonic() < expiry:
+            return coid
+        return None
+
+    def _adopt(self, o: GatewayOrder, base_filled: int = 0) -> _Order:
+        """Find or create the entry for ``o`` (a new one counts ``base_filled`` contracts as already filled)."""
+        entry = self._entry_by_venue(o.id)
+        if entry is None and o.custom_tag is not None:
+            entry = self._orders.get(o.custom_tag)
+        if entry is None:
+            closing = self._closing_coid(o)
+            if o.custom_tag is not None:
+                coid, sid = o.custom_tag, mapping.strategy_id_of(o.custom_tag)
+            elif closing is not None:
+                coid, sid = closing, EMERGENCY_STRATEGY
+                del self._closing[o.contract_id]
+            else:
+                coid, sid = f"px-{o.id}", EXTERNAL_STRATEGY
+            entry = _Order(coid, sid, self._instrument(o.contract_id), o.size, base_filled=base_filled,
+                           accepted=not o.working and o.status != GwOrderStatus.NONE, terminal=not o.working)
+            self._orders[coid] = entry
+        self._bind(entry, o.id)
+        return entry
+
+    def _snapshot_fills(self, trades: list[GatewayTrade], orders: Mapping[int, GatewayOrder],
+                        entries: Mapping[int, _Order]) -> tuple[Fill, ...]:
+        """Fills with ``leaves_qty`` = size - fillVolume + the volume of the order's later fills.
+        Side-effect free for event delivery: a fill returned here may still be pushed by the hub
+        (the router de-duplicates by trade id)."""
+        later: dict[int, int] = {}
+        out: list[Fill] = []
+        for t in reversed(trades):  # newest first, to know what came after each fill
+            o, entry = orders.get(t.order_id), entries.get(t.order_id)
+            if o is None or entry is None:
+                continue
+            leaves = o.size - o.fill_volume + later.get(t.order_id, 0)
+            later[t.order_id] = later.get(t.order_id, 0) + t.size
+            out.append(mapping.fill_from_trade(t, client_order_id=entry.coid, strategy_id=entry.strategy_id,
+                                               instrument=self._instrument(t.contract_id, entry.instrument),
+                                               leaves_qty=leaves))
+        return tuple(reversed(out))
+
+    # ------------------------------------------------------------------ small helpers
+
+    def _find_working(self, client_order_id: str) -> _Order | None:
+        try:
+            working = self.client.query_orders(self.account_id)
+        except pxe.ProjectXError as e:
+            logger.warning("ProjectX: cannot look up {}: {}", client_order_id, e)
+            return None
+        with self._lock:
+            for o in working:
+                entry = self._adopt(o)
+                if entry.coid == client_order_id:
+                    return entry
+        return None
+
+    def _instrument(self, contract_id: str, default: str | None = None) -> str:
+        return self._instrument_of.get(contract_id, default or contract_id)
+
+    def _advance(self, ts_ns: int) -> None:
+        if ts_ns > self.last_ts:
+            self.last_ts = ts_ns
+
+    def _count(self, key: str) -> None:
+        self.stats[key] = self.stats.get(key, 0) + 1
+
+    def _emit(self, events: list) -> None:
+        if not events:
+            return
+        with self._lock:
+            sink = self._sink
+            if sink is None:
+                self._undelivered.extend(events)
+                return
+        for ev in events:
+            try:
+                sink(ev)
+            except Exception:
+                logger.exception("ProjectX broker: event sink failed for {}", ev)
+
+    def _reconcile(self, reason: str) -> None:
+        logger.warning("ProjectX: reconciliation needed: {}", reason)
+        if self._on_reconcile is not None:
+            try:
+                self._on_reconcile(reason)
+            except Exception:
+                logger.exception("ProjectX broker: on_reconcile_needed failed")
+
+    def _hub_state(self, state: str) -> None:
+        if state == "reconnected":
+            self._reconcile("user hub reconnected (events may have been missed)")
+        elif state == "disconnected":
+            logger.warning("ProjectX: user hub disconnected")

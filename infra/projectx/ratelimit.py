@@ -1,0 +1,73 @@
+"""Client-side sliding-window rate limiter for the ProjectX REST API.
+
+Gateway limits (reference §5 [D]): ``History/retrieveBars`` 50 requests / 30 s; every other endpoint,
+login included, 200 requests / 60 s. Whether the server's window is fixed or sliding, and how it is
+keyed, is unconfirmed, so the client keeps a **sliding** window (the stricter reading) with a margin
+below the documented numbers (:data:`DEFAULT_GENERAL`, :data:`DEFAULT_BARS`).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``max_requests`` requests in any ``window_s`` seconds."""
+
+    max_requests: int
+    window_s: float
+
+    def __post_init__(self) -> None:
+        if self.max_requests < 1 or self.window_s <= 0:
+            raise ValueError(f"invalid rate limit {self.max_requests}/{self.window_s}s")
+
+
+GATEWAY_GENERAL = RateLimit(200, 60.0)
+"""Documented limit for every endpoint except History/retrieveBars (reference §5)."""
+GATEWAY_BARS = RateLimit(50, 30.0)
+"""Documented limit for History/retrieveBars (reference §5)."""
+DEFAULT_GENERAL = RateLimit(180, 60.0)
+"""What the client allows itself by default: 10 % under :data:`GATEWAY_GENERAL`."""
+DEFAULT_BARS = RateLimit(45, 30.0)
+"""What the client allows itself by default: 10 % under :data:`GATEWAY_BARS`."""
+
+
+class SlidingWindowLimiter:
+    """Blocks callers until a request fits in the sliding window. Thread-safe.
+
+    Args:
+        limit: the window and its capacity.
+        clock: monotonic seconds (injectable for tests).
+        sleep: ``sleep(seconds)``; tests pass a fake that advances ``clock``.
+
+    Attributes:
+        waited_s: total seconds callers spent blocked (for metrics/tests).
+    """
+
+    def __init__(self, limit: RateLimit, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._sleep = sleep
+        self._sent: collections.deque[float] = collections.deque()
+        self._lock = threading.Lock()
+        self.waited_s = 0.0
+
+    def acquire(self) -> None:
+        """Take one slot, sleeping (lock released) until the oldest request leaves the window."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                while self._sent and now - self._sent[0] >= self.limit.window_s:
+                    self._sent.popleft()
+                if len(self._sent) < self.limit.max_requests:
+                    self._sent.append(now)
+                    return
+                wait = self.limit.window_s - (now - self._sent[0])
+                self.waited_s += wait
+            self._sleep(wait)
