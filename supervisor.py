@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Entry point: ``python supervisor.py --mode paper`` (default) or ``--mode backtest``.
+"""Entry point: ``python supervisor.py --mode paper`` (default), ``--mode backtest`` or ``--mode live``.
 
 paper:    the actor system under the supervision tree, replaying the bundled real ES/NQ data as
           MES/MNQ at ``--speed`` x real time (default 1440: one trading day a minute), simulated
@@ -8,15 +8,23 @@ paper:    the actor system under the supervision tree, replaying the bundled rea
           reconciled with the paper venue, then trading continues.
 backtest: the same handlers on one thread with the simulated clock, as fast as possible; two runs
           on the same input write byte-identical trade logs.
+live:     the paper tree over the ProjectX Gateway (TopstepX, or the local sandbox with
+          ``--base-url``): credentials only from ``PROJECTX_USERNAME`` / ``PROJECTX_API_KEY``,
+          ``--account`` required, starts UNARMED (no order reaches the gateway) unless ``--arm``;
+          arm/disarm at run time with ``redis-cli SET {ns}:ops:armed 1|0``. A funded account
+          (``simulated: false``) needs ``--confirm-funded``. Runs until SIGINT/SIGTERM.
 
 Exit codes: 0 normal end or SIGINT/SIGTERM (after cancel + flatten + persist), 2 bad config or
-arguments, 3 supervision escalation (emergency flatten done), 1 unexpected error.
+arguments, missing or refused credentials, unknown/refused account or unresolvable contract
+(live), 3 supervision escalation (emergency flatten done), 4 gateway unreachable or failing at
+start (live), 1 unexpected error.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 
@@ -28,22 +36,29 @@ from loguru import logger  # noqa: E402
 from config.settings import AppConfig, ConfigError, list_profiles, load_config  # noqa: E402
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_ESCALATED = 0, 1, 2, 3
+CREDENTIAL_ENV = ("PROJECTX_USERNAME", "PROJECTX_API_KEY")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Supervised actor trader for TopstepX (paper/backtest).")
-    p.add_argument("--mode", choices=("paper", "backtest"), default="paper")
+    p = argparse.ArgumentParser(description="Supervised actor trader for TopstepX (paper/backtest/live).")
+    p.add_argument("--mode", choices=("paper", "backtest", "live"), default="paper")
     p.add_argument("--profile", default="combine-50k", help=f"risk profile: {', '.join(list_profiles())}")
     p.add_argument("--config", type=Path, help="YAML config file (see config/default.yaml)")
     p.add_argument("--data", type=Path, help="folder with ES_2min.csv.gz and NQ_2min.csv.gz (default data/demo)")
     p.add_argument("--start", type=dt.date.fromisoformat, help="first trading day (YYYY-MM-DD, America/Chicago)")
     p.add_argument("--end", type=dt.date.fromisoformat, help="last trading day")
     p.add_argument("--speed", help="replay speed: a factor (1 = real time, 1440 = a day a minute) or 'max'")
-    p.add_argument("--namespace", help="Redis key namespace (default tsx:paper)")
+    p.add_argument("--namespace", help="Redis key namespace (default tsx:paper; live: tsx:live)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (0 = any free port)")
     p.add_argument("--run-dir", type=Path, help="where logs, trades and the embedded Redis live (default run/)")
     p.add_argument("--fresh", action="store_true", help="paper: forget mirrored state and start over")
     p.add_argument("--trades-csv", type=Path, help="backtest: trade log path")
+    p.add_argument("--base-url", help="live: ProjectX REST host (default https://api.topstepx.com)")
+    p.add_argument("--rtc-url", help="live: ProjectX hubs host (default https://rtc.topstepx.com, or --base-url "
+                                     "when that is not the default)")
+    p.add_argument("--account", help="live: account name or id")
+    p.add_argument("--arm", action="store_true", help="live: start armed (orders may reach the gateway)")
+    p.add_argument("--confirm-funded", action="store_true", help="live: allow a funded (simulated: false) account")
     return p.parse_args(argv)
 
 
@@ -55,7 +70,16 @@ def build_config(args: argparse.Namespace) -> AppConfig:
             runtime[key] = val
     if args.run_dir is not None:
         runtime["log_dir"] = args.run_dir / "logs"
-    return load_config(args.config, args.profile, {"runtime": runtime} if runtime else None)
+    if args.mode == "live" and args.namespace is None:
+        runtime["namespace"] = "tsx:live"
+    px: dict = {key: val for key, val in (("base_url", args.base_url), ("rtc_url", args.rtc_url),
+                                          ("account", args.account)) if val is not None}
+    if args.arm:
+        px["armed"] = True
+    if args.confirm_funded:
+        px["confirm_funded"] = True
+    overrides = {k: v for k, v in (("runtime", runtime), ("projectx", px)) if v}
+    return load_config(args.config, args.profile, overrides or None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,10 +92,27 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.mode == "live":
+        missing = [name for name in CREDENTIAL_ENV if not os.environ.get(name)]
+        if missing:
+            print(f"config error: live mode needs ProjectX credentials in the environment: {', '.join(missing)} "
+                  "not set", file=sys.stderr)
+            return EXIT_CONFIG
+        if cfg.projectx.account is None:
+            print("config error: projectx.account: live mode needs an account (--account NAME_OR_ID)", file=sys.stderr)
+            return EXIT_CONFIG
     from infra.logs import setup_logging
     setup_logging(cfg.runtime.log_dir)
     from actors.runner import run_backtest, run_paper
     try:
+        if args.mode == "live":
+            from actors.live import LiveStartupError, run_live
+            try:
+                return run_live(cfg, os.environ["PROJECTX_USERNAME"], os.environ["PROJECTX_API_KEY"])
+            except LiveStartupError as exc:
+                logger.error("live mode cannot start: {}", exc)
+                print(f"error: {exc}", file=sys.stderr)
+                return exc.code
         if args.mode == "backtest":
             summary = run_backtest(cfg, trades_csv=args.trades_csv)
             print(summary.render())

@@ -137,7 +137,14 @@ def open_source(cfg: Any) -> ReplaySource:
 
 
 def warmups(source: ReplaySource, cfg: Any, ts_ns: int):
+    """Warm-up messages from the replay source's warm-up days (see :func:`warmup_out`)."""
     ticks = {sym: [t for row in source.warmup_bars(sym) for t in bar_to_ticks(row)] for sym in source.instruments}
+    return warmup_out(ticks, cfg, ts_ns)
+
+
+def warmup_out(ticks: dict[str, list], cfg: Any, ts_ns: int):
+    """``WarmupBars`` (1- and 15-minute) from historical ticks per instrument, for the grid (primary
+    instrument) and the hedge (both instruments); ``ts_ns`` is the messages' time, epoch ns UTC."""
     p = cfg.grid.instrument
 
     def dests(sym: str) -> list[str]:
@@ -194,12 +201,17 @@ def run_backtest(cfg: Any, trades_csv: Path | None = None) -> SessionSummary:
 class PaperSystem:
     """The supervised actor system for paper mode (also used by tests and the benchmark).
 
+    :class:`actors.live.LiveSystem` reuses the tree with another venue and feed: it overrides
+    :meth:`_factories`, :meth:`_make_feed` and :meth:`_venue_flat` and calls :meth:`_wire`.
+
     Args:
         cfg: :class:`config.settings.AppConfig`.
         store: :class:`infra.state_store.StateStore` (the Redis mirror).
         alerter: ``send(Alert)``; metrics: :class:`infra.metrics.Metrics` or None.
         speed: replay speed factor (``inf`` = as fast as possible).
     """
+
+    mode = "paper"
 
     def __init__(self, cfg: Any, store: Any, alerter: Any, metrics: Any | None = None,
                  speed: float | None = None) -> None:
@@ -219,19 +231,37 @@ class PaperSystem:
         trades = Path(cfg.runtime.run_dir) / "trades" / f"paper_{cfg.runtime.namespace.replace(':', '_')}_{self.days[0]}.csv"
         self.trade_log = TradeLog(trades)
         self.start_ns = self.venue.last_ts or first_ts(self.source)
+        self._wire()
+
+    def _wire(self) -> None:
+        """Directory, topics, run flags and the supervision tree (after venue, ids, trade log, start_ns)."""
         self.directory = Directory()
-        for topic, names in topics(cfg).items():
+        for topic, names in topics(self.cfg).items():
             self.directory.subscribe(topic, *names)
         self.done = threading.Event()
         self.data_done = threading.Event()
         self.escalation: str | None = None
-        self.feed_handler: ReplayFeed | None = None
+        self.feed_handler: Any = None
         self.tree = self._build_tree()
+
+    def _factories(self) -> dict[str, Any]:
+        return build_factories(self.cfg, self.ids, self.venue, self.store, self.trade_log, self.start_ns,
+                               reconcile_on_start=True)
+
+    def _make_feed(self) -> ReplayFeed:
+        after_key = self.venue.last_key
+        events = self.source.events(after_ns=self.venue.last_ts if after_key else None)
+        warm = [] if after_key else warmups(self.source, self.cfg, self.start_ns)
+        self.feed_handler = ReplayFeed(events, self.speed, warm, self.data_done.set, backlog=self._backlog)
+        return self.feed_handler
+
+    def _venue_flat(self) -> bool:
+        """True when the venue has no position and no working order."""
+        return not self.venue.broker.positions() and not self.venue.broker.working_orders()
 
     def _build_tree(self) -> SupervisionTree:
         cfg, store = self.cfg, self.store
-        factories = build_factories(cfg, self.ids, self.venue, store, self.trade_log, self.start_ns,
-                                    reconcile_on_start=True)
+        factories = self._factories()
         after = persist_hook(store)
         spec = lambda name, **kw: ActorSpec(name, factories[name], {"after": after, **kw})  # noqa: E731
         p, h = cfg.grid.instrument, cfg.hedge.instrument
@@ -243,13 +273,6 @@ class PaperSystem:
                             lambda: dict(self.tree.restarts), lambda: not self.done.is_set(),
                             cfg.runtime.stale_data_s)
 
-        def make_feed() -> ReplayFeed:
-            after_key = self.venue.last_key
-            events = self.source.events(after_ns=self.venue.last_ts if after_key else None)
-            warm = [] if after_key else warmups(self.source, cfg, self.start_ns)
-            self.feed_handler = ReplayFeed(events, self.speed, warm, self.data_done.set, backlog=self._backlog)
-            return self.feed_handler
-
         infra = Supervisor("infra", "one_for_one", 5, 60, [ActorSpec(BROKER, factories[BROKER]),
                                                             ActorSpec(WATCHDOG, make_watchdog)])
         execution = Supervisor("execution", "one_for_all", 3, 60, [
@@ -260,13 +283,13 @@ class PaperSystem:
         strategies = Supervisor("strategies", "one_for_one", 5, 60, strat_children)
         marketdata = Supervisor("marketdata", "rest_for_one", 5, 60, [
             ActorSpec(bar_builder(p), factories[bar_builder(p)]), ActorSpec(bar_builder(h), factories[bar_builder(h)]),
-            ActorSpec(FEED, make_feed, {"on_started": lambda f: f.start()})])
+            ActorSpec(FEED, self._make_feed, {"on_started": lambda f: f.start()})])
         root = Supervisor("root", "rest_for_one", 2, 60, [infra, execution, strategies, marketdata])
         return SupervisionTree(root, self.directory, self._escalate)
 
     # ------------------------------------------------------------------ control
     def start(self) -> None:
-        self.store.save_meta(mode="paper", config_hash=self.cfg.config_hash(), started_ns=time.time_ns(),
+        self.store.save_meta(mode=self.mode, config_hash=self.cfg.config_hash(), started_ns=time.time_ns(),
                              incarnation=self.incarnation)
         self.tree.start()
         self._timer = threading.Thread(target=self._tick_watchdog, name="watchdog-timer", daemon=True)
@@ -315,8 +338,7 @@ class PaperSystem:
                 pass
         if not self.escalation:
             self.directory.tell(RISK, Shutdown(reason, self.venue.last_ts))
-            flat = wait_until(lambda: not self.venue.broker.positions() and not self.venue.broker.working_orders(),
-                              timeout=timeout, interval=0.05)
+            flat = wait_until(self._venue_flat, timeout=timeout, interval=0.05)
             if not flat:
                 logger.error("not flat after {}s through risk: emergency flatten at the venue", timeout)
                 for ev in self.venue.flatten(self.venue.last_ts):
@@ -331,7 +353,7 @@ class PaperSystem:
             return True
 
     def summary(self, reason: str, seconds: float) -> SessionSummary:
-        s = SessionSummary("paper", self.days)
+        s = SessionSummary(self.mode, self.days)
         try:
             snap = self.risk_query(lambda r: r, timeout=5)
             grid = ask(self.directory, grid_strategy(self.cfg.grid.instrument), lambda g: g, 5)

@@ -221,6 +221,40 @@ class RuntimeParams(BaseModel):
         return self
 
 
+DEFAULT_API_URL = "https://api.topstepx.com"
+DEFAULT_RTC_URL = "https://rtc.topstepx.com"
+
+
+class ProjectXParams(BaseModel):
+    """Live mode: the ProjectX Gateway (TopstepX) connection and the safety switches.
+
+    Credentials are *not* configuration: they come only from the environment
+    (``PROJECTX_USERNAME``, ``PROJECTX_API_KEY``) and are never logged.
+    """
+
+    model_config = _STRICT
+
+    base_url: Annotated[str, Field(pattern=r"^https?://\S+$")] = DEFAULT_API_URL
+    """REST host (``/api/...`` is appended)."""
+    rtc_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
+    """SignalR hubs host (``/hubs/user``, ``/hubs/market``). None: ``https://rtc.topstepx.com`` with
+    the default ``base_url``, else the same host as ``base_url`` (the sandbox gateway serves both)."""
+    account: Annotated[str, Field(min_length=1)] | None = None
+    """Account name or numeric id; required in live mode."""
+    armed: bool = False
+    """Start armed (orders may reach the gateway). False: market data, state and reconciliation
+    run but risk denies every strategy order (hold ``unarmed``) until armed."""
+    confirm_funded: bool = False
+    """Allow a funded account (``simulated: false``); without it only practice/Combine accounts run."""
+
+    @property
+    def hubs_url(self) -> str:
+        """The effective hubs host (see :attr:`rtc_url`)."""
+        if self.rtc_url is not None:
+            return self.rtc_url
+        return DEFAULT_RTC_URL if self.base_url.rstrip("/") == DEFAULT_API_URL else self.base_url
+
+
 class AppConfig(BaseModel):
     """The whole configuration."""
 
@@ -230,6 +264,7 @@ class AppConfig(BaseModel):
     grid: GridParams = Field(default_factory=GridParams)
     hedge: HedgeParams = Field(default_factory=HedgeParams)
     runtime: RuntimeParams = Field(default_factory=RuntimeParams)
+    projectx: ProjectXParams = Field(default_factory=ProjectXParams)
 
     @model_validator(mode="after")
     def _cross(self) -> "AppConfig":
@@ -340,7 +375,8 @@ def load_config(path: Path | None = None, profile: str = DEFAULT_PROFILE,
     """Load and validate the configuration (see the module docstring for the layers).
 
     Args:
-        path: optional user YAML file (top-level keys ``profile``, ``grid``, ``hedge``, ``runtime``).
+        path: optional user YAML file (top-level keys ``profile``, ``grid``, ``hedge``, ``runtime``,
+            ``projectx``).
         profile: profile name, one of :func:`list_profiles`.
         overrides: nested dict applied last, same shape as the user file.
     Raises:
@@ -367,7 +403,7 @@ def load_config(path: Path | None = None, profile: str = DEFAULT_PROFILE,
     for layer, origin in layers:
         origins.append(origin)
         layer = dict(layer)
-        for section in ("grid", "hedge", "runtime"):
+        for section in ("grid", "hedge", "runtime", "projectx"):
             if section in layer and layer[section] is None:
                 layer[section] = {}
         if "profile" in layer:

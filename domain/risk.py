@@ -290,9 +290,8 @@ class RiskManager:
     def start_flatten(self, reason: str) -> Out:
         """Cancel every working order, then close each position (reduce-only market orders)."""
         self.flattening = reason
-        out: Out = []
         self.cancel_requested.clear()
-        return self._cancel_strategy_orders() + self._continue_flatten()
+        return self._continue_flatten()  # cancels the strategy orders first
 
     def _cancel_strategy_orders(self) -> Out:
         """Cancel every open strategy order not already asked to cancel during this flatten."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import queue
-import time
 from decimal import Decimal
 from pathlib import Path
 

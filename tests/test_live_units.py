@@ -1,0 +1,79 @@
+"""Live-mode pieces without a gateway: the projectx config section, CLI mapping, the live feed's
+wall clock and the risk ``unarmed`` hold."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+
+import supervisor
+from actors.live import UNARMED_HOLD, LiveFeed, LiveRiskManager, SetArmed, WallClock
+from config.settings import ConfigError, load_config
+from domain.calendar import SessionCalendar, dt_to_ns
+from domain.handler import CLOCK_TOPIC, ROUTER, CounterIds
+from domain.messages import CancelOrder, ClockTick, OrderIntent, OrderType, RiskState, Side, TradeTick
+from domain.orders import OrderStatus
+
+CT = ZoneInfo("America/Chicago")
+
+
+def test_projectx_defaults_and_hubs_url():
+    px = load_config().projectx
+    assert (px.base_url, px.hubs_url, px.account, px.armed, px.confirm_funded) == (
+        "https://api.topstepx.com", "https://rtc.topstepx.com", None, False, False)
+    assert load_config(overrides={"projectx": {"base_url": "http://127.0.0.1:8765"}}).projectx.hubs_url \
+        == "http://127.0.0.1:8765"
+    assert load_config(overrides={"projectx": {"rtc_url": "https://rtc.example"}}).projectx.hubs_url \
+        == "https://rtc.example"
+    with pytest.raises(ConfigError, match=r"projectx\.api_key"):
+        load_config(overrides={"projectx": {"api_key": "x"}})  # credentials are not configuration
+    with pytest.raises(ConfigError, match=r"projectx\.base_url"):
+        load_config(overrides={"projectx": {"base_url": "api.topstepx.com"}})
+
+
+def test_cli_maps_live_flags():
+    args = supervisor.parse_args(["--mode", "live", "--base-url", "http://127.0.0.1:1", "--account", "1001",
+                                  "--arm", "--confirm-funded"])
+    cfg = supervisor.build_config(args)
+    assert cfg.projectx.base_url == "http://127.0.0.1:1" and cfg.projectx.hubs_url == "http://127.0.0.1:1"
+    assert (cfg.projectx.account, cfg.projectx.armed, cfg.projectx.confirm_funded) == ("1001", True, True)
+    assert cfg.runtime.namespace == "tsx:live"
+    assert supervisor.build_config(supervisor.parse_args([])).runtime.namespace == "tsx:paper"
+
+
+def test_live_feed_wall_clock_ticks_when_data_is_quiet(monkeypatch):
+    t0 = dt_to_ns(dt.datetime(2026, 4, 8, 15, 8, 30, tzinfo=CT))
+    mono = [10**12]
+    monkeypatch.setattr("actors.live.time.monotonic_ns", lambda: mono[0])
+    feed = LiveFeed([], t0)
+    out = feed.handle(TradeTick("MES", t0 + 10**9, Decimal("5000.25"), 1))
+    assert out[0] == (CLOCK_TOPIC, ClockTick(t0 + 10**9))
+    assert feed.handle(WallClock()) == []  # same minute
+    mono[0] += 95 * 10**9  # 95 s of silence: 15:10:06 CT
+    out = feed.handle(WallClock())
+    assert out == [(CLOCK_TOPIC, ClockTick(t0 + 96 * 10**9))]
+    assert feed.handle(WallClock()) == []
+
+
+def _intent(coid: str) -> OrderIntent:
+    return OrderIntent(client_order_id=coid, strategy_id="grid-MES", instrument="MES", side=Side.BUY, qty=1,
+                       order_type=OrderType.LIMIT, ts_ns=0, limit_price=Decimal("5000"), purpose="grid-entry")
+
+
+def test_unarmed_hold_denies_strategy_orders_and_disarm_cancels_working():
+    cfg = load_config()
+    t = dt_to_ns(dt.datetime(2026, 4, 8, 9, 0, tzinfo=CT))
+    r = LiveRiskManager(cfg.profile.limits(), CounterIds(), SessionCalendar(cfg.profile.flat_margin_s), t)
+    r.set_armed(False, "start")
+    assert r.state is RiskState.HALTED and UNARMED_HOLD in r.holds
+    out = r.handle(_intent("grid-MES-1-1"))
+    assert out and "unarmed" in out[0][1].reason
+    r.handle(SetArmed(True, "test", t + 1))
+    assert r.state is RiskState.ACTIVE and UNARMED_HOLD not in r.holds
+    r.book.add(_intent("grid-MES-1-2"), OrderStatus.ACCEPTED)
+    out = r.handle(SetArmed(False, "test", t + 2))
+    assert r.state is RiskState.HALTED
+    assert (ROUTER, CancelOrder("grid-MES-1-2", "grid-MES", t + 2, "disarmed")) in out
