@@ -307,12 +307,12 @@ class StateStore:
         pipe.execute()
 
     def load_positions(self) -> dict[str, dict[str, Any]]:
-        """instrument -> ``{"qty": int, "avg_price": Decimal, "realized": Decimal,
-        "fees": Decimal}`` (empty dict if none)."""
+        """instrument -> ``{"qty": int, "avg_price": Decimal | None, "realized": Decimal,
+        "fees": Decimal}`` (empty dict if none); ``avg_price`` is None for a flat instrument."""
         out: dict[str, dict[str, Any]] = {}
         for inst, text in self.client.hgetall(self.key("positions")).items():
             p = json.loads(text)
-            out[inst] = {"qty": int(p["qty"]), "avg_price": Decimal(p["avg_price"]),
+            out[inst] = {"qty": int(p["qty"]), "avg_price": Decimal(p["avg_price"]) if p["avg_price"] else None,
                          "realized": Decimal(p["realized"]), "fees": Decimal(p["fees"])}
         return out
 

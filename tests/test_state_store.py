@@ -358,3 +358,15 @@ def test_flush_only_own_namespace(store: StateStore, redis_url: str) -> None:
     finally:
         neighbour.flush()
         neighbour.close()
+
+
+def test_positions_roundtrip_with_a_flat_instrument(store):
+    """A flat instrument's position (realized P&L kept) is saved with an empty average price."""
+    from domain.instruments import get_instrument
+    from domain.portfolio import Position
+    flat = Position(get_instrument("MES"))
+    flat.realized = Decimal("12.50")
+    store.save_positions({"MES": flat.to_dict(), "MNQ": {"qty": -2, "avg_price": "25100.25"}})
+    got = store.load_positions()
+    assert got["MES"] == {"qty": 0, "avg_price": None, "realized": Decimal("12.50"), "fees": Decimal("0")}
+    assert got["MNQ"]["qty"] == -2 and got["MNQ"]["avg_price"] == Decimal("25100.25")
