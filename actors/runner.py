@@ -174,6 +174,7 @@ def run_backtest(cfg: Any, trades_csv: Path | None = None) -> SessionSummary:
     venue = PaperVenue(None, cfg.runtime.slippage_ticks, cfg.runtime.fill_on_touch)
     factories = build_factories(cfg, CounterIds(), venue, None, log, start_ns, reconcile_on_start=False)
     handlers = {name: make() for name, make in factories.items()}
+    handlers[RISK].emit_account_status = False  # no watchdog in a backtest
     disp = Dispatcher(handlers, topics(cfg))
     disp.send(warmups(source, cfg, start_ns))
     disp.drain()

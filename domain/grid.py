@@ -12,7 +12,9 @@ Formulas (seed 000, with the choices documented in docs/strategy.md):
 - lot sizer (seed 000 6.5, corrected): base_lot = round(R / (ATR_points x point_value)), at least 1.
   The seed writes ``ATR_points * tick_value``; dollars per contract per ATR is ATR x *point
   value* (the seed's formula overstates lots by 4x on MES). Level n gets
-  base_lot x (1 + alpha x (n-1)) (pyramiding), capped at ``max_lot``; halved (at least 1) in a surge.
+  base_lot x (1 + alpha x (n-1)) (pyramiding), capped at ``max_lot`` and at floor(R / (ATR x
+  point_value)) so that no leg's 1-ATR risk exceeds R (= the profile's per_trade_risk, seed 004);
+  halved (at least 1) in a surge. The cap wins over pyramiding (docs/strategy.md).
 - take-profit: each filled entry gets an opposite passive limit at fill price +/- ``take_profit_atr``
   x ATR (seed: profit per leg = 0.5 x ATR). When the take-profit fills, the level is free and its
   entry is placed again (recycled, as the Hummingbot grid executor does).
@@ -20,6 +22,9 @@ Formulas (seed 000, with the choices documented in docs/strategy.md):
   ``rebuild_shift_spacings`` x spacing, or the spacing changed by 25 % or more, working entries are
   cancelled and placed again around the new mid. Take-profits of filled inventory stay working.
 - volatility surge: ATR above ``surge_ratio`` x its slow EMA (``surge_ema_bars`` 15-min bars).
+- an entry level that risk denied, and the levels beyond it on the same side, are not proposed
+  again for ``denial_backoff_s`` (60 s, the seed's recalculation interval) unless a fill changes
+  the position first.
 - nothing new is placed outside the trading window (domain.calendar), when risk is not ACTIVE,
   or before ATR is ready; warm-up bars only seed indicators.
 
@@ -61,6 +66,7 @@ class GridConfig:
     surge_spacing_factor: float = 1.5
     surge_ema_bars: int = 20
     mid_bar_s: int = 60
+    denial_backoff_s: int = 60
 
 
 @dataclass
@@ -106,6 +112,7 @@ class GridStrategy:
         self.surge = False
         self.slots: dict[str, Slot] = {}  # client order id -> working slot
         self.pending_cancel: set[str] = set()
+        self.denied_until: dict[int, int] = {}  # level -> ts_ns before which it is not proposed again
         self.stats = {"entries_filled": 0, "tps_filled": 0, "rebuilds": 0, "denied": 0}
 
     # ------------------------------------------------------------------ dispatch
@@ -177,7 +184,10 @@ class GridStrategy:
         lot = int(round(base * (1 + self.cfg.pyramid_alpha * (n - 1))))
         if self.surge:
             lot = int(lot * self.cfg.surge_lot_factor)
-        return max(1, min(lot, self.cfg.max_lot))
+        # no leg may risk more than R over one ATR (risk's per_trade_risk = R): the seed's rounding
+        # and pyramiding would otherwise size legs that risk denies on every attempt
+        cap = int(self.cfg.risk_per_lot // dollar_vol) if dollar_vol > 0 else self.cfg.max_lot
+        return max(1, min(lot, cap, self.cfg.max_lot))
 
     # ------------------------------------------------------------------ events
     def _can_place(self, ts_ns: int) -> bool:
@@ -224,6 +234,7 @@ class GridStrategy:
         return []
 
     def _on_fill(self, fill: Fill) -> Out:
+        self.denied_until.clear()  # the position changed: what risk denied may pass now
         slot = self.slots.get(fill.client_order_id)
         if slot is None:
             return []
@@ -244,6 +255,13 @@ class GridStrategy:
         self.pending_cancel.discard(msg.client_order_id)
         if slot is not None and isinstance(msg, OrderDenied):
             self.stats["denied"] += 1
+            if slot.kind == "entry":
+                # risk said no: do not ask again on every event; levels farther out on the same side
+                # carry at least as much risk, so they wait too
+                until = msg.ts_ns + self.cfg.denial_backoff_s * 1_000_000_000
+                for n in range(abs(slot.level), self.cfg.levels_each_side + 1):
+                    lvl = n if slot.level > 0 else -n
+                    self.denied_until[lvl] = max(self.denied_until.get(lvl, 0), until)
         return []
 
     # ------------------------------------------------------------------ orders
@@ -284,7 +302,7 @@ class GridStrategy:
         out: Out = []
         for n in range(1, self.cfg.levels_each_side + 1):
             for level, side in ((-n, Side.BUY), (n, Side.SELL)):
-                if level in busy:
+                if level in busy or ts_ns < self.denied_until.get(level, 0):
                     continue
                 price = self.mid + self.spacing * level
                 if price <= 0 or (side is Side.BUY and price >= self.last) or (side is Side.SELL and price <= self.last):

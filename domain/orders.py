@@ -197,7 +197,13 @@ class OrderBook:
         return buy, sell
 
     def prune_terminal(self, keep: int = 1000) -> None:
-        """Forget the oldest terminal orders beyond ``keep`` (bounded memory over long runs)."""
+        """Forget the oldest terminal orders beyond ``keep`` (bounded memory over long runs).
+
+        Amortized: nothing happens until the book holds half as many terminal orders again as
+        ``keep``, so the scan runs once per ``keep / 2`` terminal orders, not on every event.
+        """
+        if len(self._orders) - len(self._live) <= keep + keep // 2:
+            return
         terminal = [k for k, o in self._orders.items() if o.status.is_terminal]
         for k in terminal[:-keep] if len(terminal) > keep else ():
             del self._orders[k]

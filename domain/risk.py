@@ -76,7 +76,8 @@ class RiskManager:
         self.breaches: list[tuple[int, str, str]] = []  # (ts, rule, detail), for the session summary
         self.max_contracts_seen = Decimal(0)
         self.flat_violations: list[int] = []
-        self.cancel_requested: set[str] = set()  # strategy orders asked to cancel by the current flatten
+        self.cancel_requested: set[str] = set()
+        self.emit_account_status = True  # telemetry for the watchdog; the backtest has none  # strategy orders asked to cancel by the current flatten
         self.min_headroom: Decimal | None = None
         self.peak_equity = limits.starting_balance
         self.max_drawdown = Decimal(0)
@@ -126,16 +127,17 @@ class RiskManager:
         if isinstance(msg, (OrderSubmitted, OrderAccepted, OrderRejected, OrderCancelled, Fill)):
             return out + self._on_order_event(msg)
         if isinstance(msg, TradeTick):
+            if self.marks.get(msg.instrument) == msg.price or not self.portfolio.qty(msg.instrument):
+                self.marks[msg.instrument] = msg.price
+                return out  # equity did not move (fills run their own check)
             self.marks[msg.instrument] = msg.price
-            if not self.portfolio.qty(msg.instrument):
-                return out  # no position in it: equity did not move (fills run their own check)
             return out + self._check_account()
         if isinstance(msg, StrategyStatus):
             if msg.atr > 0:
                 self.atr[msg.instrument] = msg.atr
             return out
         if isinstance(msg, ClockTick):
-            return out + [(WATCHDOG, self.account_status())]
+            return out + [(WATCHDOG, self.account_status())] if self.emit_account_status else out
         if isinstance(msg, (Flatten, Shutdown)):
             return out + self.start_flatten(msg.reason)
         if isinstance(msg, Pause):

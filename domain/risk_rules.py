@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import math
 from dataclasses import dataclass, fields
 from decimal import Decimal
@@ -189,7 +190,13 @@ def sub_session_of(ts_ns: int) -> str:
     Trading stops at 15:10 CT (Topstep flat time), so 15:10-17:00 is the flat tail of RTH; at
     17:00 CT the next trading day begins with its ETH sub-session.
     """
-    t = ns_to_ct(ts_ns)
+    return _sub_session_of_minute(ts_ns // 60_000_000_000)
+
+
+@functools.lru_cache(maxsize=8192)
+def _sub_session_of_minute(minute: int) -> str:
+    """Cached per minute: both boundaries (08:30, 17:00 CT) fall on whole minutes."""
+    t = ns_to_ct(minute * 60_000_000_000)
     if t.weekday() >= 5:
         return ETH
     return RTH if RTH_START <= t.time() < ETH_START else ETH
