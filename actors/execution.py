@@ -33,15 +33,27 @@ _STATUS = {OrderSubmitted: OrderStatus.SUBMITTED, OrderAccepted: OrderStatus.ACC
 
 
 class StoreIds:
-    """Client order ids ``{strategy_id}-{incarnation}-{seq}`` with ``seq`` from Redis INCR
-    (unique for ever within the namespace, also across restarts)."""
+    """Client order ids ``{strategy_id}-{incarnation}-{seq}``, unique for ever within the namespace,
+    also across restarts: ``seq`` comes from blocks of ``block`` numbers reserved with one Redis
+    INCRBY (numbers of a block unused at a crash are simply never used). Thread-safe.
 
-    def __init__(self, store: Any, incarnation: int) -> None:
+    A round trip per id would sit in the decision path: a grid rebuild names ten orders at once.
+    """
+
+    def __init__(self, store: Any, incarnation: int, block: int = 64) -> None:
         self.store = store
         self.incarnation = incarnation
+        self.block = block
+        self._next = self._end = 0
+        self._lock = threading.Lock()
 
     def next_id(self, strategy_id: str) -> str:
-        seq = self.store.client.incr(self.store.key("seq", "orders"))
+        with self._lock:
+            if self._next >= self._end:
+                self._end = int(self.store.client.incrby(self.store.key("seq", "orders"), self.block)) + 1
+                self._next = self._end - self.block
+            seq = self._next
+            self._next += 1
         return f"{strategy_id}-{self.incarnation}-{seq}"
 
 

@@ -22,7 +22,7 @@ from actors.core import Directory, ask, wait_until
 from actors.execution import PaperVenue, StoreIds
 from actors.feed import FeedCore, ReplayFeed, warmup_messages
 from actors.supervision import ActorSpec, Supervisor, SupervisionTree
-from actors.system import Dispatcher, build_factories, persist_hook, topics
+from actors.system import Dispatcher, WriteBehind, build_factories, persist_hook, topics
 from actors.watchdog import Watchdog, WatchdogCheck
 from domain.calendar import ns_to_ct
 from domain.handler import (BROKER, FEED, HEDGE, RECONCILER, RISK, ROUTER, WATCHDOG, CounterIds, bar_builder,
@@ -237,6 +237,7 @@ class PaperSystem:
     def _wire(self) -> None:
         """Directory, topics, run flags and the supervision tree (after venue, ids, trade log, start_ns)."""
         self.directory = Directory()
+        self.writer = WriteBehind()
         for topic, names in topics(self.cfg).items():
             self.directory.subscribe(topic, *names)
         self.done = threading.Event()
@@ -263,7 +264,7 @@ class PaperSystem:
     def _build_tree(self) -> SupervisionTree:
         cfg, store = self.cfg, self.store
         factories = self._factories()
-        after = persist_hook(store)
+        after = persist_hook(store, self.writer)
         spec = lambda name, **kw: ActorSpec(name, factories[name], {"after": after, **kw})  # noqa: E731
         p, h = cfg.grid.instrument, cfg.hedge.instrument
 
@@ -346,6 +347,7 @@ class PaperSystem:
                     self.directory.tell(ROUTER, ev)  # journal the emergency fills like any other
                 self.wait_drained(timeout=5)
             wait_until(lambda: self._risk_flat(), timeout=5, interval=0.05)
+        self.writer.flush()
 
     def _risk_flat(self) -> bool:
         try:
@@ -375,6 +377,7 @@ class PaperSystem:
     def stop(self) -> None:
         self.done.set()
         self.tree.stop()
+        self.writer.flush()
 
 
 def run_paper(cfg: Any, fresh: bool = False) -> int:

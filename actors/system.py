@@ -13,6 +13,8 @@ Supervision tree (paper mode; docs/architecture.md)::
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter, deque
 from typing import Any, Callable
 
@@ -126,8 +128,63 @@ def build_factories(cfg: Any, ids: IdGenerator, venue: PaperVenue, store: Any | 
     return f
 
 
-def persist_hook(store: Any | None) -> Callable[[Any, Any], None] | None:
-    """After-message hook: mirror a handler's snapshot after state-changing messages (not ticks)."""
+class WriteBehind:
+    """One background thread that applies Redis snapshot writes, the latest per key (coalescing).
+
+    Actors hand over an already-encoded snapshot and go on with their next message; a 2-3 ms
+    Redis round trip per snapshot would otherwise sit in the tick-to-decision path. Order writes
+    and the fill journal are NOT deferred: the router writes them synchronously before acting.
+    A snapshot may lag the actor by a few ms at a crash; reconciliation covers that window (fills
+    journalled but not applied by risk are re-applied, see :class:`actors.execution.Reconciler`).
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Callable[[], None]] = {}
+        self._cv = threading.Condition()
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name="redis-write-behind", daemon=True)
+        self._thread.start()
+
+    def put(self, key: str, write: Callable[[], None]) -> None:
+        """Queue ``write`` for ``key``, replacing a pending write of the same key."""
+        with self._cv:
+            self._pending.pop(key, None)
+            self._pending[key] = write
+            self._cv.notify()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued write is done. Returns False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while self._pending or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+        return True
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending:
+                    self._cv.wait()
+                batch, self._pending, self._busy = self._pending, {}, True
+            for key, write in batch.items():
+                try:
+                    write()
+                except Exception:  # a failed mirror write must not kill the writer; the next one retries
+                    logger.exception("redis write-behind failed for {}", key)
+            with self._cv:
+                self._busy = False
+                self._cv.notify_all()
+
+
+def persist_hook(store: Any | None, writer: WriteBehind | None = None) -> Callable[[Any, Any], None] | None:
+    """After-message hook: mirror a handler's snapshot after state-changing messages (not ticks).
+
+    The snapshot is taken and encoded in the actor's thread (consistent with the message just
+    handled); the Redis write goes through ``writer`` when given, else happens at once.
+    """
     if store is None:
         return None
 
@@ -137,12 +194,20 @@ def persist_hook(store: Any | None) -> Callable[[Any, Any], None] | None:
         name = getattr(handler, "strategy_id", None)
         if name is None:
             return
-        snap = handler.snapshot()
-        store.save_strategy(name, snap)
+        snap = store.encode(handler.snapshot())
+        writes = [lambda: store.save_strategy(name, snap)]
         if isinstance(handler, RiskManager):
-            store.save_risk({**handler.ledger.to_dict(), "state": handler.state.value,
-                             "holds": ";".join(handler.holds)})
-            store.save_positions({k: p.to_dict() for k, p in handler.portfolio.positions.items()})
+            risk = {**handler.ledger.to_dict(), "state": handler.state.value, "holds": ";".join(handler.holds)}
+            positions = {k: p.to_dict() for k, p in handler.portfolio.positions.items()}
+            writes += [lambda: store.save_risk(risk), lambda: store.save_positions(positions)]
+
+        def write() -> None:
+            for w in writes:
+                w()
+        if writer is None:
+            write()
+        else:
+            writer.put(name, write)
     return after
 
 

@@ -332,10 +332,17 @@ class StateStore:
 
     # ------------------------------------------------------------------ snapshots
 
-    def save_strategy(self, strategy_id: str, state: dict[str, Any]) -> None:
+    def save_strategy(self, strategy_id: str, state: dict[str, Any] | str) -> None:
         """Store a strategy snapshot as JSON. Decimals/enums become strings, tuples lists,
-        messages their codec dict; ``TypeError`` for anything else not JSON-able."""
-        self.client.set(self.key("strategy", strategy_id), _to_json(state))
+        messages their codec dict; ``TypeError`` for anything else not JSON-able. A ``str`` is
+        taken as JSON already encoded with :func:`encode` (so a caller can encode in one thread and
+        write in another)."""
+        self.client.set(self.key("strategy", strategy_id), state if isinstance(state, str) else _to_json(state))
+
+    @staticmethod
+    def encode(state: dict[str, Any]) -> str:
+        """The JSON text :meth:`save_strategy` would store for ``state``."""
+        return _to_json(state)
 
     def load_strategy(self, strategy_id: str) -> dict[str, Any] | None:
         """The JSON-decoded snapshot (Decimals come back as strings), or None."""
