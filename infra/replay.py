@@ -41,6 +41,7 @@ import bisect
 import collections
 import csv
 import datetime as dt
+import functools
 import gzip
 import heapq
 import io
@@ -323,6 +324,13 @@ def bar_to_ticks(row: BarRow, seq_start: int = 0) -> list[TradeTick]:
             for k, price in enumerate(bar_path(row))]
 
 
+@functools.lru_cache(maxsize=8)
+def _load_bars_cached(path: str, mtime_ns: int, instrument: str) -> tuple[list[BarRow], collections.Counter]:
+    """:func:`load_bar_csv` memoized per (file, modification time, instrument): opening a source
+    twice (first to find the trading days) parses the file once. Callers must not mutate the rows."""
+    return load_bar_csv(path, instrument=instrument)
+
+
 # --------------------------------------------------------------------------- Databento CSV
 
 _TS_RE = re.compile(
@@ -491,7 +499,9 @@ class ReplaySource:
         loaded: dict[str, tuple[list[BarRow], list[dt.date]]] = {}
         all_days: set[dt.date] = set()
         for inst in sorted(bar_files):
-            rows, rej = load_bar_csv(bar_files[inst], instrument=inst)
+            path = Path(bar_files[inst])
+            rows, rej = _load_bars_cached(str(path.resolve()), path.stat().st_mtime_ns, inst)
+            rej = collections.Counter(rej)
             self.rejects_by_instrument[inst] = rej
             self.rejects.update(rej)
             days = [trading_day(r.start_ns) for r in rows]

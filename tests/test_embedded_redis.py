@@ -70,7 +70,7 @@ def test_start_configures_durable_local_server(data_dir: Path) -> None:
     c = client(url)
     assert c.ping()
     assert c.config_get("appendonly") == {"appendonly": "yes"}
-    assert c.config_get("appendfsync") == {"appendfsync": "always"}
+    assert c.config_get("appendfsync") == {"appendfsync": "everysec"}
     assert c.config_get("save") == {"save": ""}
     assert c.config_get("bind") == {"bind": "127.0.0.1"}
     assert Path(c.config_get("dir")["dir"]).resolve() == data_dir.resolve()
