@@ -19,6 +19,7 @@ With ``store=None`` (backtest) nothing is mirrored; the logic is the same.
 from __future__ import annotations
 
 import threading
+from decimal import Decimal
 from typing import Any, Callable
 
 from domain.handler import BROKER, RISK, ROUTER, WATCHDOG, Out, RejectedMessage
@@ -129,15 +130,23 @@ class PaperVenue:
     """
 
     BLOB = "paper_broker"
+    CLOCK_BLOB = "paper_broker_clock"
 
-    def __init__(self, store: Any | None, slippage_ticks: int = 1, fill_on_touch: bool = False) -> None:
+    def __init__(self, store: Any | None, slippage_ticks: int = 1, fill_on_touch: bool = False,
+                 writer: Any | None = None) -> None:
         self.store = store
+        self.writer = writer  # actors.system.WriteBehind for the once-a-minute clock record, or None
         self.lock = threading.RLock()
         saved = store.load_blob(self.BLOB) if store is not None else None
         if saved:
             self.broker = PaperBroker.restore(saved["broker"])
             self.last_ts = int(saved.get("last_ts", 0))
             self.last_key = tuple(saved["last_key"]) if saved.get("last_key") else None
+            clock = store.load_blob(self.CLOCK_BLOB) or {}
+            if clock.get("last_key") and (self.last_key is None or tuple(clock["last_key"]) > self.last_key):
+                # ticks without fills after the last full save: how far matching got, last prices
+                self.last_key, self.last_ts = tuple(clock["last_key"]), int(clock["last_ts"])
+                self.broker.set_last_prices({k: Decimal(v) for k, v in clock.get("last", {}).items()})
         else:
             self.broker = PaperBroker(slippage_ticks=slippage_ticks, fill_on_touch=fill_on_touch)
             self.last_ts = 0
@@ -176,9 +185,16 @@ class PaperVenue:
             self.last_ts = tick.ts_ns
             fills = self.broker.on_trade(tick) if isinstance(tick, TradeTick) else self.broker.on_quote(tick)
             minute = tick.ts_ns // 60_000_000_000
-            if fills or minute != self._saved_minute:
-                self._saved_minute = minute
+            if fills:
                 self._save()
+            elif minute != self._saved_minute and self.store is not None:
+                # once a minute, only the matching position and last prices (small): the full
+                # snapshot (every fill of the session) is written when orders or fills change
+                self._saved_minute = minute
+                clock = {"last_ts": self.last_ts, "last_key": list(self.last_key),
+                         "last": {k: str(v) for k, v in self.broker.last_prices().items()}}
+                write = lambda: self.store.save_blob(self.CLOCK_BLOB, clock)  # noqa: E731
+                self.writer.put(self.CLOCK_BLOB, write) if self.writer is not None else write()
             return fills
 
     def snapshot(self, ts_ns: int) -> BrokerSnapshot:

@@ -227,7 +227,8 @@ class PaperSystem:
         self.speed = float("inf") if sp == "max" else float(sp)
         self.incarnation = store.new_incarnation()
         self.ids = StoreIds(store, self.incarnation)
-        self.venue = PaperVenue(store, cfg.runtime.slippage_ticks, cfg.runtime.fill_on_touch)
+        self.writer = WriteBehind()
+        self.venue = PaperVenue(store, cfg.runtime.slippage_ticks, cfg.runtime.fill_on_touch, self.writer)
         self.resumed = self.venue.last_key is not None
         trades = Path(cfg.runtime.run_dir) / "trades" / f"paper_{cfg.runtime.namespace.replace(':', '_')}_{self.days[0]}.csv"
         self.trade_log = TradeLog(trades)
@@ -237,7 +238,8 @@ class PaperSystem:
     def _wire(self) -> None:
         """Directory, topics, run flags and the supervision tree (after venue, ids, trade log, start_ns)."""
         self.directory = Directory()
-        self.writer = WriteBehind()
+        if getattr(self, "writer", None) is None:  # LiveSystem has no paper venue to hand it to first
+            self.writer = WriteBehind()
         for topic, names in topics(self.cfg).items():
             self.directory.subscribe(topic, *names)
         self.done = threading.Event()

@@ -324,6 +324,14 @@ class PaperBroker:
         """Last trade price seen for ``instrument`` (points), None if none yet."""
         return self._last.get(instrument)
 
+    def last_prices(self) -> dict[str, Decimal]:
+        """Last trade price per instrument (points)."""
+        return dict(self._last)
+
+    def set_last_prices(self, prices: dict[str, Decimal]) -> None:
+        """Restore last trade prices newer than a snapshot (points)."""
+        self._last.update(prices)
+
     def working_orders(self) -> list[OrderIntent]:
         """Working orders in arrival order."""
         return [w.intent for w in self._working.values()]
