@@ -5,7 +5,9 @@ paper:    the actor system under the supervision tree, replaying the bundled rea
           MES/MNQ at ``--speed`` x real time (default 1440: one trading day a minute), simulated
           fills, state mirrored in Redis (``REDIS_URL``, else an embedded redis-server under
           ``run/redis``). Killed and restarted against the same Redis, it resumes: HALTED until
-          reconciled with the paper venue, then trading continues.
+          reconciled with the paper venue, then trading continues. With ``PROJECTX_USERNAME`` and
+          ``PROJECTX_API_KEY`` set (and no replay option) it trades live ProjectX market data
+          instead, fills still simulated, until SIGINT/SIGTERM (namespace ``tsx:paper-live``).
 backtest: the same handlers on one thread with the simulated clock, as fast as possible; two runs
           on the same input write byte-identical trade logs.
 live:     the paper tree over the ProjectX Gateway (TopstepX, or the local sandbox with
@@ -52,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--metrics-port", type=int, help="Prometheus port (0 = any free port)")
     p.add_argument("--run-dir", type=Path, help="where logs, trades and the embedded Redis live (default run/)")
     p.add_argument("--fresh", action="store_true", help="paper: forget mirrored state and start over")
+    p.add_argument("--replay", action="store_true",
+                   help="paper: replay recorded data even when ProjectX credentials are set")
     p.add_argument("--trades-csv", type=Path, help="backtest: trade log path")
     p.add_argument("--base-url", help="live: ProjectX REST host (default https://api.topstepx.com)")
     p.add_argument("--rtc-url", help="live: ProjectX hubs host (default https://rtc.topstepx.com, or --base-url "
@@ -60,6 +64,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arm", action="store_true", help="live: start armed (orders may reach the gateway)")
     p.add_argument("--confirm-funded", action="store_true", help="live: allow a funded (simulated: false) account")
     return p.parse_args(argv)
+
+
+def paper_on_live_data(args: argparse.Namespace) -> bool:
+    """Paper mode takes live ProjectX market data when both credentials are in the environment and
+    no replay option (``--replay``, ``--data``, ``--start``, ``--end``, ``--speed``) was given."""
+    replay_asked = args.replay or any(v is not None for v in (args.data, args.start, args.end, args.speed))
+    return args.mode == "paper" and not replay_asked and all(os.environ.get(n) for n in CREDENTIAL_ENV)
 
 
 def build_config(args: argparse.Namespace) -> AppConfig:
@@ -72,6 +83,8 @@ def build_config(args: argparse.Namespace) -> AppConfig:
         runtime["log_dir"] = args.run_dir / "logs"
     if args.mode == "live" and args.namespace is None:
         runtime["namespace"] = "tsx:live"
+    if paper_on_live_data(args) and args.namespace is None:
+        runtime["namespace"] = "tsx:paper-live"
     px: dict = {key: val for key, val in (("base_url", args.base_url), ("rtc_url", args.rtc_url),
                                           ("account", args.account)) if val is not None}
     if args.arm:
@@ -111,6 +124,15 @@ def main(argv: list[str] | None = None) -> int:
                 return run_live(cfg, os.environ["PROJECTX_USERNAME"], os.environ["PROJECTX_API_KEY"])
             except LiveStartupError as exc:
                 logger.error("live mode cannot start: {}", exc)
+                print(f"error: {exc}", file=sys.stderr)
+                return exc.code
+        if paper_on_live_data(args):
+            from actors.live import LiveStartupError
+            from actors.paper_live import run_paper_live
+            try:
+                return run_paper_live(cfg, os.environ["PROJECTX_USERNAME"], os.environ["PROJECTX_API_KEY"])
+            except LiveStartupError as exc:
+                logger.error("paper mode on live data cannot start: {}", exc)
                 print(f"error: {exc}", file=sys.stderr)
                 return exc.code
         if args.mode == "backtest":

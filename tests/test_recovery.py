@@ -24,6 +24,8 @@ def _run(args, env, **kw):
 def test_kill9_then_resume_no_duplicate_no_lost_fill(redis_url, tmp_path):
     ns = f"test:rec:{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "REDIS_URL": redis_url}
+    for name in ("PROJECTX_USERNAME", "PROJECTX_API_KEY"):  # replay, not live market data
+        env.pop(name, None)
     env.pop("SLACK_WEBHOOK_URL", None)
     args = ["--start", "2026-04-08", "--end", "2026-04-08", "--namespace", ns, "--run-dir", str(tmp_path),
             "--metrics-port", "0"]
