@@ -29,6 +29,7 @@ Timestamps are epoch ns UTC throughout; the trading calendar is America/Chicago.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import signal
@@ -46,7 +47,7 @@ from actors.runner import PaperSystem, warmup_out
 from domain.calendar import SessionCalendar, ns_to_ct, trading_day
 from domain.handler import BROKER, CLOCK_TOPIC, FEED, RECONCILER, RISK, ROUTER, Out, RejectedMessage
 from domain.messages import (CancelOrder, ClockTick, Fill, OrderAccepted, OrderCancelled, OrderRejected, QuoteTick,
-                             ReconcileRequest, RiskState, TradeTick)
+                             ReconcileRequest, ReconcileResult, RiskState, TradeTick)
 from domain.orders import OrderStatus
 from domain.risk import RiskManager
 from infra.projectx import errors as pxe
@@ -126,17 +127,115 @@ class LiveBrokerHandler(BrokerHandler):
 
 
 class LoggedReconciler:
-    """The reconciler handler, logging every result (a live operator wants to see each one)."""
+    """The reconciler handler, logging every result (a live operator wants to see each one).
 
-    def __init__(self, inner: Any) -> None:
+    A reconciliation whose gateway snapshot fails (HTTP 429 storm, 5xx, transport failure, expired
+    session, malformed payload: :class:`infra.projectx.errors.ProjectXError` / ``MalformedPayload``)
+    does not crash the actor: it is logged (``reconciliation deferred``) and retried by ``retry(reason,
+    delay_s)`` with a backoff (1, 2, 4 ... ``RETRY_MAX_S`` s; one retry pending at a time, later
+    requests meanwhile coalesce into it). From the ``FAIL_AFTER``-th consecutive failure on, a
+    ``ReconcileResult(ok=False)`` goes to the router, so risk HALTs (and alerts) until a retry matches.
+
+    Fix (fault tests, tests/test_live_faults.py): before, the exception escaped the handler, so a
+    429 burst during the reconciliation that follows a user-hub reconnect crashed the reconciler 4
+    times in a second, exceeded the ``execution`` supervisor's intensity and escalated to an
+    emergency flatten (which itself failed under the same 429s and left a position open, exit 3).
+    """
+
+    FAIL_AFTER = 3
+    RETRY_MAX_S = 10.0
+
+    def __init__(self, inner: Any, retry: Any | None = None, unsettled: Any | None = None) -> None:
         self.inner = inner
+        self.retry = retry
+        self.failures = 0
+        self.retry_pending = threading.Event()
+        self.visible: set[str] | None = None
+        if unsettled is not None and getattr(inner, "store", None) is not None:
+            self._guard_race(unsettled)
+
+    def _guard_race(self, unsettled: Any) -> None:
+        """Do not judge orders that the gateway snapshot cannot show yet.
+
+        The reconciler takes the gateway snapshot first and loads the mirror's working orders after
+        it, while the broker actor keeps placing orders. An order mirrored (or placed) meanwhile is
+        absent from the snapshot and was closed as "not working at venue"; its ``OrderAccepted`` then
+        crashed risk (``InvalidTransition: OrderAccepted not allowed in CANCELLED``, restart of the
+        execution subtree, and an order at the gateway the mirror no longer knew). Fix: the mirror's
+        working set is read just before the snapshot (B) and just after it (A). Orders of A not in B,
+        and orders of B whose place call was unsettled then (``unsettled(coid)``: in flight, or of this
+        run and not yet at the broker), count as working at the venue for this check (so they are
+        neither closed nor taken for unknown venue orders); orders mirrored after A are hidden from the
+        reconciler (the snapshot cannot contain them either). The next reconciliation judges them.
+        """
+        inner, store, snap = self.inner, self.inner.store, self.inner.venue_snapshot
+
+        def venue_snapshot(ts_ns: int) -> Any:
+            before = store.load_working_orders()
+            pending = {c for c in before if unsettled(c)}
+            result = snap(ts_ns)
+            after = store.load_working_orders()
+            self.visible = set(after)
+            pending |= after.keys() - before.keys()
+            shown = {o.client_order_id for o in result.working}
+            extra = tuple(after[c]["intent"] for c in sorted(pending) if c in after and c not in shown)
+            if extra:
+                logger.info("reconciliation: {} order(s) placed during the snapshot counted as working: {}",
+                            len(extra), [i.client_order_id for i in extra])
+                result = dataclasses.replace(result, working=tuple(result.working) + extra)
+            return result
+
+        inner.venue_snapshot = venue_snapshot
+        inner.store = _VisibleStore(store, self)
 
     def handle(self, msg: Any) -> Out:
-        out = self.inner.handle(msg)
+        if isinstance(msg, ReconcileRequest) and msg.reason.startswith(RETRY_PREFIX):
+            self.retry_pending.clear()
+        elif isinstance(msg, ReconcileRequest) and self.retry_pending.is_set():
+            logger.info("reconciliation {}: coalesced into the pending retry", msg.reason)
+            return []
+        try:
+            out = self.inner.handle(msg)
+        except (pxe.ProjectXError, pxe.MalformedPayload) as e:
+            if self.retry is None or not isinstance(msg, ReconcileRequest):
+                raise
+            self.failures += 1
+            delay = min(self.RETRY_MAX_S, 2.0 ** (self.failures - 1))
+            reason = msg.reason.removeprefix(RETRY_PREFIX)
+            logger.warning("reconciliation deferred ({}): gateway snapshot failed: {}; retry {} in {:.0f}s",
+                           reason, e, self.failures, delay)
+            self.retry_pending.set()
+            self.retry(RETRY_PREFIX + reason, delay)
+            if self.failures < self.FAIL_AFTER:
+                return []
+            detail = f"{reason}: gateway snapshot failed {self.failures} times in a row ({e})"
+            logger.error("reconciliation FAILED: {}", detail)
+            return [(ROUTER, ReconcileResult(False, detail, msg.ts_ns))]
+        self.failures = 0
         r = self.inner.last_result
         if r is not None:
             (logger.info if r.ok else logger.error)("reconciliation {}: {}", "ok" if r.ok else "MISMATCH", r.detail)
         return out
+
+
+class _VisibleStore:
+    """The state store as the reconciler sees it: ``load_working_orders`` without the orders mirrored
+    after the last snapshot's second read (see :meth:`LoggedReconciler._guard_race`)."""
+
+    def __init__(self, store: Any, owner: LoggedReconciler) -> None:
+        self._store, self._owner = store, owner
+
+    def load_working_orders(self) -> dict[str, dict[str, Any]]:
+        working = self._store.load_working_orders()
+        visible = self._owner.visible
+        return working if visible is None else {c: r for c, r in working.items() if c in visible}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+RETRY_PREFIX = "retry: "
+"""Reason prefix of the reconciliation retries scheduled by :class:`LoggedReconciler`."""
 
 
 class LiveFeed:
@@ -341,7 +440,7 @@ class LiveSystem(PaperSystem):
         f[RISK] = make_risk
         f[BROKER] = lambda: LiveBrokerHandler(self.venue)
         make_reconciler = f[RECONCILER]
-        f[RECONCILER] = lambda: LoggedReconciler(make_reconciler())
+        f[RECONCILER] = lambda: LoggedReconciler(make_reconciler(), self._retry_reconcile, self._unsettled)
         return f
 
     def _make_feed(self) -> LiveFeed:
@@ -372,6 +471,28 @@ class LiveSystem(PaperSystem):
 
     def _reconcile_needed(self, reason: str) -> None:
         self.directory.tell(RECONCILER, ReconcileRequest(reason, self.now_ns()))
+
+    def _unsettled(self, coid: str) -> bool:
+        """True if a gateway snapshot may not show ``coid`` yet: its place call is in flight, or it is
+        an order of this run (``{strategy}-{incarnation}-{seq}``) still on its way to the broker."""
+        state = self.venue.placing(coid)
+        if state is not None:
+            return state
+        parts = coid.rsplit("-", 2)
+        return len(parts) == 3 and parts[1] == str(self.incarnation)
+
+    def _retry_reconcile(self, reason: str, delay_s: float) -> None:
+        """Ask the reconciler again in ``delay_s`` (a daemon timer; nothing once the system is done)."""
+        def fire() -> None:
+            if self.done.is_set():
+                return
+            try:
+                self.directory.tell(RECONCILER, ReconcileRequest(reason, self.now_ns()))
+            except Exception as e:  # reconciler between incarnations: its start reconciles anyway
+                logger.warning("reconciliation retry ({}) not delivered: {}", reason, e)
+        t = threading.Timer(delay_s, fire)
+        t.daemon = True
+        t.start()
 
     # ------------------------------------------------------------------ arming
     def set_armed(self, armed: bool, reason: str) -> None:

@@ -217,6 +217,13 @@ class ProjectXBroker:
         self._advance(ts_ns)
         with self._lock:
             entry = self._orders.get(client_order_id)
+            if entry is not None and entry.terminal and entry.venue_id is None:
+                # Known never to have reached the gateway (place refused: its OrderRejected is already
+                # out). Fix: this used to fall through to a REST lookup (Order/v2/query, with retries),
+                # which under a 429 storm blocked the broker actor ~1 s per cancel while strategies
+                # cancelled their just-rejected orders, stalling every order behind them.
+                logger.info("ProjectX: cancel {}: the order was never placed (rejected)", client_order_id)
+                return []
         if entry is None or entry.venue_id is None:
             entry = self._find_working(client_order_id)
         if entry is None or entry.venue_id is None:
@@ -235,6 +242,14 @@ class ProjectXBroker:
                 return []
             entry.terminal = True
         return [OrderCancelled(client_order_id, entry.strategy_id, ts_ns, reason)]
+
+    def placing(self, client_order_id: str) -> bool | None:
+        """True while the ``Order/place`` of that order is in flight, False once it was answered (or
+        the order was adopted from a snapshot), None if this broker never saw the order. Used by the
+        live reconciler so that it does not judge an order whose placement a snapshot may not show."""
+        with self._lock:
+            entry = self._orders.get(client_order_id)
+            return None if entry is None else entry.inflight
 
     def on_tick(self, tick: TradeTick | QuoteTick) -> list:
         """The venue matches orders itself: nothing to do."""

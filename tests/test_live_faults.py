@@ -1,0 +1,278 @@
+"""Live mode under gateway faults: the real supervisor (subprocess, ``--mode live --arm``) against the
+sandbox gateway on 127.0.0.1, with faults injected mid-session through ``gw.faults``.
+
+Every test syncs on observable conditions (orders reaching the gateway, gateway trades, Redis keys,
+the fault counters draining) with deadlines, and ends with the same reconciliation checks as
+``tests/test_live_sandbox.py``: SIGTERM -> exit 0, flat at the gateway and in the Redis mirror, no
+customTag placed twice, every gateway trade id journalled once in ``{ns}:fills:seen``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from infra.sandbox.server import SandboxConfig, SandboxGateway
+from infra.state_store import StateStore
+
+ROOT = Path(__file__).resolve().parents[1]
+CREDS = {"PROJECTX_USERNAME": "sandbox", "PROJECTX_API_KEY": "sandbox-key"}
+ACCOUNT = 1001
+
+
+@pytest.fixture
+def gw():
+    g = SandboxGateway(SandboxConfig(data_dir=ROOT / "data" / "demo", speed=1000.0, start=dt.date(2026, 4, 8),
+                                     end=dt.date(2026, 4, 8)))
+    g.start()
+    try:
+        yield g
+    finally:
+        g.stop()
+
+
+@pytest.fixture
+def ns_store(redis_url):
+    ns = f"test:livef:{uuid.uuid4().hex[:6]}"
+    store = StateStore.from_url(redis_url, ns)
+    try:
+        yield ns, store
+    finally:
+        store.flush()
+        store.close()
+
+
+def _env(redis_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SLACK_WEBHOOK_URL", "PROJECTX_USERNAME", "PROJECTX_API_KEY", "REDIS_URL")}
+    env["REDIS_URL"] = redis_url
+    env.update(CREDS)
+    return env
+
+
+def _live(gw: SandboxGateway, tmp_path: Path, ns: str, redis_url: str) -> subprocess.Popen:
+    args = ["--mode", "live", "--base-url", gw.base_url, "--rtc-url", gw.base_url, "--namespace", ns,
+            "--run-dir", str(tmp_path), "--metrics-port", "0", "--account", str(ACCOUNT), "--arm"]
+    return subprocess.Popen([sys.executable, str(ROOT / "supervisor.py"), *args], env=_env(redis_url), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait(cond, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 60) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate(timeout=10)
+        out += "\n[test: killed after SIGTERM timeout]"
+    _save(proc, out)
+    return out
+
+
+def _save(proc: subprocess.Popen, out: str) -> None:
+    """Keep the supervisor's whole output next to its run dir (for post-mortems of a failed run)."""
+    run_dir = Path(proc.args[proc.args.index("--run-dir") + 1])
+    (run_dir / f"supervisor-{proc.pid}.out").write_text(out)
+
+
+def _kill(proc: subprocess.Popen) -> str:
+    """kill -9 (the test's own child, by pid) and collect what it printed."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=20)
+    _save(proc, out)
+    return out
+
+
+def _log(run_dir: Path) -> str:
+    """The supervisor's log files (``--run-dir``/logs), readable while it runs."""
+    return "".join(f.read_text(errors="replace") for f in sorted((run_dir / "logs").glob("*.log")))
+
+
+def _tags(gw: SandboxGateway) -> list[str]:
+    return [body.get("customTag") or "" for _, body in gw.orders_received]
+
+
+def _dup_tags(gw: SandboxGateway, out: str = "") -> list[str]:
+    """customTags sent more than once, not counting re-sends after an HTTP 401.
+
+    ``orders_received`` records every ``Order/place`` request, including those the gateway refused
+    before processing them. After a 401 (expired token) the client refreshes the token and re-sends
+    the same request once: that is not a second placement (a 401 is never processed), so one extra
+    copy per logged ``Order/place got HTTP 401`` is allowed, and the gateway must never have answered
+    "Custom tag ... already in use" (which would mean the tag really was placed twice).
+    """
+    extra = Counter({t: n - 1 for t, n in Counter(_tags(gw)).items() if t and n > 1})
+    allowed = out.count("Order/place got HTTP 401")
+    if sum(extra.values()) <= allowed and "already in use" not in out and max(extra.values(), default=0) <= 1:
+        return []
+    return sorted(extra)
+
+
+def _connections(gw: SandboxGateway) -> dict[str, int]:
+    return httpx.get(f"{gw.base_url}/sandbox/state", timeout=5).json()["connections"]
+
+
+def _assert_clean_exit(proc: subprocess.Popen, out: str) -> None:
+    assert proc.returncode == 0, out[-5000:]
+    assert "=== session summary (live)" in out and "open positions at exit: none" in out, out[-4000:]
+    assert "actor restarts: none" in out, out[-4000:]
+
+
+def _assert_reconciled(gw: SandboxGateway, store: StateStore, out: str) -> None:
+    """The gateway and the Redis mirror agree after the SIGTERM flatten."""
+    assert gw.positions(ACCOUNT) == [], gw.positions(ACCOUNT)
+    assert gw.open_orders(ACCOUNT) == [], gw.open_orders(ACCOUNT)
+    risk_pos = store.load_strategy("risk")["portfolio"]["positions"]
+    assert all(sum(int(q) for _, q in v.get("lots", [])) == 0 for v in risk_pos.values()), risk_pos
+    venue_trades = [str(t["id"]) for t in gw.trades(ACCOUNT)]
+    assert len(venue_trades) == len(set(venue_trades))
+    seen = set(store.client.smembers(store.key("fills", "seen")))
+    assert set(venue_trades) == seen, (set(venue_trades) ^ seen, out[-4000:])
+    assert store.load_working_orders() == {}
+    assert "reconciliation MISMATCH" not in out, out[-4000:]
+
+
+def test_live_rides_out_429_storm(gw, redis_url, tmp_path, ns_store):
+    ns, store = ns_store
+    p = _live(gw, tmp_path, ns, redis_url)
+    try:
+        assert _wait(lambda: len(gw.orders_received) >= 2 and len(gw.trades(ACCOUNT)) >= 1, 60, p), _tags(gw)
+        n_before = len(gw.orders_received)
+        gw.faults.rate_limit_burst(30)
+        # the burst is consumed by the system's own calls (order placement, cancels, reads)
+        assert _wait(lambda: gw.faults.state()["rate_limit_burst"] == 0, 30, p), gw.faults.state()
+        n_after_burst = len(gw.orders_received)
+        # ... and trading goes on afterwards: new orders reach the gateway and are processed
+        assert _wait(lambda: len(gw.orders_received) >= n_after_burst + 2, 40, p), (n_before, n_after_burst)
+        # second storm, on the reads: drop the user hub so the reconnect asks for a reconciliation,
+        # whose REST snapshot (Order/v2/query, Position/searchOpen, Trade/search...) meets the 429s
+        gw.faults.rate_limit_burst(30)
+        gw.faults.drop_connections("user")
+        after_drop = lambda: _log(tmp_path).split("user hub reconnected", 1)[-1]  # noqa: E731
+        assert _wait(lambda: "reconciliation deferred" in after_drop(), 30, p), after_drop()[-3000:]
+        # the burst is a count of calls, not a time: the deferred retries (1, 2, 4... s apart) would
+        # take long to use it up, so the storm ends here; the next retry must then reconcile
+        gw.faults.clear()
+        assert _wait(lambda: "reconciliation ok: retry: user hub reconnected" in after_drop(), 30, p), \
+            after_drop()[-3000:]
+        n2 = len(gw.orders_received)
+        assert _wait(lambda: len(gw.orders_received) >= n2 + 2, 40, p), n2
+        assert p.poll() is None
+    finally:
+        out = _stop(p)
+    assert n_after_burst > n_before or "429" in out, "the burst never hit an order placement"
+    _assert_clean_exit(p, out)
+    assert not _dup_tags(gw), "a customTag was placed twice"
+    _assert_reconciled(gw, store, out)
+
+
+def test_live_token_expiry_mid_session(gw, redis_url, tmp_path, ns_store):
+    ns, store = ns_store
+    p = _live(gw, tmp_path, ns, redis_url)
+    try:
+        assert _wait(lambda: len(gw.orders_received) >= 2 and len(gw.trades(ACCOUNT)) >= 1, 60, p), _tags(gw)
+        gw.faults.expire_tokens()
+        n = len(gw.orders_received)
+        # orders keep reaching the gateway, and are processed (not 401): trades after the expiry
+        t = len(gw.trades(ACCOUNT))
+        assert _wait(lambda: len(gw.orders_received) >= n + 2 and len(gw.trades(ACCOUNT)) > t, 45, p), \
+            (n, len(gw.orders_received), t)
+        # both hubs back (an old token gets 401: a live connection now carries a fresh one), and the
+        # fills after the expiry reach the Redis journal
+        assert _wait(lambda: _connections(gw)["user"] >= 1 and _connections(gw)["market"] >= 1, 20, p), \
+            _connections(gw)
+        late = {str(x["id"]) for x in gw.trades(ACCOUNT)[t:]}
+        assert _wait(lambda: late <= set(store.client.smembers(store.key("fills", "seen"))), 20, p)
+    finally:
+        out = _stop(p)
+    _assert_clean_exit(p, out)
+    # re-authenticated (validate, or a new login once validate is refused with the expired token) ...
+    assert out.count("ProjectX: logged in as") >= 2 or "session token refreshed" in out, out[-4000:]
+    # ... and both hubs came back (with an old token the gateway answers 401 to the upgrade)
+    assert "ProjectX user hub: reconnected" in out and "ProjectX market hub: reconnected" in out, out[-4000:]
+    assert not _dup_tags(gw, out), "a customTag was placed twice"
+    _assert_reconciled(gw, store, out)
+
+
+def test_live_kill9_with_working_orders_then_restart(gw, redis_url, tmp_path, ns_store):
+    ns, store = ns_store
+    p = _live(gw, tmp_path, ns, redis_url)
+    try:
+        # working orders at the gateway AND mirrored in Redis, with at least one fill done
+        assert _wait(lambda: gw.open_orders(ACCOUNT) and store.load_working_orders()
+                     and len(gw.trades(ACCOUNT)) >= 1, 60, p), _tags(gw)
+    finally:
+        out1 = _kill(p)
+    assert p.returncode == -signal.SIGKILL, out1[-3000:]
+    assert gw.open_orders(ACCOUNT), "the kill must leave working orders at the gateway"
+    tags_run1 = set(_tags(gw))
+    n1 = len(gw.orders_received)
+
+    q = _live(gw, tmp_path, ns, redis_url)
+    try:
+        # it reconciles (working orders at the gateway known to the mirror) and trades on
+        assert _wait(lambda: len(gw.orders_received) >= n1 + 2, 45, q), (n1, len(gw.orders_received))
+
+        def no_orphan() -> bool:
+            mirror = store.load_working_orders()
+            venue = {o.get("customTag") or f"untagged-{o['id']}" for o in gw.open_orders(ACCOUNT)}
+            return all(v in mirror or v.rsplit("-", 1)[0] in mirror for v in venue)
+        assert _wait(no_orphan, 15, q), ({o.get("customTag") for o in gw.open_orders(ACCOUNT)},
+                                         sorted(store.load_working_orders()))
+    finally:
+        out2 = _stop(q)
+    _assert_clean_exit(q, out2)
+    # the restart found the first run's state in Redis and matched it against the gateway at once
+    first = out2[out2.index("reconciliation "):].splitlines()[0]
+    assert first.startswith("reconciliation ok: actor start"), out2[-4000:]
+    tags = _tags(gw)
+    assert not _dup_tags(gw), "a customTag was placed twice across the two runs"
+    assert not (set(tags[n1:]) & tags_run1), "the restart re-placed an order of the first run"
+    _assert_reconciled(gw, store, out1 + out2)
+
+
+def test_live_ambiguous_place_is_reconciled_not_duplicated(gw, redis_url, tmp_path, ns_store):
+    ns, store = ns_store
+    p = _live(gw, tmp_path, ns, redis_url)
+    try:
+        assert _wait(lambda: len(gw.orders_received) >= 2, 60, p), _tags(gw)
+        n = len(gw.orders_received)
+        gw.faults.ambiguous_place(1)
+        assert _wait(lambda: len(gw.orders_received) > n, 30, p)
+        amb_tag = _tags(gw)[n]
+        # the order exists at the gateway although the client never got the answer ...
+        assert amb_tag
+        # ... the system learns it through reconciliation and trades on
+        assert _wait(lambda: len(gw.orders_received) >= n + 3, 40, p)
+    finally:
+        out = _stop(p)
+    _assert_clean_exit(p, out)
+    assert f"place {amb_tag} outcome unknown" in out, out[-4000:]
+    assert _tags(gw).count(amb_tag) == 1, "the ambiguous order was placed a second time"
+    assert not _dup_tags(gw), "a customTag was placed twice"
+    after = out[out.index(f"place {amb_tag} outcome unknown"):]
+    assert "reconciliation ok" in after, after[:4000]
+    _assert_reconciled(gw, store, out)
