@@ -58,7 +58,7 @@ class SessionSummary:
     denials: int = 0
     restarts: dict = field(default_factory=dict)
     rejected_inputs: dict = field(default_factory=dict)
-    open_positions: dict = field(default_factory=dict)
+    open_positions: dict | None = field(default_factory=dict)  # None: could not be read
     trades_csv: str = ""
     events: int = 0
     seconds: float = 0.0
@@ -84,7 +84,8 @@ class SessionSummary:
             f"rule check - contract limit never exceeded: {ok(self.max_contracts_minis <= self.contract_limit)} "
             f"(max {self.max_contracts_minis} of {self.contract_limit} mini-equivalents)",
             f"guardrail breaches: {len(self.breaches)} {[b[1] for b in self.breaches]}  risk denials: {self.denials}",
-            f"open positions at exit: {self.open_positions or 'none'}",
+            f"open positions at exit: "
+            f"{'UNKNOWN (risk not readable; check the venue)' if self.open_positions is None else self.open_positions or 'none'}",
             f"actor restarts: {self.restarts or 'none'}",
             f"rejected inputs: {self.rejected_inputs or 'none'}",
             f"trades csv: {self.trades_csv}",
@@ -367,6 +368,7 @@ class PaperSystem:
             s.fills = ask(self.directory, ROUTER, lambda r: r.fills, 5)
         except Exception as exc:
             logger.error("summary incomplete: {!r}", exc)
+            s.open_positions = None  # never report "none" for what could not be read
         s.restarts = dict(self.tree.restarts)
         if self.feed_handler is not None:
             s.rejected_inputs = dict(self.feed_handler.core.rejected)

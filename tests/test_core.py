@@ -177,3 +177,11 @@ def test_one_for_all_restarts_siblings():
         assert wait_until(lambda: tree.restarts["b"] == 1 and d.ref("b") is not None and d.ref("b") is not first_b)
     finally:
         tree.stop()
+
+
+def test_summary_never_reports_flat_when_positions_could_not_be_read():
+    from actors.runner import SessionSummary
+    unknown = SessionSummary("live", ["2026-04-08"], open_positions=None).render()
+    assert "open positions at exit: UNKNOWN" in unknown
+    assert "open positions at exit: none" in SessionSummary("paper", ["2026-04-08"]).render()
+    assert "{'MES': -2}" in SessionSummary("paper", ["2026-04-08"], open_positions={"MES": -2}).render()
