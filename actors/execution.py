@@ -240,22 +240,23 @@ class Reconciler:
     Args:
         store: the Redis mirror (working orders, seen fills, risk positions).
         venue_snapshot: ``f(ts_ns) -> BrokerSnapshot`` (the venue's truth).
-        expected_positions: ``f() -> dict[instrument, signed qty]`` our positions as mirrored by risk.
-        risk_applied: ``f() -> set of trade ids`` the mirrored risk state has applied. A fill the
-            router journalled but risk never applied (a kill between the two) is sent to risk
-            again; without it only fills missing from the journal are replayed.
+        risk_view: ``f() -> (positions, applied)`` read from ONE mirrored risk snapshot (so the two
+            agree): ``positions`` {instrument: signed qty}, ``applied`` the set of trade ids that
+            snapshot contains, or None if unknown. A fill the router journalled but risk never
+            applied (a kill between the two, or a snapshot still being written) is sent to risk
+            again (risk ignores a trade id it already has); with ``applied`` None only fills
+            missing from the journal are replayed.
         unknown_order_policy: ``"cancel"`` (default) or ``"adopt"`` for venue orders we never sent.
     """
 
     def __init__(self, store: Any | None, venue_snapshot: Callable[[int], BrokerSnapshot],
-                 expected_positions: Callable[[], dict[str, int]], unknown_order_policy: str = "cancel",
-                 risk_applied: Callable[[], set[str]] | None = None) -> None:
+                 risk_view: Callable[[], tuple[dict[str, int], set[str] | None]],
+                 unknown_order_policy: str = "cancel") -> None:
         if unknown_order_policy not in ("cancel", "adopt"):
             raise ValueError(f"unknown_order_policy must be 'cancel' or 'adopt', not {unknown_order_policy!r}")
         self.store = store
         self.venue_snapshot = venue_snapshot
-        self.expected_positions = expected_positions
-        self.risk_applied = risk_applied
+        self.risk_view = risk_view
         self.policy = unknown_order_policy
         self.runs = 0
         self.last_result: ReconcileResult | None = None
@@ -273,7 +274,7 @@ class Reconciler:
         out: Out = []
         missed: list[Fill] = []
         unapplied: list[Fill] = []
-        applied = self.risk_applied() if self.risk_applied is not None else None
+        risk_positions, applied = self.risk_view()
         for f in snap.fills:
             if self.store is None:
                 break
@@ -296,7 +297,7 @@ class Reconciler:
         if self.policy == "cancel":
             out += [(BROKER, CancelOrder(o.client_order_id, o.strategy_id, ts_ns, "reconcile: unknown order"))
                     for o in unknown]
-        expected = dict(self.expected_positions())
+        expected = dict(risk_positions)
         for f in missed:
             expected[f.instrument] = expected.get(f.instrument, 0) + f.side.sign * f.qty
         expected = {k: v for k, v in expected.items() if v}

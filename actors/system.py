@@ -104,21 +104,20 @@ def build_factories(cfg: Any, ids: IdGenerator, venue: PaperVenue, store: Any | 
             h.restore(saved)
         return h
 
-    def expected_positions() -> dict[str, int]:
+    def risk_view() -> tuple[dict[str, int], set[str] | None]:
+        """Positions and applied trade ids from one read of risk's mirrored snapshot."""
         saved = store.load_strategy(RISK) if store is not None else None
         if not saved:
-            return {}
-        return {k: sum(int(q) for _, q in v.get("lots", [])) for k, v in saved["portfolio"]["positions"].items()}
-
-    def risk_applied() -> set[str]:
-        saved = store.load_strategy(RISK) if store is not None else None
-        return set(saved["portfolio"].get("seen", [])) if saved else set()
+            return {}, set()
+        pf = saved["portfolio"]
+        positions = {k: sum(int(q) for _, q in v.get("lots", [])) for k, v in pf["positions"].items()}
+        return positions, set(pf.get("seen", []))
 
     f: dict[str, Callable[[], Any]] = {
         BROKER: lambda: BrokerHandler(venue),
         RISK: make_risk,
         ROUTER: lambda: OrderRouter(store, trade_log),
-        RECONCILER: lambda: Reconciler(store, venue.snapshot, expected_positions, risk_applied=risk_applied),
+        RECONCILER: lambda: Reconciler(store, venue.snapshot, risk_view),
         grid_strategy(p): make_grid,
         bar_builder(p): lambda: BarBuilderHandler(p),
         bar_builder(hsym): lambda: BarBuilderHandler(hsym),

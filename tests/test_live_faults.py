@@ -172,12 +172,18 @@ def test_live_rides_out_429_storm(gw, redis_url, tmp_path, ns_store):
         gw.faults.rate_limit_burst(30)
         gw.faults.drop_connections("user")
         after_drop = lambda: _log(tmp_path).split("user hub reconnected", 1)[-1]  # noqa: E731
-        assert _wait(lambda: "reconciliation deferred" in after_drop(), 30, p), after_drop()[-3000:]
-        # the burst is a count of calls, not a time: the deferred retries (1, 2, 4... s apart) would
-        # take long to use it up, so the storm ends here; the next retry must then reconcile
-        gw.faults.clear()
-        assert _wait(lambda: "reconciliation ok: retry: user hub reconnected" in after_drop(), 30, p), \
+        at_once = "reconciliation ok: user hub reconnected"
+        assert _wait(lambda: "reconciliation deferred" in after_drop() or at_once in after_drop(), 30, p), \
             after_drop()[-3000:]
+        # the burst is a count of calls, not a time: the deferred retries (1, 2, 4... s apart) would
+        # take long to use it up, so the storm ends here; the next retry must then reconcile. (When
+        # order placements used the whole burst up before the reconciliation's reads, it went
+        # through at once: also a correct ride-out, decided by thread timing.)
+        deferred = "reconciliation deferred" in after_drop()
+        gw.faults.clear()
+        if deferred:
+            assert _wait(lambda: "reconciliation ok: retry: user hub reconnected" in after_drop(), 30, p), \
+                after_drop()[-3000:]
         n2 = len(gw.orders_received)
         assert _wait(lambda: len(gw.orders_received) >= n2 + 2, 40, p), n2
         assert p.poll() is None
