@@ -133,8 +133,8 @@ class WriteBehind:
     Actors hand over an already-encoded snapshot and go on with their next message; a 2-3 ms
     Redis round trip per snapshot would otherwise sit in the tick-to-decision path. Order writes
     and the fill journal are NOT deferred: the router writes them synchronously before acting.
-    A snapshot may lag the actor by a few ms at a crash; reconciliation covers that window (fills
-    journalled but not applied by risk are re-applied, see :class:`actors.execution.Reconciler`).
+    A strategy snapshot may lag its actor by a few ms at a crash; the risk mirror never does (it is
+    written synchronously, see :func:`persist_hook`), and reconciliation works from it.
     """
 
     def __init__(self) -> None:
@@ -182,7 +182,8 @@ def persist_hook(store: Any | None, writer: WriteBehind | None = None) -> Callab
     """After-message hook: mirror a handler's snapshot after state-changing messages (not ticks).
 
     The snapshot is taken and encoded in the actor's thread (consistent with the message just
-    handled); the Redis write goes through ``writer`` when given, else happens at once.
+    handled); a strategy's Redis write goes through ``writer`` when given. Risk's is always written
+    at once: recovery compares the venue with risk's mirror, which must not lag the actor.
     """
     if store is None:
         return None
@@ -203,8 +204,8 @@ def persist_hook(store: Any | None, writer: WriteBehind | None = None) -> Callab
         def write() -> None:
             for w in writes:
                 w()
-        if writer is None:
-            write()
+        if writer is None or isinstance(handler, RiskManager):
+            write()  # risk's mirror (positions, applied fills, counters) is never behind its actor
         else:
             writer.put(name, write)
     return after
