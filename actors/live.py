@@ -582,6 +582,18 @@ def run_live(cfg: Any, username: str, api_key: str) -> int:
     except pxe.ProjectXError as e:
         client.close()
         raise LiveStartupError(f"history warm-up failed: {e}", EXIT_GATEWAY) from None
+    return serve(system, t0, "live", lambda: "armed" if system.armed.is_set() else "unarmed")
+
+
+def serve(system: Any, t0: float, label: str, state: Any = lambda: "") -> int:
+    """Run a system on live data until SIGINT/SIGTERM or escalation, then stop in order (cancel,
+    flatten through risk, persist), print the session summary and return the exit code.
+
+    Args:
+        system: a started-to-be :class:`LiveSystem` or :class:`actors.paper_live.LiveDataPaperSystem`.
+        t0: ``time.perf_counter()`` at the session start (for the summary's wall time).
+        label: progress-log prefix; state: ``f() -> str`` extra progress text.
+    """
     stop_reason: list[str] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -596,10 +608,9 @@ def run_live(cfg: Any, username: str, api_key: str) -> int:
         if time.monotonic() - last_log > 10:
             last_log = time.monotonic()
             feed = system.feed_handler
-            logger.info("live at {} CT, {} trades {} quotes, {}",
+            logger.info("{} at {} CT, {} trades {} quotes {}", label,
                         ns_to_ct(system.now_ns()).strftime("%Y-%m-%d %H:%M:%S"),
-                        feed.sent if feed else 0, feed.quotes if feed else 0,
-                        "armed" if system.armed.is_set() else "unarmed")
+                        feed.sent if feed else 0, feed.quotes if feed else 0, state())
     reason = system.escalation or (stop_reason[0] if stop_reason else "stopped")
     system.shutdown(reason)
     summary = system.summary(reason, time.perf_counter() - t0)

@@ -16,7 +16,6 @@ mixed with it. Timestamps epoch ns UTC; sessions America/Chicago.
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -25,11 +24,10 @@ from typing import Any
 from loguru import logger
 
 from actors.execution import PaperVenue, StoreIds
-from actors.live import (EXIT_CONFIG, EXIT_ESCALATED, EXIT_GATEWAY, EXIT_OK, LiveFeed, LiveStartupError, WallClock,
-                         history_warmup)
+from actors.live import EXIT_CONFIG, EXIT_GATEWAY, LiveFeed, LiveStartupError, WallClock, history_warmup, serve
 from actors.runner import PaperSystem
 from actors.system import WriteBehind
-from domain.calendar import ns_to_ct, trading_day
+from domain.calendar import trading_day
 from domain.handler import FEED
 from infra.projectx import errors as pxe
 from infra.projectx.hubs import MarketHub
@@ -150,28 +148,6 @@ def run_paper_live(cfg: Any, username: str, api_key: str) -> int:
     except pxe.ProjectXError as e:
         client.close()
         raise LiveStartupError(f"history warm-up failed: {e}", EXIT_GATEWAY) from None
-    stop_reason: list[str] = []
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop_reason.append(signal.Signals(signum).name)
-        system.done.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     logger.info("paper session on live ProjectX market data ({}), namespace {}", cfg.projectx.base_url,
                 cfg.runtime.namespace)
-    system.start()
-    last_log = time.monotonic()
-    while not system.done.wait(0.5):
-        if time.monotonic() - last_log > 10:
-            last_log = time.monotonic()
-            feed = system.feed_handler
-            logger.info("paper (live data) at {} CT, {} trades {} quotes",
-                        ns_to_ct(system.now_ns()).strftime("%Y-%m-%d %H:%M:%S"),
-                        feed.sent if feed else 0, feed.quotes if feed else 0)
-    reason = system.escalation or (stop_reason[0] if stop_reason else "stopped")
-    system.shutdown(reason)
-    summary = system.summary(reason, time.perf_counter() - t0)
-    system.stop()
-    print(summary.render())
-    return EXIT_ESCALATED if system.escalation else EXIT_OK
+    return serve(system, t0, "paper (live data)")
