@@ -80,12 +80,8 @@ class OrderRouter:
             return [(BROKER, msg)]
         if isinstance(msg, Fill):
             if self.store is not None:
-                if not self.store.record_fill(msg):
+                if not self.store.record_fill_and_status(msg):
                     return []  # duplicate trade id: already counted
-                rec = self.store.load_order(msg.client_order_id) or {}
-                filled = int(rec.get("filled_qty") or 0) + msg.qty
-                status = OrderStatus.FILLED if msg.leaves_qty == 0 else OrderStatus.PARTIALLY_FILLED
-                self._status(msg, status.value, filled_qty=filled, ts_ns=msg.ts_ns)
             self.fills += 1
             if self.trade_log is not None:
                 self.trade_log.write(msg, self.purposes.get(msg.client_order_id, ""))
@@ -105,13 +101,9 @@ class OrderRouter:
         raise RejectedMessage(f"router: unexpected message {type(msg).__name__}")
 
     def _status(self, ev: Any, status: str, **fields: Any) -> None:
-        """Mirror an order's new status and journal the event (fills are journalled by record_fill)."""
-        try:
-            self.store.update_order_status(ev.client_order_id, status, **fields)
-        except KeyError:  # not one of ours (emergency flatten, venue-side order): journal only
-            pass
-        if not isinstance(ev, Fill):
-            self.store.append_event(ev)
+        """Mirror an order's new status and journal the event in one round trip (an order that is
+        not ours, such as an emergency flatten or a venue-side order, is journalled only)."""
+        self.store.record_order_event(ev, status, **fields)
 
     @staticmethod
     def _to_owner(ev: Any) -> Out:
@@ -139,7 +131,8 @@ class PaperVenue:
         self.lock = threading.RLock()
         saved = store.load_blob(self.BLOB) if store is not None else None
         if saved:
-            self.broker = PaperBroker.restore(saved["broker"])
+            fills, seen = store.load_blob_history(self.BLOB)
+            self.broker = PaperBroker.restore(saved["broker"], fills, seen)
             self.last_ts = int(saved.get("last_ts", 0))
             self.last_key = tuple(saved["last_key"]) if saved.get("last_key") else None
             clock = store.load_blob(self.CLOCK_BLOB) or {}
@@ -152,14 +145,20 @@ class PaperVenue:
             self.last_ts = 0
             self.last_key: tuple | None = None
         self._saved_minute = -1
+        # a snapshot written whole (older versions) has its history re-written to the log at the first save
+        self._saved_history = (0, 0) if saved and "fills" in saved["broker"] else self.broker.history_counts()
 
     def set_event_sink(self, sink: Any) -> None:
         """The paper venue answers every call synchronously; it has no asynchronous events."""
 
     def _save(self) -> None:
+        """Mirror the venue: its small state whole, its fills and order ids by what is new."""
         if self.store is not None:
-            self.store.save_blob(self.BLOB, {"broker": self.broker.snapshot(), "last_ts": self.last_ts,
-                                              "last_key": list(self.last_key) if self.last_key else None})
+            new_fills, new_seen = self.broker.history_since(*self._saved_history)
+            self.store.save_blob_incremental(
+                self.BLOB, {"broker": self.broker.snapshot(history=False), "last_ts": self.last_ts,
+                            "last_key": list(self.last_key) if self.last_key else None}, new_fills, new_seen)
+            self._saved_history = self.broker.history_counts()
 
     def submit(self, intent: OrderIntent, ts_ns: int) -> list:
         with self.lock:

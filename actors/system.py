@@ -130,44 +130,75 @@ def build_factories(cfg: Any, ids: IdGenerator, venue: PaperVenue, store: Any | 
 class WriteBehind:
     """One background thread that applies Redis snapshot writes, the latest per key (coalescing).
 
-    Actors hand over an already-encoded snapshot and go on with their next message; a 2-3 ms
-    Redis round trip per snapshot would otherwise sit in the tick-to-decision path. Order writes
-    and the fill journal are NOT deferred: the router writes them synchronously before acting.
-    A strategy snapshot may lag its actor by a few ms at a crash; the risk mirror never does (it is
-    written synchronously, see :func:`persist_hook`), and reconciliation works from it.
+    Actors hand over a snapshot and go on with their next message: the JSON encoding and the
+    Redis round trip run here, ``linger_s`` seconds after the first write of a key was queued, so
+    that a burst (a minute close delivers up to six bars and a clock tick to the hedge) costs one
+    encode and one write, after the burst, instead of one per message inside the tick-to-decision
+    path. Order writes and the fill journal are NOT deferred: the router writes them synchronously
+    before acting. A strategy snapshot may lag its actor by up to ``linger_s`` plus one write at a
+    crash; the risk mirror never does (it is written synchronously, see :func:`persist_hook`), and
+    reconciliation works from it.
+
+    Args:
+        linger_s: delay between the first ``put`` of a key and its write, seconds (0 = at once).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, linger_s: float = 0.05) -> None:
+        self.linger_s = linger_s
         self._pending: dict[str, Callable[[], None]] = {}
+        self._due: dict[str, float] = {}
         self._cv = threading.Condition()
         self._busy = False
+        self._hurry = False
         self._thread = threading.Thread(target=self._run, name="redis-write-behind", daemon=True)
         self._thread.start()
 
     def put(self, key: str, write: Callable[[], None]) -> None:
-        """Queue ``write`` for ``key``, replacing a pending write of the same key."""
+        """Queue ``write`` for ``key``, replacing a pending write of the same key (which keeps its
+        due time, so a key written on every message is still written every ``linger_s``)."""
         with self._cv:
-            self._pending.pop(key, None)
             self._pending[key] = write
-            self._cv.notify()
+            if key not in self._due:
+                self._due[key] = time.monotonic() + self.linger_s
+                self._cv.notify()
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued write is done. Returns False on timeout."""
+        """Write everything queued now (no lingering) and wait until done. False on timeout."""
         deadline = time.monotonic() + timeout
         with self._cv:
-            while self._pending or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cv.wait(left)
+            self._hurry = True
+            self._cv.notify_all()
+            try:
+                while self._pending or self._busy:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cv.wait(left)
+            finally:
+                self._hurry = False
         return True
+
+    def _take_due(self) -> dict[str, Callable[[], None]]:
+        """Under the lock: wait for the first due write(s) and take them out of the queue."""
+        while True:
+            if self._pending:
+                now = time.monotonic()
+                first = min(self._due.values())
+                if self._hurry or first <= now:
+                    keys = list(self._pending) if self._hurry else [k for k, d in self._due.items() if d <= now]
+                    batch = {k: self._pending.pop(k) for k in keys}
+                    for k in keys:
+                        del self._due[k]
+                    return batch
+                self._cv.wait(first - now)
+            else:
+                self._cv.wait()
 
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._pending:
-                    self._cv.wait()
-                batch, self._pending, self._busy = self._pending, {}, True
+                batch = self._take_due()
+                self._busy = True
             for key, write in batch.items():
                 try:
                     write()
@@ -181,33 +212,40 @@ class WriteBehind:
 def persist_hook(store: Any | None, writer: WriteBehind | None = None) -> Callable[[Any, Any], None] | None:
     """After-message hook: mirror a handler's snapshot after state-changing messages (not ticks).
 
-    The snapshot is taken and encoded in the actor's thread (consistent with the message just
-    handled); a strategy's Redis write goes through ``writer`` when given. Risk's is always written
-    at once: recovery compares the venue with risk's mirror, which must not lag the actor.
+    The snapshot is taken in the actor's thread, consistent with the message just handled (every
+    ``snapshot()`` returns fresh containers of immutable values, so it may be encoded elsewhere).
+    A strategy's snapshot is encoded and written by ``writer`` when given. Risk's mirror (its
+    snapshot, counters and positions) is written at once, in one MULTI/EXEC: recovery compares the
+    venue with it, so it must never lag the actor nor be seen half-written. A message that changed
+    nothing risk mirrors but its clock (an order accepted, a quiet minute) writes nothing; the
+    restored clock is taken from the venue anyway. A restarted risk actor (a new handler) always
+    writes its first snapshot.
     """
     if store is None:
         return None
+    last_risk: dict[str, Any] = {}
 
     def after(handler: Any, msg: Any) -> None:
-        if type(msg).__name__ not in TRADE_EVENTS_PERSIST or not hasattr(handler, "snapshot"):
+        kind = type(msg).__name__
+        if kind not in TRADE_EVENTS_PERSIST or not hasattr(handler, "snapshot"):
             return
         name = getattr(handler, "strategy_id", None)
         if name is None:
             return
-        snap = store.encode(handler.snapshot())
-        writes = [lambda: store.save_strategy(name, snap)]
+        snap = handler.snapshot()
         if isinstance(handler, RiskManager):
             risk = {**handler.ledger.to_dict(), "state": handler.state.value, "holds": ";".join(handler.holds)}
+            fingerprint = ({**snap, "now_ns": None}, risk)
+            if fingerprint == last_risk.get(id(handler)):
+                return  # e.g. an order accepted, a clock tick: nothing mirrored changed
+            last_risk.clear()
+            last_risk[id(handler)] = fingerprint
             positions = {k: p.to_dict() for k, p in handler.portfolio.positions.items()}
-            writes += [lambda: store.save_risk(risk), lambda: store.save_positions(positions)]
-
-        def write() -> None:
-            for w in writes:
-                w()
-        if writer is None or isinstance(handler, RiskManager):
-            write()  # risk's mirror (positions, applied fills, counters) is never behind its actor
+            store.save_risk_mirror(name, store.encode(snap), risk, positions)
+        elif writer is None:
+            store.save_strategy(name, store.encode(snap))
         else:
-            writer.put(name, write)
+            writer.put(name, lambda: store.save_strategy(name, store.encode(snap)))
     return after
 
 

@@ -105,6 +105,7 @@ class PaperBroker:
         self._trade_seq = 0
         self._working: dict[str, _Working] = {}  # insertion order = arrival order
         self._seen: set[str] = set()  # every client_order_id ever submitted (duplicates rejected)
+        self._seen_log: list[str] = []  # the same ids in arrival order (incremental persistence)
         self._last: dict[str, Decimal] = {}  # last trade price per instrument
         self._books: dict[str, _Book] = {}
         self._fills: list[Fill] = []
@@ -112,6 +113,11 @@ class PaperBroker:
         """Rejected orders (``order:<reason>``) and ignored ticks (``trade:`` / ``quote:<reason>``)."""
 
     # ------------------------------------------------------------------ orders
+
+    def _see(self, client_order_id: str) -> None:
+        if client_order_id not in self._seen:
+            self._seen.add(client_order_id)
+            self._seen_log.append(client_order_id)
 
     def _validate(self, intent: OrderIntent) -> str | None:
         if not isinstance(intent, OrderIntent):
@@ -150,11 +156,11 @@ class PaperBroker:
             self.rejects[f"order:{reason}"] += 1
             coid = getattr(intent, "client_order_id", "")
             if isinstance(coid, str) and coid:
-                self._seen.add(coid)  # a rejected id is terminal: it can never be reused
+                self._see(coid)  # a rejected id is terminal: it can never be reused
             sid = getattr(intent, "strategy_id", "")
             return [OrderRejected(coid if isinstance(coid, str) else "", sid if isinstance(sid, str) else "",
                                   reason, ts_ns)]
-        self._seen.add(intent.client_order_id)
+        self._see(intent.client_order_id)
         self._order_seq += 1
         w = _Working(intent, f"{self.id_prefix}-O{self._order_seq}")
         self._working[intent.client_order_id] = w
@@ -351,10 +357,15 @@ class PaperBroker:
 
     # ------------------------------------------------------------------ persistence
 
-    def snapshot(self) -> dict[str, Any]:
-        """Complete JSON-safe state (messages via :mod:`domain.codec`, Decimals as strings), including
-        the id counters so a restored broker never repeats an id."""
-        return {
+    def snapshot(self, history: bool = True) -> dict[str, Any]:
+        """JSON-safe state (messages via :mod:`domain.codec`, Decimals as strings), including the id
+        counters so a restored broker never repeats an id.
+
+        With ``history=False`` the two parts that only grow, ``fills`` (every fill) and ``seen``
+        (every client order id), are left out: a caller persisting incrementally stores them
+        with :meth:`history_since` and hands them back to :meth:`restore`.
+        """
+        d: dict[str, Any] = {
             "version": SNAPSHOT_VERSION,
             "config": {"slippage_ticks": self.slippage_ticks, "fill_on_touch": self.fill_on_touch,
                        "id_prefix": self.id_prefix},
@@ -362,17 +373,29 @@ class PaperBroker:
             "trade_seq": self._trade_seq,
             "working": [{"intent": codec.encode(w.intent), "venue_order_id": w.venue_order_id}
                         for w in self._working.values()],
-            "seen": sorted(self._seen),
             "last": {i: str(p) for i, p in sorted(self._last.items())},
             "books": {i: {"lots": [[str(p), n] for p, n in b.lots], "realized": str(b.realized),
                           "fees": str(b.fees), "ts_ns": b.ts_ns} for i, b in sorted(self._books.items())},
-            "fills": [codec.encode(f) for f in self._fills],
             "rejects": dict(sorted(self.rejects.items())),
         }
+        if history:
+            d["seen"] = list(self._seen_log)
+            d["fills"] = [codec.encode(f) for f in self._fills]
+        return d
+
+    def history_counts(self) -> tuple[int, int]:
+        """``(fills, client order ids seen)`` so far; pass them to :meth:`history_since` later."""
+        return len(self._fills), len(self._seen_log)
+
+    def history_since(self, n_fills: int, n_seen: int) -> tuple[list[dict[str, Any]], list[str]]:
+        """Fills (codec dicts) and client order ids added after the counts ``history_counts`` gave."""
+        return [codec.encode(f) for f in self._fills[n_fills:]], self._seen_log[n_seen:]
 
     @classmethod
-    def restore(cls, d: dict[str, Any]) -> "PaperBroker":
-        """Rebuild a broker from :meth:`snapshot` (also after a JSON round trip).
+    def restore(cls, d: dict[str, Any], fills: list[dict[str, Any]] | None = None,
+                seen: list[str] | None = None) -> "PaperBroker":
+        """Rebuild a broker from :meth:`snapshot` (also after a JSON round trip). ``fills`` and
+        ``seen`` are used when the snapshot was taken with ``history=False``.
 
         Raises ValueError for an unknown snapshot version or a malformed snapshot.
         """
@@ -385,11 +408,12 @@ class PaperBroker:
             for w in d["working"]:
                 intent = codec.decode(w["intent"])
                 b._working[intent.client_order_id] = _Working(intent, w["venue_order_id"])
-            b._seen = set(d["seen"])
+            for coid in d.get("seen", seen or []):
+                b._see(coid)
             b._last = {i: Decimal(p) for i, p in d["last"].items()}
             b._books = {i: _Book([[Decimal(p), int(n)] for p, n in v["lots"]], Decimal(v["realized"]),
                                  Decimal(v["fees"]), int(v["ts_ns"])) for i, v in d["books"].items()}
-            b._fills = [codec.decode(f) for f in d["fills"]]
+            b._fills = [codec.decode(f) for f in d.get("fills", fills or [])]
             b.rejects = collections.Counter(d.get("rejects", {}))
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed paper broker snapshot: {exc!r}") from exc

@@ -26,6 +26,10 @@ Key schema (read it with ``redis-cli``)::
     {ns}:strategy:{strategy_id}  STRING  JSON snapshot of one strategy
     {ns}:blob:{name}             STRING  JSON snapshot of anything else (paper broker, feed
                                          cursor, ...)
+    {ns}:blob:{name}:log         LIST    append-only JSON entries of a blob (the paper broker's
+                                         fills, in execution order)
+    {ns}:blob:{name}:ids         LIST    append-only ids of a blob (the paper broker's client
+                                         order ids, in arrival order)
     {ns}:events                  STREAM  journal, fields type, ts_ns, json (codec.dumps);
                                          capped at ~200,000 entries (XADD MAXLEN ~)
     {ns}:heartbeat:{actor}       STRING  last heartbeat ts_ns, expires after a TTL (30 s default)
@@ -34,8 +38,8 @@ Useful commands: ``HGETALL tsx:paper:order:<id>``, ``SMEMBERS tsx:paper:orders:w
 ``HGETALL tsx:paper:positions``, ``XREVRANGE tsx:paper:events + - COUNT 20``,
 ``KEYS tsx:paper:heartbeat:*``.
 
-Durability: the client must point at a server with ``appendfsync always`` (see
-:mod:`infra.embedded_redis`); every write method returns only after Redis acknowledged it, and
+Durability: every write method returns only after Redis acknowledged it (the embedded server
+fsyncs its append-only file once a second, see :mod:`infra.embedded_redis`), and
 multi-key writes are atomic (MULTI/EXEC or a Lua script), so "written before it is sent" holds.
 
 Thread safety: methods share only the ``redis.Redis`` client (its connection pool is
@@ -74,6 +78,28 @@ if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
                     'type', ARGV[3], 'ts_ns', ARGV[4], 'json', ARGV[5])
 end
 return false
+"""
+
+# KEYS[1] = order hash, KEYS[2] = orders:working, KEYS[3] = events;
+# ARGV = coid, working ("1" add / "0" remove), maxlen, event type ("" = no event), ts_ns, json,
+#        filled_qty increment ("" = none), then field/value pairs for the order hash.
+# The order is updated only if it exists; the event is journalled in any case.
+# Returns 1 if the order existed, 0 otherwise.
+_ORDER_EVENT_LUA = """
+local known = redis.call('EXISTS', KEYS[1])
+if known == 1 then
+  if #ARGV > 7 then
+    local fields = {}
+    for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+    redis.call('HSET', KEYS[1], unpack(fields))
+  end
+  if ARGV[7] ~= '' then redis.call('HINCRBY', KEYS[1], 'filled_qty', ARGV[7]) end
+  if ARGV[2] == '1' then redis.call('SADD', KEYS[2], ARGV[1]) else redis.call('SREM', KEYS[2], ARGV[1]) end
+end
+if ARGV[4] ~= '' then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'type', ARGV[4], 'ts_ns', ARGV[5], 'json', ARGV[6])
+end
+return known
 """
 
 
@@ -121,6 +147,7 @@ class StateStore:
         self.client = client
         self.namespace = namespace
         self._record_fill = client.register_script(_RECORD_FILL_LUA)
+        self._order_event = client.register_script(_ORDER_EVENT_LUA)
 
     @classmethod
     def from_url(cls, url: str, namespace: str) -> "StateStore":
@@ -194,18 +221,12 @@ class StateStore:
         self._queue_working(pipe, coid, status)
         pipe.execute()
 
-    def update_order_status(self, client_order_id: str, status: str, **fields: Any) -> None:
-        """Set ``status`` (and any of ``venue_order_id``, ``filled_qty``, ``avg_fill_price``,
-        ``reason``, ``updated_ns`` -- or its alias ``ts_ns``) on an existing order, atomically
-        with its working-set membership (WATCH + MULTI/EXEC).
-
-        Raises ``KeyError`` if the order was never saved, ``TypeError`` on an unknown field.
-        """
+    @staticmethod
+    def _order_mapping(status: str, fields: dict[str, Any]) -> dict[str, str]:
         unknown = set(fields) - set(_ORDER_FIELDS)
         if unknown:
             raise TypeError(f"unknown order field(s): {sorted(unknown)}")
-        status = _status_str(status)
-        mapping: dict[str, str] = {"status": status}
+        mapping: dict[str, str] = {"status": _status_str(status)}
         for name, value in fields.items():
             if name in ("ts_ns", "updated_ns"):
                 mapping["updated_ns"] = str(int(value))
@@ -215,16 +236,52 @@ class StateStore:
                 mapping["avg_fill_price"] = "" if value in ("", None) else str(value)
             else:
                 mapping[name] = str(value)
-        okey = self.key("order", client_order_id)
+        return mapping
 
-        def txn(pipe: redis.client.Pipeline) -> None:
-            if not pipe.exists(okey):
-                raise KeyError(client_order_id)
-            pipe.multi()
-            pipe.hset(okey, mapping=mapping)
-            self._queue_working(pipe, client_order_id, status)
+    def _apply_order_event(self, client_order_id: str, mapping: dict[str, str], event: Any | None,
+                           filled_increment: int | None = None) -> bool:
+        args: list[Any] = [client_order_id, "0" if mapping["status"] in TERMINAL_STATUSES else "1", EVENTS_MAXLEN]
+        if event is None:
+            args += ["", "", ""]
+        else:
+            args += [type(event).__name__, int(event.ts_ns), codec.dumps(event)]
+        args.append("" if filled_increment is None else int(filled_increment))
+        for k, v in mapping.items():
+            args += [k, v]
+        keys = [self.key("order", client_order_id), self.key("orders", "working"), self.key("events")]
+        return bool(self._order_event(keys=keys, args=args))
 
-        self.client.transaction(txn, okey)
+    def update_order_status(self, client_order_id: str, status: str, **fields: Any) -> None:
+        """Set ``status`` (and any of ``venue_order_id``, ``filled_qty``, ``avg_fill_price``,
+        ``reason``, ``updated_ns`` -- or its alias ``ts_ns``) on an existing order, atomically
+        with its working-set membership (one Lua script, one round trip).
+
+        Raises ``KeyError`` if the order was never saved (nothing is written), ``TypeError`` on
+        an unknown field.
+        """
+        if not self._apply_order_event(client_order_id, self._order_mapping(status, fields), None):
+            raise KeyError(client_order_id)
+
+    def record_order_event(self, event: Any, status: str, **fields: Any) -> bool:
+        """Journal ``event`` (an order event message with ``client_order_id`` and ``ts_ns``) to
+        ``{ns}:events`` and, if the order is known, set its ``status`` and ``fields`` (as
+        :meth:`update_order_status`), atomically in one round trip. Returns True if the order was
+        known; an unknown one (an emergency flatten, a venue-side order) is journalled only.
+        """
+        return self._apply_order_event(event.client_order_id, self._order_mapping(status, fields), event)
+
+    def record_fill_and_status(self, fill: Fill) -> bool:
+        """:meth:`record_fill` plus, for a new trade id, the order's ``filled_qty`` increased by
+        ``fill.qty``, its status (``FILLED`` when ``leaves_qty`` is 0, else ``PARTIALLY_FILLED``),
+        ``updated_ns`` and working-set membership. Two scripts, each atomic; the fill is journalled
+        first, so a crash between them leaves a journalled fill whose order status the
+        reconciler corrects. Returns False (writing nothing) for a duplicate trade id."""
+        if not self.record_fill(fill):
+            return False
+        status = "FILLED" if fill.leaves_qty == 0 else "PARTIALLY_FILLED"
+        self._apply_order_event(fill.client_order_id, self._order_mapping(status, {"ts_ns": fill.ts_ns}), None,
+                                filled_increment=fill.qty)
+        return True
 
     def _queue_working(self, pipe: redis.client.Pipeline, coid: str, status: str) -> None:
         if status in TERMINAL_STATUSES:
@@ -290,6 +347,11 @@ class StateStore:
         ``positions``: instrument -> ``{"qty": int (signed), "avg_price": Decimal|str,
         "realized": Decimal|str, "fees": Decimal|str}`` (realized/fees default to "0").
         """
+        pipe = self.client.pipeline(transaction=True)
+        self._queue_positions(pipe, positions)
+        pipe.execute()
+
+    def _queue_positions(self, pipe: Any, positions: dict[str, dict[str, Any]]) -> None:
         mapping = {
             inst: json.dumps({
                 "qty": int(p["qty"]),
@@ -300,11 +362,9 @@ class StateStore:
             for inst, p in positions.items()
         }
         pkey = self.key("positions")
-        pipe = self.client.pipeline(transaction=True)
         pipe.delete(pkey)
         if mapping:
             pipe.hset(pkey, mapping=mapping)
-        pipe.execute()
 
     def load_positions(self) -> dict[str, dict[str, Any]]:
         """instrument -> ``{"qty": int, "avg_price": Decimal | None, "realized": Decimal,
@@ -318,12 +378,27 @@ class StateStore:
 
     def save_risk(self, counters: dict[str, Any]) -> None:
         """Replace ``{ns}:risk`` atomically; values are stored as ``str(value)``."""
-        rkey = self.key("risk")
         pipe = self.client.pipeline(transaction=True)
+        self._queue_risk(pipe, counters)
+        pipe.execute()
+
+    def _queue_risk(self, pipe: Any, counters: dict[str, Any]) -> None:
+        rkey = self.key("risk")
         pipe.delete(rkey)
         if counters:
             pipe.hset(rkey, mapping={str(k): str(v.value if isinstance(v, enum.Enum) else v)
                                      for k, v in counters.items()})
+
+    def save_risk_mirror(self, strategy_id: str, snapshot_json: str, counters: dict[str, Any],
+                         positions: dict[str, dict[str, Any]]) -> None:
+        """The risk manager's whole mirror in one MULTI/EXEC (one round trip, never half-written):
+        ``{ns}:strategy:{strategy_id}`` = ``snapshot_json`` (see :meth:`encode`), ``{ns}:risk`` =
+        ``counters`` (as :meth:`save_risk`) and ``{ns}:positions`` = ``positions`` (as
+        :meth:`save_positions`)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self.key("strategy", strategy_id), snapshot_json)
+        self._queue_risk(pipe, counters)
+        self._queue_positions(pipe, positions)
         pipe.execute()
 
     def load_risk(self) -> dict[str, str]:
@@ -352,6 +427,28 @@ class StateStore:
     def save_blob(self, name: str, data: dict[str, Any]) -> None:
         """Store any other snapshot under ``{ns}:blob:{name}`` (same encoding as strategies)."""
         self.client.set(self.key("blob", name), _to_json(data))
+
+    def save_blob_incremental(self, name: str, data: dict[str, Any], new_entries: list[dict[str, Any]],
+                              new_ids: list[str]) -> None:
+        """One MULTI/EXEC: replace ``{ns}:blob:{name}`` with ``data`` and append ``new_entries``
+        (JSON) to ``{ns}:blob:{name}:log`` and ``new_ids`` to ``{ns}:blob:{name}:ids``. For a
+        snapshot whose history only grows: each write costs the new part, not the whole history."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self.key("blob", name), _to_json(data))
+        if new_entries:
+            pipe.rpush(self.key("blob", name, "log"), *[_to_json(e) for e in new_entries])
+        if new_ids:
+            pipe.rpush(self.key("blob", name, "ids"), *new_ids)
+        pipe.execute()
+
+    def load_blob_history(self, name: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """``(entries, ids)`` appended by :meth:`save_blob_incremental`, oldest first, read in
+        one MULTI/EXEC (consistent with each other)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.lrange(self.key("blob", name, "log"), 0, -1)
+        pipe.lrange(self.key("blob", name, "ids"), 0, -1)
+        entries, ids = pipe.execute()
+        return [json.loads(e) for e in entries], list(ids)
 
     def load_blob(self, name: str) -> dict[str, Any] | None:
         """The JSON-decoded blob, or None."""

@@ -98,6 +98,7 @@ def bench_latency(data: Path, day: dt.date | None, speed: float, run_dir: Path) 
     system = PaperSystem(cfg, store, SlackAlerter(None), None, speed=speed)
     decided: list[tuple[int, float]] = []
     at_broker: list[tuple[int, float]] = []
+    purposes: dict[tuple[int, float], str] = {}
     lock = threading.Lock()
 
     def hook(dest: str, msg: object) -> None:
@@ -105,6 +106,8 @@ def bench_latency(data: Path, day: dt.date | None, speed: float, run_dir: Path) 
             now = time.perf_counter()
             with lock:
                 (decided if dest == RISK else at_broker if dest == BROKER else []).append((msg.ts_ns, now))
+                if dest == RISK:
+                    purposes[(msg.ts_ns, now)] = f"{msg.strategy_id} {msg.purpose}"
 
     system.directory.send_hook = hook
     t0 = time.perf_counter()
@@ -138,11 +141,14 @@ def bench_latency(data: Path, day: dt.date | None, speed: float, run_dir: Path) 
         return [(t - sent[ts]) * 1e3 for ts, t in pairs if ts in sent]
 
     d, b = lat(decided), lat(at_broker)
+    from domain.calendar import ns_to_ct
+    slowest = sorted(((t - sent[ts]) * 1e3, ns_to_ct(ts).strftime("%m-%d %H:%M:%S"), purposes.get((ts, t), ""))
+                     for ts, t in decided if ts in sent)[-5:][::-1]
     if not d:
         raise RuntimeError("no order decisions were measured (no intents matched a replayed tick)")
     return {"ticks": ticks, "seconds": secs, "decisions": len(d), "p50": pct(d, 50), "p99": pct(d, 99),
             "max": max(d), "broker_n": len(b), "broker_p50": pct(b, 50) if b else float("nan"),
-            "broker_p99": pct(b, 99) if b else float("nan"), "peak_rss_mib": peak_rss_mib()}
+            "broker_p99": pct(b, 99) if b else float("nan"), "peak_rss_mib": peak_rss_mib(), "slowest": slowest}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"(target p99 <= 5 ms: {'PASS' if r['p99'] <= 5 else 'FAIL'}); tick -> order at broker "
                   f"n={r['broker_n']} p50 {r['broker_p50']:.3f} ms p99 {r['broker_p99']:.3f} ms; "
                   f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+            print("slowest decisions (ms, tick time CT, intent): "
+                  + "; ".join(f"{ms:.2f} at {when} {what}" for ms, when, what in r["slowest"]), flush=True)
     return 0
 
 

@@ -58,5 +58,5 @@ def test_paper_mode_trades_live_hub_data_with_simulated_fills(gw, redis_url, tmp
     assert "=== session summary (paper)" in out and "open positions at exit: none" in out
     # the gateway saw market-data traffic only: no order was placed there
     assert gw.orders_received == []
-    blob = store.load_blob("paper_broker")
-    assert blob and blob["broker"]["fills"], "the fills came from the paper venue"
+    venue_fills, _ = store.load_blob_history("paper_broker")
+    assert venue_fills, "the fills came from the paper venue"

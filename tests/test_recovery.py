@@ -59,10 +59,10 @@ def test_kill9_then_resume_no_duplicate_no_lost_fill(redis_url, tmp_path):
     assert len(trades) >= fills_before, "a fill recorded before the kill is missing"
     # no lost fill: every venue fill is in the Redis fill journal exactly once (the CSV can lag the
     # journal by the one row being written at the instant of the kill)
-    venue = store.load_blob("paper_broker")["broker"]
-    venue_trades = {f["trade_id"] for f in venue["fills"]}
+    venue_fills, _ = store.load_blob_history("paper_broker")
+    venue_trades = {f["trade_id"] for f in venue_fills}
     seen = set(store.client.smembers(store.key("fills", "seen")))
-    assert venue_trades == seen, ([f for f in venue["fills"] if f["trade_id"] not in seen], out[-4000:])
+    assert venue_trades == seen, ([f for f in venue_fills if f["trade_id"] not in seen], out[-4000:])
     # no duplicate order: the venue never filled the same client order id twice
-    coids = [f["client_order_id"] for f in venue["fills"]]
+    coids = [f["client_order_id"] for f in venue_fills]
     assert len(coids) == len(set(coids))

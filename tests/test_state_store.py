@@ -13,7 +13,7 @@ from redis.retry import Retry
 
 from domain import codec
 from domain.messages import (
-    Alert, Fill, OrderIntent, OrderType, RiskState, Side, TradeTick,
+    Alert, Fill, OrderAccepted, OrderCancelled, OrderIntent, OrderType, RiskState, Side, TradeTick,
 )
 from infra.state_store import EVENTS_MAXLEN, MAX_CLIENT_ORDER_ID_LEN, StateStore
 
@@ -219,6 +219,35 @@ def test_save_order_accepts_enum_status(store: StateStore) -> None:
 # --------------------------------------------------------------------------- fills
 
 
+def test_record_order_event_updates_known_orders_and_journals_all(store: StateStore) -> None:
+    store.save_order(make_intent("k"), "SUBMITTED")
+    acc = OrderAccepted("k", "grid", "V9", 11)
+    assert store.record_order_event(acc, "ACCEPTED", venue_order_id="V9", ts_ns=11) is True
+    rec = store.load_order("k")
+    assert rec is not None and rec["status"] == "ACCEPTED" and rec["venue_order_id"] == "V9" and rec["updated_ns"] == 11
+    assert set(store.load_working_orders()) == {"k"}
+    ghost = OrderCancelled("ghost", "risk", 12, "emergency flatten")
+    assert store.record_order_event(ghost, "CANCELLED", reason="x", ts_ns=12) is False
+    assert store.client.exists(f"{store.namespace}:order:ghost") == 0   # unknown order: journal only
+    assert store.read_events() == [acc, ghost]
+    store.record_order_event(OrderCancelled("k", "grid", 13, "by strategy"), "CANCELLED", reason="by strategy")
+    assert store.load_working_orders() == {}
+
+
+def test_record_fill_and_status_counts_filled_qty_once(store: StateStore) -> None:
+    store.save_order(make_intent("grid-MNQ-1-1", qty=2), "ACCEPTED")
+    part = make_fill("T1")                                               # leaves 1
+    assert store.record_fill_and_status(part) is True
+    rec = store.load_order("grid-MNQ-1-1")
+    assert rec is not None and rec["status"] == "PARTIALLY_FILLED" and rec["filled_qty"] == 1
+    assert store.record_fill_and_status(part) is False                   # duplicate: nothing written
+    last = Fill(**{**{f: getattr(part, f) for f in part.__dataclass_fields__}, "trade_id": "T2", "leaves_qty": 0})
+    assert store.record_fill_and_status(last) is True
+    rec = store.load_order("grid-MNQ-1-1")
+    assert rec is not None and rec["status"] == "FILLED" and rec["filled_qty"] == 2
+    assert store.load_working_orders() == {} and store.event_count() == 2
+
+
 def test_record_fill_dedupes_and_journals(store: StateStore) -> None:
     f1 = make_fill("T1")
     assert store.record_fill(f1) is True
@@ -370,3 +399,15 @@ def test_positions_roundtrip_with_a_flat_instrument(store):
     got = store.load_positions()
     assert got["MES"] == {"qty": 0, "avg_price": None, "realized": Decimal("12.50"), "fees": Decimal("0")}
     assert got["MNQ"]["qty"] == -2 and got["MNQ"]["avg_price"] == Decimal("25100.25")
+
+
+def test_blob_incremental_appends_history_atomically(store: StateStore, redis_url: str) -> None:
+    store.save_blob_incremental("venue", {"n": 1}, [{"trade_id": "T1", "px": Decimal("1.25")}], ["c1", "c2"])
+    store.save_blob_incremental("venue", {"n": 2}, [], ["c3"])
+    store.save_blob_incremental("venue", {"n": 3}, [{"trade_id": "T2"}], [])
+    assert store.load_blob("venue") == {"n": 3}
+    entries, ids = store.load_blob_history("venue")
+    assert entries == [{"px": "1.25", "trade_id": "T1"}, {"trade_id": "T2"}] and ids == ["c1", "c2", "c3"]
+    other = redis.Redis.from_url(redis_url, decode_responses=True)  # plain redis-cli view of the schema
+    assert other.lrange(store.key("blob", "venue", "ids"), 0, -1) == ["c1", "c2", "c3"]
+    assert store.load_blob_history("nothing") == ([], [])
