@@ -25,6 +25,15 @@ from loguru import logger
 from domain.handler import Out, RejectedMessage
 
 
+_current = threading.local()
+
+
+def current_message() -> Any:
+    """The message the calling actor thread is handling (None outside a handler): lets a send hook
+    (tracing, the latency benchmark) tell what caused a message."""
+    return getattr(_current, "msg", None)
+
+
 @dataclass(frozen=True, slots=True)
 class ChildFailed:
     """Posted to the supervision queue when a hosted actor crashes."""
@@ -143,6 +152,7 @@ class HandlerActor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Query):
             return message.fn(self.handler)
+        _current.msg = message
         try:
             out = self.handler.handle(message)
         except RejectedMessage as exc:

@@ -22,7 +22,7 @@ import threading
 from decimal import Decimal
 from typing import Any, Callable
 
-from domain.handler import BROKER, RISK, ROUTER, WATCHDOG, Out, RejectedMessage
+from domain.handler import BROKER, RECONCILED_TOPIC, RISK, ROUTER, WATCHDOG, Out, RejectedMessage
 from domain.messages import (Alert, BrokerSnapshot, CancelOrder, Fill, OrderAccepted, OrderCancelled, OrderIntent,
                              OrderRejected, OrderSubmitted, QuoteTick, ReconcileRequest, ReconcileResult, TradeTick)
 from domain.orders import OrderStatus
@@ -97,7 +97,7 @@ class OrderRouter:
                 self.purposes.pop(msg.client_order_id, None)
             return self._to_owner(msg)
         if isinstance(msg, ReconcileResult):
-            return [(RISK, msg)]  # via the router so it arrives after the corrective events
+            return [(RECONCILED_TOPIC, msg)]  # via the router so it arrives after the corrective events
         raise RejectedMessage(f"router: unexpected message {type(msg).__name__}")
 
     def _status(self, ev: Any, status: str, **fields: Any) -> None:
@@ -239,17 +239,19 @@ class Reconciler:
     Args:
         store: the Redis mirror (working orders, seen fills, risk positions).
         venue_snapshot: ``f(ts_ns) -> BrokerSnapshot`` (the venue's truth).
-        risk_view: ``f() -> (positions, applied)`` read from ONE mirrored risk snapshot (so the two
-            agree): ``positions`` {instrument: signed qty}, ``applied`` the set of trade ids that
-            snapshot contains, or None if unknown. A fill the router journalled but risk never
-            applied (a kill between the two, or a snapshot still being written) is sent to risk
-            again (risk ignores a trade id it already has); with ``applied`` None only fills
+        risk_view: ``f() -> (positions, applied, applied_floor_ns)`` read from ONE mirrored risk
+            snapshot (so they agree): ``positions`` {instrument: signed qty}, ``applied`` the set
+            of trade ids that snapshot keeps (or None if unknown) and ``applied_floor_ns`` the
+            time at or before which every fill was applied although its id is no longer kept
+            (:meth:`domain.portfolio.Portfolio.to_dict`). A fill the router journalled but risk
+            never applied (a kill between the two, or a snapshot still being written) is sent to
+            risk again (risk ignores a trade id it already has); with ``applied`` None only fills
             missing from the journal are replayed.
         unknown_order_policy: ``"cancel"`` (default) or ``"adopt"`` for venue orders we never sent.
     """
 
     def __init__(self, store: Any | None, venue_snapshot: Callable[[int], BrokerSnapshot],
-                 risk_view: Callable[[], tuple[dict[str, int], set[str] | None]],
+                 risk_view: Callable[[], tuple[dict[str, int], set[str] | None, int]],
                  unknown_order_policy: str = "cancel") -> None:
         if unknown_order_policy not in ("cancel", "adopt"):
             raise ValueError(f"unknown_order_policy must be 'cancel' or 'adopt', not {unknown_order_policy!r}")
@@ -273,7 +275,7 @@ class Reconciler:
         out: Out = []
         missed: list[Fill] = []
         unapplied: list[Fill] = []
-        risk_positions, applied = self.risk_view()
+        risk_positions, applied, applied_floor_ns = self.risk_view()
         for f in snap.fills:
             if self.store is None:
                 break
@@ -281,7 +283,7 @@ class Reconciler:
                 continue
             if not self.store.fill_seen(f.trade_id):
                 missed.append(f)  # the router never saw it: journal, trade log, risk and owner
-            elif applied is not None and f.trade_id not in applied:
+            elif applied is not None and f.trade_id not in applied and f.ts_ns > applied_floor_ns:
                 unapplied.append(f)  # journalled, but risk's mirrored position does not contain it
         out += [(ROUTER, f) for f in missed] + [(RISK, f) for f in unapplied]
         missed += unapplied

@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterator
 from loguru import logger
 
 from domain.bars import BarAggregator, aggregate_bars
-from domain.handler import CLOCK_TOPIC, Out, RejectedMessage, bars_topic, ticks_topic
-from domain.messages import ClockTick, QuoteTick, TradeTick, WarmupBars
+from domain.handler import CLOCK_TOPIC, FEED, RECONCILER, Out, RejectedMessage, bars_topic, ticks_topic
+from domain.messages import ClockTick, QuoteTick, ReconcileRequest, ReconcileResult, TradeTick, WarmupBars
 from domain.validation import MarketDataValidator
 
 NS = 1_000_000_000
@@ -86,10 +86,17 @@ class ReplayFeed:
         batch: max ticks per pump.
         backlog: ``f() -> int`` largest consumer inbox; above ``max_backlog`` the feed waits
             (backpressure instead of dropping, so orders and fills stay exact at any speed).
+        wait_reconciled: hold the first tick until a :class:`ReconcileResult` arrived (risk is
+            HALTED until then, so earlier ticks would only be denied decisions) and every
+            consumer has digested the warm-up (backlog 0); at most ``start_timeout_s`` seconds,
+            then the replay starts anyway with a warning. False for a restarted feed (no new
+            reconciliation comes). The feed asks for that reconciliation itself at its start,
+            stamped ``start_ts_ns`` (event time, epoch ns UTC).
     """
 
     def __init__(self, events: Iterator[TradeTick], speed: float, warmup: Out, on_done: Callable[[], None],
-                 batch: int = 200, backlog: Callable[[], int] | None = None, max_backlog: int = 50) -> None:
+                 batch: int = 200, backlog: Callable[[], int] | None = None, max_backlog: int = 50,
+                 wait_reconciled: bool = False, start_timeout_s: float = 10.0, start_ts_ns: int = 0) -> None:
         self.events = events
         self.speed = speed
         self.core = FeedCore()
@@ -105,20 +112,48 @@ class ReplayFeed:
         self.record_latency = False
         self.backlog = backlog
         self.max_backlog = max_backlog
+        self.reconciled = not wait_reconciled
+        self.start_timeout_s = start_timeout_s
+        self._started_wall: float | None = None
+        self.start_ts_ns = start_ts_ns
 
     def start(self) -> Out:
         out = list(self.warmup)
-        out.append(("feed", Pump()))
+        if not self.reconciled:
+            # ask for a reconciliation now that this feed is registered to hear its result (the
+            # reconciler's own start-up run may have finished before the feed existed)
+            out.append((RECONCILER, ReconcileRequest("replay start", self.start_ts_ns)))
+        out.append((FEED, Pump()))
         return out
 
+    def _ready(self) -> bool:
+        """Start gate: reconciled and warm-up digested, or the start timeout passed."""
+        now = time.monotonic()
+        if self._started_wall is None:
+            self._started_wall = now
+        if self.reconciled and (self.backlog is None or self.backlog() == 0):
+            return True
+        if now - self._started_wall > self.start_timeout_s:
+            logger.warning("replay starts before {} ({:.0f} s)", "the warm-up was digested" if self.reconciled
+                           else "reconciliation finished; risk stays HALTED until it does", self.start_timeout_s)
+            self.reconciled = True
+            return True
+        return False
+
     def handle(self, msg: Any) -> Out:
+        if isinstance(msg, ReconcileResult):
+            self.reconciled = True
+            return []
         if not isinstance(msg, Pump):
             raise RejectedMessage(f"feed: unexpected message {type(msg).__name__}")
         if self.done:
             return []
+        if self.t0_event is None and not self._ready():
+            time.sleep(0.002)
+            return [(FEED, Pump())]
         if self.backlog is not None and self.backlog() > self.max_backlog:
             time.sleep(0.002)  # backpressure: consumers are behind; never drop ticks
-            return [("feed", Pump())]
+            return [(FEED, Pump())]
         out: Out = []
         for _ in range(self.batch):
             tick = self.pending if self.pending is not None else next(self.events, None)
@@ -142,7 +177,7 @@ class ReplayFeed:
                 self.sent_wall[tick.ts_ns] = time.perf_counter()
             out += routed
             self.sent += 1
-        out.append(("feed", Pump()))
+        out.append((FEED, Pump()))
         return out
 
 

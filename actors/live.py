@@ -286,6 +286,8 @@ class LiveFeed:
             return self._clock(msg.ts_ns)
         if isinstance(msg, WallClock):
             return self._clock(self.now_ns())
+        if isinstance(msg, ReconcileResult):
+            return []  # the market does not wait for us: live data flows from the start
         raise RejectedMessage(f"feed: unexpected message {type(msg).__name__}")
 
     def _anchor(self, ts_ns: int) -> None:

@@ -24,10 +24,11 @@ from actors.execution import BrokerHandler, OrderRouter, PaperVenue, Reconciler
 from actors.feed import BarBuilderHandler
 from domain.calendar import SessionCalendar
 from domain.grid import GridConfig, GridStrategy
-from domain.handler import (BROKER, CLOCK_TOPIC, EXPOSURE_TOPIC, HEDGE, RECONCILER, RISK, RISK_STATE_TOPIC,
-                            ROUTER, STATUS_TOPIC, WATCHDOG, IdGenerator, Out, RejectedMessage, bar_builder,
+from domain.handler import (BROKER, CLOCK_TOPIC, EXPOSURE_TOPIC, FEED, HEDGE, RECONCILED_TOPIC, RECONCILER, RISK,
+                            RISK_STATE_TOPIC, ROUTER, STATUS_TOPIC, WATCHDOG, IdGenerator, Out, RejectedMessage, bar_builder,
                             bars_topic, grid_strategy, ticks_topic)
 from domain.hedge import HedgeConfig, HedgeManager
+from domain.portfolio import Portfolio
 from domain.risk import RiskManager
 
 TRADE_EVENTS_PERSIST = ("Fill", "OrderAccepted", "OrderCancelled", "OrderRejected", "OrderDenied", "OrderSubmitted",
@@ -67,6 +68,7 @@ def topics(cfg: Any) -> dict[str, tuple[str, ...]]:
         RISK_STATE_TOPIC: strategies + (WATCHDOG,),
         EXPOSURE_TOPIC: strategies + (WATCHDOG,),
         STATUS_TOPIC: (RISK, WATCHDOG) + ((HEDGE,) if cfg.hedge.enabled else ()),
+        RECONCILED_TOPIC: (RISK, FEED),
     }
     return t
 
@@ -104,14 +106,14 @@ def build_factories(cfg: Any, ids: IdGenerator, venue: PaperVenue, store: Any | 
             h.restore(saved)
         return h
 
-    def risk_view() -> tuple[dict[str, int], set[str] | None]:
-        """Positions and applied trade ids from one read of risk's mirrored snapshot."""
+    def risk_view() -> tuple[dict[str, int], set[str] | None, int]:
+        """Positions, applied trade ids and the time at or before which every fill was applied
+        (ids not kept), from one read of risk's mirrored snapshot."""
         saved = store.load_strategy(RISK) if store is not None else None
         if not saved:
-            return {}, set()
-        pf = saved["portfolio"]
-        positions = {k: sum(int(q) for _, q in v.get("lots", [])) for k, v in pf["positions"].items()}
-        return positions, set(pf.get("seen", []))
+            return {}, set(), 0
+        pf = Portfolio.from_dict(saved["portfolio"])
+        return pf.net_positions(), set(pf.seen_trade_ids), pf.seen_floor_ns
 
     f: dict[str, Callable[[], Any]] = {
         BROKER: lambda: BrokerHandler(venue),
@@ -232,17 +234,18 @@ def persist_hook(store: Any | None, writer: WriteBehind | None = None) -> Callab
         name = getattr(handler, "strategy_id", None)
         if name is None:
             return
-        snap = handler.snapshot()
         if isinstance(handler, RiskManager):
-            risk = {**handler.ledger.to_dict(), "state": handler.state.value, "holds": ";".join(handler.holds)}
-            fingerprint = ({**snap, "now_ns": None}, risk)
-            if fingerprint == last_risk.get(id(handler)):
+            fingerprint = handler.mirror_fingerprint()
+            if last_risk.get("handler") is handler and fingerprint == last_risk.get("fingerprint"):
                 return  # e.g. an order accepted, a clock tick: nothing mirrored changed
-            last_risk.clear()
-            last_risk[id(handler)] = fingerprint
+            last_risk.update(handler=handler, fingerprint=fingerprint)
+            snap = handler.snapshot()
+            risk = {**handler.ledger.to_dict(), "state": handler.state.value, "holds": ";".join(handler.holds)}
             positions = {k: p.to_dict() for k, p in handler.portfolio.positions.items()}
             store.save_risk_mirror(name, store.encode(snap), risk, positions)
-        elif writer is None:
+            return
+        snap = handler.snapshot()
+        if writer is None:
             store.save_strategy(name, store.encode(snap))
         else:
             writer.put(name, lambda: store.save_strategy(name, store.encode(snap)))

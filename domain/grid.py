@@ -114,6 +114,7 @@ class GridStrategy:
         self.pending_cancel: set[str] = set()
         self.denied_until: dict[int, int] = {}  # level -> ts_ns before which it is not proposed again
         self.stats = {"entries_filled": 0, "tps_filled": 0, "rebuilds": 0, "denied": 0}
+        self._last_status: tuple[float, float, float] | None = None  # last StrategyStatus values sent
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, msg: Any) -> Out:
@@ -216,7 +217,7 @@ class GridStrategy:
         respaced = abs(spacing - self.spacing) >= self.spacing / 4
         if shifted or respaced:
             return out + self._rebuild(bar.ts_ns)
-        return out + self._place_missing(bar.ts_ns) + [self._status(bar.ts_ns)]
+        return out + self._place_missing(bar.ts_ns) + self._status(bar.ts_ns)
 
     def _on_time(self, ts_ns: int) -> Out:
         if not self.calendar.can_open(ts_ns):
@@ -293,7 +294,7 @@ class GridStrategy:
         out = self._cancel(lambda s: s.kind == "entry", ts_ns, "grid rebuild")
         self.mid, self.spacing = mid, self._target_spacing()
         self.stats["rebuilds"] += 1
-        return out + self._place_missing(ts_ns) + [self._status(ts_ns)]
+        return out + self._place_missing(ts_ns) + self._status(ts_ns)
 
     def _place_missing(self, ts_ns: int) -> Out:
         """Place entries on every free level of the current grid."""
@@ -312,9 +313,15 @@ class GridStrategy:
                 out.append((RISK, intent))
         return out
 
-    def _status(self, ts_ns: int) -> tuple[str, StrategyStatus]:
-        return (STATUS_TOPIC, StrategyStatus(self.strategy_id, self.instrument, ts_ns, atr=self.atr.value or 0.0,
-                                             spacing=float(self.spacing or 0), grid_mid=float(self.mid or 0)))
+    def _status(self, ts_ns: int) -> Out:
+        """``StrategyStatus`` (ATR, spacing, grid mid) when one of them changed since the last one
+        sent: three actors subscribe, and an unchanged status would only wake them."""
+        values = (self.atr.value or 0.0, float(self.spacing or 0), float(self.mid or 0))
+        if values == self._last_status:
+            return []
+        self._last_status = values
+        return [(STATUS_TOPIC, StrategyStatus(self.strategy_id, self.instrument, ts_ns, atr=values[0],
+                                              spacing=values[1], grid_mid=values[2]))]
 
     # ------------------------------------------------------------------ persistence
     def snapshot(self) -> dict:

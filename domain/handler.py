@@ -51,6 +51,8 @@ RISK_STATE_TOPIC = "riskstate"
 EXPOSURE_TOPIC = "exposure"
 STATUS_TOPIC = "status"
 CLOCK_TOPIC = "clock"
+RECONCILED_TOPIC = "reconciled"
+"""Reconciliation results (sent by the router after the corrective events): risk, and the feed."""
 
 
 class RejectedMessage(ValueError):

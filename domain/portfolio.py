@@ -102,9 +102,14 @@ class Position:
 class Portfolio:
     """All positions of one account; the fold over fills with trade-id de-duplication."""
 
+    SEEN_KEPT = 5000
+    """Trade ids a snapshot keeps (the latest by arrival); older ones are summarized by
+    ``seen_floor_ns``."""
+
     def __init__(self) -> None:
         self.positions: dict[str, Position] = {}
-        self.seen_trade_ids: set[str] = set()
+        self.seen_trade_ids: dict[str, int] = {}  # trade id -> fill ts_ns, in the order applied
+        self.seen_floor_ns = 0  # every fill at or before this time was applied (ids not kept)
 
     def position(self, instrument: str) -> Position:
         pos = self.positions.get(instrument)
@@ -124,7 +129,7 @@ class Portfolio:
         """Fold one fill in. Returns None for a duplicate ``trade_id``."""
         if fill.trade_id in self.seen_trade_ids:
             return None
-        self.seen_trade_ids.add(fill.trade_id)
+        self.seen_trade_ids[fill.trade_id] = fill.ts_ns
         pos = self.position(fill.instrument)
         realized, closed = pos.apply(fill.side.sign, fill.qty, fill.price, fill.fee)
         return FillEffect(fill.instrument, realized, fill.fee, closed, pos.qty)
@@ -148,14 +153,29 @@ class Portfolio:
     def fees(self) -> Decimal:
         return sum((p.fees for p in self.positions.values()), Decimal(0))
 
+    @property
+    def fills_applied(self) -> int:
+        """Fills folded in since this portfolio (or the snapshot it came from) began keeping ids."""
+        return len(self.seen_trade_ids)
+
     def to_dict(self) -> dict:
+        """JSON-safe snapshot: positions, the latest :attr:`SEEN_KEPT` applied trade ids with their
+        fill times (``seen``: ``[[trade_id, ts_ns], ...]`` in the order applied) and
+        ``seen_floor_ns``: the newest fill time among ids left out (0 if none). A reader may treat
+        every fill at or before ``seen_floor_ns`` as applied (fills arrive in time order)."""
+        items = list(self.seen_trade_ids.items())
+        floor = self.seen_floor_ns
+        if len(items) > self.SEEN_KEPT:
+            dropped, items = items[:-self.SEEN_KEPT], items[-self.SEEN_KEPT:]
+            floor = max([floor] + [ts for _, ts in dropped])
         return {"positions": {k: p.to_dict() for k, p in self.positions.items()},
-                "seen": sorted(self.seen_trade_ids)[-5000:]}
+                "seen": [[t, ts] for t, ts in items], "seen_floor_ns": floor}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Portfolio":
         pf = cls()
         for sym, pd in d.get("positions", {}).items():
             pf.positions[sym] = Position.from_dict(get_instrument(sym), pd)
-        pf.seen_trade_ids = set(d.get("seen", []))
+        pf.seen_trade_ids = {t: int(ts) for t, ts in (x if isinstance(x, list) else (x, 0) for x in d.get("seen", []))}
+        pf.seen_floor_ns = int(d.get("seen_floor_ns", 0))
         return pf

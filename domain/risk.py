@@ -335,6 +335,14 @@ class RiskManager:
         return not self.portfolio.net_positions() and not self.book.open_orders()
 
     # ------------------------------------------------------------------ persistence
+    def mirror_fingerprint(self) -> tuple:
+        """Cheap value that changes whenever :meth:`snapshot` (apart from ``now_ns``), the state or
+        the holds change: the persistence hook skips the Redis write while it stays the same.
+        Positions change only through fills, which :attr:`Portfolio.fills_applied` counts."""
+        return (tuple(self.ledger.to_dict().items()), self.state, tuple(self.holds.items()),
+                self.portfolio.fills_applied, self.max_contracts_seen, self.min_headroom, self.peak_equity,
+                self.max_drawdown, len(self.flat_violations), len(self.breaches))
+
     def snapshot(self) -> dict:
         return {"ledger": self.ledger.to_dict(), "portfolio": self.portfolio.to_dict(),
                 "holds": {k: [s.value, r] for k, (s, r) in self.holds.items() if k != "reconcile"},

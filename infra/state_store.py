@@ -71,29 +71,36 @@ MAX_CLIENT_ORDER_ID_LEN = 50
 _ORDER_FIELDS = ("venue_order_id", "filled_qty", "avg_fill_price", "reason", "ts_ns", "updated_ns")
 
 # KEYS[1] = fills:seen, KEYS[2] = events; ARGV = trade_id, maxlen, type, ts_ns, json.
-# Returns the stream entry id, or false (None in Python) for an already-seen trade id.
+# Optionally KEYS[3] = the order hash, KEYS[4] = orders:working and ARGV[6..10] = coid, qty,
+# status, updated_ns, working ("1"/"0"): the order (if it exists) gets filled_qty += qty and
+# the status. Returns the stream entry id, or false (None in Python) for an already-seen trade id.
 _RECORD_FILL_LUA = """
 if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
-  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-                    'type', ARGV[3], 'ts_ns', ARGV[4], 'json', ARGV[5])
+  local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+                        'type', ARGV[3], 'ts_ns', ARGV[4], 'json', ARGV[5])
+  if #KEYS == 4 and redis.call('EXISTS', KEYS[3]) == 1 then
+    redis.call('HINCRBY', KEYS[3], 'filled_qty', ARGV[7])
+    redis.call('HSET', KEYS[3], 'status', ARGV[8], 'updated_ns', ARGV[9])
+    if ARGV[10] == '1' then redis.call('SADD', KEYS[4], ARGV[6]) else redis.call('SREM', KEYS[4], ARGV[6]) end
+  end
+  return id
 end
 return false
 """
 
 # KEYS[1] = order hash, KEYS[2] = orders:working, KEYS[3] = events;
 # ARGV = coid, working ("1" add / "0" remove), maxlen, event type ("" = no event), ts_ns, json,
-#        filled_qty increment ("" = none), then field/value pairs for the order hash.
+#        then field/value pairs for the order hash.
 # The order is updated only if it exists; the event is journalled in any case.
 # Returns 1 if the order existed, 0 otherwise.
 _ORDER_EVENT_LUA = """
 local known = redis.call('EXISTS', KEYS[1])
 if known == 1 then
-  if #ARGV > 7 then
+  if #ARGV > 6 then
     local fields = {}
-    for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+    for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
     redis.call('HSET', KEYS[1], unpack(fields))
   end
-  if ARGV[7] ~= '' then redis.call('HINCRBY', KEYS[1], 'filled_qty', ARGV[7]) end
   if ARGV[2] == '1' then redis.call('SADD', KEYS[2], ARGV[1]) else redis.call('SREM', KEYS[2], ARGV[1]) end
 end
 if ARGV[4] ~= '' then
@@ -238,14 +245,12 @@ class StateStore:
                 mapping[name] = str(value)
         return mapping
 
-    def _apply_order_event(self, client_order_id: str, mapping: dict[str, str], event: Any | None,
-                           filled_increment: int | None = None) -> bool:
+    def _apply_order_event(self, client_order_id: str, mapping: dict[str, str], event: Any | None) -> bool:
         args: list[Any] = [client_order_id, "0" if mapping["status"] in TERMINAL_STATUSES else "1", EVENTS_MAXLEN]
         if event is None:
             args += ["", "", ""]
         else:
             args += [type(event).__name__, int(event.ts_ns), codec.dumps(event)]
-        args.append("" if filled_increment is None else int(filled_increment))
         for k, v in mapping.items():
             args += [k, v]
         keys = [self.key("order", client_order_id), self.key("orders", "working"), self.key("events")]
@@ -273,15 +278,15 @@ class StateStore:
     def record_fill_and_status(self, fill: Fill) -> bool:
         """:meth:`record_fill` plus, for a new trade id, the order's ``filled_qty`` increased by
         ``fill.qty``, its status (``FILLED`` when ``leaves_qty`` is 0, else ``PARTIALLY_FILLED``),
-        ``updated_ns`` and working-set membership. Two scripts, each atomic; the fill is journalled
-        first, so a crash between them leaves a journalled fill whose order status the
-        reconciler corrects. Returns False (writing nothing) for a duplicate trade id."""
-        if not self.record_fill(fill):
-            return False
+        ``updated_ns`` and working-set membership: one Lua script, atomic, one round trip.
+        Returns False (writing nothing) for a duplicate trade id."""
         status = "FILLED" if fill.leaves_qty == 0 else "PARTIALLY_FILLED"
-        self._apply_order_event(fill.client_order_id, self._order_mapping(status, {"ts_ns": fill.ts_ns}), None,
-                                filled_increment=fill.qty)
-        return True
+        coid = fill.client_order_id
+        entry = self._record_fill(
+            keys=[self.key("fills", "seen"), self.key("events"), self.key("order", coid), self.key("orders", "working")],
+            args=[fill.trade_id, EVENTS_MAXLEN, type(fill).__name__, int(fill.ts_ns), codec.dumps(fill),
+                  coid, fill.qty, status, int(fill.ts_ns), "0" if status in TERMINAL_STATUSES else "1"])
+        return entry is not None
 
     def _queue_working(self, pipe: redis.client.Pipeline, coid: str, status: str) -> None:
         if status in TERMINAL_STATUSES:

@@ -43,7 +43,10 @@ from loguru import logger  # noqa: E402
 
 from config.settings import load_config  # noqa: E402
 from domain.handler import BROKER, RISK  # noqa: E402
-from domain.messages import OrderIntent  # noqa: E402
+from actors.core import current_message  # noqa: E402
+from domain.messages import Bar, ClockTick, OrderIntent, QuoteTick, TradeTick  # noqa: E402
+
+MARKET_DATA = (TradeTick, QuoteTick, Bar, ClockTick)
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "es_nq_yahoo_2m_5m"
 
@@ -99,6 +102,7 @@ def bench_latency(data: Path, day: dt.date | None, speed: float, run_dir: Path) 
     decided: list[tuple[int, float]] = []
     at_broker: list[tuple[int, float]] = []
     purposes: dict[tuple[int, float], str] = {}
+    market_caused: set[tuple[int, float]] = set()
     lock = threading.Lock()
 
     def hook(dest: str, msg: object) -> None:
@@ -108,6 +112,8 @@ def bench_latency(data: Path, day: dt.date | None, speed: float, run_dir: Path) 
                 (decided if dest == RISK else at_broker if dest == BROKER else []).append((msg.ts_ns, now))
                 if dest == RISK:
                     purposes[(msg.ts_ns, now)] = f"{msg.strategy_id} {msg.purpose}"
+                    if isinstance(current_message(), MARKET_DATA):
+                        market_caused.add((msg.ts_ns, now))
 
     system.directory.send_hook = hook
     t0 = time.perf_counter()
@@ -141,12 +147,17 @@ def bench_latency(data: Path, day: dt.date | None, speed: float, run_dir: Path) 
         return [(t - sent[ts]) * 1e3 for ts, t in pairs if ts in sent]
 
     d, b = lat(decided), lat(at_broker)
+    dm = lat([x for x in decided if x in market_caused])
+    dx = lat([x for x in decided if x not in market_caused])
     from domain.calendar import ns_to_ct
     slowest = sorted(((t - sent[ts]) * 1e3, ns_to_ct(ts).strftime("%m-%d %H:%M:%S"), purposes.get((ts, t), ""))
                      for ts, t in decided if ts in sent)[-5:][::-1]
     if not d:
         raise RuntimeError("no order decisions were measured (no intents matched a replayed tick)")
-    return {"ticks": ticks, "seconds": secs, "decisions": len(d), "p50": pct(d, 50), "p99": pct(d, 99),
+    def split(v: list[float]) -> tuple[int, float, float]:
+        return (len(v), pct(v, 50), pct(v, 99)) if v else (0, float("nan"), float("nan"))
+    return {"market": split(dm), "execution": split(dx),
+            "ticks": ticks, "seconds": secs, "decisions": len(d), "p50": pct(d, 50), "p99": pct(d, 99),
             "max": max(d), "broker_n": len(b), "broker_p50": pct(b, 50) if b else float("nan"),
             "broker_p99": pct(b, 99) if b else float("nan"), "peak_rss_mib": peak_rss_mib(), "slowest": slowest}
 
@@ -186,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"(target p99 <= 5 ms: {'PASS' if r['p99'] <= 5 else 'FAIL'}); tick -> order at broker "
                   f"n={r['broker_n']} p50 {r['broker_p50']:.3f} ms p99 {r['broker_p99']:.3f} ms; "
                   f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+            (nm, m50, m99), (nx, x50, x99) = r["market"], r["execution"]
+            print(f"  of which caused by market data (a tick, bar or clock tick reached the strategy): n={nm} "
+                  f"p50 {m50:.3f} ms p99 {m99:.3f} ms; caused by an execution (fill -> router journal -> risk "
+                  f"-> strategy, measured from the tick that filled): n={nx} p50 {x50:.3f} ms p99 {x99:.3f} ms",
+                  flush=True)
             print("slowest decisions (ms, tick time CT, intent): "
                   + "; ".join(f"{ms:.2f} at {when} {what}" for ms, when, what in r["slowest"]), flush=True)
     return 0

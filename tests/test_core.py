@@ -131,6 +131,34 @@ def test_backtest_is_deterministic_and_trades(tmp_path):
     assert a.net_pnl == b.net_pnl
 
 
+def test_risk_mirror_fingerprint_changes_whenever_the_mirror_would(tmp_path, monkeypatch):
+    """The persistence hook skips risk's Redis write while ``mirror_fingerprint`` is unchanged:
+    over a traded day, every change of the snapshot (but its clock) or of the state/holds must
+    change the fingerprint."""
+    from actors.runner import run_backtest
+    checked = {"messages": 0, "changes": 0}
+    last: dict = {}
+    original = RiskManager.handle
+
+    def handle(self, msg):
+        out = original(self, msg)
+        snap = {**self.snapshot(), "now_ns": None}
+        mirror = (snap, self.state, tuple(self.holds.items()))
+        fp = self.mirror_fingerprint()
+        if "mirror" in last and mirror != last["mirror"]:
+            checked["changes"] += 1
+            assert fp != last["fp"], f"mirror changed without the fingerprint after {type(msg).__name__}"
+        last.update(mirror=mirror, fp=fp)
+        checked["messages"] += 1
+        return out
+
+    monkeypatch.setattr(RiskManager, "handle", handle)
+    cfg = load_config(None, "combine-50k", {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path),
+                                                         "start": "2026-04-08", "end": "2026-04-08"}})
+    s = run_backtest(cfg, trades_csv=tmp_path / "t.csv")
+    assert s.fills > 10 and checked["changes"] >= 20 and checked["messages"] > 5 * checked["changes"]
+
+
 # ------------------------------------------------------------------ supervision
 class Crashy:
     """Handler that crashes on 'boom' and echoes anything else into a shared list."""

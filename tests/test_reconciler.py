@@ -1,0 +1,61 @@
+"""Reconciler against a real redis-server: fills journalled but not applied by risk, and the
+bounded list of applied trade ids risk keeps in its snapshot."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from actors.execution import Reconciler
+from domain.handler import RISK, ROUTER
+from domain.messages import BrokerSnapshot, Fill, OrderIntent, OrderType, PositionSnapshot, ReconcileResult, Side
+from domain.portfolio import Portfolio
+from infra.state_store import StateStore
+
+D = Decimal
+
+
+def _fill(i: int, side: Side) -> Fill:
+    return Fill(f"grid-MES-1-{i}", "grid-MES", f"T{i}", "MES", side, 1, D("5000.00"), D("0.37"), 0, 1_000 + i)
+
+
+def _journal(store: StateStore, fills: list[Fill]) -> None:
+    for f in fills:
+        store.save_order(OrderIntent(f.client_order_id, f.strategy_id, "MES", f.side, 1, OrderType.LIMIT, f.ts_ns,
+                                     limit_price=f.price), "ACCEPTED")
+        assert store.record_fill_and_status(f)
+
+
+def test_portfolio_snapshot_keeps_latest_ids_and_a_floor(monkeypatch) -> None:
+    monkeypatch.setattr(Portfolio, "SEEN_KEPT", 3)
+    pf = Portfolio()
+    for i in range(1, 11):  # ids T1..T10: lexicographic order would keep the wrong ones
+        pf.apply_fill(_fill(i, Side.BUY if i % 2 else Side.SELL))
+    d = pf.to_dict()
+    assert [t for t, _ in d["seen"]] == ["T8", "T9", "T10"] and d["seen_floor_ns"] == 1_007
+    back = Portfolio.from_dict(d)
+    assert back.net_positions() == pf.net_positions() and set(back.seen_trade_ids) == {"T8", "T9", "T10"}
+    assert back.to_dict() == d  # stable across restarts
+
+
+def test_old_fills_beyond_the_kept_ids_are_not_sent_to_risk_again(store: StateStore, monkeypatch) -> None:
+    """12 fills, risk keeps the last 3 ids and applied all but the newest: only the newest goes
+    to risk; the 8 older ones, whose ids risk no longer keeps, are recognised by the floor."""
+    monkeypatch.setattr(Portfolio, "SEEN_KEPT", 3)
+    fills = [_fill(i, Side.BUY if i % 2 else Side.SELL) for i in range(1, 13)]
+    _journal(store, fills)
+    pf = Portfolio()
+    for f in fills[:-1]:
+        pf.apply_fill(f)
+    saved = Portfolio.from_dict(pf.to_dict())  # what risk's mirror holds
+
+    def risk_view():
+        return saved.net_positions(), set(saved.seen_trade_ids), saved.seen_floor_ns
+
+    venue_qty = sum(f.side.sign * f.qty for f in fills)
+    snap = BrokerSnapshot((), (PositionSnapshot("MES", venue_qty, D("5000.00"), 2_000),) if venue_qty else (),
+                          tuple(fills), 2_000)
+    out = Reconciler(store, lambda ts: snap, risk_view).reconcile(2_000, "test")
+    to_risk = [m for d, m in out if d == RISK and isinstance(m, Fill)]
+    assert to_risk == [fills[-1]]
+    result = [m for d, m in out if d == ROUTER and isinstance(m, ReconcileResult)]
+    assert result and result[0].ok, result
