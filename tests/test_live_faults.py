@@ -187,7 +187,7 @@ def test_live_rides_out_429_storm(gw, redis_url, tmp_path, ns_store):
         n2 = len(gw.orders_received)
         # trading goes on, unless a guardrail legitimately halted it for the day (the sandbox
         # market sometimes moves through the session loss caps while the storm delays orders)
-        halted = lambda: "daily_loss_cap breached" in after_drop() or "risk HALTED: session" in after_drop()  # noqa: E731
+        halted = lambda: "risk HALTED" in after_drop()  # noqa: E731
         assert _wait(lambda: len(gw.orders_received) >= n2 + 2 or halted(), 40, p), n2
         assert p.poll() is None
     finally:
@@ -283,5 +283,8 @@ def test_live_ambiguous_place_is_reconciled_not_duplicated(gw, redis_url, tmp_pa
     assert _tags(gw).count(amb_tag) == 1, "the ambiguous order was placed a second time"
     assert not _dup_tags(gw), "a customTag was placed twice"
     after = out[out.index(f"place {amb_tag} outcome unknown"):]
-    assert "reconciliation ok" in after, after[:4000]
+    # either the user hub reported the order before the 504 came back (it is known: accepted at
+    # once), or nothing was known and a reconciliation found it
+    assert "the user hub already reported order" in after.splitlines()[0] or "reconciliation ok" in after, \
+        after[:4000]
     _assert_reconciled(gw, store, out)

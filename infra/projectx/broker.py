@@ -186,6 +186,9 @@ class ProjectXBroker:
             entry.inflight = False
             held, entry.held = entry.held, []
             if failure is None or (isinstance(failure, pxe.AmbiguousOutcome) and entry.venue_id is not None):
+                if failure is not None:
+                    logger.warning("ProjectX: place {} outcome unknown ({}), but the user hub already reported "
+                                   "order {}: accepted", coid, failure, entry.venue_id)
                 self._bind(entry, order_id if order_id is not None else entry.venue_id)
                 entry.accepted = True
                 out: list = [OrderAccepted(coid, sid, str(entry.venue_id), ts_ns), *held]
