@@ -196,6 +196,19 @@ class OrderBook:
                     sell += o.leaves_qty
         return buy, sell
 
+    def working_qty_map(self) -> dict[str, tuple[int, int]]:
+        """``{instrument: (buy, sell)}`` as :meth:`working_qty` gives, for every instrument with at
+        least one working order (one pass over the open orders)."""
+        qty: dict[str, list[int]] = {}
+        has_working: set[str] = set()
+        for o in self._open():
+            sym = o.intent.instrument
+            q = qty.setdefault(sym, [0, 0])
+            q[0 if o.intent.side.sign > 0 else 1] += o.leaves_qty
+            if o.status.is_working:
+                has_working.add(sym)
+        return {sym: (q[0], q[1]) for sym, q in qty.items() if sym in has_working}
+
     def prune_terminal(self, keep: int = 1000) -> None:
         """Forget the oldest terminal orders beyond ``keep`` (bounded memory over long runs).
 

@@ -111,7 +111,7 @@ class RiskManager:
         return [(intent.strategy_id, OrderDenied(intent.client_order_id, intent.strategy_id, reason, self.now_ns))]
 
     def _working_map(self) -> dict[str, tuple[int, int]]:
-        return {sym: self.book.working_qty(sym) for sym in {o.intent.instrument for o in self.book.working()}}
+        return self.book.working_qty_map()
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, msg: Any) -> Out:

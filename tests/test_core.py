@@ -53,6 +53,21 @@ def test_order_illegal_transition_raises():
         o.apply(fill("c1", "T9", Side.BUY, 2, "5000.00"))
 
 
+def test_working_qty_map_matches_working_qty_per_instrument():
+    from domain.orders import OrderBook
+    book = OrderBook()
+    book.add(intent("a", Side.BUY, 2), OrderStatus.ACCEPTED)
+    book.add(intent("b", Side.SELL, 3), OrderStatus.SUBMITTED)
+    book.add(intent("c", Side.BUY, 1, sym="MNQ"))  # approved, not acknowledged: counted, not "working"
+    book.add(intent("d", Side.SELL, 4, sym="MNQ"), OrderStatus.ACCEPTED)
+    book.add(intent("e", Side.BUY, 5, sym="MCL"))  # only a not-acknowledged order: no entry
+    book.apply(fill("a", "T1", Side.BUY, 1, "5000.00", leaves=1))
+    book.apply(OrderCancelled("d", "grid-MES", 3))
+    assert book.working_qty_map() == {"MES": book.working_qty("MES")} == {"MES": (1, 3)}
+    book.apply(OrderSubmitted("c", "grid-MES", 4))
+    assert book.working_qty_map() == {"MES": (1, 3), "MNQ": book.working_qty("MNQ")} == {"MES": (1, 3), "MNQ": (1, 0)}
+
+
 # ------------------------------------------------------------------ P&L fold
 def test_fifo_pnl_exact_no_float_drift():
     pf = Portfolio()
