@@ -265,6 +265,8 @@ class Reconciler:
     def handle(self, msg: Any) -> Out:
         if not isinstance(msg, ReconcileRequest):
             raise RejectedMessage(f"reconciler: unexpected message {type(msg).__name__}")
+        if msg.reuse_last and self.last_result is not None:
+            return [(ROUTER, self.last_result)]
         self.runs += 1
         return self.reconcile(msg.ts_ns, msg.reason)
 

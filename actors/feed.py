@@ -90,8 +90,9 @@ class ReplayFeed:
             HALTED until then, so earlier ticks would only be denied decisions) and every
             consumer has digested the warm-up (backlog 0); at most ``start_timeout_s`` seconds,
             then the replay starts anyway with a warning. False for a restarted feed (no new
-            reconciliation comes). The feed asks for that reconciliation itself at its start,
-            stamped ``start_ts_ns`` (event time, epoch ns UTC).
+            reconciliation comes). At its start the feed asks the reconciler for its result
+            (``reuse_last``: the start-up run's result, or a run stamped ``start_ts_ns`` if none
+            happened yet).
     """
 
     def __init__(self, events: Iterator[TradeTick], speed: float, warmup: Out, on_done: Callable[[], None],
@@ -120,9 +121,9 @@ class ReplayFeed:
     def start(self) -> Out:
         out = list(self.warmup)
         if not self.reconciled:
-            # ask for a reconciliation now that this feed is registered to hear its result (the
-            # reconciler's own start-up run may have finished before the feed existed)
-            out.append((RECONCILER, ReconcileRequest("replay start", self.start_ts_ns)))
+            # the reconciler's start-up run may have finished before this feed existed to hear the
+            # result: ask for it again (the reconciler re-sends its last result, never runs twice)
+            out.append((RECONCILER, ReconcileRequest("replay start", self.start_ts_ns, reuse_last=True)))
         out.append((FEED, Pump()))
         return out
 

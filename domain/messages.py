@@ -365,10 +365,14 @@ class Alert:
 
 @dataclass(frozen=True, slots=True)
 class ReconcileRequest:
-    """Ask the reconciler to compare our state with the broker's now."""
+    """Ask the reconciler to compare our state with the broker's now. With ``reuse_last`` the
+    reconciler answers with its last result instead when it has one (a late listener asking "was
+    the start-up reconciliation done?" must not start a second one: orders placed since then are
+    on their way to the venue, and a snapshot taken now would see them as stale)."""
 
     reason: str
     ts_ns: int
+    reuse_last: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ from decimal import Decimal
 
 from actors.execution import Reconciler
 from domain.handler import RISK, ROUTER
-from domain.messages import BrokerSnapshot, Fill, OrderIntent, OrderType, PositionSnapshot, ReconcileResult, Side
+from domain.messages import (BrokerSnapshot, Fill, OrderIntent, OrderType, PositionSnapshot, ReconcileRequest,
+                             ReconcileResult, Side)
 from domain.portfolio import Portfolio
 from infra.state_store import StateStore
 
@@ -59,3 +60,21 @@ def test_old_fills_beyond_the_kept_ids_are_not_sent_to_risk_again(store: StateSt
     assert to_risk == [fills[-1]]
     result = [m for d, m in out if d == ROUTER and isinstance(m, ReconcileResult)]
     assert result and result[0].ok, result
+
+
+def test_a_late_listener_gets_the_last_result_without_a_second_run(store: StateStore) -> None:
+    """The replay feed asks with ``reuse_last``: a second snapshot would see the orders placed
+    since the first one (still on their way to the venue) as stale and close them."""
+    snaps: list[int] = []
+
+    def venue(ts: int) -> BrokerSnapshot:
+        snaps.append(ts)
+        return BrokerSnapshot((), (), (), ts)
+
+    rec = Reconciler(store, venue, lambda: ({}, set(), 0))
+    first = rec.handle(ReconcileRequest("replay start", 5, reuse_last=True))  # nothing yet: it runs
+    assert snaps == [5] and first[-1][1].ok
+    store.save_order(OrderIntent("grid-MES-1-7", "grid-MES", "MES", Side.BUY, 1, OrderType.LIMIT, 6,
+                                 limit_price=D("5000.00")), "SUBMITTED")  # in flight to the venue
+    again = rec.handle(ReconcileRequest("replay start", 7, reuse_last=True))
+    assert snaps == [5] and again == [(ROUTER, first[-1][1])] and rec.runs == 1
