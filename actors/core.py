@@ -174,9 +174,21 @@ class HandlerActor(pykka.ThreadingActor):
 
 
 def start_handler_actor(name: str, make_handler: Callable[[], Any], directory: Directory, failures: Any,
-                        **kw: Any) -> pykka.ActorRef:
-    """Start a :class:`HandlerActor`; returns its ref (already registered under ``name``)."""
-    return HandlerActor.start(name, make_handler, directory, failures, **kw)
+                        start_timeout_s: float = 10.0, **kw: Any) -> pykka.ActorRef:
+    """Start a :class:`HandlerActor` and wait until its ``on_start`` ran (handler built, name
+    registered, ``on_started`` messages sent), as OTP's ``start_link`` waits for ``init``: pykka runs
+    ``on_start`` on the actor's own thread, and a sibling started next must find this one
+    registered. (It did not always: a reconciler could answer before risk was registered, the
+    answer was a dead letter and risk stayed HALTED for the whole session.) Returns the ref; an
+    actor whose start failed has already reported it to ``failures``."""
+    ref = HandlerActor.start(name, make_handler, directory, failures, **kw)
+    try:
+        ref.ask(Query(lambda _handler: None), timeout=start_timeout_s)
+    except pykka.ActorDeadError:
+        pass  # on_start failed: reported to the supervision queue
+    except pykka.Timeout:
+        logger.warning("actor {} still starting after {:.0f} s", name, start_timeout_s)
+    return ref
 
 
 def ask(directory: Directory, name: str, fn: Callable[[Any], Any], timeout: float = 5.0) -> Any:

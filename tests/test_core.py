@@ -209,6 +209,32 @@ def test_crash_restart_one_for_one_and_intensity_escalation():
         tree.stop()
 
 
+def test_children_start_in_order_each_registered_before_the_next():
+    """OTP start_link semantics: a child whose start-up message goes to an older sibling with a
+    slow start (a handler restoring from Redis) must find it registered, not a dead letter."""
+    import time as _time
+    got: list = []
+
+    class Slow:
+        def __init__(self):
+            _time.sleep(0.3)
+
+        def handle(self, msg):
+            got.append(msg)
+            return []
+
+    d = Directory()
+    sup = Supervisor("s", "one_for_one", 2, 60, [
+        ActorSpec("slow", Slow), ActorSpec("eager", Crashy, {"on_started": lambda h: [("slow", "hello from eager")]})])
+    tree = SupervisionTree(sup, d, lambda r: None)
+    tree.start()
+    try:
+        assert wait_until(lambda: got == ["hello from eager"], timeout=5)
+        assert not d.dead_letters
+    finally:
+        tree.stop()
+
+
 def test_one_for_all_restarts_siblings():
     d = Directory()
     sup = Supervisor("s", "one_for_all", 5, 60, [ActorSpec("a", Crashy), ActorSpec("b", Crashy)])
