@@ -144,11 +144,16 @@ class LoggedReconciler:
 
     FAIL_AFTER = 3
     RETRY_MAX_S = 10.0
+    MISMATCH_RECHECKS = 3
+    """A position mismatch is re-checked this many times, 1, 2, 4 s apart, before it is left to the
+    operator: a snapshot taken while fills are between the gateway and our journal (an order placed
+    during the snapshot that filled at once) mismatches for a moment. Risk stays HALTED meanwhile."""
 
     def __init__(self, inner: Any, retry: Any | None = None, unsettled: Any | None = None) -> None:
         self.inner = inner
         self.retry = retry
         self.failures = 0
+        self.mismatches = 0
         self.retry_pending = threading.Event()
         self.visible: set[str] | None = None
         if unsettled is not None and getattr(inner, "store", None) is not None:
@@ -213,8 +218,17 @@ class LoggedReconciler:
             return [(ROUTER, ReconcileResult(False, detail, msg.ts_ns))]
         self.failures = 0
         r = self.inner.last_result
-        if r is not None:
+        if r is not None and isinstance(msg, ReconcileRequest) and not msg.reuse_last:
             (logger.info if r.ok else logger.error)("reconciliation {}: {}", "ok" if r.ok else "MISMATCH", r.detail)
+            if r.ok:
+                self.mismatches = 0
+            elif self.retry is not None and self.mismatches < self.MISMATCH_RECHECKS:
+                self.mismatches += 1
+                delay = 2.0 ** (self.mismatches - 1)
+                logger.warning("reconciliation mismatch {} of {}: fills may still be on their way; re-checking in "
+                               "{:.0f}s (risk stays HALTED)", self.mismatches, self.MISMATCH_RECHECKS, delay)
+                self.retry_pending.set()
+                self.retry(RETRY_PREFIX + msg.reason.removeprefix(RETRY_PREFIX), delay)
         return out
 
 

@@ -78,3 +78,29 @@ def test_a_late_listener_gets_the_last_result_without_a_second_run(store: StateS
                                  limit_price=D("5000.00")), "SUBMITTED")  # in flight to the venue
     again = rec.handle(ReconcileRequest("replay start", 7, reuse_last=True))
     assert snaps == [5] and again == [(ROUTER, first[-1][1])] and rec.runs == 1
+
+
+def test_live_mismatch_is_rechecked_before_it_is_left_to_the_operator(store: StateStore) -> None:
+    """A snapshot taken while a fill is between the gateway and our journal mismatches for a
+    moment: the live reconciler re-checks it (1, 2, 4 s apart) and a later match lifts the hold."""
+    from actors.live import RETRY_PREFIX, LoggedReconciler
+    venue_qty = {"MES": -3}
+    risk = {"MES": -2}  # one fill still in flight
+    snap = lambda ts: BrokerSnapshot((), tuple(PositionSnapshot(k, v, D("5000"), ts)  # noqa: E731
+                                               for k, v in venue_qty.items()), (), ts)
+    retries: list[tuple[str, float]] = []
+    rec = LoggedReconciler(Reconciler(store, snap, lambda: (dict(risk), set(), 0)),
+                           retry=lambda reason, delay: retries.append((reason, delay)))
+    out = rec.handle(ReconcileRequest("ambiguous place of grid-MES-1-7", 1))
+    assert [m.ok for _, m in out if isinstance(m, ReconcileResult)] == [False]  # HALTED meanwhile
+    assert retries == [(RETRY_PREFIX + "ambiguous place of grid-MES-1-7", 1.0)]
+    rec.handle(ReconcileRequest(retries[-1][0], 2))
+    assert retries[-1][1] == 2.0
+    risk["MES"] = -3  # the fill arrived
+    out = rec.handle(ReconcileRequest(retries[-1][0], 3))
+    assert [m.ok for _, m in out if isinstance(m, ReconcileResult)] == [True] and len(retries) == 2
+    assert rec.mismatches == 0
+    venue_qty["MES"] = -4  # a real, lasting mismatch: re-checked MISMATCH_RECHECKS times, then left
+    for i in range(LoggedReconciler.MISMATCH_RECHECKS + 2):
+        rec.handle(ReconcileRequest(RETRY_PREFIX + "x", 10 + i))
+    assert len(retries) == 2 + LoggedReconciler.MISMATCH_RECHECKS
