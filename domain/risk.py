@@ -27,6 +27,7 @@ the next sub-session, ``failed`` HALTED for good after an MLL breach).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from decimal import Decimal
 from typing import Any
 
@@ -43,6 +44,15 @@ from domain.risk_rules import (AccountLedger, Action, Breach, OrderCheck, RiskLi
                                is_reducing, mini_equivalents, net_atr_exposure, sub_session_of)
 
 _SEVERITY = {RiskState.ACTIVE: 0, RiskState.REDUCING: 1, RiskState.HALTED: 2}
+
+
+@functools.lru_cache(maxsize=4096)
+def _check_order_cached(order: OrderCheck, positions: tuple, working: tuple, atr: tuple,
+                        limits: RiskLimits) -> str | None:
+    """:func:`check_order` without prices, memoized: it is a pure function of its arguments (given
+    here as sorted item tuples), and a grid re-proposes the same level against the same book many
+    times while a cap denies it."""
+    return check_order(order, dict(positions), dict(working), dict(atr), limits)
 
 
 class RiskManager:
@@ -190,8 +200,9 @@ class RiskManager:
                 # a hedge that lowers the net 1-ATR exposure is not blocked by the gross caps
                 limits = dataclasses.replace(limits, open_risk_cap=None, stress_loss_cap=None)
             working = self._working_map()
-            reason = check_order(OrderCheck(intent.instrument, signed, intent.reduce_only),
-                                 positions, working, self.atr, limits)
+            reason = _check_order_cached(OrderCheck(intent.instrument, signed, intent.reduce_only),
+                                         tuple(sorted(positions.items())), tuple(sorted(working.items())),
+                                         tuple(sorted(self.atr.items())), limits)
             if reason is None and not reducing:
                 # worst case: every working order on the same side fills first (open risk, exposure)
                 buy, sell = working.get(intent.instrument, (0, 0))
