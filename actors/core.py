@@ -121,7 +121,8 @@ class HandlerActor(pykka.ThreadingActor):
             called in ``on_start`` on every (re)start.
         directory: where outputs are sent.
         failures: the supervision queue (``queue.Queue`` of :class:`ChildFailed`).
-        after: optional ``after(handler, msg)`` hook run after each handled message (persistence).
+        after: optional ``after(handler, msg, out)`` hook run after each handled message and before
+            its outputs are sent (persistence: the mirror is never behind what others were told).
         on_started: optional ``on_started(handler) -> Out`` sent once the actor runs.
     """
 
@@ -159,9 +160,9 @@ class HandlerActor(pykka.ThreadingActor):
             self.rejected[type(message).__name__] += 1
             logger.warning("{} rejected {}: {}", self.name, type(message).__name__, exc)
             return None
-        self.directory.send_all(out)
         if self._after is not None:
-            self._after(self.handler, message)
+            self._after(self.handler, message, out)  # mirrored before anyone hears of its effects
+        self.directory.send_all(out)
         return None
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:

@@ -28,8 +28,16 @@ from domain.handler import (BROKER, CLOCK_TOPIC, EXPOSURE_TOPIC, FEED, HEDGE, RE
                             RISK_STATE_TOPIC, ROUTER, STATUS_TOPIC, WATCHDOG, IdGenerator, Out, RejectedMessage, bar_builder,
                             bars_topic, grid_strategy, ticks_topic)
 from domain.hedge import HedgeConfig, HedgeManager
+from domain.messages import CancelOrder, OrderIntent
 from domain.portfolio import Portfolio
 from domain.risk import RiskManager
+
+ORDER_OUTPUTS = (OrderIntent, CancelOrder)
+"""Outputs after which a strategy's snapshot is written before they are sent."""
+
+MARKET_DATA_EVENTS = frozenset({"Bar", "ClockTick"})
+"""Messages after which a strategy snapshot may be written behind (indicator state); after any
+other (fills, order acknowledgements, denials) it is written before the next message."""
 
 TRADE_EVENTS_PERSIST = ("Fill", "OrderAccepted", "OrderCancelled", "OrderRejected", "OrderDenied", "OrderSubmitted",
                         "Bar", "RiskStateChanged", "ExposureUpdate", "ReconcileResult", "Flatten", "Shutdown",
@@ -216,7 +224,12 @@ def persist_hook(store: Any | None, writer: WriteBehind | None = None) -> Callab
 
     The snapshot is taken in the actor's thread, consistent with the message just handled (every
     ``snapshot()`` returns fresh containers of immutable values, so it may be encoded elsewhere).
-    A strategy's snapshot is encoded and written by ``writer`` when given. Risk's mirror (its
+    A strategy's snapshot after a bar or clock tick is encoded and written by ``writer`` when
+    given; after an order event (a fill, an acknowledgement, a denial) it is written at once, so
+    that a restarted strategy never holds slots for orders the journal already has as filled or
+    gone (a kill -9 inside the write-behind window once left the grid believing filled entries
+    still worked and stacking orders on one level after the restart). Snapshots carry a sequence
+    number: an older one never overwrites a newer one. Risk's mirror (its
     snapshot, counters and positions) is written at once, in one MULTI/EXEC: recovery compares the
     venue with it, so it must never lag the actor nor be seen half-written. A message that changed
     nothing risk mirrors but its clock (an order accepted, a quiet minute) writes nothing; the
@@ -226,8 +239,19 @@ def persist_hook(store: Any | None, writer: WriteBehind | None = None) -> Callab
     if store is None:
         return None
     last_risk: dict[str, Any] = {}
+    write_lock = threading.Lock()
+    seqs: dict[str, int] = {}     # strategy id -> sequence number of its newest snapshot taken
+    written: dict[str, int] = {}  # strategy id -> sequence number of the snapshot in Redis
 
-    def after(handler: Any, msg: Any) -> None:
+    def save(name: str, snap: dict, seq: int) -> None:
+        """Write ``snap`` unless a newer snapshot of ``name`` is already in Redis."""
+        with write_lock:
+            if written.get(name, 0) >= seq:
+                return
+            store.save_strategy(name, store.encode(snap))
+            written[name] = seq
+
+    def after(handler: Any, msg: Any, out: Out = ()) -> None:
         kind = type(msg).__name__
         if kind not in TRADE_EVENTS_PERSIST or not hasattr(handler, "snapshot"):
             return
@@ -245,10 +269,11 @@ def persist_hook(store: Any | None, writer: WriteBehind | None = None) -> Callab
             store.save_risk_mirror(name, store.encode(snap), risk, positions)
             return
         snap = handler.snapshot()
-        if writer is None:
-            store.save_strategy(name, store.encode(snap))
+        seq = seqs[name] = seqs.get(name, 0) + 1
+        if writer is None or kind not in MARKET_DATA_EVENTS or any(isinstance(m, ORDER_OUTPUTS) for _, m in out):
+            save(name, snap, seq)  # its orders must not lag the journal: written before they are sent
         else:
-            writer.put(name, lambda: store.save_strategy(name, store.encode(snap)))
+            writer.put(name, lambda: save(name, snap, seq))
     return after
 
 

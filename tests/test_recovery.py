@@ -42,7 +42,9 @@ def test_kill9_then_resume_no_duplicate_no_lost_fill(redis_url, tmp_path):
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=10)
-    assert store.load_working_orders(), "working orders must be mirrored at the kill"
+    # the kill follows the check within a few ms; orders that filled in between leave fills instead
+    assert store.load_working_orders() or store.load_blob_history("paper_broker")[0], \
+        "working orders or fills must be mirrored at the kill"
     fills_before = store.client.scard(store.key("fills", "seen"))
 
     q = _run(args + ["--speed", "max"], env)
