@@ -35,6 +35,10 @@ from domain.risk import RiskManager
 ORDER_OUTPUTS = (OrderIntent, CancelOrder)
 """Outputs after which a strategy's snapshot is written before they are sent."""
 
+ACK_EVENTS = frozenset({"OrderSubmitted", "OrderAccepted"})
+"""Order acknowledgements: the grid and the hedge record an order when they decide it, so these
+change nothing they mirror."""
+
 MARKET_DATA_EVENTS = frozenset({"Bar", "ClockTick"})
 """Messages after which a strategy snapshot may be written behind (indicator state); after any
 other (fills, order acknowledgements, denials) it is written before the next message."""
@@ -268,6 +272,8 @@ def persist_hook(store: Any | None, writer: WriteBehind | None = None) -> Callab
             positions = {k: p.to_dict() for k, p in handler.portfolio.positions.items()}
             store.save_risk_mirror(name, store.encode(snap), risk, positions)
             return
+        if kind in ACK_EVENTS and not out:
+            return  # a strategy's state does not change on an acknowledgement (its slot exists already)
         snap = handler.snapshot()
         seq = seqs[name] = seqs.get(name, 0) + 1
         if writer is None or kind not in MARKET_DATA_EVENTS or any(isinstance(m, ORDER_OUTPUTS) for _, m in out):
