@@ -223,17 +223,18 @@ class WriteBehind:
                 self._cv.notify_all()
 
 
-def persist_hook(store: Any | None, writer: WriteBehind | None = None) -> Callable[[Any, Any], None] | None:
-    """After-message hook: mirror a handler's snapshot after state-changing messages (not ticks).
+def persist_hook(store: Any | None, writer: WriteBehind | None = None) -> Callable[[Any, Any, Out], None] | None:
+    """After-message hook ``after(handler, msg, out)``, run before ``out`` is sent: mirror a
+    handler's snapshot after state-changing messages (not ticks).
 
     The snapshot is taken in the actor's thread, consistent with the message just handled (every
     ``snapshot()`` returns fresh containers of immutable values, so it may be encoded elsewhere).
-    A strategy's snapshot after a bar or clock tick is encoded and written by ``writer`` when
-    given; after an order event (a fill, an acknowledgement, a denial) it is written at once, so
-    that a restarted strategy never holds slots for orders the journal already has as filled or
-    gone (a kill -9 inside the write-behind window once left the grid believing filled entries
-    still worked and stacking orders on one level after the restart). Snapshots carry a sequence
-    number: an older one never overwrites a newer one. Risk's mirror (its
+    A strategy's snapshot after a bar or clock tick that sent no order is encoded and written by
+    ``writer`` when given; after a fill, cancel, rejection or denial, and whenever ``out`` holds
+    orders, it is written at once (acknowledgements write nothing: they change no strategy state),
+    so that a restarted strategy knows every order the router may have sent (a kill -9 inside the
+    write-behind window once left the grid stacking orders on one level after the restart).
+    Snapshots carry a sequence number: an older one never overwrites a newer one. Risk's mirror (its
     snapshot, counters and positions) is written at once, in one MULTI/EXEC: recovery compares the
     venue with it, so it must never lag the actor nor be seen half-written. A message that changed
     nothing risk mirrors but its clock (an order accepted, a quiet minute) writes nothing; the
@@ -249,10 +250,11 @@ def persist_hook(store: Any | None, writer: WriteBehind | None = None) -> Callab
 
     def save(name: str, snap: dict, seq: int) -> None:
         """Write ``snap`` unless a newer snapshot of ``name`` is already in Redis."""
+        text = store.encode(snap)  # outside the lock: an actor's own write never waits on another's encoding
         with write_lock:
             if written.get(name, 0) >= seq:
                 return
-            store.save_strategy(name, store.encode(snap))
+            store.save_strategy(name, text)
             written[name] = seq
 
     def after(handler: Any, msg: Any, out: Out = ()) -> None:
