@@ -248,16 +248,26 @@ class Reconciler:
             risk again (risk ignores a trade id it already has); with ``applied`` None only fills
             missing from the journal are replayed.
         unknown_order_policy: ``"cancel"`` (default) or ``"adopt"`` for venue orders we never sent.
+        owner_view: ``f() -> {client_order_id: (owner, filled_qty)}``, the orders each strategy's
+            mirrored snapshot still holds as working and the quantity it has seen filled, or None.
+            An owner that holds an order the venue filled further gets the order's journalled
+            fills again (owners ignore a trade id they already applied); one the router already
+            closed (journal status cancelled / rejected) and the venue no longer works gets the
+            :class:`OrderCancelled` again. That covers a kill between the router's journal write
+            and the owner's own snapshot: without it a restored grid keeps a filled entry as
+            working (no take-profit, the level blocked) and the position it holds is unmanaged.
     """
 
     def __init__(self, store: Any | None, venue_snapshot: Callable[[int], BrokerSnapshot],
                  risk_view: Callable[[], tuple[dict[str, int], set[str] | None, int]],
-                 unknown_order_policy: str = "cancel") -> None:
+                 unknown_order_policy: str = "cancel",
+                 owner_view: Callable[[], dict[str, tuple[str, int]]] | None = None) -> None:
         if unknown_order_policy not in ("cancel", "adopt"):
             raise ValueError(f"unknown_order_policy must be 'cancel' or 'adopt', not {unknown_order_policy!r}")
         self.store = store
         self.venue_snapshot = venue_snapshot
         self.risk_view = risk_view
+        self.owner_view = owner_view
         self.policy = unknown_order_policy
         self.runs = 0
         self.last_result: ReconcileResult | None = None
@@ -290,12 +300,13 @@ class Reconciler:
         out += [(ROUTER, f) for f in missed] + [(RISK, f) for f in unapplied]
         missed += unapplied
         filled_coids = {f.client_order_id for f in snap.fills if f.leaves_qty == 0}
-        closed = 0
+        closed: set[str] = set()
         for coid, rec in ours.items():
             if coid in venue_working or coid in filled_coids:
                 continue
-            closed += 1
+            closed.add(coid)
             out.append((ROUTER, OrderCancelled(coid, rec["intent"].strategy_id, ts_ns, "reconcile: not working at venue")))
+        owners_told = self._tell_owners(snap.fills, venue_working, filled_coids, closed, ts_ns, out)
         unknown = [o for coid, o in venue_working.items() if coid not in ours]
         if self.policy == "cancel":
             out += [(BROKER, CancelOrder(o.client_order_id, o.strategy_id, ts_ns, "reconcile: unknown order"))
@@ -306,7 +317,8 @@ class Reconciler:
         expected = {k: v for k, v in expected.items() if v}
         venue_pos = {p.instrument: p.qty for p in snap.positions if p.qty}
         ok = expected == venue_pos
-        detail = (f"{reason}: {len(missed)} missed fills replayed ({len(unapplied)} to risk only), {closed} stale orders closed, "
+        detail = (f"{reason}: {len(missed)} missed fills replayed ({len(unapplied)} to risk only), {len(closed)} stale orders closed, "
+                  f"{owners_told} owner order(s) brought up to date, "
                   f"{len(unknown)} unknown venue orders {'cancelled' if self.policy == 'cancel' else 'adopted'}; "
                   f"positions ours={expected} venue={venue_pos}")
         result = ReconcileResult(ok, detail, ts_ns)
@@ -315,3 +327,27 @@ class Reconciler:
         if not ok:
             out.append((WATCHDOG, Alert("critical", "position-mismatch", detail, ts_ns)))
         return out
+
+    def _tell_owners(self, venue_fills: list[Fill], venue_working: dict, filled_coids: set[str], closed: set[str],
+                     ts_ns: int, out: Out) -> int:
+        """Append to ``out`` what each owner missed of its own orders (see ``owner_view``); returns
+        the number of orders concerned. Everything sent is idempotent for the owner. Fills the
+        journal does not have yet are left out: they reach the owner through the router."""
+        if self.owner_view is None or self.store is None:
+            return 0
+        by_coid: dict[str, list[Fill]] = {}
+        for f in venue_fills:
+            by_coid.setdefault(f.client_order_id, []).append(f)
+        told = 0
+        for coid, (owner, known_filled) in sorted(self.owner_view().items()):
+            fills = by_coid.get(coid, [])
+            if sum(f.qty for f in fills) > known_filled:
+                again = [f for f in fills if self.store.fill_seen(f.trade_id)]
+                out += [(owner, f) for f in again]
+                told += bool(again)
+            elif coid not in venue_working and coid not in filled_coids and coid not in closed:
+                rec = self.store.load_order(coid)
+                if rec is not None and rec["status"] in ("CANCELLED", "REJECTED"):
+                    out.append((owner, OrderCancelled(coid, owner, ts_ns, f"reconcile: {rec['status'].lower()} at venue")))
+                    told += 1
+        return told

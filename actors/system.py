@@ -104,11 +104,24 @@ def build_factories(cfg: Any, ids: IdGenerator, venue: PaperVenue, store: Any | 
                     r.book.add(rec["intent"], OrderStatus.ACCEPTED if rec.get("venue_order_id") else OrderStatus.SUBMITTED)
         return r
 
+    first_grid = [True]
+
     def make_grid() -> GridStrategy:
         g = GridStrategy(p, grid_strategy(p), grid_config(cfg), ids, cal)
         saved = store.load_strategy(g.strategy_id) if store is not None else None
         if saved:
             g.restore(saved)
+            if first_grid[0]:
+                # process start: nothing is in flight, so a slot whose order the router never
+                # journalled died with the old process before reaching the venue (a later restart
+                # of the actor skips this: its newest intents may still be on their way)
+                lost = [c for c in g.slots if store.load_order(c) is None]
+                for c in lost:
+                    del g.slots[c]
+                if lost:
+                    logger.info("{}: {} restored order(s) never reached the router, dropped: {}", g.strategy_id,
+                                len(lost), lost)
+        first_grid[0] = False
         return g
 
     def make_hedge() -> HedgeManager:
@@ -127,11 +140,23 @@ def build_factories(cfg: Any, ids: IdGenerator, venue: PaperVenue, store: Any | 
         pf = Portfolio.from_dict(saved["portfolio"])
         return pf.net_positions(), set(pf.seen_trade_ids), pf.seen_floor_ns
 
+    def owner_view() -> dict[str, tuple[str, int]]:
+        """Orders the strategies' mirrored snapshots hold as working, with the filled quantity
+        each has seen (the hedge pops an order only when it is done: 0)."""
+        view: dict[str, tuple[str, int]] = {}
+        grid = store.load_strategy(grid_strategy(p)) if store is not None else None
+        for coid, slot in ((grid or {}).get("slots") or {}).items():
+            view[coid] = (grid_strategy(p), int(slot[5]))
+        hedge = store.load_strategy(HEDGE) if store is not None and cfg.hedge.enabled else None
+        for coid in ((hedge or {}).get("working") or {}):
+            view[coid] = (HEDGE, 0)
+        return view
+
     f: dict[str, Callable[[], Any]] = {
         BROKER: lambda: BrokerHandler(venue),
         RISK: make_risk,
         ROUTER: lambda: OrderRouter(store, trade_log),
-        RECONCILER: lambda: Reconciler(store, venue.snapshot, risk_view),
+        RECONCILER: lambda: Reconciler(store, venue.snapshot, risk_view, owner_view=owner_view),
         grid_strategy(p): make_grid,
         bar_builder(p): lambda: BarBuilderHandler(p),
         bar_builder(hsym): lambda: BarBuilderHandler(hsym),

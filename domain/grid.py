@@ -34,7 +34,7 @@ strategy forgets inventory whose orders risk cancelled.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -79,6 +79,7 @@ class Slot:
     qty: int
     price: Decimal
     filled: int = 0
+    trade_ids: list[str] = field(default_factory=list)  # fills applied (a fill delivered twice is ignored)
 
 
 class GridStrategy:
@@ -105,6 +106,7 @@ class GridStrategy:
         self.vwap = SessionVWAP()
         self.vwap_day: str = ""
         self.last: Decimal | None = None
+        self.last_tick_ns = 0  # time of the trade behind ``last`` when it came from a tick
         self.risk_state = RiskState.ACTIVE
         self.position = 0
         self.mid: Decimal | None = None
@@ -158,7 +160,10 @@ class GridStrategy:
                 self.vwap.reset()
                 self.vwap_day = day
             self.vwap.update_bar(float(bar.high), float(bar.low), float(bar.close), bar.volume)
-            self.last = bar.close
+            if bar.end_ns > self.last_tick_ns:
+                # a bar arrives after the tick that closed it: its close must not replace a newer
+                # trade, or an entry is judged passive against a stale price and fills on arrival
+                self.last = bar.close
 
     @property
     def ready(self) -> bool:
@@ -199,6 +204,7 @@ class GridStrategy:
         if tick.instrument != self.instrument:
             return []
         self.last = tick.price
+        self.last_tick_ns = tick.ts_ns
         if self.mid is None and self._can_place(tick.ts_ns):
             return self._rebuild(tick.ts_ns)
         return []
@@ -217,7 +223,8 @@ class GridStrategy:
         respaced = abs(spacing - self.spacing) >= self.spacing / 4
         if shifted or respaced:
             return out + self._rebuild(bar.ts_ns)
-        return out + self._place_missing(bar.ts_ns) + self._status(bar.ts_ns)
+        # the status first: risk checks the entries that follow with this bar's ATR
+        return out + self._status(bar.ts_ns) + self._place_missing(bar.ts_ns)
 
     def _on_time(self, ts_ns: int) -> Out:
         if not self.calendar.can_open(ts_ns):
@@ -237,8 +244,9 @@ class GridStrategy:
     def _on_fill(self, fill: Fill) -> Out:
         self.denied_until.clear()  # the position changed: what risk denied may pass now
         slot = self.slots.get(fill.client_order_id)
-        if slot is None:
-            return []
+        if slot is None or fill.trade_id in slot.trade_ids:
+            return []  # not ours any more, or delivered again (reconciliation after a restart or gap)
+        slot.trade_ids.append(fill.trade_id)
         slot.filled += fill.qty
         if fill.leaves_qty == 0 or slot.filled >= slot.qty:
             del self.slots[fill.client_order_id]
@@ -294,7 +302,7 @@ class GridStrategy:
         out = self._cancel(lambda s: s.kind == "entry", ts_ns, "grid rebuild")
         self.mid, self.spacing = mid, self._target_spacing()
         self.stats["rebuilds"] += 1
-        return out + self._place_missing(ts_ns) + self._status(ts_ns)
+        return out + self._status(ts_ns) + self._place_missing(ts_ns)
 
     def _place_missing(self, ts_ns: int) -> Out:
         """Place entries on every free level of the current grid."""
@@ -331,7 +339,9 @@ class GridStrategy:
             "vwap_day": self.vwap_day, "last": str(self.last) if self.last is not None else None,
             "position": self.position, "mid": str(self.mid) if self.mid is not None else None,
             "spacing": str(self.spacing) if self.spacing is not None else None,
-            "slots": {c: [s.kind, s.level, s.side.value, s.qty, str(s.price), s.filled] for c, s in self.slots.items()},
+            "last_tick_ns": self.last_tick_ns,
+            "slots": {c: [s.kind, s.level, s.side.value, s.qty, str(s.price), s.filled, list(s.trade_ids)]
+                      for c, s in self.slots.items()},
             "stats": dict(self.stats),
         }
 
@@ -345,5 +355,7 @@ class GridStrategy:
         self.position = int(d.get("position", 0))
         self.mid = Decimal(d["mid"]) if d.get("mid") else None
         self.spacing = Decimal(d["spacing"]) if d.get("spacing") else None
-        self.slots = {c: Slot(k, int(l), Side(sd), int(q), Decimal(p), int(f)) for c, (k, l, sd, q, p, f) in d.get("slots", {}).items()}
+        self.last_tick_ns = int(d.get("last_tick_ns", 0))
+        self.slots = {c: Slot(v[0], int(v[1]), Side(v[2]), int(v[3]), Decimal(v[4]), int(v[5]), list(v[6] if len(v) > 6 else []))
+                      for c, v in d.get("slots", {}).items()}
         self.stats.update(d.get("stats", {}))

@@ -352,7 +352,7 @@ class RiskManager:
         Positions change only through fills, which :attr:`Portfolio.fills_applied` counts."""
         return (tuple(self.ledger.to_dict().items()), self.state, tuple(self.holds.items()),
                 self.portfolio.fills_applied, self.max_contracts_seen, self.min_headroom, self.peak_equity,
-                self.max_drawdown, len(self.flat_violations), len(self.breaches))
+                self.max_drawdown, len(self.flat_violations), len(self.breaches), tuple(self.atr.items()))
 
     def snapshot(self) -> dict:
         return {"ledger": self.ledger.to_dict(), "portfolio": self.portfolio.to_dict(),
@@ -360,7 +360,8 @@ class RiskManager:
                 "now_ns": self.now_ns, "max_contracts_seen": str(self.max_contracts_seen),
                 "min_headroom": str(self.min_headroom) if self.min_headroom is not None else None,
                 "peak_equity": str(self.peak_equity), "max_drawdown": str(self.max_drawdown),
-                "flat_violations": self.flat_violations, "breaches": [list(b) for b in self.breaches[-100:]]}
+                "flat_violations": self.flat_violations, "breaches": [list(b) for b in self.breaches[-100:]],
+                "atr": dict(self.atr)}
 
     def restore(self, d: dict) -> None:
         """Load a :meth:`snapshot`; the ``reconcile`` hold set at construction stays."""
@@ -375,4 +376,7 @@ class RiskManager:
         self.max_drawdown = Decimal(d.get("max_drawdown", "0"))
         self.flat_violations = list(d.get("flat_violations", []))
         self.breaches = [tuple(b) for b in d.get("breaches", [])]
+        # the last ATR per instrument: without it checks 2-4 of check_order are skipped until the
+        # strategy's next StrategyStatus, which a restored grid sends only on its next bar
+        self.atr.update({k: float(v) for k, v in d.get("atr", {}).items() if float(v) > 0})
         self._set_hold("reconcile", self.holds.get("reconcile", (None, ""))[0], "restored")

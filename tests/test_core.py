@@ -127,6 +127,22 @@ def test_flat_time_denies_new_entries_and_flattens():
     assert "outside the trading window" in out[0][1].reason
 
 
+def test_restored_risk_keeps_the_atr_its_per_trade_check_needs():
+    """After a restart risk must not wait for the grid's next status to size-check orders: the
+    ATR is part of its mirror. 3 MES x $5/pt x ATR 12 pt = $180 > the $150 per-trade risk."""
+    from domain.messages import StrategyStatus
+    risk, ts = _risk()
+    risk.handle(StrategyStatus("grid-MES", "MES", ts, atr=12.0))
+    denied = risk.handle(intent("g1", qty=3))[0][1]
+    assert "per_trade_risk" in getattr(denied, "reason", ""), denied
+    back, _ = _risk()
+    back.restore(risk.snapshot())
+    assert back.atr == {"MES": 12.0}
+    assert "per_trade_risk" in getattr(back.handle(intent("g2", qty=3))[0][1], "reason", "")
+    fresh, _ = _risk()  # without the ATR the order's risk cannot be measured (checks 2-4 skipped)
+    assert fresh.handle(intent("g3", qty=3))[0][0] == ROUTER
+
+
 def test_risk_rejects_unknown_message():
     risk, _ = _risk()
     with pytest.raises(RejectedMessage):

@@ -104,3 +104,35 @@ def test_live_mismatch_is_rechecked_before_it_is_left_to_the_operator(store: Sta
     for i in range(LoggedReconciler.MISMATCH_RECHECKS + 2):
         rec.handle(ReconcileRequest(RETRY_PREFIX + "x", 10 + i))
     assert len(retries) == 2 + LoggedReconciler.MISMATCH_RECHECKS
+
+
+def test_an_owner_that_missed_its_fill_or_cancel_gets_it_again(store: StateStore) -> None:
+    """A kill between the router's journal write and the grid's own snapshot: the restored grid
+    still holds a filled entry and a cancelled one as working. The reconciler re-sends the
+    journalled fill and the cancel to the owner only (risk and the journal already have them);
+    an order still working at the venue and a fill not journalled yet (it goes through the router)
+    are left alone."""
+    filled = _fill(1, Side.BUY)
+    _journal(store, [filled])
+    cancelled = OrderIntent("grid-MES-1-2", "grid-MES", "MES", Side.SELL, 1, OrderType.LIMIT, 1_000,
+                            limit_price=D("5010.00"))
+    store.save_order(cancelled, "CANCELLED")
+    working = OrderIntent("grid-MES-1-3", "grid-MES", "MES", Side.BUY, 1, OrderType.LIMIT, 1_000,
+                          limit_price=D("4990.00"))
+    store.save_order(working, "ACCEPTED")
+    unjournalled = Fill("grid-MES-1-4", "grid-MES", "T4", "MES", Side.BUY, 1, D("4995.00"), D("0.37"), 0, 1_500)
+    store.save_order(OrderIntent("grid-MES-1-4", "grid-MES", "MES", Side.BUY, 1, OrderType.LIMIT, 1_000,
+                                 limit_price=D("4995.00")), "ACCEPTED")
+    snap = BrokerSnapshot((working,), (PositionSnapshot("MES", 2, D("5000.00"), 2_000),), (filled, unjournalled), 2_000)
+    owner = {c: ("grid-MES", 0) for c in ("grid-MES-1-1", "grid-MES-1-2", "grid-MES-1-3", "grid-MES-1-4")}
+    rec = Reconciler(store, lambda ts: snap, lambda: ({"MES": 1}, {"T1"}, 0), owner_view=lambda: owner)
+    out = rec.reconcile(2_000, "restart")
+    to_owner = [m for d, m in out if d == "grid-MES"]
+    assert [type(m).__name__ for m in to_owner] == ["Fill", "OrderCancelled"]
+    assert to_owner[0] == filled and to_owner[1].client_order_id == "grid-MES-1-2"
+    assert [m for d, m in out if d == ROUTER and isinstance(m, Fill)] == [unjournalled]
+    result = [m for d, m in out if d == ROUTER and isinstance(m, ReconcileResult)][0]
+    assert result.ok and "2 owner order(s) brought up to date" in result.detail, result.detail
+    # an owner that has seen the whole fill gets nothing again
+    owner["grid-MES-1-1"] = ("grid-MES", 1)
+    assert [m for d, m in rec.reconcile(2_100, "again") if d == "grid-MES" and isinstance(m, Fill)] == []
