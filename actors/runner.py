@@ -20,7 +20,7 @@ from typing import Any
 from loguru import logger
 
 from actors.core import Directory, ask, wait_until
-from actors.execution import PaperVenue, StoreIds
+from actors.execution import PaperVenue, StoreIds, WriteAhead
 from actors.feed import FeedCore, ReplayFeed, warmup_messages
 from actors.supervision import ActorSpec, Supervisor, SupervisionTree
 from actors.system import Dispatcher, WriteBehind, build_factories, persist_hook, topics
@@ -240,6 +240,7 @@ class PaperSystem:
     def _wire(self) -> None:
         """Directory, topics, run flags and the supervision tree (after venue, ids, trade log, start_ns)."""
         self.directory = Directory()
+        self.write_ahead = WriteAhead(self.store)  # the router's order writes, batched (execution.py)
         if getattr(self, "writer", None) is None:  # LiveSystem has no paper venue to hand it to first
             self.writer = WriteBehind()
         for topic, names in topics(self.cfg).items():
@@ -252,7 +253,7 @@ class PaperSystem:
 
     def _factories(self) -> dict[str, Any]:
         return build_factories(self.cfg, self.ids, self.venue, self.store, self.trade_log, self.start_ns,
-                               reconcile_on_start=True)
+                               reconcile_on_start=True, write_ahead=self.write_ahead)
 
     def _make_feed(self) -> ReplayFeed:
         after_key = self.venue.last_key

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from loguru import logger
 
-from actors.execution import BrokerHandler, OrderRouter, PaperVenue, Reconciler
+from actors.execution import BrokerHandler, OrderRouter, PaperVenue, Reconciler, WriteAhead
 from actors.feed import BarBuilderHandler
 from domain.calendar import SessionCalendar
 from domain.grid import GridConfig, GridStrategy
@@ -28,20 +28,20 @@ from domain.handler import (BROKER, CLOCK_TOPIC, EXPOSURE_TOPIC, FEED, HEDGE, RE
                             RISK_STATE_TOPIC, ROUTER, STATUS_TOPIC, WATCHDOG, IdGenerator, Out, RejectedMessage, bar_builder,
                             bars_topic, grid_strategy, ticks_topic)
 from domain.hedge import HedgeConfig, HedgeManager
-from domain.messages import CancelOrder, OrderIntent
+from domain.messages import OrderIntent
 from domain.portfolio import Portfolio
 from domain.risk import RiskManager
 
-ORDER_OUTPUTS = (OrderIntent, CancelOrder)
-"""Outputs after which a strategy's snapshot is written before they are sent."""
+ORDER_OUTPUTS = (OrderIntent,)
+"""Outputs after which a strategy's snapshot is written before they are sent: a restarted strategy
+must hold every order the router may have sent, or it places its level again next to the one still
+working at the venue. Everything else a strategy mirrors may lag (written behind): a cancel it
+asked for is asked again on its next rebuild, and what it missed of its orders' fills and cancels
+the reconciler sends it again after a restart (``Reconciler.owner_view``)."""
 
 ACK_EVENTS = frozenset({"OrderSubmitted", "OrderAccepted"})
 """Order acknowledgements: the grid and the hedge record an order when they decide it, so these
 change nothing they mirror."""
-
-MARKET_DATA_EVENTS = frozenset({"Bar", "ClockTick"})
-"""Messages after which a strategy snapshot may be written behind (indicator state); after any
-other (fills, order acknowledgements, denials) it is written before the next message."""
 
 TRADE_EVENTS_PERSIST = ("Fill", "OrderAccepted", "OrderCancelled", "OrderRejected", "OrderDenied", "OrderSubmitted",
                         "Bar", "RiskStateChanged", "ExposureUpdate", "ReconcileResult", "Flatten", "Shutdown",
@@ -86,8 +86,10 @@ def topics(cfg: Any) -> dict[str, tuple[str, ...]]:
 
 
 def build_factories(cfg: Any, ids: IdGenerator, venue: PaperVenue, store: Any | None, trade_log: Any,
-                    start_ns: int, reconcile_on_start: bool) -> dict[str, Callable[[], Any]]:
-    """Handler factories by actor name. Each factory restores mirrored state when ``store`` has it."""
+                    start_ns: int, reconcile_on_start: bool,
+                    write_ahead: WriteAhead | None = None) -> dict[str, Callable[[], Any]]:
+    """Handler factories by actor name. Each factory restores mirrored state when ``store`` has it.
+    ``write_ahead`` (with ``store``) takes the router's order writes off its thread."""
     cal = SessionCalendar(cfg.profile.flat_margin_s)
     p, hsym = cfg.grid.instrument, cfg.hedge.instrument
     limits = cfg.profile.limits()
@@ -153,9 +155,9 @@ def build_factories(cfg: Any, ids: IdGenerator, venue: PaperVenue, store: Any | 
         return view
 
     f: dict[str, Callable[[], Any]] = {
-        BROKER: lambda: BrokerHandler(venue),
+        BROKER: lambda: BrokerHandler(venue, write_ahead),
         RISK: make_risk,
-        ROUTER: lambda: OrderRouter(store, trade_log),
+        ROUTER: lambda: OrderRouter(store, trade_log, write_ahead),
         RECONCILER: lambda: Reconciler(store, venue.snapshot, risk_view, owner_view=owner_view),
         grid_strategy(p): make_grid,
         bar_builder(p): lambda: BarBuilderHandler(p),
@@ -254,11 +256,12 @@ def persist_hook(store: Any | None, writer: WriteBehind | None = None) -> Callab
 
     The snapshot is taken in the actor's thread, consistent with the message just handled (every
     ``snapshot()`` returns fresh containers of immutable values, so it may be encoded elsewhere).
-    A strategy's snapshot after a bar or clock tick that sent no order is encoded and written by
-    ``writer`` when given; after a fill, cancel, rejection or denial, and whenever ``out`` holds
-    orders, it is written at once (acknowledgements write nothing: they change no strategy state),
+    A strategy's snapshot is written at once when ``out`` holds new orders (:data:`ORDER_OUTPUTS`),
     so that a restarted strategy knows every order the router may have sent (a kill -9 inside the
-    write-behind window once left the grid stacking orders on one level after the restart).
+    write-behind window once left the grid stacking orders on one level after the restart);
+    otherwise it is encoded and written by ``writer`` when given (acknowledgements write nothing:
+    they change no strategy state). What a lagging snapshot misses of fills and cancels, the
+    reconciler sends the restarted strategy again.
     Snapshots carry a sequence number: an older one never overwrites a newer one. Risk's mirror (its
     snapshot, counters and positions) is written at once, in one MULTI/EXEC: recovery compares the
     venue with it, so it must never lag the actor nor be seen half-written. A message that changed
@@ -303,7 +306,7 @@ def persist_hook(store: Any | None, writer: WriteBehind | None = None) -> Callab
             return  # a strategy's state does not change on an acknowledgement (its slot exists already)
         snap = handler.snapshot()
         seq = seqs[name] = seqs.get(name, 0) + 1
-        if writer is None or kind not in MARKET_DATA_EVENTS or any(isinstance(m, ORDER_OUTPUTS) for _, m in out):
+        if writer is None or any(isinstance(m, ORDER_OUTPUTS) for _, m in out):
             save(name, snap, seq)  # its orders must not lag the journal: written before they are sent
         else:
             writer.put(name, lambda: save(name, snap, seq))

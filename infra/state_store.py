@@ -91,11 +91,15 @@ return false
 # KEYS[1] = order hash, KEYS[2] = orders:working, KEYS[3] = events;
 # ARGV = coid, working ("1" add / "0" remove), maxlen, event type ("" = no event), ts_ns, json,
 #        then field/value pairs for the order hash.
-# The order is updated only if it exists; the event is journalled in any case.
+# The order is updated only if it exists and is not terminal yet (a late acknowledgement after a
+# fill or cancel must not make it working again); the event is journalled in any case.
 # Returns 1 if the order existed, 0 otherwise.
 _ORDER_EVENT_LUA = """
 local known = redis.call('EXISTS', KEYS[1])
-if known == 1 then
+local cur = known == 1 and redis.call('HGET', KEYS[1], 'status') or false
+if cur == 'FILLED' or cur == 'CANCELLED' or cur == 'REJECTED' or cur == 'DENIED' then
+  -- terminal: status and working set stay as they are
+elseif known == 1 then
   if #ARGV > 6 then
     local fields = {}
     for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
@@ -212,6 +216,21 @@ class StateStore:
         Returns once Redis acknowledged (so the order is durable before it is sent).
         ``updated_ns`` is ``ts_ns``, or ``intent.ts_ns`` when ``ts_ns`` is 0.
         """
+        pipe = self.client.pipeline(transaction=True)
+        self._queue_order(pipe, intent, status, venue_order_id=venue_order_id, filled_qty=filled_qty,
+                          avg_fill_price=avg_fill_price, reason=reason, ts_ns=ts_ns)
+        pipe.execute()
+
+    def save_new_orders(self, orders: list[tuple[OrderIntent, str, int]]) -> None:
+        """:meth:`save_order` for several new orders ``(intent, status, ts_ns)`` in ONE MULTI/EXEC
+        (one round trip): the write-ahead of a decision's orders (``actors.execution.WriteAhead``)."""
+        pipe = self.client.pipeline(transaction=True)
+        for intent, status, ts_ns in orders:
+            self._queue_order(pipe, intent, status, ts_ns=ts_ns)
+        pipe.execute()
+
+    def _queue_order(self, pipe: redis.client.Pipeline, intent: OrderIntent, status: str, *, venue_order_id: str = "",
+                     filled_qty: int = 0, avg_fill_price: Decimal | str = "", reason: str = "", ts_ns: int = 0) -> None:
         status = _status_str(status)
         coid = intent.client_order_id
         mapping = {
@@ -223,10 +242,8 @@ class StateStore:
             "updated_ns": str(int(ts_ns or intent.ts_ns)),
             "reason": reason,
         }
-        pipe = self.client.pipeline(transaction=True)
         pipe.hset(self.key("order", coid), mapping=mapping)
         self._queue_working(pipe, coid, status)
-        pipe.execute()
 
     @staticmethod
     def _order_mapping(status: str, fields: dict[str, Any]) -> dict[str, str]:
@@ -259,7 +276,8 @@ class StateStore:
     def update_order_status(self, client_order_id: str, status: str, **fields: Any) -> None:
         """Set ``status`` (and any of ``venue_order_id``, ``filled_qty``, ``avg_fill_price``,
         ``reason``, ``updated_ns`` -- or its alias ``ts_ns``) on an existing order, atomically
-        with its working-set membership (one Lua script, one round trip).
+        with its working-set membership (one Lua script, one round trip). An order already in a
+        terminal status (:data:`TERMINAL_STATUSES`) is left as it is: statuses only move forward.
 
         Raises ``KeyError`` if the order was never saved (nothing is written), ``TypeError`` on
         an unknown field.

@@ -411,3 +411,18 @@ def test_blob_incremental_appends_history_atomically(store: StateStore, redis_ur
     other = redis.Redis.from_url(redis_url, decode_responses=True)  # plain redis-cli view of the schema
     assert other.lrange(store.key("blob", "venue", "ids"), 0, -1) == ["c1", "c2", "c3"]
     assert store.load_blob_history("nothing") == ([], [])
+
+
+@pytest.mark.parametrize("final", ["FILLED", "CANCELLED", "REJECTED"])
+def test_a_late_acknowledgement_never_makes_a_terminal_order_working_again(store: StateStore, final: str) -> None:
+    """Live, the user hub's fill and the place answer can reach the router in either order: an
+    OrderAccepted after the fill is journalled but leaves the order terminal and out of the
+    working set (else a restart would rebuild it into risk's book as working)."""
+    from domain.messages import OrderAccepted
+    store.save_order(make_intent("late"), "SUBMITTED")
+    store.update_order_status("late", final, ts_ns=5)
+    assert store.record_order_event(OrderAccepted("late", "grid-MES", "V1", 6), "ACCEPTED", venue_order_id="V1") is True
+    rec = store.load_order("late")
+    assert rec is not None and rec["status"] == final and rec["venue_order_id"] == ""
+    assert store.load_working_orders() == {}
+    assert [e.client_order_id for e in store.read_events()] == ["late"]  # journalled all the same

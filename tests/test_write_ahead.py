@@ -1,0 +1,79 @@
+"""Order write-ahead (batched, off the router's thread) and the live broker's request pool,
+against a real redis-server and the real paper venue."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from decimal import Decimal
+
+from actors.execution import BrokerHandler, OrderRouter, PaperVenue, WriteAhead
+from actors.live import LiveBrokerHandler, VenueCallDone
+from domain.handler import BROKER, ROUTER
+from domain.messages import (CancelOrder, OrderAccepted, OrderIntent, OrderRejected, OrderType, Side,
+                             TradeTick)
+from infra.state_store import StateStore
+
+D = Decimal
+
+
+def _intent(i: int, price: str = "5000.00") -> OrderIntent:
+    return OrderIntent(f"grid-MES-1-{i}", "grid-MES", "MES", Side.BUY, 1, OrderType.LIMIT, 1_000 + i,
+                       limit_price=D(price))
+
+
+def test_router_hands_orders_over_and_the_broker_sends_them_only_once_written(store: StateStore) -> None:
+    """Ten orders of one decision: the router does not wait for Redis; the broker's wait returns
+    once each order's record is there, and the ten took fewer MULTI/EXECs than orders."""
+    wa = WriteAhead(store)
+    router = OrderRouter(store, None, wa)
+    gate = threading.Lock()
+    gate.acquire()
+    real = store.save_new_orders
+
+    def held_then_saved(orders):  # the first write waits until all ten are queued: one batch after it
+        with gate:
+            return real(orders)
+
+    store.save_new_orders = held_then_saved  # type: ignore[method-assign]
+    outs = [router.handle(_intent(i)) for i in range(10)]
+    assert all(out[0] == (BROKER, _intent(i)) for i, out in enumerate(outs))
+    assert store.load_order("grid-MES-1-9") is None  # not written yet, and the router went on
+    gate.release()
+    broker = BrokerHandler(PaperVenue(None), wa)
+    events = [e for i in range(10) for _, e in broker.handle(_intent(i))]
+    assert [type(e) for e in events] == [OrderAccepted] * 10
+    assert all(store.load_order(f"grid-MES-1-{i}")["status"] == "SUBMITTED" for i in range(10))
+    assert wa.orders == 10 and wa.batches <= 2, (wa.orders, wa.batches)
+
+
+def test_an_order_whose_write_failed_is_rejected_not_sent(redis_url: str) -> None:
+    dead = StateStore.from_url("redis://127.0.0.1:1/0", "test:dead")  # nothing listens on port 1
+    wa = WriteAhead(dead)
+    OrderRouter(dead, None, wa).handle(_intent(1))
+    venue = PaperVenue(None)
+    out = BrokerHandler(venue, wa).handle(_intent(1))
+    assert len(out) == 1 and isinstance(out[0][1], OrderRejected) and "write-ahead failed" in out[0][1].reason
+    assert venue.broker.working_orders() == []  # never reached the venue
+
+
+def test_live_broker_pool_answers_through_the_mailbox_and_a_cancel_follows_its_place(store: StateStore) -> None:
+    venue = PaperVenue(None)
+    venue.on_tick(TradeTick("MES", 1, D("5001.00"), 1))
+    mailbox: queue.Queue = queue.Queue()
+    wa = WriteAhead(store)
+    router = OrderRouter(store, None, wa)
+    broker = LiveBrokerHandler(venue, post=mailbox.put, workers=4, write_ahead=wa)
+    for i in range(6):
+        router.handle(_intent(i))
+        assert broker.handle(_intent(i)) == []  # answered later, through the mailbox
+    assert broker.handle(CancelOrder("grid-MES-1-5", "grid-MES", 2_000, "rebuild")) == []
+    answers: list = []
+    while len(answers) < 7:
+        done = mailbox.get(timeout=5)
+        assert isinstance(done, VenueCallDone)
+        answers += [e for _, e in broker.handle(done) if _ == ROUTER]
+    kinds = [(type(e).__name__, e.client_order_id) for e in answers]
+    assert sorted(c for k, c in kinds if k == "OrderAccepted") == sorted(f"grid-MES-1-{i}" for i in range(6))
+    assert kinds.index(("OrderCancelled", "grid-MES-1-5")) > kinds.index(("OrderAccepted", "grid-MES-1-5"))
+    assert sorted(o.client_order_id for o in venue.broker.working_orders()) == [f"grid-MES-1-{i}" for i in range(5)]
