@@ -23,8 +23,11 @@ Formulas (seed 000, with the choices documented in docs/strategy.md):
   cancelled and placed again around the new mid. Take-profits of filled inventory stay working.
 - volatility surge: ATR above ``surge_ratio`` x its slow EMA (``surge_ema_bars`` 15-min bars).
 - an entry level that risk denied, and the levels beyond it on the same side, are not proposed
-  again for ``denial_backoff_s`` (60 s, the seed's recalculation interval) unless a fill changes
-  the position first.
+  again for ``denial_backoff_s`` (60 s, the seed's recalculation interval), doubled on each
+  further denial of that level in a row up to ``denial_backoff_max_s`` (900 s, one ATR bar),
+  unless a fill changes the position first (which resets it). Risk's caps mostly change with the
+  position; re-proposing a capped level every minute only produced denials (27,000 over 28
+  sessions, 93 % of all intents).
 - nothing new is placed outside the trading window (domain.calendar), when risk is not ACTIVE,
   or before ATR is ready; warm-up bars only seed indicators.
 
@@ -67,6 +70,7 @@ class GridConfig:
     surge_ema_bars: int = 20
     mid_bar_s: int = 60
     denial_backoff_s: int = 60
+    denial_backoff_max_s: int = 900
 
 
 @dataclass
@@ -115,6 +119,7 @@ class GridStrategy:
         self.slots: dict[str, Slot] = {}  # client order id -> working slot
         self.pending_cancel: set[str] = set()
         self.denied_until: dict[int, int] = {}  # level -> ts_ns before which it is not proposed again
+        self.denied_streak: dict[int, int] = {}  # level -> denials in a row since the last fill
         self.stats = {"entries_filled": 0, "tps_filled": 0, "rebuilds": 0, "denied": 0}
         self._last_status: tuple[float, float, float] | None = None  # last StrategyStatus values sent
 
@@ -243,6 +248,7 @@ class GridStrategy:
 
     def _on_fill(self, fill: Fill) -> Out:
         self.denied_until.clear()  # the position changed: what risk denied may pass now
+        self.denied_streak.clear()
         slot = self.slots.get(fill.client_order_id)
         if slot is None or fill.trade_id in slot.trade_ids:
             return []  # not ours any more, or delivered again (reconciliation after a restart or gap)
@@ -267,7 +273,9 @@ class GridStrategy:
             if slot.kind == "entry":
                 # risk said no: do not ask again on every event; levels farther out on the same side
                 # carry at least as much risk, so they wait too
-                until = msg.ts_ns + self.cfg.denial_backoff_s * 1_000_000_000
+                streak = self.denied_streak[slot.level] = self.denied_streak.get(slot.level, 0) + 1
+                wait_s = min(self.cfg.denial_backoff_s * 2 ** (streak - 1), self.cfg.denial_backoff_max_s)
+                until = msg.ts_ns + wait_s * 1_000_000_000
                 for n in range(abs(slot.level), self.cfg.levels_each_side + 1):
                     lvl = n if slot.level > 0 else -n
                     self.denied_until[lvl] = max(self.denied_until.get(lvl, 0), until)

@@ -170,6 +170,7 @@ class RiskManager:
             return self._deny(intent, f"quantity {intent.qty} <= 0")
         position = self.portfolio.qty(intent.instrument)
         signed = intent.side.sign * intent.qty
+        working = self._working_map()  # {instrument: (buy, sell)} working, one pass over the book
         if intent.reduce_only:
             # a close is judged against what other working closes on its side leave of the position,
             # so two actors closing the same position (hedge reduce + risk flatten) cannot flip it
@@ -179,7 +180,7 @@ class RiskManager:
         else:
             # an entry "reduces" only if it still shrinks the position after every working order on
             # its side has filled: a sell against a long that working sells already cover opens a short
-            buy_w, sell_w = self.book.working_qty(intent.instrument)
+            buy_w, sell_w = working.get(intent.instrument, (0, 0))
             reducing = is_reducing(position + (buy_w if signed > 0 else -sell_w), signed)
         if intent.reduce_only and not reducing and intent.purpose != "grid-tp":
             return self._deny(intent, f"reduce-only order would not reduce position {position}")
@@ -199,7 +200,6 @@ class RiskManager:
             if net_atr_exposure(after, self.atr) < net_atr_exposure(positions, self.atr):
                 # a hedge that lowers the net 1-ATR exposure is not blocked by the gross caps
                 limits = dataclasses.replace(limits, open_risk_cap=None, stress_loss_cap=None)
-            working = self._working_map()
             reason = _check_order_cached(OrderCheck(intent.instrument, signed, intent.reduce_only),
                                          tuple(sorted(positions.items())), tuple(sorted(working.items())),
                                          tuple(sorted(self.atr.items())), limits)

@@ -80,3 +80,23 @@ def test_snapshot_round_trip_keeps_partial_fills_and_their_trade_ids():
     assert back.snapshot() == g.snapshot()
     assert back.slots[big.client_order_id].trade_ids == ["T7"] and back.slots[big.client_order_id].filled == 1
     assert back.handle(part) == []  # already applied before the restart
+
+
+def test_a_level_risk_keeps_denying_waits_twice_as_long_each_time_until_a_fill():
+    from domain.messages import OrderDenied
+    g = _ready_grid()
+    g.handle(TradeTick("MES", T0, D("5000.00"), 1))
+    ts, waits = T0, []
+    for _ in range(6):
+        coid = next(c for c, s in g.slots.items() if s.level == -1)
+        g.handle(OrderDenied(coid, "grid-MES", "open_risk_cap: test", ts))
+        waits.append((g.denied_until[-1] - ts) // 1_000_000_000)
+        assert g.denied_until[-5] == g.denied_until[-1]  # the levels beyond it on that side wait too
+        ts = g.denied_until[-1]
+        g.handle(_bar(60, ts - MIN, "4999", "5001", "5000.00"))  # next bar after the wait: proposed again
+        assert any(s.level == -1 for s in g.slots.values())
+    assert waits == [60, 120, 240, 480, 900, 900]
+    sell = next(s for s in g.slots.values() if s.level == 1)
+    coid = next(c for c, s in g.slots.items() if s is sell)
+    g.handle(Fill(coid, "grid-MES", "T9", "MES", Side.SELL, sell.qty, sell.price, D("0.37"), 0, ts + 1))
+    assert g.denied_until == {} and g.denied_streak == {}  # the position changed: start over
