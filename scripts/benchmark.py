@@ -218,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  tick -> decision for intents decided on an execution, from the tick that filled (venue "
                   f"write, router journal, risk): n={nx} p50 {x50:.3f} ms p99 {x99:.3f} ms", flush=True)
             print(f"  all intents together, from their tick: n={r['decisions']} p50 {r['p50']:.3f} ms "
-                  f"p99 {r['p99']:.3f} ms max {r['max']:.3f} ms; tick -> order at the broker actor (after risk and "
-                  f"the router's Redis write): n={r['broker_n']} p50 {r['broker_p50']:.3f} ms "
+                  f"p99 {r['p99']:.3f} ms max {r['max']:.3f} ms; tick -> order sent to the broker actor (after risk "
+                  f"and the router; the broker then awaits its Redis write-ahead): n={r['broker_n']} p50 {r['broker_p50']:.3f} ms "
                   f"p99 {r['broker_p99']:.3f} ms", flush=True)
             print("  slowest intents (ms from their tick, tick time CT, intent): "
                   + "; ".join(f"{ms:.2f} at {when} {what}" for ms, when, what in r["slowest"]), flush=True)
