@@ -48,8 +48,7 @@ from actors.runner import PaperSystem, warmup_out
 from domain.calendar import SessionCalendar, ns_to_ct, trading_day
 from domain.handler import BROKER, CLOCK_TOPIC, FEED, RECONCILER, RISK, ROUTER, Out, RejectedMessage
 from domain.messages import (CancelOrder, ClockTick, Fill, OrderAccepted, OrderCancelled, OrderIntent, OrderRejected,
-                             QuoteTick,
-                             ReconcileRequest, ReconcileResult, RiskState, TradeTick)
+                             QuoteTick, ReconcileRequest, ReconcileResult, RiskState, TradeTick)
 from domain.orders import OrderStatus
 from domain.risk import RiskManager
 from infra.projectx import errors as pxe
