@@ -4,8 +4,8 @@ What differs from paper mode (:class:`actors.runner.PaperSystem`, whose tree is 
 
 - **broker** actor: :class:`LiveBrokerHandler` over :class:`infra.projectx.broker.ProjectXBroker`.
   The broker's hub-driven events (fills, status changes) go into the broker actor's own mailbox
-  (``directory.tell(BROKER, ev)``), so they are ordered after the synchronous result of a call in
-  progress, and from there to the router. ``on_reconcile_needed`` sends a ``ReconcileRequest`` to the
+  (``directory.tell(BROKER, ev)``) and from there to the router; order calls run on the actor's
+  request pool and post their results to the same mailbox (:class:`LiveBrokerHandler`). ``on_reconcile_needed`` sends a ``ReconcileRequest`` to the
   reconciler, which reads the gateway's REST truth through ``broker.snapshot``.
 - **feed** actor: :class:`LiveFeed`, fed by a :class:`infra.projectx.hubs.MarketHub` (quotes and
   trades of the resolved front-month contracts) through :class:`actors.feed.FeedCore` validation.
