@@ -20,8 +20,7 @@ Formulas (seed 000, with the choices documented in docs/strategy.md):
   entry is placed again (recycled, as the Hummingbot grid executor does).
 - rebuild: on each 1-min bar (the seed's 60 s recalculation), if the mid moved by at least
   ``rebuild_shift_spacings`` x spacing, or the spacing changed by 25 % or more, working entries are
-  cancelled and placed again around the new mid (the new entries are sent first, the cancels
-  after them). Take-profits of filled inventory stay working.
+  cancelled and placed again around the new mid. Take-profits of filled inventory stay working.
 - volatility surge: ATR above ``surge_ratio`` x its slow EMA (``surge_ema_bars`` 15-min bars).
 - an entry level that risk denied, and the levels beyond it on the same side, are not proposed
   again for ``denial_backoff_s`` (60 s, the seed's recalculation interval), doubled on each
@@ -308,14 +307,10 @@ class GridStrategy:
         mid = self._target_mid()
         if mid is None:
             return []
-        cancels = self._cancel(lambda s: s.kind == "entry", ts_ns, "grid rebuild")
+        out = self._cancel(lambda s: s.kind == "entry", ts_ns, "grid rebuild")
         self.mid, self.spacing = mid, self._target_spacing()
         self.stats["rebuilds"] += 1
-        # the new entries go out before the old ones' cancels: a live broker works its calls in
-        # arrival order, and ten cancels first delayed the new grid by ten REST round trips. Risk
-        # counts an entry as working until its cancel is confirmed, so the new entries were
-        # checked as if the old ones could still fill: the brief overlap at the venue is covered.
-        return self._status(ts_ns) + self._place_missing(ts_ns) + cancels
+        return out + self._status(ts_ns) + self._place_missing(ts_ns)
 
     def _place_missing(self, ts_ns: int) -> Out:
         """Place entries on every free level of the current grid."""

@@ -100,15 +100,3 @@ def test_a_level_risk_keeps_denying_waits_twice_as_long_each_time_until_a_fill()
     coid = next(c for c, s in g.slots.items() if s is sell)
     g.handle(Fill(coid, "grid-MES", "T9", "MES", Side.SELL, sell.qty, sell.price, D("0.37"), 0, ts + 1))
     assert g.denied_until == {} and g.denied_streak == {}  # the position changed: start over
-
-
-def test_a_rebuild_sends_the_new_entries_before_the_old_ones_cancels():
-    """A live broker works its calls in arrival order: ten cancels first held the new grid back by
-    ten REST round trips. Risk still counts the old entries until their cancels are confirmed."""
-    from domain.messages import CancelOrder
-    g = _ready_grid()
-    first = _intents(g.handle(TradeTick("MES", T0, D("5000.00"), 1)))
-    out = g.handle(_bar(60, T0, "5019", "5021", "5020.00"))  # the mid moves 20 points: rebuild
-    kinds = [type(m).__name__ for _, m in out if isinstance(m, (OrderIntent, CancelOrder))]
-    assert kinds.count("CancelOrder") == len(first) and "OrderIntent" in kinds
-    assert kinds.index("CancelOrder") > max(i for i, k in enumerate(kinds) if k == "OrderIntent")
