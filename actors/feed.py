@@ -86,6 +86,11 @@ class ReplayFeed:
         batch: max ticks per pump.
         backlog: ``f() -> int`` largest consumer inbox; above ``max_backlog`` the feed waits
             (backpressure instead of dropping, so orders and fills stay exact at any speed).
+            At ``speed`` inf ("max") the replay goes in lock step: the ticks of one timestamp,
+            then nothing until every consumer's inbox is empty. Otherwise the paper venue (fast)
+            ran up to a batch of ticks ahead of the strategies (slower): they decided on prices
+            minutes old, their passive entries were marketable at the venue and filled on
+            arrival, several at one price (seen after a kill -9 resume at ``max``).
         wait_reconciled: hold the first tick until a :class:`ReconcileResult` arrived (risk is
             HALTED until then, so earlier ticks would only be denied decisions) and every
             consumer has digested the warm-up (backlog 0); at most ``start_timeout_s`` seconds,
@@ -113,10 +118,12 @@ class ReplayFeed:
         self.record_latency = False
         self.backlog = backlog
         self.max_backlog = max_backlog
+        self.lockstep = speed == float("inf") and backlog is not None
         self.reconciled = not wait_reconciled
         self.start_timeout_s = start_timeout_s
         self._started_wall: float | None = None
         self.start_ts_ns = start_ts_ns
+        self._last_sent_ts = -1
 
     def start(self) -> Out:
         out = list(self.warmup)
@@ -152,7 +159,11 @@ class ReplayFeed:
         if self.t0_event is None and not self._ready():
             time.sleep(0.002)
             return [(FEED, Pump())]
-        if self.backlog is not None and self.backlog() > self.max_backlog:
+        if self.lockstep:
+            if self.backlog() > 0:
+                time.sleep(0.0003)  # lock step: the previous timestamp is still being handled
+                return [(FEED, Pump())]
+        elif self.backlog is not None and self.backlog() > self.max_backlog:
             time.sleep(0.002)  # backpressure: consumers are behind; never drop ticks
             return [(FEED, Pump())]
         out: Out = []
@@ -163,6 +174,10 @@ class ReplayFeed:
                 self.done = True
                 self.on_done()
                 return out
+            if self.lockstep and out and tick.ts_ns != self._last_sent_ts:
+                self.pending = tick  # next timestamp: after the consumers are done with this one
+                break
+            self._last_sent_ts = tick.ts_ns
             if self.t0_event is None:
                 self.t0_event, self.t0_wall = tick.ts_ns, time.monotonic()
             if self.speed != float("inf"):
