@@ -387,13 +387,16 @@ class Reconciler:
         return self.reconcile(msg.ts_ns, msg.reason)
 
     def reconcile(self, ts_ns: int, reason: str) -> Out:
+        # risk's side is read BEFORE the venue's: a fill landing in between is then in the venue
+        # snapshot and counted as missed or unapplied, so the positions agree. Read after it (as
+        # before), such a fill was in risk's position but not in the venue's, a false MISMATCH.
+        risk_positions, applied, applied_floor_ns = self.risk_view()
         snap = self.venue_snapshot(ts_ns)
         ours = self.store.load_working_orders() if self.store is not None else {}
         venue_working = {o.client_order_id: o for o in snap.working}
         out: Out = []
         missed: list[Fill] = []
         unapplied: list[Fill] = []
-        risk_positions, applied, applied_floor_ns = self.risk_view()
         for f in snap.fills:
             if self.store is None:
                 break

@@ -46,7 +46,7 @@ from actors.execution import BrokerHandler, StoreIds
 from actors.feed import MINUTE_NS, FeedCore
 from actors.runner import PaperSystem, warmup_out
 from domain.calendar import SessionCalendar, ns_to_ct, trading_day
-from domain.handler import BROKER, CLOCK_TOPIC, FEED, RECONCILER, RISK, ROUTER, Out, RejectedMessage
+from domain.handler import BROKER, CLOCK_TOPIC, FEED, RECONCILER, RISK, ROUTER, WATCHDOG, Out, RejectedMessage
 from domain.messages import (CancelOrder, ClockTick, Fill, OrderAccepted, OrderCancelled, OrderIntent, OrderRejected,
                              QuoteTick, ReconcileRequest, ReconcileResult, RiskState, TradeTick)
 from domain.orders import OrderStatus
@@ -283,16 +283,24 @@ class LoggedReconciler:
         self.failures = 0
         r = self.inner.last_result
         if r is not None and isinstance(msg, ReconcileRequest) and not msg.reuse_last:
-            (logger.info if r.ok else logger.error)("reconciliation {}: {}", "ok" if r.ok else "MISMATCH", r.detail)
             if r.ok:
+                logger.info("reconciliation ok: {}", r.detail)
                 self.mismatches = 0
             elif self.retry is not None and self.mismatches < self.MISMATCH_RECHECKS:
+                # a snapshot taken while fills are between the gateway and us (or whose REST reads
+                # straddle a fill) differs for a moment: halt, say so, look again before alerting
                 self.mismatches += 1
                 delay = 2.0 ** (self.mismatches - 1)
-                logger.warning("reconciliation mismatch {} of {}: fills may still be on their way; re-checking in "
-                               "{:.0f}s (risk stays HALTED)", self.mismatches, self.MISMATCH_RECHECKS, delay)
+                logger.warning("reconciliation: positions differ (check {} of {}; fills may still be on their "
+                               "way), re-checking in {:.0f}s, risk HALTED meanwhile: {}", self.mismatches,
+                               self.MISMATCH_RECHECKS + 1, delay, r.detail)
                 self.retry_pending.set()
                 self.retry(RETRY_PREFIX + msg.reason.removeprefix(RETRY_PREFIX), delay)
+                pending = dataclasses.replace(r, final=False)
+                out = [(d, pending if m is r else m) for d, m in out
+                       if not (d == WATCHDOG and getattr(m, "key", "") == "position-mismatch")]
+            else:
+                logger.error("reconciliation MISMATCH: {}", r.detail)
         return out
 
 

@@ -377,8 +377,10 @@ class ReconcileRequest:
 
 @dataclass(frozen=True, slots=True)
 class ReconcileResult:
-    """Outcome of a reconciliation. ``ok`` False keeps risk HALTED."""
+    """Outcome of a reconciliation. ``ok`` False keeps risk HALTED. ``final`` False: a mismatch that
+    will be checked again in a moment (fills in flight); risk halts but does not alert yet."""
 
     ok: bool
     detail: str
     ts_ns: int
+    final: bool = True

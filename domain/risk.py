@@ -157,7 +157,10 @@ class RiskManager:
         if isinstance(msg, ReconcileResult):
             if msg.ok:
                 return out + self._set_hold("reconcile", None, "reconciled")
-            return out + self._set_hold("reconcile", RiskState.HALTED, f"reconciliation failed: {msg.detail}") + [
+            held = self._set_hold("reconcile", RiskState.HALTED, f"reconciliation failed: {msg.detail}")
+            if not msg.final:
+                return out + held  # checked again in a moment: halted meanwhile, the alert waits
+            return out + held + [
                 (WATCHDOG, Alert("critical", "reconcile-mismatch", f"reconciliation failed: {msg.detail}", self.now_ns))]
         raise RejectedMessage(f"risk: unexpected message {type(msg).__name__}")
 

@@ -143,6 +143,17 @@ def test_restored_risk_keeps_the_atr_its_per_trade_check_needs():
     assert fresh.handle(intent("g3", qty=3))[0][0] == ROUTER
 
 
+def test_a_pending_reconciliation_mismatch_halts_without_alerting_a_final_one_alerts():
+    from domain.messages import ReconcileResult, RiskState
+    risk, ts = _risk()
+    out = risk.handle(ReconcileResult(False, "positions differ", ts, final=False))
+    assert risk.state is RiskState.HALTED and not [m for d, m in out if d == "watchdog"]
+    out = risk.handle(ReconcileResult(False, "positions differ", ts + 1))
+    assert [m.key for d, m in out if d == "watchdog" and hasattr(m, "key")] == ["reconcile-mismatch"]
+    risk.handle(ReconcileResult(True, "match", ts + 2))
+    assert risk.state is RiskState.ACTIVE
+
+
 def test_risk_rejects_unknown_message():
     risk, _ = _risk()
     with pytest.raises(RejectedMessage):

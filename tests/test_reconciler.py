@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from actors.execution import Reconciler
-from domain.handler import RISK, ROUTER
+from domain.handler import RISK, ROUTER, WATCHDOG
 from domain.messages import (BrokerSnapshot, Fill, OrderIntent, OrderType, PositionSnapshot, ReconcileRequest,
                              ReconcileResult, Side)
 from domain.portfolio import Portfolio
@@ -92,7 +92,9 @@ def test_live_mismatch_is_rechecked_before_it_is_left_to_the_operator(store: Sta
     rec = LoggedReconciler(Reconciler(store, snap, lambda: (dict(risk), set(), 0)),
                            retry=lambda reason, delay: retries.append((reason, delay)))
     out = rec.handle(ReconcileRequest("ambiguous place of grid-MES-1-7", 1))
-    assert [m.ok for _, m in out if isinstance(m, ReconcileResult)] == [False]  # HALTED meanwhile
+    # HALTED meanwhile, but not final: no critical alert for what the next check may clear
+    assert [(m.ok, m.final) for _, m in out if isinstance(m, ReconcileResult)] == [(False, False)]
+    assert not [m for d, m in out if d == WATCHDOG]
     assert retries == [(RETRY_PREFIX + "ambiguous place of grid-MES-1-7", 1.0)]
     rec.handle(ReconcileRequest(retries[-1][0], 2))
     assert retries[-1][1] == 2.0
@@ -101,9 +103,12 @@ def test_live_mismatch_is_rechecked_before_it_is_left_to_the_operator(store: Sta
     assert [m.ok for _, m in out if isinstance(m, ReconcileResult)] == [True] and len(retries) == 2
     assert rec.mismatches == 0
     venue_qty["MES"] = -4  # a real, lasting mismatch: re-checked MISMATCH_RECHECKS times, then left
-    for i in range(LoggedReconciler.MISMATCH_RECHECKS + 2):
-        rec.handle(ReconcileRequest(RETRY_PREFIX + "x", 10 + i))
+    outs = [rec.handle(ReconcileRequest(RETRY_PREFIX + "x", 10 + i)) for i in range(LoggedReconciler.MISMATCH_RECHECKS + 1)]
     assert len(retries) == 2 + LoggedReconciler.MISMATCH_RECHECKS
+    last = outs[-1]  # the final check: a final failure and the operator's alert
+    assert [(m.ok, m.final) for _, m in last if isinstance(m, ReconcileResult)] == [(False, True)]
+    assert [m.key for d, m in last if d == WATCHDOG] == ["position-mismatch"]
+    assert all(not [m for d, m in o if d == WATCHDOG] for o in outs[:-1])
 
 
 def test_an_owner_that_missed_its_fill_or_cancel_gets_it_again(store: StateStore) -> None:
