@@ -106,14 +106,15 @@ def build_factories(cfg: Any, ids: IdGenerator, venue: PaperVenue, store: Any | 
                     r.book.add(rec["intent"], OrderStatus.ACCEPTED if rec.get("venue_order_id") else OrderStatus.SUBMITTED)
         return r
 
-    first_grid = [True]
+    first_grid = True
 
     def make_grid() -> GridStrategy:
+        nonlocal first_grid
         g = GridStrategy(p, grid_strategy(p), grid_config(cfg), ids, cal)
         saved = store.load_strategy(g.strategy_id) if store is not None else None
         if saved:
             g.restore(saved)
-            if first_grid[0]:
+            if first_grid:
                 # process start: nothing is in flight, so a slot whose order the router never
                 # journalled died with the old process before reaching the venue (a later restart
                 # of the actor skips this: its newest intents may still be on their way)
@@ -123,7 +124,7 @@ def build_factories(cfg: Any, ids: IdGenerator, venue: PaperVenue, store: Any | 
                 if lost:
                     logger.info("{}: {} restored order(s) never reached the router, dropped: {}", g.strategy_id,
                                 len(lost), lost)
-        first_grid[0] = False
+        first_grid = False
         return g
 
     def make_hedge() -> HedgeManager:
@@ -147,8 +148,8 @@ def build_factories(cfg: Any, ids: IdGenerator, venue: PaperVenue, store: Any | 
         each has seen (the hedge pops an order only when it is done: 0)."""
         view: dict[str, tuple[str, int]] = {}
         grid = store.load_strategy(grid_strategy(p)) if store is not None else None
-        for coid, slot in ((grid or {}).get("slots") or {}).items():
-            view[coid] = (grid_strategy(p), int(slot[5]))
+        for coid, filled in GridStrategy.held_orders(grid or {}).items():
+            view[coid] = (grid_strategy(p), filled)
         hedge = store.load_strategy(HEDGE) if store is not None and cfg.hedge.enabled else None
         for coid in ((hedge or {}).get("working") or {}):
             view[coid] = (HEDGE, 0)

@@ -353,6 +353,12 @@ class GridStrategy:
             "stats": dict(self.stats),
         }
 
+    @staticmethod
+    def held_orders(snapshot: dict) -> dict[str, int]:
+        """``{client order id: contracts filled}`` of the working slots in a :meth:`snapshot`
+        (what the reconciler compares with the venue after a restart)."""
+        return {coid: int(v[5]) for coid, v in (snapshot.get("slots") or {}).items()}
+
     def restore(self, d: dict) -> None:
         """Load a :meth:`snapshot`. Working slots are re-validated by reconciliation afterwards."""
         self.atr = WilderATR.restore(d["atr"])
