@@ -153,7 +153,7 @@ class LiveBrokerHandler(BrokerHandler):
         if isinstance(msg, self.VENUE_EVENTS):
             return [(ROUTER, msg)]
         if isinstance(msg, (TradeTick, QuoteTick)):
-            return []
+            return []  # not subscribed in live mode (LiveSystem.venue_matches_ticks); harmless if sent
         if self._pool is not None and isinstance(msg, OrderIntent):
             ts = max(msg.ts_ns, self.venue.last_ts)
             fut = self._pool.submit(self._call, lambda: self._place(msg, ts))
@@ -482,6 +482,7 @@ class LiveSystem(PaperSystem):
     """
 
     mode = "live"
+    venue_matches_ticks = False  # the gateway matches on its own: no ticks to the broker actor
 
     def __init__(self, cfg: Any, store: Any, alerter: Any, metrics: Any | None, client: ProjectXClient,
                  account: GatewayAccount, contracts: dict[str, str]) -> None:

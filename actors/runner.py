@@ -215,6 +215,8 @@ class PaperSystem:
     """
 
     mode = "paper"
+    venue_matches_ticks = True
+    """The paper venue fills orders from the ticks: the broker subscribes to them (:func:`topics`)."""
 
     def __init__(self, cfg: Any, store: Any, alerter: Any, metrics: Any | None = None,
                  speed: float | None = None) -> None:
@@ -243,7 +245,7 @@ class PaperSystem:
         self.write_ahead = WriteAhead(self.store)  # the router's order writes, batched (execution.py)
         if getattr(self, "writer", None) is None:  # LiveSystem has no paper venue to hand it to first
             self.writer = WriteBehind()
-        for topic, names in topics(self.cfg).items():
+        for topic, names in topics(self.cfg, self.venue_matches_ticks).items():
             self.directory.subscribe(topic, *names)
         self.done = threading.Event()
         self.data_done = threading.Event()

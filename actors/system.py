@@ -67,13 +67,16 @@ def hedge_config(cfg: Any) -> HedgeConfig:
                        rebalance_band=h.rebalance_band, min_hold_s=h.min_hold_s)
 
 
-def topics(cfg: Any) -> dict[str, tuple[str, ...]]:
-    """Topic -> subscribers. The hedge reads both instruments' bars (with ticks passed through)."""
+def topics(cfg: Any, venue_matches_ticks: bool = True) -> dict[str, tuple[str, ...]]:
+    """Topic -> subscribers. The hedge reads both instruments' bars (with ticks passed through).
+    ``venue_matches_ticks``: the broker hosts a venue that fills orders from our ticks (paper,
+    backtest); a real venue (ProjectX) matches on its own and gets none."""
     p, hsym = cfg.grid.instrument, cfg.hedge.instrument
     strategies = (grid_strategy(p),) + ((HEDGE,) if cfg.hedge.enabled else ())
+    venue = (BROKER,) if venue_matches_ticks else ()
     t = {
-        ticks_topic(p): (BROKER, bar_builder(p), RISK),
-        ticks_topic(hsym): (BROKER, bar_builder(hsym), RISK),
+        ticks_topic(p): venue + (bar_builder(p), RISK),
+        ticks_topic(hsym): venue + (bar_builder(hsym), RISK),
         bars_topic(p): strategies,
         bars_topic(hsym): (HEDGE,) if cfg.hedge.enabled else (),
         CLOCK_TOPIC: (bar_builder(p), bar_builder(hsym), RISK) + strategies + (WATCHDOG,),
