@@ -288,6 +288,11 @@ def test_live_ambiguous_place_is_reconciled_not_duplicated(gw, redis_url, tmp_pa
         assert amb_tag
         # ... the system learns it through reconciliation and trades on
         assert _wait(lambda: len(gw.orders_received) >= n + 3, 40, p)
+        # stop only once the ambiguity is settled: a fill racing the first check is cleared by
+        # the re-check a second later (on a loaded machine the orders above can come sooner)
+        settled = lambda: any(s in _log(tmp_path).split(f"place {amb_tag} outcome unknown", 1)[-1]  # noqa: E731
+                              for s in ("the user hub already reported order", "reconciliation ok"))
+        assert _wait(settled, 30, p), _log(tmp_path)[-4000:]
     finally:
         out = _stop(p)
     _assert_clean_exit(p, out)
