@@ -330,3 +330,18 @@ def test_a_rejection_that_carries_an_order_id_is_still_rejected(scripted):
     rest.script("Order/place", ok(success=False, errorCode=2, errorMessage=msg, orderId=9056))
     out = broker.submit(intent("grid-MES-8-1"), 7)
     assert out == [OrderRejected("grid-MES-8-1", "grid-MES", f"OrderRejected: {msg}", 7)]
+
+
+def test_flatten_rides_out_429s_on_its_cancels_and_closes(h):
+    """The emergency flatten sends a cancel or close the gateway refused with HTTP 429 again
+    (unprocessed: safe) until the account shows flat; it used to log the refusal and move on,
+    leaving the order working (and, past 5 s, the position open)."""
+    now = h.gw.now_ns()
+    h.submit(intent("grid-MES-6-1", qty=2, ts=now))
+    h.submit(intent("grid-MES-6-2", Side.SELL, 1, OrderType.LIMIT, now, limit="9000"))
+    assert wait_for(lambda: h.of(Fill))
+    h.gw.faults.server_errors(4, status=429, paths=["Order/cancel", "Position/closeContract"])
+    events = h.new_broker(hub=False).flatten(now)
+    assert events == [OrderCancelled("grid-MES-6-2", "grid-MES", now, "flatten")]
+    assert h.gw.positions(1001) == [] and h.gw.open_orders(1001) == []
+    assert h.gw.faults.state()["server_errors"] == []  # every 429 was met, and the flatten went on

@@ -79,6 +79,34 @@ class _Order:
         return self.base_filled + sum(self.trades.values())
 
 
+class _Backoff:
+    """Pause between the rounds of an emergency flatten: 0.2 s, or the gateway's ``Retry-After``
+    after an HTTP 429, doubling after each refused call up to 2 s; never past ``deadline``
+    (``time.monotonic`` seconds)."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.delay = 0.2
+        self.retry_after: float | None = None
+
+    @staticmethod
+    def retryable(e: pxe.ProjectXError) -> bool:
+        """True for a call the gateway refused without processing it for a passing reason (HTTP
+        429, connection refused): it can be sent again."""
+        return isinstance(e, pxe.RateLimited) or (isinstance(e, pxe.RequestNotSent) and e.code is None)
+
+    def note(self, e: pxe.ProjectXError) -> None:
+        if self.retryable(e):
+            self.delay = min(self.delay * 2, 2.0)
+            if isinstance(e, pxe.RateLimited) and e.retry_after_s is not None:
+                self.retry_after = e.retry_after_s
+
+    def sleep(self) -> None:
+        wait = self.retry_after if self.retry_after is not None else self.delay
+        self.retry_after = None
+        time.sleep(max(0.0, min(wait, self.deadline - time.monotonic())))
+
+
 class ProjectXBroker:
     """Broker over one ProjectX account. Thread-safe.
 
@@ -92,7 +120,9 @@ class ProjectXBroker:
             only learned through :meth:`snapshot`, e.g. for a flatten-only tool).
         on_reconcile_needed: ``f(reason)`` called when a REST reconciliation is due (see module doc).
         fills_lookback_s: how far back :meth:`snapshot` reads fills (seconds before its ``ts_ns``).
-        flatten_verify_s: how long :meth:`flatten` waits for the account to show flat, seconds.
+        flatten_verify_s: how long :meth:`flatten` keeps trying (and checking) until the account shows
+            neither a position nor a working order, seconds (30: a 429 storm clears within the gateway's
+            60 s window; giving up sooner could leave a position open).
         hub_options: extra keyword arguments for :class:`UserHub` (timeouts).
 
     Attributes:
@@ -102,7 +132,7 @@ class ProjectXBroker:
 
     def __init__(self, client: ProjectXClient, account_id: int, contracts: Mapping[str, str], *,
                  hub_url: str | None = None, on_reconcile_needed: Callable[[str], None] | None = None,
-                 fills_lookback_s: float = 24 * 3600.0, flatten_verify_s: float = 5.0,
+                 fills_lookback_s: float = 24 * 3600.0, flatten_verify_s: float = 30.0,
                  hub_options: Mapping[str, Any] | None = None) -> None:
         self.client = client
         self.account_id = account_id
@@ -293,37 +323,40 @@ class ProjectXBroker:
 
     def flatten(self, ts_ns: int) -> list:
         """Emergency: cancel every working order, close every position at market (``closeContract``),
-        then poll until flat or ``flatten_verify_s``. Uses REST only. Returns the cancellations of our
-        orders; the closing fills arrive through the hub as ``emergency-<instrument>-<ts_ns>``.
-        Never raises for a single failed call (each failure is logged at error level)."""
+        then check until the account shows neither, for at most ``flatten_verify_s`` seconds. Uses
+        REST only. Returns the cancellations of our orders; the closing fills arrive through the hub
+        as ``emergency-<instrument>-<ts_ns>``.
+
+        A call the gateway refused unprocessed (HTTP 429, connection refused: ``RequestNotSent``)
+        is sent again, after ``Retry-After`` or a backoff of 0.2 s doubling to 2 s, until the
+        deadline: a 429 storm must not leave a position open. Each round re-lists working orders
+        and positions, so an order whose cancel failed otherwise is cancelled again. Never raises
+        (failures are logged; not flat at the deadline: critical log and a reconciliation request).
+        """
         self._advance(ts_ns)
         events: list = []
-        try:
-            working = self.client.query_orders(self.account_id)
-        except pxe.ProjectXError as e:
-            logger.error("ProjectX flatten: cannot list working orders: {}", e)
-            working = []
-        for o in working:
-            with self._lock:
-                entry = self._adopt(o)
-            try:
-                self.client.cancel_order(self.account_id, o.id)
-            except pxe.ProjectXError as e:
-                logger.error("ProjectX flatten: cancel of order {} failed: {}", o.id, e)
-                continue
-            with self._lock:
-                if not entry.terminal and entry.strategy_id != EXTERNAL_STRATEGY:
-                    events.append(OrderCancelled(entry.coid, entry.strategy_id, ts_ns, "flatten"))
-                entry.terminal = True
         deadline = time.monotonic() + self._verify_s
         closed: set[str] = set()
+        backoff = _Backoff(deadline)
         while True:
-            try:
-                open_pos = [p for p in self.client.open_positions(self.account_id) if p.size]
-            except pxe.ProjectXError as e:
-                logger.error("ProjectX flatten: cannot list positions: {}", e)
-                open_pos = None
-            if open_pos == []:
+            working = self._flatten_read(lambda: self.client.query_orders(self.account_id), "list working orders")
+            for o in working or []:
+                with self._lock:
+                    entry = self._adopt(o)
+                try:
+                    self.client.cancel_order(self.account_id, o.id)
+                except pxe.ProjectXError as e:
+                    (logger.warning if backoff.retryable(e) else logger.error)(
+                        "ProjectX flatten: cancel of order {} failed: {}", o.id, e)
+                    backoff.note(e)
+                    continue
+                with self._lock:
+                    if not entry.terminal and entry.strategy_id != EXTERNAL_STRATEGY:
+                        events.append(OrderCancelled(entry.coid, entry.strategy_id, ts_ns, "flatten"))
+                    entry.terminal = True
+            open_pos = self._flatten_read(lambda: [p for p in self.client.open_positions(self.account_id) if p.size],
+                                          "list positions")
+            if open_pos == [] and working == []:
                 return events
             for p in open_pos or []:
                 if p.contract_id in closed:
@@ -337,14 +370,26 @@ class ProjectXBroker:
                 except pxe.PositionNotFound:
                     pass
                 except pxe.ProjectXError as e:
-                    logger.error("ProjectX flatten: close of {} failed: {}", p.contract_id, e)
+                    (logger.warning if backoff.retryable(e) else logger.error)(
+                        "ProjectX flatten: close of {} failed: {}", p.contract_id, e)
+                    backoff.note(e)
                     closed.discard(p.contract_id)
             if time.monotonic() >= deadline:
-                logger.critical("ProjectX flatten: account {} still not flat after {}s: {}", self.account_id,
-                                self._verify_s, [(p.contract_id, p.type.name, p.size) for p in open_pos or []])
+                logger.critical("ProjectX flatten: account {} still not flat after {}s: positions {}, working orders {}",
+                                self.account_id, self._verify_s,
+                                [(p.contract_id, p.type.name, p.size) for p in open_pos or []],
+                                [o.id for o in working or []])
                 self._reconcile("flatten did not complete")
                 return events
-            time.sleep(0.2)
+            backoff.sleep()
+
+    def _flatten_read(self, read: Callable[[], list], what: str) -> list | None:
+        """One read of the flatten loop (the client already retried it); None when it failed."""
+        try:
+            return read()
+        except pxe.ProjectXError as e:
+            logger.error("ProjectX flatten: cannot {}: {}", what, e)
+            return None
 
     # ------------------------------------------------------------------ hub events (worker thread)
 

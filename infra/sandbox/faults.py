@@ -8,8 +8,8 @@ everything. REST faults apply to ``/api/...`` paths only (never to ``/hubs`` or 
 
 - ``rate_limit_burst(n)``: the next n REST calls get HTTP 429 without being processed.
 - ``server_errors(n, status=503, paths=None)``: the next n REST calls whose path is in ``paths``
-  (``"/api/Order/place"`` or ``"Order/place"``; None = any) get ``status`` (500-599) without being
-  processed.
+  (``"/api/Order/place"`` or ``"Order/place"``; None = any) get ``status`` (500-599, or 429 for a
+  rate limit on chosen paths only) without being processed.
 - ``ambiguous_place(n, status=504)``: the next n ``Order/place`` calls ARE processed (the order
   exists and may fill) but the client gets ``status`` instead of the answer, or, with
   ``status=None``, the connection is dropped without any response.
@@ -76,8 +76,8 @@ def _count(n: Any, minimum: int = 1) -> int:
 
 
 def _status(status: Any) -> int:
-    if not isinstance(status, int) or isinstance(status, bool) or not 500 <= status <= 599:
-        raise ValueError(f"status must be an HTTP 5xx code, got {status!r}")
+    if not isinstance(status, int) or isinstance(status, bool) or not (500 <= status <= 599 or status == 429):
+        raise ValueError(f"status must be an HTTP 5xx code or 429, got {status!r}")
     return status
 
 
@@ -121,7 +121,8 @@ class Faults:
             self._rate_limited += _count(n)
 
     def server_errors(self, n: int, status: int = 503, paths: list[str] | None = None) -> None:
-        """The next ``n`` REST calls to ``paths`` (None = any) get ``status`` without being processed."""
+        """The next ``n`` REST calls to ``paths`` (None = any) get ``status`` (5xx or 429) without being
+        processed."""
         if paths is not None and not isinstance(paths, (list, tuple)):
             raise ValueError(f"paths must be a list of paths or None, got {paths!r}")
         entry = [_count(n), _status(status), None if paths is None else frozenset(_api_path(p) for p in paths)]
