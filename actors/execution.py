@@ -172,7 +172,7 @@ class OrderRouter:
                     return []  # duplicate trade id: already counted
             self.fills += 1
             if self.trade_log is not None:
-                self.trade_log.write(msg, self.purposes.get(msg.client_order_id, ""))
+                self.trade_log.write(msg, self._purpose(msg.client_order_id))
             if msg.leaves_qty == 0:
                 self.purposes.pop(msg.client_order_id, None)
             return self._to_owner(msg)
@@ -187,6 +187,16 @@ class OrderRouter:
         if isinstance(msg, ReconcileResult):
             return [(RECONCILED_TOPIC, msg)]  # via the router so it arrives after the corrective events
         raise RejectedMessage(f"router: unexpected message {type(msg).__name__}")
+
+    def _purpose(self, client_order_id: str) -> str:
+        """The order's purpose for the trades CSV: remembered since it was sent, else (an order
+        from before a restart) read from its Redis record once; "" for an order not ours."""
+        purpose = self.purposes.get(client_order_id)
+        if purpose is None and self.store is not None:
+            rec = self.store.load_order(client_order_id)
+            purpose = rec["intent"].purpose if rec is not None else ""
+            self.purposes[client_order_id] = purpose
+        return purpose or ""
 
     def _status(self, ev: Any, status: str, **fields: Any) -> None:
         """Mirror an order's new status and journal the event in one round trip (an order that is

@@ -2,7 +2,9 @@
 
 Columns: ``time_ct`` (ISO-8601, America/Chicago), ``trading_day``, ``client_order_id``,
 ``strategy``, ``instrument``, ``side``, ``qty`` (contracts), ``price`` (points), ``fee`` (dollars),
-``trade_id``, ``purpose``. Two backtests on the same input write byte-identical files.
+``trade_id``, ``purpose`` (``grid-entry``, ``grid-tp``, ``hedge-open``..., ``flatten: <reason>``; the
+router reads it from the order's Redis record for an order sent before a restart, and leaves it
+empty for an order that is not ours). Two backtests on the same input write byte-identical files.
 """
 
 from __future__ import annotations

@@ -77,3 +77,18 @@ def test_live_broker_pool_answers_through_the_mailbox_and_a_cancel_follows_its_p
     assert sorted(c for k, c in kinds if k == "OrderAccepted") == sorted(f"grid-MES-1-{i}" for i in range(6))
     assert kinds.index(("OrderCancelled", "grid-MES-1-5")) > kinds.index(("OrderAccepted", "grid-MES-1-5"))
     assert sorted(o.client_order_id for o in venue.broker.working_orders()) == [f"grid-MES-1-{i}" for i in range(5)]
+
+
+def test_a_fill_of_an_order_sent_before_a_restart_keeps_its_purpose_in_the_trades_csv(store: StateStore) -> None:
+    """The router remembers purposes in memory; a restarted router reads the order's record."""
+    from domain.messages import Fill
+    from infra.trade_log import TradeLog
+    tp = OrderIntent("grid-MES-1-7", "grid-MES", "MES", Side.SELL, 1, OrderType.LIMIT, 1_000,
+                     limit_price=D("5010.00"), reduce_only=True, purpose="grid-tp")
+    OrderRouter(store, None).handle(tp)  # written, sent ... and the process restarts
+    log = TradeLog(None)
+    restarted = OrderRouter(store, log)
+    fill = Fill("grid-MES-1-7", "grid-MES", "T7", "MES", Side.SELL, 1, D("5010.00"), D("0.37"), 0, 2_000)
+    assert restarted.handle(fill)
+    row = log.text().splitlines()[-1].split(",")
+    assert (row[2], row[-1]) == ("grid-MES-1-7", "grid-tp")
