@@ -79,6 +79,11 @@ class _Order:
         return self.base_filled + sum(self.trades.values())
 
 
+_RECLOSE_AFTER_S = 2.0
+"""An emergency flatten closes a position again if it still shows this long after its accepted
+close (an order that filled after its cancel reopened it)."""
+
+
 class _Backoff:
     """Pause between the rounds of an emergency flatten: 0.2 s, or the gateway's ``Retry-After``
     after an HTTP 429, doubling after each refused call up to 2 s; never past ``deadline``
@@ -330,13 +335,14 @@ class ProjectXBroker:
         A call the gateway refused unprocessed (HTTP 429, connection refused: ``RequestNotSent``)
         is sent again, after ``Retry-After`` or a backoff of 0.2 s doubling to 2 s, until the
         deadline: a 429 storm must not leave a position open. Each round re-lists working orders
-        and positions, so an order whose cancel failed otherwise is cancelled again. Never raises
+        and positions, so an order whose cancel failed otherwise is cancelled again, and a position
+        still open 2 s after its accepted close is closed again. Never raises
         (failures are logged; not flat at the deadline: critical log and a reconciliation request).
         """
         self._advance(ts_ns)
         events: list = []
         deadline = time.monotonic() + self._verify_s
-        closed: set[str] = set()
+        closed: dict[str, float] = {}  # contract id -> when its close was accepted (monotonic s)
         backoff = _Backoff(deadline)
         while True:
             working = self._flatten_read(lambda: self.client.query_orders(self.account_id), "list working orders")
@@ -359,9 +365,9 @@ class ProjectXBroker:
             if open_pos == [] and working == []:
                 return events
             for p in open_pos or []:
-                if p.contract_id in closed:
-                    continue
-                closed.add(p.contract_id)
+                if time.monotonic() - closed.get(p.contract_id, -_RECLOSE_AFTER_S) < _RECLOSE_AFTER_S:
+                    continue  # its close is on its way; two closes in flight could reverse it
+                closed[p.contract_id] = time.monotonic()
                 with self._lock:
                     self._closing[p.contract_id] = (f"emergency-{self._instrument(p.contract_id)}-{ts_ns}",
                                                     time.monotonic() + 60.0)
@@ -373,7 +379,7 @@ class ProjectXBroker:
                     (logger.warning if backoff.retryable(e) else logger.error)(
                         "ProjectX flatten: close of {} failed: {}", p.contract_id, e)
                     backoff.note(e)
-                    closed.discard(p.contract_id)
+                    closed.pop(p.contract_id, None)
             if time.monotonic() >= deadline:
                 logger.critical("ProjectX flatten: account {} still not flat after {}s: positions {}, working orders {}",
                                 self.account_id, self._verify_s,
