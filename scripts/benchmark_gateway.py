@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Quote-to-order latency of the live system over loopback against the sandbox gateway.
 
-Starts a :class:`infra.sandbox.server.SandboxGateway` (in this process) and an embedded Redis,
-runs ``supervisor.py --mode live --arm`` against them as a subprocess for ``--seconds`` of wall
-time, stops it with SIGTERM, then for every order the gateway received:
+Starts an embedded Redis and, for each trading day in ``--days``, a fresh
+:class:`infra.sandbox.server.SandboxGateway` (in this process) streaming that day; runs
+``supervisor.py --mode live --arm`` against them as a subprocess for ``--seconds`` of wall time,
+stops it with SIGTERM, then for every order the gateway received:
 
 - the order's ``customTag`` is our client order id; its Redis record ``{ns}:order:{coid}`` holds
   the intent, whose ``ts_ns`` is the data time of the market event that triggered it;
@@ -59,6 +60,19 @@ def percentile(sorted_ms: list[float], q: float) -> float:
     return sorted_ms[k]
 
 
+class Sample(NamedTuple):
+    """One order: latency (ms), what decided it (:data:`CAUSES`), its triggering event (day,
+    contract id, data time ns)."""
+
+    ms: float
+    cause: str
+    event: tuple[str, str, int]
+
+
+CAUSES = ("market data", "own fill", "risk flatten")
+"""What decided an order (see the module docstring)."""
+
+
 def run_day(day: dt.date, args: argparse.Namespace, redis_url: str, run_dir: str) -> tuple[list[Sample], int, int]:
     """One live session against a fresh sandbox streaming ``day``: returns the matched orders,
     the number of unmatched ones and the supervisor's exit code."""
@@ -100,14 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=40.0, help="how long the live system runs per day, wall seconds")
     p.add_argument("--days", default="2026-04-08,2026-04-09,2026-04-10",
                    help="comma-separated trading days, one session each (default: the bundled data's "
-                        "three streamable days, about 90 orders: a p99 that is not just the maximum)")
+                        "three streamable days, about 130 orders: a p99 that is not just the maximum)")
     p.add_argument("--data", type=Path, default=ROOT / "data" / "demo")
     args = p.parse_args(argv)
     days = [dt.date.fromisoformat(d.strip()) for d in args.days.split(",") if d.strip()]
 
     samples: list[Sample] = []
     unmatched = 0
-    exits = []
     with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
         redis = EmbeddedRedis(Path(tmp) / "redis")
         url = redis.ensure_running()
@@ -116,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
                 got, missed, code = run_day(day, args, url, tmp)
                 samples += got
                 unmatched += missed
-                exits.append(code)
                 print(f"{day}: {len(got)} orders matched, {missed} unmatched, supervisor exit {code}", flush=True)
         finally:
             redis.stop()
@@ -135,19 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     for cause in CAUSES:
         print(f"  decided on {cause + ':':14s} {summary([x.ms for x in samples if x.cause == cause])}")
     return 0
-
-
-class Sample(NamedTuple):
-    """One order: latency (ms), what decided it (:data:`CAUSES`), its triggering event (day,
-    contract id, data time ns)."""
-
-    ms: float
-    cause: str
-    event: tuple[str, str, int]
-
-
-CAUSES = ("market data", "own fill", "risk flatten")
-"""What decided an order (see the module docstring)."""
 
 
 def summary(values_ms: list[float]) -> str:
