@@ -345,3 +345,14 @@ def test_flatten_rides_out_429s_on_its_cancels_and_closes(h):
     assert events == [OrderCancelled("grid-MES-6-2", "grid-MES", now, "flatten")]
     assert h.gw.positions(1001) == [] and h.gw.open_orders(1001) == []
     assert h.gw.faults.state()["server_errors"] == []  # every 429 was met, and the flatten went on
+
+
+def test_a_cancel_refused_with_429_is_sent_again(h):
+    """Order/cancel refused unprocessed (HTTP 429) twice: the third try cancels the order. It used
+    to be logged and dropped, leaving the entry working while its strategy counted it cancelled."""
+    now = h.gw.now_ns()
+    assert isinstance(h.submit(intent("grid-MES-7-1", Side.BUY, 1, OrderType.LIMIT, now, limit="1000"))[0],
+                      OrderAccepted)
+    h.gw.faults.server_errors(2, status=429, paths=["Order/cancel"])
+    assert h.broker.cancel("grid-MES-7-1", now) == [OrderCancelled("grid-MES-7-1", "grid-MES", now, "cancelled")]
+    assert h.gw.open_orders(1001) == [] and h.gw.faults.state()["server_errors"] == []

@@ -79,6 +79,9 @@ class _Order:
         return self.base_filled + sum(self.trades.values())
 
 
+CANCEL_ATTEMPTS = 3
+"""Tries of a strategy's cancel that the gateway refused unprocessed (see :meth:`ProjectXBroker.cancel`)."""
+
 _RECLOSE_AFTER_S = 2.0
 """An emergency flatten closes a position again if it still shows this long after its accepted
 close (an order that filled after its cancel reopened it)."""
@@ -251,7 +254,10 @@ class ProjectXBroker:
     def cancel(self, client_order_id: str, ts_ns: int, reason: str = "cancelled") -> list:
         """Cancel by venue order id (looked up over REST when not known). Returns ``[OrderCancelled]``
         when the gateway confirmed, ``[]`` otherwise (not found, ambiguous, refused: logged; the
-        reconciler settles it). Orders not ours (``px-<id>``) are cancelled without an event."""
+        reconciler settles it). A cancel refused unprocessed (HTTP 429, connection refused) is sent
+        again, up to :data:`CANCEL_ATTEMPTS` tries, after ``Retry-After`` or 0.25 / 0.5 s (at most
+        2 s): a strategy does not ask twice, and an entry left working would double its level.
+        Orders not ours (``px-<id>``) are cancelled without an event."""
         self._advance(ts_ns)
         with self._lock:
             entry = self._orders.get(client_order_id)
@@ -267,13 +273,24 @@ class ProjectXBroker:
         if entry is None or entry.venue_id is None:
             logger.warning("ProjectX: cancel {}: no working venue order with that tag", client_order_id)
             return []
-        try:
-            self.client.cancel_order(self.account_id, entry.venue_id)
-        except pxe.ProjectXError as e:
-            logger.warning("ProjectX: cancel {} (order {}) failed: {}", client_order_id, entry.venue_id, e)
-            if isinstance(e, (pxe.AmbiguousOutcome, pxe.OrderNotFound)):
-                self._reconcile(f"cancel of {client_order_id}: {e.code_name}")
-            return []
+        for attempt in range(1, CANCEL_ATTEMPTS + 1):
+            try:
+                self.client.cancel_order(self.account_id, entry.venue_id)
+                break
+            except pxe.ProjectXError as e:
+                if _Backoff.retryable(e) and attempt < CANCEL_ATTEMPTS:
+                    # refused unprocessed (HTTP 429, connection refused): sending it again is safe,
+                    # and the strategy counts on its cancel (it does not ask twice)
+                    wait = min(e.retry_after_s if isinstance(e, pxe.RateLimited) and e.retry_after_s is not None
+                               else 0.25 * 2 ** (attempt - 1), 2.0)
+                    logger.warning("ProjectX: cancel {} refused ({}), sending it again in {:.2f}s ({}/{})",
+                                   client_order_id, e.code_name, wait, attempt, CANCEL_ATTEMPTS - 1)
+                    time.sleep(wait)
+                    continue
+                logger.warning("ProjectX: cancel {} (order {}) failed: {}", client_order_id, entry.venue_id, e)
+                if isinstance(e, (pxe.AmbiguousOutcome, pxe.OrderNotFound)):
+                    self._reconcile(f"cancel of {client_order_id}: {e.code_name}")
+                return []
         with self._lock:
             if entry.terminal or entry.strategy_id == EXTERNAL_STRATEGY:
                 entry.terminal = True
