@@ -129,8 +129,8 @@ class ProjectXBroker:
         on_reconcile_needed: ``f(reason)`` called when a REST reconciliation is due (see module doc).
         fills_lookback_s: how far back :meth:`snapshot` reads fills (seconds before its ``ts_ns``).
         flatten_verify_s: how long :meth:`flatten` keeps trying (and checking) until the account shows
-            neither a position nor a working order, seconds (30: a 429 storm clears within the gateway's
-            60 s window; giving up sooner could leave a position open).
+            neither a position nor a working order, seconds (30: long enough to ride out a 429 storm of
+            that length; giving up sooner could leave a position open).
         hub_options: extra keyword arguments for :class:`UserHub` (timeouts).
 
     Attributes:
