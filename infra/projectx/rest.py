@@ -40,6 +40,7 @@ from infra.projectx.mapping import (UNIT_SECONDS, WORKING_STATUSES, BarUnit, Gat
                                     GatewayContract, GatewayOrder, GatewayPosition, GatewayTrade, parse_account,
                                     parse_bar, parse_contract, parse_order, parse_position, parse_trade)
 from infra.projectx.ratelimit import DEFAULT_BARS, DEFAULT_GENERAL, RateLimit, SlidingWindowLimiter
+from infra.projectx.transport import StdlibHTTPTransport
 
 DEFAULT_BASE_URL = "https://api.topstepx.com"
 """TopstepX REST host (reference §0)."""
@@ -121,12 +122,13 @@ class ProjectXClient:
         self.base_url = base_url.rstrip("/")
         self._username = username
         self._api_key = api_key
-        # httpx's transport, called directly: httpx.Client's per-request machinery (URL merging,
-        # cookies, auth and redirect flows, event hooks) cost ~0.3 ms of CPU per call, half the
-        # client side of an order call, and this API needs none of it (docs/projectx.md). Requests
-        # and responses stay httpx objects, errors httpx exceptions; no proxy is read from the
+        # An httpx transport called directly: httpx.Client's per-request machinery (URL merging,
+        # cookies, auth and redirect flows, event hooks) cost ~0.3 ms of CPU per call, and this API
+        # needs none of it; the transport is http.client's (infra/projectx/transport.py), about half
+        # the CPU of httpx's own per order call (docs/projectx.md, "Transport"). Requests and
+        # responses stay httpx objects, errors httpx exceptions; no proxy is read from the
         # environment.
-        self._transport = httpx.HTTPTransport()
+        self._transport: httpx.BaseTransport = StdlibHTTPTransport()
         self._timeout = {"timeout": httpx.Timeout(timeout_s).as_dict()}
         self._urls: dict[str, httpx.URL] = {}
         self._clock = clock
