@@ -168,10 +168,24 @@ class HandlerActor(pykka.ThreadingActor):
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         logger.error("actor {} crashed: {!r}", self.name, exception_value)
         self.directory.unregister(self.name, self.actor_ref)
+        self._close_handler()
         self.failures.put(ChildFailed(self.name, repr(exception_value)))
 
     def on_stop(self) -> None:
         self.directory.unregister(self.name, self.actor_ref)
+        self._close_handler()
+
+    def _close_handler(self) -> None:
+        """Let a handler that owns resources (threads, connections) release them: its ``close()``,
+        if it has one, runs once the actor is stopped or crashed. A restart builds a new handler,
+        so an old one's threads would otherwise outlive it."""
+        close = getattr(getattr(self, "handler", None), "close", None)
+        if close is None:
+            return
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - a failing cleanup must not hide the stop or the crash
+            logger.exception("actor {}: closing its handler failed", self.name)
 
 
 def start_handler_actor(name: str, make_handler: Callable[[], Any], directory: Directory, failures: Any,

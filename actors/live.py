@@ -173,6 +173,14 @@ class LiveBrokerHandler(BrokerHandler):
             return []
         return super().handle(msg)
 
+    def close(self) -> None:
+        """Called by the actor when it stops or crashes (:class:`actors.core.HandlerActor`): the pool
+        takes no new calls and its threads exit once idle. Calls already handed to it still run
+        and post their results (the restarted actor, registered under the same name, receives them),
+        so a place or cancel in flight is never dropped."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
     def _place(self, intent: OrderIntent, ts_ns: int) -> list:
         """Wait for the order's write-ahead, then place it (a failed write rejects it instead)."""
         refused = self.durable(intent)

@@ -262,6 +262,39 @@ def test_children_start_in_order_each_registered_before_the_next():
         tree.stop()
 
 
+def test_a_crashed_or_stopped_actor_closes_its_handler_once_and_the_restart_gets_a_new_one():
+    """Handlers that own threads (the live broker's request pool) release them: a restart builds a
+    new handler, so the old one's threads would otherwise outlive it."""
+    closed: list[int] = []
+
+    class Owning:
+        made = 0
+
+        def __init__(self):
+            Owning.made += 1
+            self.n = Owning.made
+
+        def handle(self, msg):
+            if msg == "boom":
+                raise RuntimeError("boom")
+            return []
+
+        def close(self):
+            closed.append(self.n)
+
+    d = Directory()
+    sup = Supervisor("s", "one_for_one", 5, 60, [ActorSpec("owner", Owning)])
+    tree = SupervisionTree(sup, d, lambda r: None)
+    tree.start()
+    try:
+        d.tell("owner", "boom")
+        assert wait_until(lambda: tree.restarts["owner"] == 1 and d.ref("owner") is not None)
+        assert wait_until(lambda: closed == [1])  # the crashed handler, not the new one
+    finally:
+        tree.stop()
+    assert closed == [1, 2]  # the second one at the orderly stop
+
+
 def test_one_for_all_restarts_siblings():
     d = Directory()
     sup = Supervisor("s", "one_for_all", 5, 60, [ActorSpec("a", Crashy), ActorSpec("b", Crashy)])

@@ -92,3 +92,23 @@ def test_a_fill_of_an_order_sent_before_a_restart_keeps_its_purpose_in_the_trade
     assert restarted.handle(fill)
     row = log.text().splitlines()[-1].split(",")
     assert (row[2], row[-1]) == ("grid-MES-1-7", "grid-tp")
+
+
+def test_closing_the_live_broker_finishes_calls_in_flight_then_its_threads_exit(store: StateStore) -> None:
+    """What the actor does when it stops or crashes (``HandlerActor`` calls ``close()``): nothing
+    handed to the pool is dropped, and the pool's threads do not outlive the handler."""
+    venue = PaperVenue(None)
+    venue.on_tick(TradeTick("MES", 1, D("5001.00"), 1))
+    mailbox: queue.Queue = queue.Queue()
+    before = set(threading.enumerate())
+    broker = LiveBrokerHandler(venue, post=mailbox.put, workers=2)
+    for i in range(5):
+        assert broker.handle(_intent(i)) == []
+    pool_threads = [t for t in set(threading.enumerate()) - before if t.name.startswith("px-orders")]
+    broker.close()
+    answers = [e for _ in range(5) for _, e in broker.handle(mailbox.get(timeout=5))]
+    assert sorted(e.client_order_id for e in answers if isinstance(e, OrderAccepted)) == \
+        [f"grid-MES-1-{i}" for i in range(5)]
+    for t in pool_threads:
+        t.join(timeout=5)
+    assert pool_threads and not any(t.is_alive() for t in pool_threads)
