@@ -8,6 +8,7 @@ throw-away self-signed certificate made by the ``openssl`` command.
 
 from __future__ import annotations
 
+import gc
 import shutil
 import socket
 import ssl
@@ -19,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from actors.core import wait_until
 from infra.projectx.transport import StdlibHTTPTransport
 
 TIMEOUT = httpx.Timeout(2.0).as_dict()
@@ -34,6 +36,7 @@ class RawServer:
         self.mode = mode
         self.tls = tls
         self.connections = 0
+        self.hung_up = 0  # connections the client closed
         self.requests: list[bytes] = []
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -87,6 +90,7 @@ class RawServer:
                 except OSError:
                     return
                 if request is None:
+                    self.hung_up += 1
                     return
                 self.requests.append(request)
                 if self.mode == "silent":
@@ -188,6 +192,18 @@ def test_each_thread_has_its_own_connection_and_close_closes_them_all(server_fac
     t.close()
     post(t, srv.url)  # after close: a new connection, no error
     assert srv.connections == 4
+
+
+def test_a_threads_connection_is_closed_when_the_thread_exits(server_factory):
+    """The request-pool threads of a restarted broker actor exit; their sockets must not stay open."""
+    srv = server_factory("keep")
+    t = StdlibHTTPTransport()
+    th = threading.Thread(target=lambda: post(t, srv.url))
+    th.start()
+    th.join()
+    gc.collect()
+    assert srv.connections == 1
+    assert wait_until(lambda: srv.hung_up == 1, timeout=3)
 
 
 def test_refused_connection_is_a_connect_error(server_factory):

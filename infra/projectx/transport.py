@@ -11,7 +11,8 @@ this), so :mod:`infra.projectx.rest` and its error classification do not change.
 Behaviour (what httpx's transport did that the REST client relies on):
 
 - One keep-alive HTTP/1.1 connection per (thread, scheme, host, port): the broker's request pool
-  threads never share one, so no lock is needed on the hot path. ``close()`` closes all of them.
+  threads never share one, so no lock is needed on the hot path. ``close()`` closes all of them;
+  a thread's own are closed when it exits.
 - A connection idle for ``keepalive_expiry_s`` (default 5 s, httpx's default) or found readable
   while idle (the server closed it, or sent something unasked) is closed and a new one opened
   BEFORE the request is written. Without this an order sent on a connection the server had just
@@ -39,6 +40,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from typing import Any
 
 import certifi
@@ -49,13 +51,22 @@ KEEPALIVE_EXPIRY_S = 5.0
 
 
 class _Conn:
-    """One keep-alive connection and when it was last used (``time.monotonic()`` s)."""
+    """One keep-alive connection and when it was last used (``time.monotonic()`` s). Closed when
+    collected: a thread's connections go when the thread exits (its thread-local map is released;
+    the transport's registry only holds weak references), e.g. the request-pool threads of a
+    restarted broker actor."""
 
-    __slots__ = ("http", "idle_since")
+    __slots__ = ("http", "idle_since", "__weakref__")
 
     def __init__(self, conn: http.client.HTTPConnection) -> None:
         self.http = conn
         self.idle_since = time.monotonic()
+
+    def __del__(self) -> None:
+        try:
+            self.http.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit the socket module may be gone
+            pass
 
 
 def _readable(sock: socket.socket) -> bool:
@@ -81,7 +92,7 @@ class StdlibHTTPTransport(httpx.BaseTransport):
         self._ssl = ssl_context
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._all: set[_Conn] = set()
+        self._all: weakref.WeakSet[_Conn] = weakref.WeakSet()  # every live connection, for close()
         self.connects = 0
         """Connections opened so far (a test and diagnostics counter)."""
 
@@ -132,7 +143,7 @@ class StdlibHTTPTransport(httpx.BaseTransport):
     def close(self) -> None:
         """Close every connection of every thread; later requests open new ones."""
         with self._lock:
-            conns, self._all = self._all, set()
+            conns, self._all = list(self._all), weakref.WeakSet()
         for c in conns:
             c.http.close()
 
