@@ -167,9 +167,10 @@ class StdlibHTTPTransport(httpx.BaseTransport):
             return conn
         scheme, host, port = key
         if scheme == "https":
-            ctx = self._ssl or ssl.create_default_context(cafile=certifi.where())
+            if self._ssl is None:  # built once (it loads the CA bundle); a race only builds it twice
+                self._ssl = ssl.create_default_context(cafile=certifi.where())
             http_conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                host, port or 443, timeout=connect_timeout, context=ctx)
+                host, port or 443, timeout=connect_timeout, context=self._ssl)
         elif scheme == "http":
             http_conn = http.client.HTTPConnection(host, port or 80, timeout=connect_timeout)
         else:
