@@ -139,13 +139,22 @@ class LiveBrokerHandler(BrokerHandler):
     """
 
     VENUE_EVENTS = (Fill, OrderAccepted, OrderRejected, OrderCancelled)
+    WORKERS = 4
+    """Order-call threads (measured: 2, 8, 10 or 16 did no better, docs/architecture.md "Latency
+    notes"); the REST client keeps as many connections warm (:meth:`ProjectXClient.keep_warm`)."""
 
-    def __init__(self, venue: Any, post: Any | None = None, workers: int = 4, write_ahead: Any | None = None) -> None:
+    def __init__(self, venue: Any, post: Any | None = None, workers: int = WORKERS, write_ahead: Any | None = None) -> None:
         super().__init__(venue, write_ahead)
         self._post = post
         self._pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="px-orders")
                       if post is not None and workers > 1 else None)
         self._placing: dict[str, Future] = {}
+        if self._pool is not None:
+            # start every thread now (the pool starts them one per call otherwise, on the first
+            # decision's order path): each waits until all are up, so each call starts a new one
+            ready = threading.Barrier(workers)
+            for _ in range(workers):
+                self._pool.submit(ready.wait, 5.0)
 
     def handle(self, msg: Any) -> Out:
         if isinstance(msg, VenueCallDone):
@@ -505,6 +514,7 @@ class LiveSystem(PaperSystem):
         hubs = cfg.projectx.hubs_url
         self.venue = ProjectXBroker(client, account.id, contracts, hub_url=hubs,
                                     on_reconcile_needed=self._reconcile_needed)
+        client.keep_warm(LiveBrokerHandler.WORKERS)  # an order never waits for a TCP/TLS handshake
         self.warmup, self.start_ns = history_warmup(client, contracts, cfg)
         self.venue.last_ts = max(self.venue.last_ts, self.start_ns)
         self.days = [trading_day(self.start_ns).isoformat()]

@@ -8,7 +8,6 @@ throw-away self-signed certificate made by the ``openssl`` command.
 
 from __future__ import annotations
 
-import gc
 import shutil
 import socket
 import ssl
@@ -30,7 +29,9 @@ class RawServer:
     """HTTP/1.1 on a listening socket, one thread per connection. ``mode`` decides what happens
     after each request is read: ``keep`` answers and keeps the connection, ``drop_idle`` answers
     (no ``Connection: close``) and then closes it, ``close`` answers with ``Connection: close``,
-    ``hangup`` closes without answering, ``silent`` never answers. Counts connections and requests."""
+    ``hangup`` closes without answering, ``silent`` never answers; ``delay_s`` waits before each
+    answer. Counts connections and requests; :meth:`drop_all` closes every open connection (what a
+    server does to idle keep-alive connections at its own timeout)."""
 
     def __init__(self, mode: str = "keep", tls: ssl.SSLContext | None = None) -> None:
         self.mode = mode
@@ -38,6 +39,8 @@ class RawServer:
         self.connections = 0
         self.hung_up = 0  # connections the client closed
         self.requests: list[bytes] = []
+        self.delay_s = 0.0
+        self.open: list[socket.socket] = []
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
@@ -63,6 +66,7 @@ class RawServer:
                     conn.close()
                     continue
             self.connections += 1
+            self.open.append(conn)
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _read_request(self, conn: socket.socket, buf: bytes) -> tuple[bytes | None, bytes]:
@@ -98,6 +102,7 @@ class RawServer:
                     return
                 if self.mode == "hangup":
                     return
+                time.sleep(self.delay_s)
                 body = b'{"success":true,"orderId":%d}' % len(self.requests)
                 extra = b"Connection: close\r\n" if self.mode == "close" else b""
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s"
@@ -105,9 +110,18 @@ class RawServer:
                 if self.mode in ("close", "drop_idle"):
                     return
 
+    def drop_all(self) -> None:
+        for conn in self.open:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.open.clear()
+
     def stop(self) -> None:
         self._stop.set()
         self._sock.close()
+        self.drop_all()
 
 
 @pytest.fixture
@@ -171,14 +185,17 @@ def test_connection_close_from_the_server_is_honoured(server_factory):
     assert srv.connections == 2
 
 
-def test_each_thread_has_its_own_connection_and_close_closes_them_all(server_factory):
+def test_concurrent_requests_use_separate_connections_and_reuse_them(server_factory):
     srv = server_factory("keep")
+    srv.delay_s = 0.05  # the three requests of a round overlap
     t = StdlibHTTPTransport()
     errors: list[BaseException] = []
+    start = threading.Barrier(3)
 
     def worker() -> None:
         try:
             for _ in range(5):
+                start.wait(timeout=5)
                 post(t, srv.url)
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
@@ -188,22 +205,63 @@ def test_each_thread_has_its_own_connection_and_close_closes_them_all(server_fac
         th.start()
     for th in threads:
         th.join()
-    assert not errors and len(srv.requests) == 15 and srv.connections == 3
+    assert not errors and len(srv.requests) == 15
+    assert srv.connections == 3 == t.connects  # one per concurrent request, then reused
+    # connections are not tied to threads: a later thread (a restarted broker's pool) reuses them
+    th = threading.Thread(target=lambda: post(t, srv.url))
+    th.start()
+    th.join()
+    assert srv.connections == 3
     t.close()
+    assert wait_until(lambda: srv.hung_up == 3, timeout=3)  # close() closed the idle ones
     post(t, srv.url)  # after close: a new connection, no error
     assert srv.connections == 4
 
 
-def test_a_threads_connection_is_closed_when_the_thread_exits(server_factory):
-    """The request-pool threads of a restarted broker actor exit; their sockets must not stay open."""
+def test_a_connection_lent_when_close_runs_is_closed_when_its_request_ends(server_factory):
     srv = server_factory("keep")
+    srv.delay_s = 0.3
     t = StdlibHTTPTransport()
-    th = threading.Thread(target=lambda: post(t, srv.url))
+    answers: list[int] = []
+    th = threading.Thread(target=lambda: answers.append(post(t, srv.url).status_code))
     th.start()
+    assert wait_until(lambda: len(srv.requests) == 1, timeout=3)
+    t.close()
     th.join()
-    gc.collect()
-    assert srv.connections == 1
+    assert answers == [200]  # the request in flight still completes
     assert wait_until(lambda: srv.hung_up == 1, timeout=3)
+
+
+def test_keep_warm_opens_connections_ahead_of_requests_without_sending_any(server_factory):
+    srv = server_factory("keep")
+    srv.delay_s = 0.05
+    t = StdlibHTTPTransport()
+    t.keep_warm(srv.url, 3)
+    assert t.warm_connects == 3 and wait_until(lambda: srv.connections == 3, timeout=3) and srv.requests == []
+    threads = [threading.Thread(target=lambda: post(t, srv.url)) for _ in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(srv.requests) == 3
+    assert t.connects == 3 and srv.connections == 3  # the three concurrent requests opened none
+    t.close()
+
+
+def test_keep_warm_replaces_connections_the_server_closed_and_those_near_expiry(server_factory):
+    srv = server_factory("keep")
+    t = StdlibHTTPTransport(keepalive_expiry_s=0.6, warm_interval_s=0.05)
+    t.keep_warm(srv.url, 2)
+    assert t.warm_connects == 2 and wait_until(lambda: srv.connections == 2, timeout=3)
+    srv.drop_all()  # the server's own idle timeout
+    assert wait_until(lambda: srv.connections == 4, timeout=3)  # replaced by the warmer
+    assert wait_until(lambda: srv.connections >= 6, timeout=3)  # rotated before 0.6 s of idleness
+    post(t, srv.url)
+    assert t.connects == t.warm_connects  # the request found a warm connection: it opened none
+    t.close()
+    n = srv.connections
+    time.sleep(0.3)
+    assert srv.connections == n  # close() stopped the warmer
 
 
 def test_refused_connection_is_a_connect_error(server_factory):
@@ -213,6 +271,21 @@ def test_refused_connection_is_a_connect_error(server_factory):
     s.close()  # nothing listens there now
     with pytest.raises(httpx.ConnectError):
         post(StdlibHTTPTransport(), f"http://127.0.0.1:{port}/api/Order/place")
+
+
+def test_keep_warm_survives_an_unreachable_host(server_factory):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    url = f"http://127.0.0.1:{port}/api/Order/place"
+    t = StdlibHTTPTransport(warm_interval_s=0.05)
+    t.keep_warm(url, 2)  # logged, not raised: the live system starts, and retries every interval
+    time.sleep(0.2)
+    assert t.warm_connects == 0 and t._warmer is not None and t._warmer.is_alive()
+    with pytest.raises(httpx.ConnectError):
+        post(t, url)
+    t.close()
 
 
 def test_no_answer_is_a_read_timeout(server_factory):

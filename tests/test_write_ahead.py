@@ -7,6 +7,7 @@ import queue
 import threading
 from decimal import Decimal
 
+from actors.core import wait_until
 from actors.execution import BrokerHandler, OrderRouter, PaperVenue, WriteAhead
 from actors.live import LiveBrokerHandler, VenueCallDone
 from domain.handler import BROKER, ROUTER
@@ -112,3 +113,18 @@ def test_closing_the_live_broker_finishes_calls_in_flight_then_its_threads_exit(
     for t in pool_threads:
         t.join(timeout=5)
     assert pool_threads and not any(t.is_alive() for t in pool_threads)
+
+
+def test_the_live_broker_starts_all_its_pool_threads_before_the_first_order() -> None:
+    """A thread pool starts its threads one per call: the first decision's orders would start
+    them on their own path."""
+    before = set(threading.enumerate())
+    broker = LiveBrokerHandler(PaperVenue(None), post=lambda ev: None, workers=3)
+
+    def started() -> list[threading.Thread]:
+        return [t for t in set(threading.enumerate()) - before if t.name.startswith("px-orders")]
+
+    assert wait_until(lambda: len(started()) == 3, timeout=5)
+    broker.close()
+    for t in started():
+        t.join(timeout=5)

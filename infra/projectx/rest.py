@@ -148,8 +148,14 @@ class ProjectXClient:
     # ------------------------------------------------------------------ lifecycle / auth
 
     def close(self) -> None:
-        """Close the HTTP connection pool."""
+        """Close the HTTP connections (and stop :meth:`keep_warm`)."""
         self._transport.close()
+
+    def keep_warm(self, n: int) -> None:
+        """Keep ``n`` connections to the gateway open ahead of need, so that up to ``n`` concurrent
+        calls (the live broker's order pool) never wait for a TCP and TLS handshake; no request is
+        sent for it (``StdlibHTTPTransport.keep_warm``). Stopped by :meth:`close`."""
+        self._transport.keep_warm(self.base_url, n)
 
     def __enter__(self) -> "ProjectXClient":
         return self

@@ -8,16 +8,19 @@ reached the sandbox in 5-6.5 ms instead of 8.5-10 ms (docs/projectx.md, "Transpo
 responses and errors stay httpx's (:class:`httpx.BaseTransport` is httpx's extension point for
 this), so :mod:`infra.projectx.rest` and its error classification do not change.
 
-Behaviour (what httpx's transport did that the REST client relies on):
+Behaviour (what httpx's transport did that the REST client relies on, and one addition):
 
-- One keep-alive HTTP/1.1 connection per (thread, scheme, host, port): the broker's request pool
-  threads never share one, so no lock is needed on the hot path. ``close()`` closes all of them;
-  a thread's own are closed when it exits.
-- A connection idle for ``keepalive_expiry_s`` (default 5 s, httpx's default) or found readable
-  while idle (the server closed it, or sent something unasked) is closed and a new one opened
-  BEFORE the request is written. Without this an order sent on a connection the server had just
-  closed would fail after it was written, an ambiguous outcome, instead of simply going out on a
-  fresh connection.
+- Keep-alive HTTP/1.1 connections, shared: a request takes an idle connection to its host (the
+  most recently used) or opens one, and gives it back once the response is read, so there are
+  never more connections than concurrent requests (plus :meth:`StdlibHTTPTransport.keep_warm`'s).
+  ``close()`` closes the idle ones at once and those lent to a request when it ends.
+- A connection idle for ``keepalive_expiry_s`` (default 30 s, :data:`KEEPALIVE_EXPIRY_S`) or found
+  readable while idle (the server closed it, or sent something unasked) is closed and another one
+  used BEFORE the request is written. Without this an order sent on a connection the server had
+  just closed would fail after it was written, an ambiguous outcome, instead of simply going out
+  on a fresh connection.
+- Addition: :meth:`StdlibHTTPTransport.keep_warm` keeps ``n`` connections to a host open ahead of
+  need (the live broker's order pool: an order never waits for a TCP and TLS handshake).
 - Errors, by phase, as httpx's transport raises them (``infra.projectx.rest`` treats the first two
   as "not sent" and the rest as "may have been processed" for order-changing calls):
   connect: ``httpx.ConnectTimeout`` / ``httpx.ConnectError``; writing the request:
@@ -40,27 +43,38 @@ import socket
 import ssl
 import threading
 import time
-import weakref
 from typing import Any
 
 import certifi
 import httpx
+from loguru import logger
 
-KEEPALIVE_EXPIRY_S = 5.0
-"""Idle connections older than this are not reused, seconds (httpx's default ``keepalive_expiry``)."""
+KEEPALIVE_EXPIRY_S = 30.0
+"""Idle connections older than this are not reused, seconds. httpx uses 5 s; servers close idle
+connections after 60 s (AWS load balancers), 75 s (nginx), 120-130 s (IIS, Kestrel, the ASP.NET Core
+server ProjectX runs on) or more, and the gateway's own value is unconfirmed (reference section 10).
+30 s stays under all of them, and a connection a server closes sooner is seen closed (readable)
+and replaced before it is used. At 5 s nearly every order after a quiet spell paid a new TCP and
+TLS handshake (docs/projectx.md, "Transport")."""
+
+WARM_INTERVAL_S = 1.0
+"""How often :meth:`StdlibHTTPTransport.keep_warm`'s thread checks the idle connections, seconds."""
+
+WARM_CONNECT_TIMEOUT_S = 10.0
+"""Connect (and TLS handshake) timeout of the connections :meth:`StdlibHTTPTransport.keep_warm`
+opens, seconds (the REST client's default request timeout)."""
 
 
 class _Conn:
     """One keep-alive connection and when it was last used (``time.monotonic()`` s). Closed when
-    collected: a thread's connections go when the thread exits (its thread-local map is released;
-    the transport's registry only holds weak references), e.g. the request-pool threads of a
-    restarted broker actor."""
+    collected, so a connection dropped without ``close()`` leaves no socket behind."""
 
-    __slots__ = ("http", "idle_since", "__weakref__")
+    __slots__ = ("http", "idle_since", "gen")
 
-    def __init__(self, conn: http.client.HTTPConnection) -> None:
+    def __init__(self, conn: http.client.HTTPConnection, gen: int) -> None:
         self.http = conn
         self.idle_since = time.monotonic()
+        self.gen = gen  # the transport's close() generation it was opened in
 
     def __del__(self) -> None:
         try:
@@ -78,23 +92,43 @@ def _readable(sock: socket.socket) -> bool:
         return True
 
 
+Key = tuple[str, str, "int | None"]
+"""(scheme, host, port) of a connection."""
+
+
+def _key(url: httpx.URL) -> Key:
+    return (url.scheme, url.host, url.port)
+
+
 class StdlibHTTPTransport(httpx.BaseTransport):
-    """:class:`httpx.BaseTransport` on ``http.client`` (module docstring). Thread-safe: each thread
-    uses its own connections.
+    """:class:`httpx.BaseTransport` on ``http.client`` (module docstring). Thread-safe: a request
+    takes an idle connection for itself (or opens one) and gives it back when the response is read.
 
     Args:
         keepalive_expiry_s: an idle connection older than this is closed instead of reused, seconds.
         ssl_context: for ``https`` URLs; default verifies against certifi's CA bundle.
+        warm_interval_s: how often the :meth:`keep_warm` thread checks, seconds.
     """
 
-    def __init__(self, keepalive_expiry_s: float = KEEPALIVE_EXPIRY_S, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, keepalive_expiry_s: float = KEEPALIVE_EXPIRY_S, ssl_context: ssl.SSLContext | None = None,
+                 warm_interval_s: float = WARM_INTERVAL_S) -> None:
         self.keepalive_expiry_s = keepalive_expiry_s
+        self.warm_interval_s = warm_interval_s
         self._ssl = ssl_context
-        self._local = threading.local()
         self._lock = threading.Lock()
-        self._all: weakref.WeakSet[_Conn] = weakref.WeakSet()  # every live connection, for close()
+        self._idle: dict[Key, list[_Conn]] = {}  # per host, most recently used last
+        self._busy: dict[Key, int] = {}          # per host, connections lent to a request now
+        self._warm: dict[Key, int] = {}          # keep_warm targets
+        self._gen = 0                            # close() count: connections of an older one are not kept
+        self._warm_lock = threading.Lock()       # one keep-warm pass at a time
+        self._warm_stop = threading.Event()
+        self._warmer: threading.Thread | None = None
         self.connects = 0
-        """Connections opened so far (a test and diagnostics counter)."""
+        """Connections opened so far, by requests and by :meth:`keep_warm` (a test and diagnostics
+        counter)."""
+        self.warm_connects = 0
+        """Of :attr:`connects`, those opened ahead of need by :meth:`keep_warm`."""
+        self._warm_failing = False  # the last keep-warm connect failed (logged once per streak)
 
     # ------------------------------------------------------------------ httpx.BaseTransport
 
@@ -103,68 +137,139 @@ class StdlibHTTPTransport(httpx.BaseTransport):
         httpx exceptions listed in the module docstring."""
         timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
         url = request.url
-        key = (url.scheme, url.host, url.port)
-        conn = self._connection(key, timeouts.get("connect"), request)
-        sock = conn.http.sock
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.raw}
-        target = url.raw_path.decode("ascii")
+        key = _key(url)
+        conn = self._acquire(key, timeouts.get("connect"), request)
         try:
-            sock.settimeout(timeouts.get("write"))
-            conn.http.request(request.method, target, body=request.content, headers=headers)
-        except TimeoutError as e:
-            self._discard(key, conn)
-            raise httpx.WriteTimeout(f"writing the request timed out: {e}", request=request) from e
-        except (OSError, http.client.HTTPException) as e:
-            self._discard(key, conn)
-            raise httpx.WriteError(f"writing the request failed: {e!r}", request=request) from e
-        try:
-            sock.settimeout(timeouts.get("read"))
-            resp = conn.http.getresponse()
-            body = resp.read()
-            status, reason, resp_headers = resp.status, resp.reason, resp.getheaders()
-            version = resp.version
-        except TimeoutError as e:
-            self._discard(key, conn)
-            raise httpx.ReadTimeout(f"waiting for the response timed out: {e}", request=request) from e
-        except http.client.HTTPException as e:  # RemoteDisconnected, IncompleteRead, BadStatusLine...
-            self._discard(key, conn)
-            raise httpx.RemoteProtocolError(f"no complete response: {e!r}", request=request) from e
-        except OSError as e:
-            self._discard(key, conn)
-            raise httpx.ReadError(f"reading the response failed: {e!r}", request=request) from e
-        if conn.http.sock is None:  # the server asked to close (Connection: close / HTTP/1.0)
-            self._discard(key, conn)
-        else:
-            conn.idle_since = time.monotonic()
-        return httpx.Response(status, headers=resp_headers, content=body, request=request,
-                              extensions={"http_version": b"HTTP/1.1" if version == 11 else b"HTTP/1.0",
-                                          "reason_phrase": (reason or "").encode("latin-1", "replace")})
+            response = self._exchange(conn, request, timeouts)
+        except BaseException:
+            conn.http.close()  # a connection that failed is never lent again
+            self._release(key, None)
+            raise
+        self._release(key, conn if conn.http.sock is not None else None)  # None: the server asked to close
+        return response
 
     def close(self) -> None:
-        """Close every connection of every thread; later requests open new ones."""
+        """Stop :meth:`keep_warm` and close every idle connection; a connection lent to a request
+        now is closed when that request ends. Later requests open new ones."""
+        self._warm_stop.set()
         with self._lock:
-            conns, self._all = list(self._all), weakref.WeakSet()
-        for c in conns:
+            idle, self._idle, self._warm = self._idle, {}, {}
+            self._gen += 1
+        for conns in idle.values():
+            for c in conns:
+                c.http.close()
+
+    # ------------------------------------------------------------------ keeping connections ready
+
+    def keep_warm(self, url: str | httpx.URL, n: int) -> None:
+        """Keep ``n`` connections to ``url``'s host open and ready, so that a burst of up to ``n``
+        concurrent requests (the broker's order pool) never waits for a TCP and TLS handshake
+        (about 2 ms of CPU on loopback, plus two network round trips to the real gateway).
+
+        Opens them now, then a daemon thread checks every ``warm_interval_s``: an idle connection
+        the server closed is replaced; one idle for nearly ``keepalive_expiry_s`` is replaced by a
+        fresh one before it would expire, so requests do not open connections themselves. No
+        request is sent (nothing counts against the gateway's rate limit). A failed connect is
+        logged and retried on the next check (requests still connect on their own). Stopped by
+        :meth:`close`. Calling it again for the same host sets a new ``n``.
+        """
+        key = _key(httpx.URL(url))
+        with self._lock:
+            self._warm[key] = max(0, int(n))
+            start = self._warmer is None or not self._warmer.is_alive()
+            if start:
+                self._warm_stop.clear()
+                self._warmer = threading.Thread(target=self._warm_loop, name="px-http-warm", daemon=True)
+        self._top_up()
+        if start:
+            self._warmer.start()
+
+    def _warm_loop(self) -> None:
+        while not self._warm_stop.wait(self.warm_interval_s):
+            try:
+                self._top_up()
+            except Exception as e:  # noqa: BLE001 - the warmer must outlive any surprise
+                logger.warning("REST keep-warm check failed: {!r}", e)
+
+    def _top_up(self) -> None:
+        """One keep-warm pass: drop idle connections that are closed or about to expire, then open
+        new ones until each warm host has its ``n`` (idle plus lent)."""
+        with self._warm_lock:
+            self._top_up_locked()
+
+    def _top_up_locked(self) -> None:
+        stale_after = max(0.0, self.keepalive_expiry_s - 2 * self.warm_interval_s)
+        now = time.monotonic()
+        dropped: list[_Conn] = []
+        missing: dict[Key, int] = {}
+        with self._lock:
+            for key, n in self._warm.items():
+                idle = self._idle.get(key, [])
+                keep = [c for c in idle if c.http.sock is not None and now - c.idle_since <= stale_after
+                        and not _readable(c.http.sock)]
+                dropped += [c for c in idle if c not in keep]
+                self._idle[key] = keep
+                missing[key] = n - len(keep) - self._busy.get(key, 0)
+        for c in dropped:
             c.http.close()
+        for key, count in missing.items():
+            for _ in range(count):
+                try:
+                    conn = self._open(key, WARM_CONNECT_TIMEOUT_S)
+                except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as e:
+                    if not self._warm_failing:
+                        logger.warning("REST keep-warm: cannot connect to {}://{}:{}: {} (retried every "
+                                       "{:g} s)", *key, e, self.warm_interval_s)
+                    self._warm_failing = True
+                    break
+                if self._warm_failing:
+                    logger.info("REST keep-warm: connected to {}://{}:{} again", *key)
+                    self._warm_failing = False
+                with self._lock:
+                    if self._warm.get(key) is None or conn.gen != self._gen:  # closed meanwhile
+                        conn.http.close()
+                        break
+                    self._idle.setdefault(key, []).append(conn)
+                    self.warm_connects += 1
 
     # ------------------------------------------------------------------ connections
 
-    def _connection(self, key: tuple[str, str, int | None], connect_timeout: float | None,
-                    request: httpx.Request) -> _Conn:
-        """This thread's live connection for ``key``, opening one if there is none, it expired, or
-        the server closed it while idle. Raises ``httpx.ConnectTimeout`` / ``httpx.ConnectError``."""
-        conns: dict | None = getattr(self._local, "conns", None)
-        if conns is None:
-            conns = self._local.conns = {}
-        conn: _Conn | None = conns.get(key)
-        if conn is not None:
+    def _acquire(self, key: Key, connect_timeout: float | None, request: httpx.Request) -> _Conn:
+        """An idle live connection for ``key``, or a new one if none is left (one idle too long or
+        found readable, i.e. closed by the server, is closed and skipped). Raises
+        ``httpx.ConnectTimeout`` / ``httpx.ConnectError`` / ``httpx.UnsupportedProtocol``."""
+        with self._lock:
+            self._busy[key] = self._busy.get(key, 0) + 1
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                conn = idle.pop() if idle else None
+            if conn is None:
+                break
             sock = conn.http.sock
-            if (sock is None or time.monotonic() - conn.idle_since > self.keepalive_expiry_s
-                    or _readable(sock)):
-                self._discard(key, conn)
-                conn = None
-        if conn is not None:
-            return conn
+            if (sock is not None and time.monotonic() - conn.idle_since <= self.keepalive_expiry_s
+                    and not _readable(sock)):
+                return conn
+            conn.http.close()
+        try:
+            return self._open(key, connect_timeout, request)
+        except BaseException:
+            self._release(key, None)
+            raise
+
+    def _release(self, key: Key, conn: _Conn | None) -> None:
+        """Give ``conn`` back as idle (``None``: it was closed), ending its lending."""
+        with self._lock:
+            self._busy[key] = max(0, self._busy.get(key, 0) - 1)
+            if conn is not None and conn.gen != self._gen:
+                conn.http.close()  # lent when close() ran
+            elif conn is not None:
+                conn.idle_since = time.monotonic()
+                self._idle.setdefault(key, []).append(conn)
+
+    def _open(self, key: Key, connect_timeout: float | None, request: httpx.Request | None = None) -> _Conn:
+        """Connect (and for https, handshake). Raises ``httpx.ConnectTimeout`` / ``httpx.ConnectError``
+        / ``httpx.UnsupportedProtocol``."""
         scheme, host, port = key
         if scheme == "https":
             if self._ssl is None:  # built once (it loads the CA bundle); a race only builds it twice
@@ -184,17 +289,35 @@ class StdlibHTTPTransport(httpx.BaseTransport):
             http_conn.close()
             raise httpx.ConnectError(f"connecting to {host}:{port} failed: {e!r}", request=request) from e
         http_conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = conns[key] = _Conn(http_conn)
         with self._lock:
-            self._all.add(conn)
             self.connects += 1
-        return conn
+            return _Conn(http_conn, self._gen)
 
-    def _discard(self, key: tuple[str, str, int | None], conn: _Conn) -> None:
-        """Close ``conn`` and forget it (this thread's map and the registry)."""
-        conn.http.close()
-        conns = getattr(self._local, "conns", None)
-        if conns is not None and conns.get(key) is conn:
-            del conns[key]
-        with self._lock:
-            self._all.discard(conn)
+    @staticmethod
+    def _exchange(conn: _Conn, request: httpx.Request, timeouts: dict[str, Any]) -> httpx.Response:
+        """Write ``request`` on ``conn`` and read the whole response; httpx errors by phase."""
+        sock = conn.http.sock
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.raw}
+        target = request.url.raw_path.decode("ascii")
+        try:
+            sock.settimeout(timeouts.get("write"))
+            conn.http.request(request.method, target, body=request.content, headers=headers)
+        except TimeoutError as e:
+            raise httpx.WriteTimeout(f"writing the request timed out: {e}", request=request) from e
+        except (OSError, http.client.HTTPException) as e:
+            raise httpx.WriteError(f"writing the request failed: {e!r}", request=request) from e
+        try:
+            sock.settimeout(timeouts.get("read"))
+            resp = conn.http.getresponse()
+            body = resp.read()
+            status, reason, resp_headers = resp.status, resp.reason, resp.getheaders()
+            version = resp.version
+        except TimeoutError as e:
+            raise httpx.ReadTimeout(f"waiting for the response timed out: {e}", request=request) from e
+        except http.client.HTTPException as e:  # RemoteDisconnected, IncompleteRead, BadStatusLine...
+            raise httpx.RemoteProtocolError(f"no complete response: {e!r}", request=request) from e
+        except OSError as e:
+            raise httpx.ReadError(f"reading the response failed: {e!r}", request=request) from e
+        return httpx.Response(status, headers=resp_headers, content=body, request=request,
+                              extensions={"http_version": b"HTTP/1.1" if version == 11 else b"HTTP/1.0",
+                                          "reason_phrase": (reason or "").encode("latin-1", "replace")})
