@@ -361,3 +361,28 @@ def test_a_cancel_refused_with_429_is_sent_again(h):
     assert wait_for(mine)
     time.sleep(0.3)  # and no second one follows
     assert len(mine()) == 1, mine()
+
+
+def test_flatten_closes_again_a_position_still_open_2_s_after_its_accepted_close(scripted):
+    """A close the gateway accepted but that left the position open (an order that filled after
+    its cancel reopened it): the flatten closes it again once 2 s have passed, not on every check
+    before that (two closes in flight could reverse the position)."""
+    rest, _, broker, _, _ = scripted
+    closes: list[float] = []
+    position = {"id": 7, "accountId": 1001, "contractId": "CON.F.US.MES.M26", "type": 1, "size": 1,
+                "averagePrice": 6650.25}
+
+    def search(_body: Any) -> Reply:
+        return ok(positions=[position] if len(closes) < 2 else [])
+
+    def close(_body: Any) -> Reply:
+        closes.append(time.monotonic())
+        return ok()
+
+    rest.script("Position/searchOpen", *[search] * 100)
+    rest.script("Position/closeContract", close, close, close)
+    t0 = time.monotonic()
+    broker.flatten(5)
+    assert len(closes) == 2  # the first, then one more once it still showed after 2 s
+    assert closes[1] - closes[0] >= 2.0 and time.monotonic() - t0 < 10
+    assert len(rest.calls("Position/searchOpen")) >= 5  # it kept checking meanwhile
