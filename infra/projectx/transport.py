@@ -76,6 +76,12 @@ class _Conn:
         self.idle_since = time.monotonic()
         self.gen = gen  # the transport's close() generation it was opened in
 
+    def usable(self, max_idle_s: float, now: float) -> bool:
+        """Open, idle for at most ``max_idle_s`` (``now``: ``time.monotonic()``) and not readable
+        (the server has not closed it): safe to write a request on."""
+        sock = self.http.sock
+        return sock is not None and now - self.idle_since <= max_idle_s and not _readable(sock)
+
     def __del__(self) -> None:
         try:
             self.http.close()
@@ -195,42 +201,43 @@ class StdlibHTTPTransport(httpx.BaseTransport):
         """One keep-warm pass: drop idle connections that are closed or about to expire, then open
         new ones until each warm host has its ``n`` (idle plus lent)."""
         with self._warm_lock:
-            self._top_up_locked()
+            stale_after = max(0.0, self.keepalive_expiry_s - 2 * self.warm_interval_s)
+            now = time.monotonic()
+            dropped: list[_Conn] = []
+            missing: dict[Key, int] = {}
+            with self._lock:
+                for key, n in self._warm.items():
+                    keep: list[_Conn] = []
+                    for c in self._idle.get(key, []):
+                        (keep if c.usable(stale_after, now) else dropped).append(c)
+                    self._idle[key] = keep
+                    missing[key] = n - len(keep) - self._busy.get(key, 0)
+            for c in dropped:
+                c.http.close()
+            for key, count in missing.items():
+                self._open_warm(key, count)
 
-    def _top_up_locked(self) -> None:
-        stale_after = max(0.0, self.keepalive_expiry_s - 2 * self.warm_interval_s)
-        now = time.monotonic()
-        dropped: list[_Conn] = []
-        missing: dict[Key, int] = {}
-        with self._lock:
-            for key, n in self._warm.items():
-                idle = self._idle.get(key, [])
-                keep = [c for c in idle if c.http.sock is not None and now - c.idle_since <= stale_after
-                        and not _readable(c.http.sock)]
-                dropped += [c for c in idle if c not in keep]
-                self._idle[key] = keep
-                missing[key] = n - len(keep) - self._busy.get(key, 0)
-        for c in dropped:
-            c.http.close()
-        for key, count in missing.items():
-            for _ in range(count):
-                try:
-                    conn = self._open(key, WARM_CONNECT_TIMEOUT_S)
-                except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as e:
-                    if not self._warm_failing:
-                        logger.warning("REST keep-warm: cannot connect to {}://{}:{}: {} (retried every "
-                                       "{:g} s)", *key, e, self.warm_interval_s)
-                    self._warm_failing = True
-                    break
-                if self._warm_failing:
-                    logger.info("REST keep-warm: connected to {}://{}:{} again", *key)
-                    self._warm_failing = False
-                with self._lock:
-                    if self._warm.get(key) is None or conn.gen != self._gen:  # closed meanwhile
-                        conn.http.close()
-                        break
-                    self._idle.setdefault(key, []).append(conn)
-                    self.warm_connects += 1
+    def _open_warm(self, key: Key, count: int) -> None:
+        """Open up to ``count`` idle connections for ``key``; stop at the first failed connect
+        (logged once per failing streak; the next pass tries again)."""
+        for _ in range(count):
+            try:
+                conn = self._open(key, WARM_CONNECT_TIMEOUT_S)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as e:
+                if not self._warm_failing:
+                    logger.warning("REST keep-warm: cannot connect to {}://{}:{}: {} (retried every "
+                                   "{:g} s)", *key, e, self.warm_interval_s)
+                self._warm_failing = True
+                return
+            if self._warm_failing:
+                logger.info("REST keep-warm: connected to {}://{}:{} again", *key)
+                self._warm_failing = False
+            with self._lock:
+                if self._warm.get(key) is None or conn.gen != self._gen:  # closed meanwhile
+                    conn.http.close()
+                    return
+                self._idle.setdefault(key, []).append(conn)
+                self.warm_connects += 1
 
     # ------------------------------------------------------------------ connections
 
@@ -246,9 +253,7 @@ class StdlibHTTPTransport(httpx.BaseTransport):
                 conn = idle.pop() if idle else None
             if conn is None:
                 break
-            sock = conn.http.sock
-            if (sock is not None and time.monotonic() - conn.idle_since <= self.keepalive_expiry_s
-                    and not _readable(sock)):
+            if conn.usable(self.keepalive_expiry_s, time.monotonic()):
                 return conn
             conn.http.close()
         try:
