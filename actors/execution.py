@@ -118,6 +118,23 @@ class WriteAhead:
             with self._lock:
                 self._pending.pop(client_order_id, None)
 
+    def when_written(self, client_order_id: str, send: Callable[[], Any], timeout_s: float = 5.0) -> Callable[[], Any]:
+        """Run ``send()`` as soon as the order's record is in Redis: on this object's thread right
+        after the MULTI/EXEC that wrote it (the orders of one batch are then sent back to back, with
+        no thread hand-over in between), or at once, in the caller's thread, for an order not queued
+        here. Returns ``outcome()``, for any thread: it waits (up to ``timeout_s`` seconds in all)
+        and returns what ``send()`` returned, re-raises what it raised, or raises
+        :class:`WriteAheadError` if the write failed or had not finished in time; ``send`` then
+        never runs (the same guarantee as :meth:`wait`: nothing reaches the venue unwritten)."""
+        with self._lock:
+            fut = self._pending.pop(client_order_id, None)
+        once = _SendOnce(client_order_id, send)
+        if fut is None:
+            once.run()
+        else:
+            fut.add_done_callback(lambda f: once.fail(f.exception()) if f.exception() is not None else once.run())
+        return lambda: once.outcome(timeout_s)
+
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
@@ -137,6 +154,51 @@ class WriteAhead:
             self.orders += len(batch)
             for *_, fut in batch:
                 fut.set_result(None)
+
+
+class _SendOnce:
+    """The send of one order behind its write-ahead (:meth:`WriteAhead.when_written`): runs at most
+    once, and never after its waiter gave up on the write."""
+
+    def __init__(self, client_order_id: str, send: Callable[[], Any]) -> None:
+        self._coid = client_order_id
+        self._send = send
+        self._lock = threading.Lock()
+        self._started = False
+        self._done = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def _claim(self) -> bool:
+        with self._lock:
+            started, self._started = self._started, True
+        return not started
+
+    def run(self) -> None:
+        """The record is written: send (unless the waiter gave up already)."""
+        if not self._claim():
+            return
+        try:
+            self._value = self._send()
+        except BaseException as e:  # noqa: BLE001 - handed to the waiter
+            self._error = e
+        finally:
+            self._done.set()
+
+    def fail(self, error: BaseException) -> None:
+        """The write failed: the order is not sent."""
+        if self._claim():
+            self._error = WriteAheadError(f"order {self._coid} not written to Redis: {error!r}")
+            self._done.set()
+
+    def outcome(self, timeout_s: float) -> Any:
+        if not self._done.wait(timeout_s) and self._claim():
+            self._error = WriteAheadError(f"order {self._coid} not written to Redis within {timeout_s:g} s")
+            self._done.set()
+        self._done.wait()  # a send already started finishes
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 class OrderRouter:
@@ -329,10 +391,14 @@ class BrokerHandler:
         try:
             self.write_ahead.wait(intent.client_order_id)
         except WriteAheadError as e:
-            logger.error("{}: not sent", e)
-            return OrderRejected(intent.client_order_id, intent.strategy_id, f"write-ahead failed: {e}",
-                                 max(intent.ts_ns, self.venue.last_ts))
+            return self.not_written(intent, e)
         return None
+
+    def not_written(self, intent: OrderIntent, error: WriteAheadError) -> OrderRejected:
+        """The rejection of an order whose write-ahead failed (logged): it was not sent."""
+        logger.error("{}: not sent", error)
+        return OrderRejected(intent.client_order_id, intent.strategy_id, f"write-ahead failed: {error}",
+                             max(intent.ts_ns, self.venue.last_ts))
 
     def handle(self, msg: Any) -> Out:
         if isinstance(msg, (TradeTick, QuoteTick)):

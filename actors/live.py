@@ -42,7 +42,7 @@ from typing import Any
 
 from loguru import logger
 
-from actors.execution import BrokerHandler, StoreIds
+from actors.execution import BrokerHandler, StoreIds, WriteAheadError
 from actors.feed import MINUTE_NS, FeedCore
 from actors.runner import PaperSystem, warmup_out
 from domain.calendar import SessionCalendar, ns_to_ct, trading_day
@@ -126,22 +126,36 @@ class LiveBrokerHandler(BrokerHandler):
     events (posted into this mailbox by the broker's event sink) out to the router. Ticks are
     ignored (the gateway matches orders itself).
 
-    With ``post`` (a function that tells this actor a message), ``Order/place`` and
-    ``Order/cancel`` run on a pool of ``workers`` threads, so the orders of one decision (a grid
-    rebuild places ten) are in flight together instead of each waiting for the previous REST
-    answer (about 2.5 ms on loopback). Their results come back as :class:`VenueCallDone`.
-    Ordering rules kept: a cancel waits for the answer of its own order's place (it needs the
-    venue order id); the client sends each call once (no retry of order-changing calls, as
-    before). A place answer and a user-hub fill of the same order can now reach the router in
-    either order: the router's mirror never moves a terminal order back (``StateStore``), risk
-    accepts a late acknowledgement, strategies ignore it. Without ``post``, calls are made in the
-    actor thread one after the other.
+    With ``post`` (a function that tells this actor a message), each ``Order/place`` and
+    ``Order/cancel`` is made in two halves (``ProjectXBroker.begin_submit`` / ``begin_cancel``):
+
+    - the request is written as soon as it may be, without waiting for any answer: a place by the
+      write-ahead thread right after the MULTI/EXEC that wrote the order's record
+      (:meth:`WriteAhead.when_written`: never before), a cancel by this actor's thread. The orders
+      of one decision (a grid rebuild: nine cancels, ten places) so leave back to back, and none
+      waits for the answer to another; with a pool that made whole calls, the fifth order waited
+      for the first answer (a network round trip to the real gateway);
+    - the answer is read on a pool of ``workers`` threads, and comes back as :class:`VenueCallDone`.
+
+    A call that cannot be written without waiting (no idle warm connection, no rate-limit slot, a
+    token refresh due, a venue order id still to look up) is made whole on the pool instead.
+    Ordering rules kept: a cancel waits for the answer of its own order's place (it needs the venue
+    order id); each call is sent once (no retry of order-changing calls, as before); an order whose
+    write-ahead failed or took over 5 s is rejected and never sent. A place answer and a user-hub
+    fill of the same order can reach the router in either order: the router's mirror never moves a
+    terminal order back (``StateStore``), risk accepts a late acknowledgement, strategies ignore it.
+    Without ``post``, calls are made whole in the actor thread one after the other.
     """
 
     VENUE_EVENTS = (Fill, OrderAccepted, OrderRejected, OrderCancelled)
-    WORKERS = 4
-    """Order-call threads (measured: 2, 8, 10 or 16 did no better, docs/architecture.md "Latency
-    notes"); the REST client keeps as many connections warm (:meth:`ProjectXClient.keep_warm`)."""
+    WORKERS = 8
+    """Pool threads: they read the answers of calls already written, and make the calls that could
+    not be written at once (no idle connection, no rate-limit slot, a token refresh due) or wait
+    for something (a cancel waiting for its order's place)."""
+    WARM_CONNECTIONS = 16
+    """REST connections kept open for order calls (:meth:`ProjectXClient.keep_warm`): a call is
+    written at once only on an idle open connection, and a grid rebuild has up to ten places and
+    nine cancels in flight together (with 12, two calls of a three-day benchmark had to wait)."""
 
     def __init__(self, venue: Any, post: Any | None = None, workers: int = WORKERS, write_ahead: Any | None = None) -> None:
         super().__init__(venue, write_ahead)
@@ -164,21 +178,30 @@ class LiveBrokerHandler(BrokerHandler):
         if isinstance(msg, (TradeTick, QuoteTick)):
             return []  # not subscribed in live mode (LiveSystem.venue_matches_ticks); harmless if sent
         if self._pool is not None and isinstance(msg, OrderIntent):
-            ts = max(msg.ts_ns, self.venue.last_ts)
-            fut = self._pool.submit(self._call, lambda: self._place(msg, ts))
+            send = self._first_half("submit", msg, max(msg.ts_ns, self.venue.last_ts))
+            if self.write_ahead is not None:  # sent by the write-ahead thread once the record is written
+                outcome = self.write_ahead.when_written(msg.client_order_id, lambda: self._begin(send))
+            else:
+                result = self._begin(send)
+                outcome = lambda: result  # noqa: E731
+            fut = self._pool.submit(self._call, lambda: self._placed(msg, outcome))
             self._placing[msg.client_order_id] = fut
             fut.add_done_callback(lambda _f, c=msg.client_order_id: self._placing.pop(c, None))
             return []
         if self._pool is not None and isinstance(msg, CancelOrder):
             placing = self._placing.get(msg.client_order_id)
             ts = max(msg.ts_ns, self.venue.last_ts)
-
-            def cancel() -> list:
-                if placing is not None:
+            reason = msg.reason or "cancelled"
+            if placing is not None and not placing.done():
+                def cancel() -> list:
                     placing.result()  # submitted to the pool before this task: running or done
-                return self.venue.cancel(msg.client_order_id, ts, msg.reason or "cancelled")
+                    return self.venue.cancel(msg.client_order_id, ts, reason)
 
-            self._pool.submit(self._call, cancel)
+                self._pool.submit(self._call, cancel)
+                return []
+            result = self._begin(self._first_half("cancel", msg.client_order_id, ts, reason))
+            if result is not None:
+                self._pool.submit(self._call, result)
             return []
         return super().handle(msg)
 
@@ -190,10 +213,32 @@ class LiveBrokerHandler(BrokerHandler):
         if self._pool is not None:
             self._pool.shutdown(wait=False)
 
-    def _place(self, intent: OrderIntent, ts_ns: int) -> list:
-        """Wait for the order's write-ahead, then place it (a failed write rejects it instead)."""
-        refused = self.durable(intent)
-        return [refused] if refused is not None else self.venue.submit(intent, ts_ns)
+    def _placed(self, intent: OrderIntent, outcome: Any) -> list:
+        """On a pool thread: wait until the place was sent (or its write-ahead failed: rejected),
+        then read the answer."""
+        try:
+            result = outcome()
+        except WriteAheadError as e:
+            return [self.not_written(intent, e)]
+        return [] if result is None else result()
+
+    def _first_half(self, call: str, *args: Any) -> Any:
+        """``venue.begin_<call>(*args)`` as a function of no arguments; for a venue without the
+        two-halves form (a paper venue in tests), the whole ``venue.<call>(*args)`` is the second
+        half, made on the pool."""
+        begin = getattr(self.venue, f"begin_{call}", None)
+        whole = getattr(self.venue, call)
+        return (lambda: begin(*args)) if begin is not None else (lambda: lambda: whole(*args))
+
+    @staticmethod
+    def _begin(begin: Any) -> Any:
+        """Run a venue call's first half here (it writes the request if that needs no wait); its
+        ``result()``, or None after an unexpected error (logged; the reconciler settles the order)."""
+        try:
+            return begin()
+        except Exception as e:  # noqa: BLE001 - the broker's calls do not raise; keep the actor alive
+            logger.exception("ProjectX order call failed unexpectedly: {}", e)
+            return None
 
     def _call(self, fn: Any) -> None:
         """Run one venue call on a pool thread and post its events (the broker's calls do not
@@ -514,7 +559,7 @@ class LiveSystem(PaperSystem):
         hubs = cfg.projectx.hubs_url
         self.venue = ProjectXBroker(client, account.id, contracts, hub_url=hubs,
                                     on_reconcile_needed=self._reconcile_needed)
-        client.keep_warm(LiveBrokerHandler.WORKERS)  # an order never waits for a TCP/TLS handshake
+        client.keep_warm(LiveBrokerHandler.WARM_CONNECTIONS)  # an order never waits for a TCP/TLS handshake
         self.warmup, self.start_ns = history_warmup(client, contracts, cfg)
         self.venue.last_ts = max(self.venue.last_ts, self.start_ns)
         self.days = [trading_day(self.start_ns).isoformat()]

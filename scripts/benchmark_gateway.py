@@ -34,6 +34,11 @@ order:
 Exit 0, or 1 when no order was matched.
 
     python scripts/benchmark_gateway.py [--speed 600] [--seconds 40] [--days 2026-04-08,2026-04-09]
+        [--answer-delay-ms 20]
+
+``--answer-delay-ms`` makes the sandbox write each REST answer that much later, as the network
+round trip to the real gateway would (loopback has none): orders that wait for earlier answers
+before they can leave show it in their latency; orders sent without waiting do not.
 """
 
 from __future__ import annotations
@@ -95,7 +100,8 @@ the signal's name; ``domain.risk``: ``flatten: <reason>``)."""
 
 def run_day(day: dt.date, args: argparse.Namespace, redis_url: str, run_dir: str) -> DayResult:
     """One live session against a fresh sandbox streaming ``day``."""
-    gw = SandboxGateway(SandboxConfig(data_dir=args.data, speed=args.speed, start=day, end=day))
+    gw = SandboxGateway(SandboxConfig(data_dir=args.data, speed=args.speed, start=day, end=day,
+                                      answer_delay_s=args.answer_delay_ms / 1000))
     gw.start()
     ns = f"bench:gw:{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "REDIS_URL": redis_url, "PROJECTX_USERNAME": "sandbox", "PROJECTX_API_KEY": "sandbox-key"}
@@ -138,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated trading days, one session each (default: the bundled data's "
                         "three streamable days, about 130 orders: a p99 that is not just the maximum)")
     p.add_argument("--data", type=Path, default=ROOT / "data" / "demo")
+    p.add_argument("--answer-delay-ms", type=float, default=0.0,
+                   help="the sandbox writes every REST answer this long after processing the request: a "
+                        "stand-in for the network round trip to the real gateway (default 0: loopback only)")
     args = p.parse_args(argv)
     days = [dt.date.fromisoformat(d.strip()) for d in args.days.split(",") if d.strip()]
 
@@ -156,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"close(s), supervisor exit {got.exit_code}", flush=True)
         finally:
             redis.stop()
-    print(f"live system vs sandbox gateway (loopback, speed {args.speed:g}, {len(days)} day(s) x {args.seconds:g} s)")
+    delay = f", answers delayed {args.answer_delay_ms:g} ms" if args.answer_delay_ms else ""
+    print(f"live system vs sandbox gateway (loopback{delay}, speed {args.speed:g}, {len(days)} day(s) x {args.seconds:g} s)")
     print(f"orders received: {len(samples) + unmatched + shutdown}  matched to a quote: {len(samples)}  "
           f"unmatched: {unmatched}  shutdown closes (decided by SIGTERM, not counted): {shutdown}")
     if not samples:

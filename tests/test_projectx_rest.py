@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from loguru import logger
 
+from actors.core import wait_until
 from infra.projectx import errors as pxe
 from infra.projectx.mapping import BarUnit, GwOrderType, GwSide
 from infra.projectx.ratelimit import RateLimit, SlidingWindowLimiter
@@ -332,6 +333,30 @@ def test_cancel_and_close_are_never_retried(gw):
 
 # --------------------------------------------------------------------------- envelopes -> typed errors
 
+def test_begin_place_writes_the_order_at_once_and_the_answer_is_read_later(gw):
+    gw.script("Order/place", Reply(delay_s=0.3, body={"success": True, "orderId": 7}))
+    with make_client(gw) as c:
+        c.accounts()  # logged in; its connection stays open
+        result = c.begin_place_order(1001, "CON.F.US.MES.M26", GwOrderType.LIMIT, GwSide.BID, 1,
+                                     limit_price=Decimal("6650.25"), custom_tag="grid-MES-1-1")
+        assert wait_until(lambda: len(gw.calls("Order/place")) == 1, timeout=2)  # at the gateway before result()
+        assert result() == 7
+    assert gw.calls("Order/place")[0].body["customTag"] == "grid-MES-1-1"
+
+
+def test_begin_place_that_would_wait_sends_nothing_until_result_and_keeps_the_errors(gw):
+    """No token yet (a login is due): nothing is sent by begin_place_order; result() logs in and
+    places, once, with the same typed errors as place_order."""
+    gw.script("Order/place", Reply(status=503))
+    with make_client(gw) as c:
+        result = c.begin_place_order(1001, "CON.F.US.MES.M26", GwOrderType.MARKET, GwSide.ASK, 1,
+                                     custom_tag="grid-MES-1-2")
+        assert gw.requests == []
+        with pytest.raises(pxe.AmbiguousOutcome):
+            result()
+    assert [r.path for r in gw.requests] == ["Auth/loginKey", "Order/place"]
+
+
 def test_place_rejection_with_an_order_id_is_still_a_rejection(gw):
     msg = "Brackets cannot be used with Position Brackets. You must enable Auto OCO Brackets."
     gw.script("Order/place", fail(2, msg, orderId=9056))
@@ -408,6 +433,16 @@ def test_sliding_window_spaces_requests():
         clock.t += 1.0
     assert stamps == [0.0, 1.0, 2.0, 10.0, 11.0, 12.0, 20.0]
     assert clock.sleeps == [7.0, 7.0] and lim.waited_s == 14.0
+
+
+def test_try_acquire_never_waits_and_give_back_returns_the_slot():
+    clock = FakeClock()
+    lim = SlidingWindowLimiter(RateLimit(2, 10.0), clock=clock, sleep=clock.sleep)
+    assert lim.try_acquire() and lim.try_acquire() and not lim.try_acquire()
+    lim.give_back()
+    assert lim.try_acquire() and not lim.try_acquire()
+    clock.t += 10.0
+    assert lim.try_acquire() and clock.sleeps == []
 
 
 def test_client_blocks_on_its_own_limits_before_the_server_says_429(gw):

@@ -248,6 +248,35 @@ def test_keep_warm_opens_connections_ahead_of_requests_without_sending_any(serve
     t.close()
 
 
+def _request(url: str, body: bytes = b'{"accountId":1}') -> httpx.Request:
+    return httpx.Request("POST", url, headers={"Content-Type": "application/json"}, content=body,
+                         extensions={"timeout": TIMEOUT})
+
+
+def test_send_writes_requests_back_to_back_and_their_answers_are_read_afterwards(server_factory):
+    """What the broker does with a decision's orders: one thread writes each on a warm connection
+    without waiting for any answer; each answer is read later (here on the same thread)."""
+    srv = server_factory("keep")
+    t = StdlibHTTPTransport()
+    t.keep_warm(srv.url, 3)
+    answers = [t.send(_request(srv.url, b'{"n":%d}' % i), idle_only=True) for i in range(3)]
+    assert all(a is not None for a in answers)
+    assert wait_until(lambda: len(srv.requests) == 3, timeout=3)  # all three out, no answer read yet
+    assert [a().json()["success"] for a in answers] == [True] * 3
+    assert sorted(r.partition(b"\r\n\r\n")[2] for r in srv.requests) == [b'{"n":0}', b'{"n":1}', b'{"n":2}']
+    assert t.connects == 3 and post(t, srv.url).status_code == 200 and t.connects == 3  # given back, reused
+    t.close()
+
+
+def test_send_idle_only_sends_nothing_when_no_connection_is_open(server_factory):
+    srv = server_factory("keep")
+    t = StdlibHTTPTransport()
+    assert t.send(_request(srv.url), idle_only=True) is None
+    assert t.connects == 0 and srv.requests == []
+    assert t.send(_request(srv.url))().status_code == 200  # without idle_only it connects
+    t.close()
+
+
 def test_keep_warm_replaces_connections_the_server_closed_and_those_near_expiry(server_factory):
     srv = server_factory("keep")
     t = StdlibHTTPTransport(keepalive_expiry_s=0.6, warm_interval_s=0.05)

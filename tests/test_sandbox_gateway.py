@@ -364,6 +364,29 @@ def test_modify_and_cancel(gw):
         "success": False, "errorCode": 6, "errorMessage": "Live accounts not supported"}
 
 
+def test_answer_delay_serves_other_requests_meanwhile_and_is_validated(make_gateway):
+    """``answer_delay_s`` stands in for the network: the order is processed (and recorded) at once,
+    its answer written later, and other requests are answered meanwhile."""
+    gw = make_gateway(answer_delay_s=1.0)
+    rest = Rest(gw)
+    gw.advance(1)
+    answers: list[dict[str, Any]] = []
+    threads = [threading.Thread(target=lambda: answers.append(rest.place(type=1, side=0, limitPrice=4990)))
+               for _ in range(3)]
+    for th in threads:
+        th.start()
+    deadline = time.monotonic() + 5
+    while len(gw.orders_received) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(gw.orders_received) == 3 and answers == []  # all three processed, no answer yet
+    assert len(gw.open_orders(ACCOUNT)) == 3
+    for th in threads:
+        th.join()
+    assert [a["success"] for a in answers] == [True] * 3
+    with pytest.raises(ValueError, match="answer_delay_s"):
+        SandboxConfig(answer_delay_s=-0.1)
+
+
 @pytest.mark.parametrize("fields,code,fragment", [
     ({"type": 1, "side": 0, "limitPrice": 4990, "customTag": "dup"}, 2, "customTag must be unique"),
     ({"type": 1, "side": 0, "limitPrice": 4990.1}, 2, "tick size"),

@@ -7,8 +7,10 @@ import queue
 import threading
 from decimal import Decimal
 
+import pytest
+
 from actors.core import wait_until
-from actors.execution import BrokerHandler, OrderRouter, PaperVenue, WriteAhead
+from actors.execution import BrokerHandler, OrderRouter, PaperVenue, WriteAhead, WriteAheadError
 from actors.live import LiveBrokerHandler, VenueCallDone
 from domain.handler import BROKER, ROUTER
 from domain.messages import (CancelOrder, OrderAccepted, OrderIntent, OrderRejected, OrderType, Side,
@@ -56,6 +58,51 @@ def test_an_order_whose_write_failed_is_rejected_not_sent(redis_url: str) -> Non
     out = BrokerHandler(venue, wa).handle(_intent(1))
     assert len(out) == 1 and isinstance(out[0][1], OrderRejected) and "write-ahead failed" in out[0][1].reason
     assert venue.broker.working_orders() == []  # never reached the venue
+
+
+def _held_writes(store: StateStore) -> threading.Lock:
+    """Make ``store.save_new_orders`` wait until the returned (held) lock is released."""
+    gate = threading.Lock()
+    gate.acquire()
+    real = store.save_new_orders
+
+    def held_then_saved(orders):
+        with gate:
+            return real(orders)
+
+    store.save_new_orders = held_then_saved  # type: ignore[method-assign]
+    return gate
+
+
+def test_when_written_sends_on_the_write_ahead_thread_right_after_the_write(store: StateStore) -> None:
+    wa = WriteAhead(store)
+    gate = _held_writes(store)
+    OrderRouter(store, None, wa).handle(_intent(1))
+    sent: list = []
+    outcome = wa.when_written("grid-MES-1-1", lambda: sent.append(
+        (threading.current_thread().name, store.load_order("grid-MES-1-1") is not None)) or "answer")
+    assert sent == []  # not written yet: not sent
+    gate.release()
+    assert outcome() == "answer" and sent == [("write-ahead", True)]
+    assert wa.when_written("never-queued", lambda: "at once")() == "at once"
+
+
+def test_when_written_never_sends_an_order_whose_write_failed_or_came_too_late(store: StateStore) -> None:
+    dead = StateStore.from_url("redis://127.0.0.1:1/0", "test:dead")  # nothing listens on port 1
+    failed = WriteAhead(dead)
+    OrderRouter(dead, None, failed).handle(_intent(1))
+    sent: list = []
+    with pytest.raises(WriteAheadError, match="not written to Redis"):
+        failed.when_written("grid-MES-1-1", lambda: sent.append(1))()
+    wa = WriteAhead(store)
+    gate = _held_writes(store)
+    OrderRouter(store, None, wa).handle(_intent(2))
+    outcome = wa.when_written("grid-MES-1-2", lambda: sent.append(2), timeout_s=0.2)
+    with pytest.raises(WriteAheadError, match="within 0.2 s"):
+        outcome()  # the broker rejects the order ...
+    gate.release()
+    assert wait_until(lambda: wa.orders == 1, timeout=3)
+    assert sent == []  # ... and it is not sent when the write completes after all
 
 
 def test_live_broker_pool_answers_through_the_mailbox_and_a_cancel_follows_its_place(store: StateStore) -> None:

@@ -56,6 +56,11 @@ def _utc(ts_ns: int) -> dt.datetime:
     return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=ts_ns // 1000)
 
 
+def _done(events: list) -> Callable[[], list]:
+    """A ``result()`` of :meth:`ProjectXBroker.begin_submit` / ``begin_cancel`` settled without a call."""
+    return lambda: events
+
+
 @dataclass(slots=True)
 class _Order:
     """What the broker knows about one venue order (ours or adopted)."""
@@ -202,21 +207,34 @@ class ProjectXBroker:
     def submit(self, intent: OrderIntent, ts_ns: int) -> list:
         """Place ``intent`` (``customTag`` = its client order id). See the module docstring for the
         outcomes; never retried here."""
+        return self.begin_submit(intent, ts_ns)()
+
+    def begin_submit(self, intent: OrderIntent, ts_ns: int) -> Callable[[], list]:
+        """:meth:`submit` in two halves: the ``Order/place`` request is written now when that needs no
+        wait (``ProjectXClient.begin_place_order``); the returned ``result()`` reads the answer and
+        returns :meth:`submit`'s events. A thread can so send a decision's orders back to back and
+        read the answers on others (``actors.live.LiveBrokerHandler``). Call ``result()`` once."""
         self._advance(ts_ns)
         coid, sid = intent.client_order_id, intent.strategy_id
         contract_id = self.contracts.get(intent.instrument)
         if contract_id is None:
-            return [OrderRejected(coid, sid, f"no ProjectX contract configured for {intent.instrument}", ts_ns)]
+            return _done([OrderRejected(coid, sid, f"no ProjectX contract configured for {intent.instrument}", ts_ns)])
         try:
             args = mapping.place_args(intent, tick_size=get_instrument(intent.instrument).tick_size)
         except ValueError as e:
-            return [OrderRejected(coid, sid, f"invalid order: {e}", ts_ns)]
+            return _done([OrderRejected(coid, sid, f"invalid order: {e}", ts_ns)])
         with self._lock:
             if coid in self._orders:
-                return [OrderRejected(coid, sid, "duplicate client order id", ts_ns)]
+                return _done([OrderRejected(coid, sid, "duplicate client order id", ts_ns)])
             entry = self._orders[coid] = _Order(coid, sid, intent.instrument, intent.qty, inflight=True)
+        sent = self.client.begin_place_order(self.account_id, contract_id, **args)
+        return lambda: self._placed(entry, sent, ts_ns)
+
+    def _placed(self, entry: _Order, sent: Callable[[], int], ts_ns: int) -> list:
+        """The second half of :meth:`begin_submit`: read the place answer, settle the order."""
+        coid, sid = entry.coid, entry.strategy_id
         try:
-            order_id: int | None = self.client.place_order(self.account_id, contract_id, **args)
+            order_id: int | None = sent()
             failure: pxe.ProjectXError | None = None
         except pxe.ProjectXError as e:
             order_id, failure = None, e
@@ -258,6 +276,13 @@ class ProjectXBroker:
         again, up to :data:`CANCEL_ATTEMPTS` tries, after ``Retry-After`` or 0.25 / 0.5 s (at most
         2 s): a strategy does not ask twice, and an entry left working would double its level.
         Orders not ours (``px-<id>``) are cancelled without an event."""
+        return self.begin_cancel(client_order_id, ts_ns, reason)()
+
+    def begin_cancel(self, client_order_id: str, ts_ns: int, reason: str = "cancelled") -> Callable[[], list]:
+        """:meth:`cancel` in two halves, as :meth:`begin_submit`: when the venue order id is known the
+        ``Order/cancel`` request is written now (if that needs no wait); the returned ``result()``
+        reads the answer (sending again and looking the order up over REST as :meth:`cancel` does)
+        and returns :meth:`cancel`'s events. Call ``result()`` once."""
         self._advance(ts_ns)
         with self._lock:
             entry = self._orders.get(client_order_id)
@@ -267,15 +292,27 @@ class ProjectXBroker:
                 # which under a 429 storm blocked the broker actor ~1 s per cancel while strategies
                 # cancelled their just-rejected orders, stalling every order behind them.
                 logger.info("ProjectX: cancel {}: the order was never placed (rejected)", client_order_id)
-                return []
-        if entry is None or entry.venue_id is None:
+                return _done([])
+            venue_id = None if entry is None else entry.venue_id
+        sent = None if venue_id is None else self.client.begin_cancel_order(self.account_id, venue_id)
+        return lambda: self._cancelled(client_order_id, entry if venue_id is not None else None, sent, ts_ns, reason)
+
+    def _cancelled(self, client_order_id: str, entry: _Order | None, sent: Callable[[], None] | None, ts_ns: int,
+                   reason: str) -> list:
+        """The second half of :meth:`begin_cancel`: ``sent`` is the written request's ``result()``
+        (None: look the order up and cancel it now)."""
+        if entry is None:
             entry = self._find_working(client_order_id)
         if entry is None or entry.venue_id is None:
             logger.warning("ProjectX: cancel {}: no working venue order with that tag", client_order_id)
             return []
         for attempt in range(1, CANCEL_ATTEMPTS + 1):
             try:
-                self.client.cancel_order(self.account_id, entry.venue_id)
+                if sent is not None:  # the first try, written by begin_cancel
+                    result, sent = sent, None
+                    result()
+                else:
+                    self.client.cancel_order(self.account_id, entry.venue_id)
                 break
             except pxe.ProjectXError as e:
                 if _Backoff.retryable(e) and attempt < CANCEL_ATTEMPTS:

@@ -62,12 +62,29 @@ class SlidingWindowLimiter:
         """Take one slot, sleeping (lock released) until the oldest request leaves the window."""
         while True:
             with self._lock:
-                now = self._clock()
-                while self._sent and now - self._sent[0] >= self.limit.window_s:
-                    self._sent.popleft()
-                if len(self._sent) < self.limit.max_requests:
-                    self._sent.append(now)
+                wait = self._take()
+                if wait is None:
                     return
-                wait = self.limit.window_s - (now - self._sent[0])
                 self.waited_s += wait
             self._sleep(wait)
+
+    def try_acquire(self) -> bool:
+        """Take one slot if one is free now; never waits."""
+        with self._lock:
+            return self._take() is None
+
+    def give_back(self) -> None:
+        """Return the slot of a request that was not sent after all (the most recent one taken)."""
+        with self._lock:
+            if self._sent:
+                self._sent.pop()
+
+    def _take(self) -> float | None:
+        """Under the lock: take a slot (None) or say how long until one frees, seconds."""
+        now = self._clock()
+        while self._sent and now - self._sent[0] >= self.limit.window_s:
+            self._sent.popleft()
+        if len(self._sent) < self.limit.max_requests:
+            self._sent.append(now)
+            return None
+        return self.limit.window_s - (now - self._sent[0])

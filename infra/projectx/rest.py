@@ -216,20 +216,22 @@ class ProjectXClient:
         """``POST {base_url}/api/{endpoint}`` with the JSON text ``content``; returns the response,
         body read, connection back in the pool. Raises ``httpx.TransportError`` subclasses
         (connect/read/write errors and timeouts, protocol errors)."""
+        resp = self._transport.handle_request(self._request(endpoint, content, token))
+        try:
+            resp.read()
+        finally:
+            resp.close()
+        return resp
+
+    def _request(self, endpoint: str, content: str | None, token: str | None) -> httpx.Request:
+        """The ``POST {base_url}/api/{endpoint}`` request with the JSON text ``content``."""
         url = self._urls.get(endpoint)
         if url is None:
             url = self._urls[endpoint] = httpx.URL(f"{self.base_url}/api/{endpoint}")
         headers = list(_HEADERS)
         if token:
             headers.append((b"Authorization", f"Bearer {token}".encode()))
-        request = httpx.Request("POST", url, headers=headers, content=(content or "").encode(),
-                                extensions=self._timeout)
-        resp = self._transport.handle_request(request)
-        try:
-            resp.read()
-        finally:
-            resp.close()
-        return resp
+        return httpx.Request("POST", url, headers=headers, content=(content or "").encode(), extensions=self._timeout)
 
     def _post(self, endpoint: str, body: Mapping[str, Any] | None, *, auth: bool = True,
               bearer: str | None = None) -> dict[str, Any]:
@@ -238,19 +240,73 @@ class ProjectXClient:
         Returns the decoded response object (``success`` was true). Raises a :class:`ProjectXError`
         subclass as described in the module docstring.
         """
+        return self._complete(endpoint, self._content(body), auth, bearer, None)
+
+    def _begin(self, endpoint: str, body: Mapping[str, Any]) -> Callable[[], dict[str, Any]]:
+        """Write the request of an authenticated call now if that needs no wait, and return
+        ``result()``, which reads the answer and does the rest of :meth:`_post` (same outcome, same
+        errors, raised by ``result()``). So a thread can send a decision's orders one after the other
+        and read the answers afterwards (or on other threads) instead of waiting for each.
+
+        "Now" only when a rate-limit slot is free, the token is fresh (no login or validate due, no
+        refresh running) and an idle connection is open (``StdlibHTTPTransport.keep_warm``);
+        otherwise nothing is sent and ``result()`` makes the whole call, waits included. The caller
+        (the broker actor) therefore never blocks here on the limiter, a token refresh or a TCP/TLS
+        connect; it must call ``result()`` exactly once."""
+        content = self._content(body)
+        first = self._send_now(endpoint, content)
+        return lambda: self._complete(endpoint, content, True, None, first)
+
+    @staticmethod
+    def _content(body: Mapping[str, Any] | None) -> str | None:
+        return None if body is None else json.dumps(body, default=_json_default, separators=(",", ":"))
+
+    def _send_now(self, endpoint: str, content: str | None) -> tuple[str, Callable[[], httpx.Response]] | None:
+        """``(token, response())`` of a request written now without waiting (see :meth:`_begin`), or
+        None when that would wait. A write failure is returned as a ``response()`` that raises it."""
+        send = getattr(self._transport, "send", None)
+        if send is None or endpoint == _BARS or not self._token_lock.acquire(blocking=False):
+            return None
+        try:
+            token = self._token
+            if token is None or self._clock() - self._token_at >= self._refresh_after:
+                return None
+        finally:
+            self._token_lock.release()
+        if not self._general.try_acquire():
+            return None
+        try:
+            response = send(self._request(endpoint, content, token), idle_only=True)
+        except httpx.TransportError as e:
+            def failed(e: httpx.TransportError = e) -> httpx.Response:
+                raise e
+            return token, failed
+        if response is None:
+            self._general.give_back()
+            return None
+        return token, response
+
+    def _complete(self, endpoint: str, content: str | None, auth: bool, bearer: str | None,
+                  first: tuple[str, Callable[[], httpx.Response]] | None) -> dict[str, Any]:
+        """The body of :meth:`_post`; ``first``: the first attempt's request was already written by
+        :meth:`_send_now` (its token and ``response()``)."""
         write = endpoint in pxe.WRITE_ENDPOINTS
-        content = None if body is None else json.dumps(body, default=_json_default, separators=(",", ":"))
         attempt = 0
         refreshed = False
         while True:
             attempt += 1
-            self._general.acquire()
-            if endpoint == _BARS:
-                self._bars.acquire()
-            token = self.token() if auth else bearer
+            if first is not None:
+                token, response = first
+                first = None
+            else:
+                self._general.acquire()
+                if endpoint == _BARS:
+                    self._bars.acquire()
+                token = self.token() if auth else bearer
+                response = None
             failure: pxe.ProjectXError
             try:
-                resp = self._send(endpoint, content, token)
+                resp = response() if response is not None else self._send(endpoint, content, token)
             except _NOT_SENT as e:
                 failure = pxe.RequestNotSent(endpoint, None, type(e).__name__, "request not sent: connection failed")
             except httpx.TransportError as e:
@@ -421,13 +477,34 @@ class ProjectXClient:
         also returned an ``orderId``: success is never inferred from the id), AmbiguousOutcome
         (timeout/5xx/Pending/Unknown: reconcile by ``customTag``) or RequestNotSent (not placed).
         """
+        return self._order_id(self._post("Order/place", self._place_body(
+            account_id, contract_id, order_type, side, size, limit_price, stop_price, trail_price, custom_tag)))
+
+    def begin_place_order(self, account_id: int, contract_id: str, order_type: int, side: int, size: int, *,
+                          limit_price: Decimal | None = None, stop_price: Decimal | None = None,
+                          trail_price: Decimal | None = None, custom_tag: str | None = None) -> Callable[[], int]:
+        """:meth:`place_order` in two halves: the request is written now when that needs no wait
+        (:meth:`_begin`), and the returned ``result()`` reads the answer: the gateway order id, or the
+        errors of :meth:`place_order`. Call ``result()`` exactly once (any thread)."""
+        sent = self._begin("Order/place", self._place_body(
+            account_id, contract_id, order_type, side, size, limit_price, stop_price, trail_price, custom_tag))
+        return lambda: self._order_id(sent())
+
+    @staticmethod
+    def _place_body(account_id: int, contract_id: str, order_type: int, side: int, size: int,
+                    limit_price: Decimal | None, stop_price: Decimal | None, trail_price: Decimal | None,
+                    custom_tag: str | None) -> dict[str, Any]:
         body: dict[str, Any] = {"accountId": account_id, "contractId": contract_id, "type": int(order_type),
                                 "side": int(side), "size": int(size)}
         for key, value in (("limitPrice", limit_price), ("stopPrice", stop_price), ("trailPrice", trail_price),
                            ("customTag", custom_tag)):
             if value is not None:
                 body[key] = value
-        data = self._post("Order/place", body)
+        return body
+
+    @staticmethod
+    def _order_id(data: Mapping[str, Any]) -> int:
+        """The ``orderId`` of a successful ``Order/place`` answer (AmbiguousOutcome without one)."""
         order_id = data.get("orderId")
         if isinstance(order_id, bool) or not isinstance(order_id, int):
             raise pxe.AmbiguousOutcome("Order/place", None, "NoOrderId", "success without an orderId")
@@ -447,6 +524,16 @@ class ProjectXClient:
     def cancel_order(self, account_id: int, order_id: int) -> None:
         """``Order/cancel`` (§2.3; documented for simulated accounts only). Never retried."""
         self._post("Order/cancel", {"accountId": account_id, "orderId": order_id})
+
+    def begin_cancel_order(self, account_id: int, order_id: int) -> Callable[[], None]:
+        """:meth:`cancel_order` in two halves, as :meth:`begin_place_order`: ``result()`` returns None
+        or raises the errors of :meth:`cancel_order`."""
+        sent = self._begin("Order/cancel", {"accountId": account_id, "orderId": order_id})
+
+        def result() -> None:
+            sent()
+
+        return result
 
     def close_position(self, account_id: int, contract_id: str) -> None:
         """``Position/closeContract``: closes the whole position with a market order (no order id

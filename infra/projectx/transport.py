@@ -20,7 +20,11 @@ Behaviour (what httpx's transport did that the REST client relies on, and one ad
   just closed would fail after it was written, an ambiguous outcome, instead of simply going out
   on a fresh connection.
 - Addition: :meth:`StdlibHTTPTransport.keep_warm` keeps ``n`` connections to a host open ahead of
-  need (the live broker's order pool: an order never waits for a TCP and TLS handshake).
+  need (the live broker's orders: an order never waits for a TCP and TLS handshake).
+- Addition: :meth:`StdlibHTTPTransport.send` is a request in two halves, written now, its answer
+  read later (possibly on another thread), so that one thread can write a decision's orders back
+  to back; with ``idle_only`` it sends only on an already open connection (docs/projectx.md,
+  "Orders written back to back").
 - Errors, by phase, as httpx's transport raises them (``infra.projectx.rest`` treats the first two
   as "not sent" and the rest as "may have been processed" for order-changing calls):
   connect: ``httpx.ConnectTimeout`` / ``httpx.ConnectError``; writing the request:
@@ -43,7 +47,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import certifi
 import httpx
@@ -141,17 +145,41 @@ class StdlibHTTPTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` (body already in memory) and return the complete response. Raises the
         httpx exceptions listed in the module docstring."""
+        return self.send(request)()
+
+    def send(self, request: httpx.Request, *, idle_only: bool = False) -> Callable[[], httpx.Response] | None:
+        """Write ``request`` now; return ``response()``, which reads the complete response (and gives
+        the connection back). The two halves of :meth:`handle_request`, so that one thread can write
+        several requests (a decision's orders) before reading any answer; ``response()`` may run on
+        another thread, and must be called exactly once (the connection is lent until then).
+
+        ``idle_only``: use an already open idle connection or return None (nothing sent): the caller
+        is a thread that must not wait for a TCP/TLS connect (the broker actor).
+
+        Raises (now) the connect and write errors, (from ``response()``) the read errors, as listed
+        in the module docstring."""
         timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
-        url = request.url
-        key = _key(url)
-        conn = self._acquire(key, timeouts.get("connect"), request)
+        key = _key(request.url)
+        conn = self._acquire(key, timeouts.get("connect"), request, idle_only=idle_only)
+        if conn is None:
+            return None
         try:
-            response = self._exchange(conn, request, timeouts)
+            self._write(conn, request, timeouts)
         except BaseException:
             conn.http.close()  # a connection that failed is never lent again
             self._release(key, None)
             raise
-        self._release(key, conn if conn.http.sock is not None else None)  # None: the server asked to close
+
+        def response() -> httpx.Response:
+            try:
+                resp = self._read(conn, request, timeouts)
+            except BaseException:
+                conn.http.close()
+                self._release(key, None)
+                raise
+            self._release(key, conn if conn.http.sock is not None else None)  # None: the server asked to close
+            return resp
+
         return response
 
     def close(self) -> None:
@@ -241,10 +269,12 @@ class StdlibHTTPTransport(httpx.BaseTransport):
 
     # ------------------------------------------------------------------ connections
 
-    def _acquire(self, key: Key, connect_timeout: float | None, request: httpx.Request) -> _Conn:
+    def _acquire(self, key: Key, connect_timeout: float | None, request: httpx.Request, *,
+                 idle_only: bool = False) -> _Conn | None:
         """An idle live connection for ``key``, or a new one if none is left (one idle too long or
-        found readable, i.e. closed by the server, is closed and skipped). Raises
-        ``httpx.ConnectTimeout`` / ``httpx.ConnectError`` / ``httpx.UnsupportedProtocol``."""
+        found readable, i.e. closed by the server, is closed and skipped); with ``idle_only``, None
+        instead of a new one. Raises ``httpx.ConnectTimeout`` / ``httpx.ConnectError`` /
+        ``httpx.UnsupportedProtocol``."""
         with self._lock:
             self._busy[key] = self._busy.get(key, 0) + 1
         while True:
@@ -256,6 +286,9 @@ class StdlibHTTPTransport(httpx.BaseTransport):
             if conn.usable(self.keepalive_expiry_s, time.monotonic()):
                 return conn
             conn.http.close()
+        if idle_only:
+            self._release(key, None)
+            return None
         try:
             return self._open(key, connect_timeout, request)
         except BaseException:
@@ -299,20 +332,24 @@ class StdlibHTTPTransport(httpx.BaseTransport):
             return _Conn(http_conn, self._gen)
 
     @staticmethod
-    def _exchange(conn: _Conn, request: httpx.Request, timeouts: dict[str, Any]) -> httpx.Response:
-        """Write ``request`` on ``conn`` and read the whole response; httpx errors by phase."""
-        sock = conn.http.sock
+    def _write(conn: _Conn, request: httpx.Request, timeouts: dict[str, Any]) -> None:
+        """Write ``request`` on ``conn``; ``httpx.WriteTimeout`` / ``httpx.WriteError``."""
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.raw}
         target = request.url.raw_path.decode("ascii")
         try:
-            sock.settimeout(timeouts.get("write"))
+            conn.http.sock.settimeout(timeouts.get("write"))
             conn.http.request(request.method, target, body=request.content, headers=headers)
         except TimeoutError as e:
             raise httpx.WriteTimeout(f"writing the request timed out: {e}", request=request) from e
         except (OSError, http.client.HTTPException) as e:
             raise httpx.WriteError(f"writing the request failed: {e!r}", request=request) from e
+
+    @staticmethod
+    def _read(conn: _Conn, request: httpx.Request, timeouts: dict[str, Any]) -> httpx.Response:
+        """Read the whole response to ``request`` from ``conn``; ``httpx.ReadTimeout`` /
+        ``httpx.RemoteProtocolError`` / ``httpx.ReadError``."""
         try:
-            sock.settimeout(timeouts.get("read"))
+            conn.http.sock.settimeout(timeouts.get("read"))
             resp = conn.http.getresponse()
             body = resp.read()
             status, reason, resp_headers = resp.status, resp.reason, resp.getheaders()

@@ -29,6 +29,7 @@ clock (the replay time) stamps orders and trades, so search windows must use rep
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from dataclasses import dataclass
@@ -157,11 +158,14 @@ class RestApi:
         clock: the sandbox clock (epoch ns UTC).
         hubs: for closing the connections of a logged-out token and pushing user events.
         orders_received: list receiving ``(perf_counter_ns, body)`` of every ``Order/place``.
+        answer_delay_s: how long after processing a request its answer is written, seconds
+            (``SandboxConfig.answer_delay_s``).
     """
 
     def __init__(self, *, username: str, api_key: str, tokens: TokenStore, limits: tuple[RateLimiter, RateLimiter],
                  faults: Faults, exchange: Exchange, market: MarketData, catalog: ContractCatalog,
-                 clock: Callable[[], int], hubs: Hubs, orders_received: list[tuple[int, dict[str, Any]]]) -> None:
+                 clock: Callable[[], int], hubs: Hubs, orders_received: list[tuple[int, dict[str, Any]]],
+                 answer_delay_s: float = 0.0) -> None:
         self._username, self._api_key = username, api_key
         self._tokens = tokens
         self._limit, self._bars_limit = limits
@@ -170,6 +174,7 @@ class RestApi:
         self._clock = clock
         self._hubs = hubs
         self._orders_received = orders_received
+        self._answer_delay_s = answer_delay_s
         E = _Endpoint
         self._endpoints: dict[str, _Endpoint] = {
             "Auth/loginKey": E(self._login, {"userName": ("str", True), "apiKey": ("str", True)}, "token", auth=False),
@@ -235,6 +240,12 @@ class RestApi:
         return gate if isinstance(gate, web.Response) else web.Response(text="pong")
 
     async def _dispatch(self, request: web.Request) -> web.Response:
+        response = await self._answer(request)
+        if self._answer_delay_s > 0:
+            await asyncio.sleep(self._answer_delay_s)
+        return response
+
+    async def _answer(self, request: web.Request) -> web.Response:
         arrival = time.perf_counter_ns()
         name = request.match_info["path"]
         endpoint = self._endpoints.get(name)

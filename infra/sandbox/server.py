@@ -83,8 +83,13 @@ class SandboxConfig:
         wrap_events: user-event kinds (``order``, ``position``, ``trade``, ``account``) sent in an
             ``{action, data}`` envelope; default orders and positions, as observed live.
         accounts: the accounts served.
+        answer_delay_s: every REST answer is written this long after the request was processed
+            (0 = at once): a stand-in for the network between a client and the real gateway, whose
+            round trip loopback lacks (``scripts/benchmark_gateway.py --answer-delay-ms``). Other
+            requests are served meanwhile, as the real gateway's servers do.
 
-    Raises ValueError (from the constructor) for a negative or NaN speed or non-positive intervals/limits.
+    Raises ValueError (from the constructor) for a negative or NaN speed, a negative answer delay or
+    non-positive intervals/limits.
     """
 
     data_dir: Path = DEMO_DATA
@@ -102,8 +107,11 @@ class SandboxConfig:
     bars_rate_limit: tuple[int, float] = (50, 30.0)
     wrap_events: frozenset[str] = field(default_factory=lambda: frozenset({"order", "position"}))
     accounts: tuple[AccountSpec, ...] = DEFAULT_ACCOUNTS
+    answer_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
+        if not self.answer_delay_s >= 0:
+            raise ValueError(f"answer_delay_s must be >= 0, got {self.answer_delay_s}")
         if math.isnan(self.speed) or self.speed < 0:
             raise ValueError(f"speed must be >= 0 (0 = manual, inf = as fast as possible), got {self.speed}")
         if self.ping_interval_s <= 0 or self.client_timeout_s <= 0 or self.token_ttl_s <= 0:
@@ -229,7 +237,8 @@ class SandboxGateway:
         self._rest = RestApi(username=config.username, api_key=config.api_key, tokens=self._tokens,
                              limits=(RateLimiter(*config.rate_limit), RateLimiter(*config.bars_rate_limit)),
                              faults=self.faults, exchange=self._exchange, market=self._market, catalog=self._catalog,
-                             clock=self._clock.now_ns, hubs=self._hubs, orders_received=self.orders_received)
+                             clock=self._clock.now_ns, hubs=self._hubs, orders_received=self.orders_received,
+                             answer_delay_s=config.answer_delay_s)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
