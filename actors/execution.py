@@ -106,17 +106,7 @@ class WriteAhead:
         """Return once the order's record is in Redis (at once for an order never queued here,
         e.g. one whose wait already returned). Raises :class:`WriteAheadError` if the write failed
         or did not finish within ``timeout_s`` seconds."""
-        with self._lock:
-            fut = self._pending.get(client_order_id)
-        if fut is None:
-            return
-        try:
-            fut.result(timeout=timeout_s)
-        except Exception as e:  # noqa: BLE001 - the Redis error, or a timeout
-            raise WriteAheadError(f"order {client_order_id} not written to Redis: {e!r}") from e
-        finally:
-            with self._lock:
-                self._pending.pop(client_order_id, None)
+        self.when_written(client_order_id, lambda: None, timeout_s)()
 
     def when_written(self, client_order_id: str, send: Callable[[], Any], timeout_s: float = 5.0) -> Callable[[], Any]:
         """Run ``send()`` as soon as the order's record is in Redis: on this object's thread right

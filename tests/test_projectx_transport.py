@@ -137,10 +137,13 @@ def server_factory():
         s.stop()
 
 
+def _request(url: str, body: bytes = b'{"accountId":1}') -> httpx.Request:
+    return httpx.Request("POST", url, headers={"Content-Type": "application/json"}, content=body,
+                         extensions={"timeout": TIMEOUT})
+
+
 def post(transport: StdlibHTTPTransport, url: str, body: bytes = b'{"accountId":1}') -> httpx.Response:
-    request = httpx.Request("POST", url, headers={"Content-Type": "application/json"}, content=body,
-                            extensions={"timeout": TIMEOUT})
-    return transport.handle_request(request)
+    return transport.handle_request(_request(url, body))
 
 
 def test_keeps_one_connection_alive_and_sends_the_request_as_given(server_factory):
@@ -246,11 +249,6 @@ def test_keep_warm_opens_connections_ahead_of_requests_without_sending_any(serve
     assert len(srv.requests) == 3
     assert t.connects == 3 and srv.connections == 3  # the three concurrent requests opened none
     t.close()
-
-
-def _request(url: str, body: bytes = b'{"accountId":1}') -> httpx.Request:
-    return httpx.Request("POST", url, headers={"Content-Type": "application/json"}, content=body,
-                         extensions={"timeout": TIMEOUT})
 
 
 def test_send_writes_requests_back_to_back_and_their_answers_are_read_afterwards(server_factory):

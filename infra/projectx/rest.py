@@ -128,7 +128,7 @@ class ProjectXClient:
         # the CPU of httpx's own per order call (docs/projectx.md, "Transport"). Requests and
         # responses stay httpx objects, errors httpx exceptions; no proxy is read from the
         # environment.
-        self._transport: httpx.BaseTransport = StdlibHTTPTransport()
+        self._transport = StdlibHTTPTransport()
         self._timeout = {"timeout": httpx.Timeout(timeout_s).as_dict()}
         self._urls: dict[str, httpx.URL] = {}
         self._clock = clock
@@ -264,8 +264,7 @@ class ProjectXClient:
     def _send_now(self, endpoint: str, content: str | None) -> tuple[str, Callable[[], httpx.Response]] | None:
         """``(token, response())`` of a request written now without waiting (see :meth:`_begin`), or
         None when that would wait. A write failure is returned as a ``response()`` that raises it."""
-        send = getattr(self._transport, "send", None)
-        if send is None or endpoint == _BARS or not self._token_lock.acquire(blocking=False):
+        if endpoint == _BARS or not self._token_lock.acquire(blocking=False):
             return None
         try:
             token = self._token
@@ -276,7 +275,7 @@ class ProjectXClient:
         if not self._general.try_acquire():
             return None
         try:
-            response = send(self._request(endpoint, content, token), idle_only=True)
+            response = self._transport.send(self._request(endpoint, content, token), idle_only=True)
         except httpx.TransportError as e:
             def failed(e: httpx.TransportError = e) -> httpx.Response:
                 raise e
