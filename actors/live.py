@@ -559,6 +559,7 @@ class LiveSystem(PaperSystem):
         hubs = cfg.projectx.hubs_url
         self.venue = ProjectXBroker(client, account.id, contracts, hub_url=hubs,
                                     on_reconcile_needed=self._reconcile_needed)
+        self._venue_checked_at = float("-inf")  # monotonic s of the last REST flat check (_venue_flat)
         client.keep_warm(LiveBrokerHandler.WARM_CONNECTIONS)  # an order never waits for a TCP/TLS handshake
         self.warmup, self.start_ns = history_warmup(client, contracts, cfg)
         self.venue.last_ts = max(self.venue.last_ts, self.start_ns)
@@ -602,10 +603,21 @@ class LiveSystem(PaperSystem):
         self.feed_handler = LiveFeed(warm, anchor)
         return self.feed_handler
 
+    VENUE_FLAT_POLL_S = 1.0
+    """The shutdown's flat check (polled every 50 ms) asks the gateway at most this often, seconds.
+    While the venue lags risk's book (a close in flight, an order not ours still working), asking
+    each time (2 REST calls) would fill the client's rate window (180 / 60 s) within 5 s, and the
+    emergency flatten that follows would then wait for slots."""
+
     def _venue_flat(self) -> bool:
-        """Risk's book flat, then confirmed by the gateway (REST: working orders and positions)."""
+        """Risk's book flat, then confirmed by the gateway (REST: working orders and positions, at
+        most once per :attr:`VENUE_FLAT_POLL_S`)."""
         if not self._risk_flat():
             return False
+        now = time.monotonic()
+        if now - self._venue_checked_at < self.VENUE_FLAT_POLL_S:
+            return False
+        self._venue_checked_at = now
         try:
             return (not self.client.query_orders(self.account.id)
                     and not [p for p in self.client.open_positions(self.account.id) if p.size])

@@ -1,21 +1,25 @@
-"""Live-mode pieces without a gateway: the projectx config section, CLI mapping, the live feed's
-wall clock and the risk ``unarmed`` hold."""
+"""Live-mode pieces without the sandbox gateway: the projectx config section, CLI mapping, the live
+feed's wall clock, the risk ``unarmed`` hold, and the shutdown's flat check (against the scripted
+REST server of tests/test_projectx_rest.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
 
 import supervisor
-from actors.live import UNARMED_HOLD, LiveFeed, LiveRiskManager, SetArmed, WallClock
+from actors.core import wait_until
+from actors.live import UNARMED_HOLD, LiveFeed, LiveRiskManager, LiveSystem, SetArmed, WallClock
 from config.settings import ConfigError, load_config
 from domain.calendar import SessionCalendar, dt_to_ns
 from domain.handler import CLOCK_TOPIC, ROUTER, CounterIds
 from domain.messages import CancelOrder, ClockTick, OrderIntent, OrderType, RiskState, Side, TradeTick
 from domain.orders import OrderStatus
+from tests.test_projectx_rest import ScriptedGateway, make_client, ok
 
 CT = ZoneInfo("America/Chicago")
 
@@ -77,3 +81,30 @@ def test_unarmed_hold_denies_strategy_orders_and_disarm_cancels_working():
     out = r.handle(SetArmed(False, "test", t + 2))
     assert r.state is RiskState.HALTED
     assert (ROUTER, CancelOrder("grid-MES-1-2", "grid-MES", t + 2, "disarmed")) in out
+
+
+def test_shutdown_flat_check_asks_the_gateway_at_most_once_per_poll_interval():
+    """The shutdown polls ``LiveSystem._venue_flat`` every 50 ms. While the gateway still shows a
+    position (risk's book already flat), it reads the gateway (Order/v2/query + Position/searchOpen)
+    at most once per ``VENUE_FLAT_POLL_S``, not on every poll; once the gateway is flat it says so."""
+    gw = ScriptedGateway().start()
+    position = {"id": 1, "accountId": 1001, "contractId": "CON.F.US.MES.M26", "type": 1, "size": 1,
+                "averagePrice": 6650.25}
+    gw.script("Position/searchOpen", *[ok(positions=[position])] * 40)
+    try:
+        with make_client(gw) as client:
+            system = SimpleNamespace(_risk_flat=lambda: True, _venue_checked_at=float("-inf"), VENUE_FLAT_POLL_S=0.4,
+                                     client=client, account=SimpleNamespace(id=1001))
+            polls = []
+
+            def flat() -> bool:
+                polls.append(1)
+                return LiveSystem._venue_flat(system)
+            assert not wait_until(flat, timeout=1.0, interval=0.05)
+            reads = len(gw.calls("Position/searchOpen"))
+            assert len(polls) >= 10 and 2 <= reads <= 3, (len(polls), reads)
+            assert len(gw.calls("Order/v2/query")) == reads
+            gw.scripts["Position/searchOpen"].clear()  # the close went through: the gateway is flat
+            assert wait_until(flat, timeout=2.0, interval=0.05)
+    finally:
+        gw.stop()

@@ -423,16 +423,21 @@ def test_place_body_uses_json_numbers_and_the_custom_tag(gw):
 
 # --------------------------------------------------------------------------- rate limiting
 
-def test_sliding_window_spaces_requests():
+def test_sliding_window_spaces_requests_and_logs_each_long_wait():
     clock = FakeClock()
-    lim = SlidingWindowLimiter(RateLimit(3, 10.0), clock=clock, sleep=clock.sleep)
-    stamps = []
-    for _ in range(7):
-        lim.acquire()
-        stamps.append(clock.t - 1_000.0)
-        clock.t += 1.0
+    lim = SlidingWindowLimiter(RateLimit(3, 10.0), clock=clock, sleep=clock.sleep, log_wait_s=5.0)
+    stamps, lines = [], []
+    sink = logger.add(lambda m: lines.append(str(m)), level="WARNING", format="{message}")
+    try:
+        for _ in range(7):
+            lim.acquire()
+            stamps.append(clock.t - 1_000.0)
+            clock.t += 1.0
+    finally:
+        logger.remove(sink)
     assert stamps == [0.0, 1.0, 2.0, 10.0, 11.0, 12.0, 20.0]
     assert clock.sleeps == [7.0, 7.0] and lim.waited_s == 14.0
+    assert lines == ["ProjectX client rate limit: requests window full (3 per 10s), waiting 7.0s for a slot\n"] * 2
 
 
 def test_try_acquire_never_waits_and_give_back_returns_the_slot():

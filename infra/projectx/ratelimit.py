@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from loguru import logger
+
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
@@ -44,14 +46,21 @@ class SlidingWindowLimiter:
         limit: the window and its capacity.
         clock: monotonic seconds (injectable for tests).
         sleep: ``sleep(seconds)``; tests pass a fake that advances ``clock``.
+        name: what the window counts, for the log (e.g. ``"requests"``, ``"History/retrieveBars"``).
+        log_wait_s: a caller about to wait this long or longer is logged (WARNING, once per
+            :meth:`acquire`), so a pause for the window is never silent (a full window can hold a
+            call, e.g. the shutdown's flat check, for up to ``window_s``).
 
     Attributes:
         waited_s: total seconds callers spent blocked (for metrics/tests).
     """
 
     def __init__(self, limit: RateLimit, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, name: str = "requests",
+                 log_wait_s: float = 1.0) -> None:
         self.limit = limit
+        self.name = name
+        self._log_wait_s = log_wait_s
         self._clock = clock
         self._sleep = sleep
         self._sent: collections.deque[float] = collections.deque()
@@ -60,12 +69,17 @@ class SlidingWindowLimiter:
 
     def acquire(self) -> None:
         """Take one slot, sleeping (lock released) until the oldest request leaves the window."""
+        logged = False
         while True:
             with self._lock:
                 wait = self._take()
                 if wait is None:
                     return
                 self.waited_s += wait
+            if not logged and wait >= self._log_wait_s:
+                logged = True
+                logger.warning("ProjectX client rate limit: {} window full ({} per {:g}s), waiting {:.1f}s for a slot",
+                               self.name, self.limit.max_requests, self.limit.window_s, wait)
             self._sleep(wait)
 
     def try_acquire(self) -> bool:

@@ -135,7 +135,7 @@ class ProjectXClient:
         self._sleep = sleep
         self._refresh_after = token_refresh_after_s
         self._general = SlidingWindowLimiter(general_limit, clock=clock, sleep=sleep)
-        self._bars = SlidingWindowLimiter(bars_limit, clock=clock, sleep=sleep)
+        self._bars = SlidingWindowLimiter(bars_limit, clock=clock, sleep=sleep, name=_BARS)
         self._read_attempts = max(1, read_attempts)
         self._backoff_base = backoff_base_s
         self._backoff_max = backoff_max_s
