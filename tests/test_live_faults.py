@@ -134,18 +134,24 @@ def _dup_tags(gw: SandboxGateway, out: str = "") -> list[str]:
     return sorted(extra)
 
 
-def _paused(store: StateStore, log: str = "") -> bool:
-    """Risk legitimately stopped or shrank new trading: the risk mirror in Redis says HALTED or
-    REDUCING, or ``log`` shows the move. (The sandbox replays at 1000x, so the session and daily
-    loss caps fall at a fixed market time that lands anywhere in a test's steps on a loaded host;
-    the mirror also covers a restart that restored HALTED without logging it again.)"""
+def _paused(store: StateStore, log: str) -> bool:
+    """Trading is legitimately paused: the risk mirror in Redis says HALTED or REDUCING now (it
+    follows risk within a clock tick), or ``log`` (the part of the log since the test step began)
+    shows risk moving there or the client waiting for its own rate window (180 requests / 60 s).
+
+    The sandbox replays at 1000x: the session and daily loss caps fall at a fixed market time that
+    lands anywhere in a test's steps on a loaded host (in CI once before the user hub's reconnect,
+    which the step waiting for more orders did not look at), and a few seconds of wall time hold a
+    minute's worth of orders and cancels, so the window can fill and hold every call for up to a
+    minute. The mirror also covers a restart that restored HALTED without logging it again."""
     state = store.load_risk().get("state")
-    return state in ("HALTED", "REDUCING") or "risk HALTED" in log or "risk REDUCING" in log
+    return (state in ("HALTED", "REDUCING") or "risk HALTED" in log or "risk REDUCING" in log
+            or "client rate limit: requests window full" in log)
 
 
-def _trades_on(gw: SandboxGateway, n: int, store: StateStore, run_dir: Path, since: int = 0) -> bool:
+def _trades_on(gw: SandboxGateway, n: int, store: StateStore, run_dir: Path, since: int) -> bool:
     """At least 2 more orders than ``n`` reached the gateway, or risk paused trading (see
-    :func:`_paused`; ``since``: where this process's part of the log starts)."""
+    :func:`_paused`; ``since``: the log's length when the step began)."""
     return len(gw.orders_received) >= n + 2 or _paused(store, _log(run_dir)[since:])
 
 
@@ -182,9 +188,9 @@ def test_live_rides_out_429_storm(gw, redis_url, tmp_path, ns_store):
         gw.faults.rate_limit_burst(30)
         # the burst is consumed by the system's own calls (order placement, cancels, reads)
         assert _wait(lambda: gw.faults.state()["rate_limit_burst"] == 0, 30, p), gw.faults.state()
-        n_after_burst = len(gw.orders_received)
+        n_after_burst, since = len(gw.orders_received), len(_log(tmp_path))
         # ... and trading goes on afterwards: new orders reach the gateway and are processed
-        assert _wait(lambda: _trades_on(gw, n_after_burst, store, tmp_path), 40, p), \
+        assert _wait(lambda: _trades_on(gw, n_after_burst, store, tmp_path, since), 40, p), \
             ((n_before, n_after_burst), _log(tmp_path)[-3000:])
         # second storm, on the reads: drop the user hub so the reconnect asks for a reconciliation,
         # whose REST snapshot (Order/v2/query, Position/searchOpen, Trade/search...) meets the 429s
@@ -203,11 +209,11 @@ def test_live_rides_out_429_storm(gw, redis_url, tmp_path, ns_store):
         if deferred:
             assert _wait(lambda: "reconciliation ok: retry: user hub reconnected" in after_drop(), 30, p), \
                 after_drop()[-3000:]
-        n2 = len(gw.orders_received)
+        n2, since = len(gw.orders_received), len(_log(tmp_path))
         # trading goes on, unless a guardrail legitimately halted or reduced it (the sandbox
         # market sometimes moves through the session loss caps while the storm delays orders,
         # before or after the reconnect)
-        assert _wait(lambda: _trades_on(gw, n2, store, tmp_path), 40, p), (n2, _log(tmp_path)[-3000:])
+        assert _wait(lambda: _trades_on(gw, n2, store, tmp_path, since), 40, p), (n2, _log(tmp_path)[-3000:])
         assert p.poll() is None
     finally:
         out = _stop(p)
@@ -223,12 +229,12 @@ def test_live_token_expiry_mid_session(gw, redis_url, tmp_path, ns_store):
     try:
         assert _wait(lambda: len(gw.orders_received) >= 2 and len(gw.trades(ACCOUNT)) >= 1, 60, p), _tags(gw)
         gw.faults.expire_tokens()
-        n = len(gw.orders_received)
+        n, since = len(gw.orders_received), len(_log(tmp_path))
         # orders keep reaching the gateway, and are processed (not 401): trades after the expiry
         # (unless risk legitimately paused trading meanwhile, see _paused)
         t = len(gw.trades(ACCOUNT))
         assert _wait(lambda: (len(gw.orders_received) >= n + 2 and len(gw.trades(ACCOUNT)) > t)
-                     or _paused(store, _log(tmp_path)), 45, p), (n, len(gw.orders_received), t, _log(tmp_path)[-3000:])
+                     or _paused(store, _log(tmp_path)[since:]), 45, p), (n, len(gw.orders_received), t, _log(tmp_path)[-3000:])
         # both hubs back (an old token gets 401: a live connection now carries a fresh one), and the
         # fills after the expiry reach the Redis journal
         assert _wait(lambda: _connections(gw)["user"] >= 1 and _connections(gw)["market"] >= 1, 20, p), \
@@ -303,11 +309,11 @@ def test_live_ambiguous_place_is_reconciled_not_duplicated(gw, redis_url, tmp_pa
         n = len(gw.orders_received)
         gw.faults.ambiguous_place(1)
         assert _wait(lambda: len(gw.orders_received) > n, 30, p)
-        amb_tag = _tags(gw)[n]
+        amb_tag, since = _tags(gw)[n], len(_log(tmp_path))
         # the order exists at the gateway although the client never got the answer ...
         assert amb_tag
         # ... the system learns it through reconciliation and trades on (unless risk paused it)
-        assert _wait(lambda: _trades_on(gw, n + 1, store, tmp_path), 40, p), (n, _log(tmp_path)[-3000:])
+        assert _wait(lambda: _trades_on(gw, n + 1, store, tmp_path, since), 40, p), (n, _log(tmp_path)[-3000:])
         # stop only once the ambiguity is settled: a fill racing the first check is cleared by
         # the re-check a second later (on a loaded machine the orders above can come sooner)
         settled = lambda: any(s in _log(tmp_path).split(f"place {amb_tag} outcome unknown", 1)[-1]  # noqa: E731
