@@ -81,7 +81,7 @@ def _wait(cond, timeout: float, proc: subprocess.Popen | None = None) -> bool:
 def _stop(proc: subprocess.Popen, timeout: float = 120) -> str:
     """SIGTERM and collect the output. The timeout is long because the 1000x replay can fill the
     client's rate window (180 requests / 60 s) within seconds; the shutdown's flat check then
-    waits for a slot (up to 60 s, logged as "client rate limit ... waiting") before it may exit."""
+    waits for a slot (up to 60 s, logged as "client rate window full ... waiting") before it may exit."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     try:
@@ -134,19 +134,26 @@ def _dup_tags(gw: SandboxGateway, out: str = "") -> list[str]:
     return sorted(extra)
 
 
+NOT_GUARDRAILS = {"", "reconcile", "unarmed", "operator"}
+"""Risk holds that are not account guardrails: a step must not take them for a legitimate pause
+(the reconcile hold HALTs every restart until its first reconciliation)."""
+
+
 def _paused(store: StateStore, log: str) -> bool:
-    """Trading is legitimately paused: the risk mirror in Redis says HALTED or REDUCING now (it
-    follows risk within a clock tick), or ``log`` (the part of the log since the test step began)
-    shows risk moving there or the client waiting for its own rate window (180 requests / 60 s).
+    """Trading is legitimately paused: the risk mirror in Redis holds a guardrail now (``day``,
+    ``session``, ``flat-time``...; it follows risk within a clock tick), or ``log`` (the part of the
+    log since the test step began) shows risk moving to HALTED or REDUCING or the client's own rate
+    window (180 requests / 60 s) full: calls waiting for it, new entries refused
+    (``ClientRateLimited``, not sent).
 
     The sandbox replays at 1000x: the session and daily loss caps fall at a fixed market time that
     lands anywhere in a test's steps on a loaded host (in CI once before the user hub's reconnect,
     which the step waiting for more orders did not look at), and a few seconds of wall time hold a
-    minute's worth of orders and cancels, so the window can fill and hold every call for up to a
-    minute. The mirror also covers a restart that restored HALTED without logging it again."""
-    state = store.load_risk().get("state")
-    return (state in ("HALTED", "REDUCING") or "risk HALTED" in log or "risk REDUCING" in log
-            or "client rate limit: requests window full" in log)
+    minute's worth of orders and cancels, so the window can fill for up to a minute. The mirror
+    also covers a restart that restored a guardrail hold without logging it again."""
+    holds = set((store.load_risk().get("holds") or "").split(";")) - NOT_GUARDRAILS
+    return (bool(holds) or "risk HALTED" in log or "risk REDUCING" in log
+            or "client rate window full" in log)
 
 
 def _trades_on(gw: SandboxGateway, n: int, store: StateStore, run_dir: Path, since: int) -> bool:

@@ -3,6 +3,7 @@ flatten, faults) and event ordering against scripted REST + hub servers. Real so
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from decimal import Decimal
@@ -42,7 +43,9 @@ def test_strategy_id_is_the_client_order_id_without_incarnation_and_seq():
 def test_place_args_check_the_tick_grid_and_required_prices():
     args = place_args(intent("grid-MES-1-1", Side.SELL, 2, OrderType.LIMIT, limit="6650.25"), tick_size=TICK)
     assert args == {"order_type": 1, "side": 1, "size": 2, "custom_tag": "grid-MES-1-1",
-                    "limit_price": Decimal("6650.25")}
+                    "limit_price": Decimal("6650.25"), "risk_reducing": False}
+    tp = dataclasses.replace(intent("grid-MES-1-2", Side.SELL, 1, OrderType.LIMIT, limit="6650.25"), reduce_only=True)
+    assert place_args(tp, tick_size=TICK)["risk_reducing"] is True  # may use the slots entries leave free
     assert place_args(intent("g-1-2", otype=OrderType.STOP, stop="6600"), tick_size=TICK)["order_type"] == 4
     for bad in (intent("g-1-3", otype=OrderType.LIMIT, limit="6650.1"), intent("g-1-4", otype=OrderType.STOP),
                 intent("g-1-5", qty=0)):

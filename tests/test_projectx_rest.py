@@ -437,7 +437,7 @@ def test_sliding_window_spaces_requests_and_logs_each_long_wait():
         logger.remove(sink)
     assert stamps == [0.0, 1.0, 2.0, 10.0, 11.0, 12.0, 20.0]
     assert clock.sleeps == [7.0, 7.0] and lim.waited_s == 14.0
-    assert lines == ["ProjectX client rate limit: requests window full (3 per 10s), waiting 7.0s for a slot\n"] * 2
+    assert lines == ["ProjectX client rate window full (requests: 3 per 10s), waiting 7.0s for a slot\n"] * 2
 
 
 def test_try_acquire_never_waits_and_give_back_returns_the_slot():
@@ -448,6 +448,47 @@ def test_try_acquire_never_waits_and_give_back_returns_the_slot():
     assert lim.try_acquire() and not lim.try_acquire()
     clock.t += 10.0
     assert lim.try_acquire() and clock.sleeps == []
+
+
+def test_try_acquire_with_headroom_leaves_slots_free():
+    clock = FakeClock()
+    lim = SlidingWindowLimiter(RateLimit(5, 10.0), clock=clock, sleep=clock.sleep)
+    assert all(lim.try_acquire(headroom=2) for _ in range(3)) and not lim.try_acquire(headroom=2)
+    assert lim.try_acquire() and lim.try_acquire() and not lim.try_acquire()  # the 2 left free
+    clock.t += 10.0
+    assert lim.try_acquire(headroom=2) and clock.sleeps == []
+    for bad in (-1, 5):
+        with pytest.raises(ValueError):
+            lim.try_acquire(headroom=bad)
+
+
+def test_new_entries_never_wait_and_leave_the_last_slots_to_reducing_calls(gw):
+    """A new entry (``Order/place`` not risk-reducing) is sent only while ``entry_headroom`` slots
+    stay free, and is refused at once otherwise (ClientRateLimited, nothing sent); a take-profit or
+    a flatten's close, a cancel and a read still go at once, and wait for the window when it is
+    full."""
+    clock = FakeClock()
+    gw.script("Order/place", *[ok(orderId=i) for i in range(1, 8)])
+
+    def entry(tag: str) -> int:
+        return c.place_order(1001, "C", GwOrderType.LIMIT, GwSide.BID, 1, limit_price=Decimal("6650"), custom_tag=tag)
+    with make_client(gw, clock=clock, sleep=clock.sleep, general_limit=RateLimit(8, 60.0), entry_headroom=3) as c:
+        for i in range(4):  # 1 login + 4 entries: the 5 slots entries may use
+            entry(f"grid-MES-1-{i}")
+        with pytest.raises(pxe.ClientRateLimited) as err:
+            entry("grid-MES-1-5")
+        assert isinstance(err.value, pxe.RequestNotSent) and "5 of 8 per 60s" in err.value.message
+        assert len(gw.calls("Order/place")) == 4 and clock.sleeps == []
+        c.place_order(1001, "C", GwOrderType.MARKET, GwSide.ASK, 1, custom_tag="risk-1-1", risk_reducing=True)
+        c.cancel_order(1001, 1)
+        c.open_positions(1001)
+        assert clock.sleeps == []  # the 3 slots entries left free
+        c.place_order(1001, "C", GwOrderType.MARKET, GwSide.ASK, 1, custom_tag="risk-1-2", risk_reducing=True)
+        assert clock.sleeps == [60.0]  # the window was full: a risk-reducing order waits for it
+        assert entry("grid-MES-1-6") == 7  # the window moved on: entries go again (ids 5, 6: the closes)
+    assert [r.body["customTag"] for r in gw.calls("Order/place")][-3:] == ["risk-1-1", "risk-1-2", "grid-MES-1-6"]
+    with pytest.raises(ValueError):
+        make_client(gw, general_limit=RateLimit(8, 60.0), entry_headroom=8)
 
 
 def test_client_blocks_on_its_own_limits_before_the_server_says_429(gw):

@@ -62,6 +62,15 @@ class RateLimited(RequestNotSent):
         self.retry_after_s = retry_after_s
 
 
+class ClientRateLimited(RequestNotSent):
+    """A new entry (``Order/place`` not risk-reducing) was not sent: the client's own rate window
+    had no slot left for entries (``ProjectXClient`` ``entry_headroom``). Nothing reached the
+    gateway; the strategy may propose the order again later."""
+
+    def __init__(self, endpoint: str, message: str = "") -> None:
+        super().__init__(endpoint, None, "ClientRateLimited", message)
+
+
 class AmbiguousOutcome(ProjectXError):
     """An order-changing call may or may not have been executed (timeout, connection lost after the
     request was sent, HTTP 5xx, unreadable body, or a Pending/UnknownError business code).

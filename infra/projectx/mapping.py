@@ -489,12 +489,14 @@ def place_args(intent: OrderIntent, *, tick_size: Decimal) -> dict[str, Any]:
     """:class:`OrderIntent` -> keyword arguments of :meth:`infra.projectx.rest.ProjectXClient.place_order`
     (reference §2.2): ``order_type`` 1 Limit / 2 Market / 4 Stop, ``side`` 0 buy / 1 sell, ``size``
     contracts, the price the type needs (Decimal points; the client turns it into a JSON number at
-    the boundary) and ``custom_tag`` = the client order id.
+    the boundary), ``custom_tag`` = the client order id, and ``risk_reducing`` = ``intent.reduce_only``
+    (not sent: such an order may use the rate-limit slots that new entries leave free).
     Raises ValueError: qty < 1, the needed price missing, non-positive or off the tick grid."""
     if intent.qty < 1:
         raise ValueError(f"{intent.client_order_id}: qty {intent.qty} < 1")
     args: dict[str, Any] = {"order_type": int(_TO_GW_TYPE[intent.order_type]), "side": int(_TO_GW_SIDE[intent.side]),
-                            "size": intent.qty, "custom_tag": intent.client_order_id}
+                            "size": intent.qty, "custom_tag": intent.client_order_id,
+                            "risk_reducing": intent.reduce_only}
     needed = {OrderType.LIMIT: ("limit_price", intent.limit_price),
               OrderType.STOP: ("stop_price", intent.stop_price)}.get(intent.order_type)
     if needed is not None:

@@ -39,6 +39,14 @@ DEFAULT_BARS = RateLimit(45, 30.0)
 """What the client allows itself by default: 10 % under :data:`GATEWAY_BARS`."""
 
 
+def default_entry_headroom(limit: RateLimit) -> int:
+    """Slots of ``limit`` that new entries leave free by default: a sixth (30 of
+    :data:`DEFAULT_GENERAL`'s 180). See ``ProjectXClient`` (``entry_headroom``): an order that opens
+    or adds to a position is sent only while fewer than 150 requests are in the window, and is
+    refused at once otherwise; cancels, closes, risk-reducing orders and reads may use all 180."""
+    return limit.max_requests // 6
+
+
 class SlidingWindowLimiter:
     """Blocks callers until a request fits in the sliding window. Thread-safe.
 
@@ -78,14 +86,18 @@ class SlidingWindowLimiter:
                 self.waited_s += wait
             if not logged and wait >= self._log_wait_s:
                 logged = True
-                logger.warning("ProjectX client rate limit: {} window full ({} per {:g}s), waiting {:.1f}s for a slot",
+                logger.warning("ProjectX client rate window full ({}: {} per {:g}s), waiting {:.1f}s for a slot",
                                self.name, self.limit.max_requests, self.limit.window_s, wait)
             self._sleep(wait)
 
-    def try_acquire(self) -> bool:
-        """Take one slot if one is free now; never waits."""
+    def try_acquire(self, headroom: int = 0) -> bool:
+        """Take one slot if one is free now, leaving ``headroom`` slots free for others (so: only
+        while fewer than ``max_requests - headroom`` requests are in the window); never waits.
+        Raises ValueError when ``headroom`` is negative or leaves no slot at all."""
+        if not 0 <= headroom < self.limit.max_requests:
+            raise ValueError(f"headroom {headroom} must be 0..{self.limit.max_requests - 1}")
         with self._lock:
-            return self._take() is None
+            return self._take(headroom) is None
 
     def give_back(self) -> None:
         """Return the slot of a request that was not sent after all (the most recent one taken)."""
@@ -93,12 +105,13 @@ class SlidingWindowLimiter:
             if self._sent:
                 self._sent.pop()
 
-    def _take(self) -> float | None:
-        """Under the lock: take a slot (None) or say how long until one frees, seconds."""
+    def _take(self, headroom: int = 0) -> float | None:
+        """Under the lock: take a slot (None) or say how long until one frees, seconds (for
+        ``headroom`` 0; any positive number otherwise)."""
         now = self._clock()
         while self._sent and now - self._sent[0] >= self.limit.window_s:
             self._sent.popleft()
-        if len(self._sent) < self.limit.max_requests:
+        if len(self._sent) < self.limit.max_requests - headroom:
             self._sent.append(now)
             return None
         return self.limit.window_s - (now - self._sent[0])

@@ -10,7 +10,9 @@ Behaviour (reference = ``shared/docs/projectx-gateway.md``; ``docs/projectx.md``
   exception for that endpoint's ``errorCode`` (:func:`infra.projectx.errors.error_for`). Response
   numbers are decoded as ``Decimal`` (``parse_float``); Decimals are sent as JSON numbers.
 - **Rate limits** (§5): two client-side sliding windows (all calls; plus History/retrieveBars),
-  blocking the caller until a slot frees.
+  blocking the caller until a slot frees; except a new entry order, which leaves a sixth of the
+  window free for cancels, closes and reads and is refused at once (:class:`ClientRateLimited`,
+  not sent) when it finds no slot.
 - **Retries**: reads (and login/validate) are retried on HTTP 429 (honouring ``Retry-After``),
   HTTP 5xx, timeouts and connection errors, with exponential backoff and jitter, up to
   ``read_attempts`` tries. Order-changing calls (place, modify, cancel, closeContract,
@@ -39,7 +41,8 @@ from infra.projectx import errors as pxe
 from infra.projectx.mapping import (UNIT_SECONDS, WORKING_STATUSES, BarUnit, GatewayAccount, GatewayBar,
                                     GatewayContract, GatewayOrder, GatewayPosition, GatewayTrade, parse_account,
                                     parse_bar, parse_contract, parse_order, parse_position, parse_trade)
-from infra.projectx.ratelimit import DEFAULT_BARS, DEFAULT_GENERAL, RateLimit, SlidingWindowLimiter
+from infra.projectx.ratelimit import (DEFAULT_BARS, DEFAULT_GENERAL, RateLimit, SlidingWindowLimiter,
+                                     default_entry_headroom)
 from infra.projectx.transport import StdlibHTTPTransport
 
 DEFAULT_BASE_URL = "https://api.topstepx.com"
@@ -102,6 +105,11 @@ class ProjectXClient:
         sleep: blocking sleep used for backoff and the rate limiter (injectable for tests).
         token_refresh_after_s: validate the token once it is this old (tokens live 24 h, §1).
         general_limit / bars_limit: client-side rate limits (defaults 10 % under §5's numbers).
+        entry_headroom: slots of ``general_limit`` that a new entry (``Order/place`` not
+            ``risk_reducing``) leaves free for cancels, closes, risk-reducing orders and reads.
+            An entry never waits for the window: with fewer free slots it raises
+            ``ClientRateLimited``. None = a sixth of the window (30 of 180,
+            :func:`infra.projectx.ratelimit.default_entry_headroom`).
         read_attempts: total tries of a read before its error is raised.
         backoff_base_s / backoff_max_s: exponential backoff ``base * 2**(n-1)`` capped at ``max``,
             times a jitter factor in [0.5, 1); a server ``Retry-After`` takes precedence.
@@ -112,11 +120,16 @@ class ProjectXClient:
     def __init__(self, base_url: str, username: str, api_key: str, *, timeout_s: float = 10.0,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
                  token_refresh_after_s: float = 20 * 3600.0, general_limit: RateLimit = DEFAULT_GENERAL,
-                 bars_limit: RateLimit = DEFAULT_BARS, read_attempts: int = 5, backoff_base_s: float = 1.0,
+                 bars_limit: RateLimit = DEFAULT_BARS, entry_headroom: int | None = None,
+                 read_attempts: int = 5, backoff_base_s: float = 1.0,
                  backoff_max_s: float = 30.0, bars_per_request: int = MAX_BARS_PER_REQUEST,
                  rng: random.Random | None = None) -> None:
         if not username or not api_key:
             raise ValueError("ProjectX username and api_key are required")
+        if entry_headroom is None:
+            entry_headroom = default_entry_headroom(general_limit)
+        if not 0 <= entry_headroom < general_limit.max_requests:
+            raise ValueError(f"entry_headroom must be 0..{general_limit.max_requests - 1}")
         if not 3 <= bars_per_request <= MAX_BARS_PER_REQUEST:
             raise ValueError(f"bars_per_request must be 3..{MAX_BARS_PER_REQUEST}")
         self.base_url = base_url.rstrip("/")
@@ -136,6 +149,7 @@ class ProjectXClient:
         self._refresh_after = token_refresh_after_s
         self._general = SlidingWindowLimiter(general_limit, clock=clock, sleep=sleep)
         self._bars = SlidingWindowLimiter(bars_limit, clock=clock, sleep=sleep, name=_BARS)
+        self._entry_headroom = entry_headroom
         self._read_attempts = max(1, read_attempts)
         self._backoff_base = backoff_base_s
         self._backoff_max = backoff_max_s
@@ -242,7 +256,7 @@ class ProjectXClient:
         """
         return self._complete(endpoint, self._content(body), auth, bearer, None)
 
-    def _begin(self, endpoint: str, body: Mapping[str, Any]) -> Callable[[], dict[str, Any]]:
+    def _begin(self, endpoint: str, body: Mapping[str, Any], entry: bool = False) -> Callable[[], dict[str, Any]]:
         """Write the request of an authenticated call now if that needs no wait, and return
         ``result()``, which reads the answer and does the rest of :meth:`_post` (same outcome, same
         errors, raised by ``result()``). So a thread can send a decision's orders one after the other
@@ -252,16 +266,18 @@ class ProjectXClient:
         refresh running) and an idle connection is open (``StdlibHTTPTransport.keep_warm``);
         otherwise nothing is sent and ``result()`` makes the whole call, waits included. The caller
         (the broker actor) therefore never blocks here on the limiter, a token refresh or a TCP/TLS
-        connect; it must call ``result()`` exactly once."""
+        connect; it must call ``result()`` exactly once. ``entry``: a new entry, which leaves the
+        window's ``entry_headroom`` free and never waits for it (see :meth:`_complete`)."""
         content = self._content(body)
-        first = self._send_now(endpoint, content)
-        return lambda: self._complete(endpoint, content, True, None, first)
+        first = self._send_now(endpoint, content, entry)
+        return lambda: self._complete(endpoint, content, True, None, first, entry)
 
     @staticmethod
     def _content(body: Mapping[str, Any] | None) -> str | None:
         return None if body is None else json.dumps(body, default=_json_default, separators=(",", ":"))
 
-    def _send_now(self, endpoint: str, content: str | None) -> tuple[str, Callable[[], httpx.Response]] | None:
+    def _send_now(self, endpoint: str, content: str | None,
+                  entry: bool) -> tuple[str, Callable[[], httpx.Response]] | None:
         """``(token, response())`` of a request written now without waiting (see :meth:`_begin`), or
         None when that would wait. A write failure is returned as a ``response()`` that raises it."""
         if endpoint == _BARS or not self._token_lock.acquire(blocking=False):
@@ -272,7 +288,7 @@ class ProjectXClient:
                 return None
         finally:
             self._token_lock.release()
-        if not self._general.try_acquire():
+        if not self._general.try_acquire(self._entry_headroom if entry else 0):
             return None
         try:
             response = self._transport.send(self._request(endpoint, content, token), idle_only=True)
@@ -286,9 +302,12 @@ class ProjectXClient:
         return token, response
 
     def _complete(self, endpoint: str, content: str | None, auth: bool, bearer: str | None,
-                  first: tuple[str, Callable[[], httpx.Response]] | None) -> dict[str, Any]:
+                  first: tuple[str, Callable[[], httpx.Response]] | None, entry: bool = False) -> dict[str, Any]:
         """The body of :meth:`_post`; ``first``: the first attempt's request was already written by
-        :meth:`_send_now` (its token and ``response()``)."""
+        :meth:`_send_now` (its token and ``response()``). ``entry``: a new entry takes a rate-limit
+        slot only while ``entry_headroom`` slots stay free, and raises ``ClientRateLimited`` (not
+        sent) instead of waiting: an entry held back for up to a minute would arrive stale, and
+        the pool threads it held would delay the answers of cancels and closes."""
         write = endpoint in pxe.WRITE_ENDPOINTS
         attempt = 0
         refreshed = False
@@ -298,7 +317,13 @@ class ProjectXClient:
                 token, response = first
                 first = None
             else:
-                self._general.acquire()
+                if not entry:
+                    self._general.acquire()
+                elif not self._general.try_acquire(self._entry_headroom):
+                    limit = self._general.limit
+                    raise pxe.ClientRateLimited(endpoint, f"not sent: client rate window full for new entries "
+                                                          f"({limit.max_requests - self._entry_headroom} of "
+                                                          f"{limit.max_requests} per {limit.window_s:g}s used)")
                 if endpoint == _BARS:
                     self._bars.acquire()
                 token = self.token() if auth else bearer
@@ -467,26 +492,35 @@ class ProjectXClient:
 
     def place_order(self, account_id: int, contract_id: str, order_type: int, side: int, size: int, *,
                     limit_price: Decimal | None = None, stop_price: Decimal | None = None,
-                    trail_price: Decimal | None = None, custom_tag: str | None = None) -> int:
+                    trail_price: Decimal | None = None, custom_tag: str | None = None,
+                    risk_reducing: bool = False) -> int:
         """``Order/place`` (§2.2): ``order_type`` 1 Limit / 2 Market / 4 Stop / 5 TrailingStop...,
         ``side`` 0 buy / 1 sell, ``size`` contracts, absolute prices in points, ``custom_tag`` our
         client order id (unique per account). Returns the gateway order id.
+
+        ``risk_reducing`` (not sent; the gateway has no such flag): the order can only shrink a
+        position (a take-profit, a flatten's close); it may use the whole rate window and waits
+        for a slot like any other call. Any other order is a new entry: it leaves
+        ``entry_headroom`` slots free and raises ``ClientRateLimited`` (not sent) rather than wait.
 
         Never retried. Raises the typed business error (``OrderRejected`` even when the gateway
         also returned an ``orderId``: success is never inferred from the id), AmbiguousOutcome
         (timeout/5xx/Pending/Unknown: reconcile by ``customTag``) or RequestNotSent (not placed).
         """
-        return self._order_id(self._post("Order/place", self._place_body(
-            account_id, contract_id, order_type, side, size, limit_price, stop_price, trail_price, custom_tag)))
+        return self.begin_place_order(account_id, contract_id, order_type, side, size, limit_price=limit_price,
+                                      stop_price=stop_price, trail_price=trail_price, custom_tag=custom_tag,
+                                      risk_reducing=risk_reducing)()
 
     def begin_place_order(self, account_id: int, contract_id: str, order_type: int, side: int, size: int, *,
                           limit_price: Decimal | None = None, stop_price: Decimal | None = None,
-                          trail_price: Decimal | None = None, custom_tag: str | None = None) -> Callable[[], int]:
+                          trail_price: Decimal | None = None, custom_tag: str | None = None,
+                          risk_reducing: bool = False) -> Callable[[], int]:
         """:meth:`place_order` in two halves: the request is written now when that needs no wait
         (:meth:`_begin`), and the returned ``result()`` reads the answer: the gateway order id, or the
         errors of :meth:`place_order`. Call ``result()`` exactly once (any thread)."""
         sent = self._begin("Order/place", self._place_body(
-            account_id, contract_id, order_type, side, size, limit_price, stop_price, trail_price, custom_tag))
+            account_id, contract_id, order_type, side, size, limit_price, stop_price, trail_price, custom_tag),
+            entry=not risk_reducing)
         return lambda: self._order_id(sent())
 
     @staticmethod
