@@ -14,7 +14,7 @@ import pytest
 from domain.messages import (Fill, OrderAccepted, OrderCancelled, OrderIntent, OrderRejected, OrderType,
                              PositionSnapshot, Side)
 from infra.broker import Broker
-from infra.projectx.broker import ProjectXBroker
+from infra.projectx.broker import STALE_CHECK_AFTER_S, ProjectXBroker
 from infra.projectx.errors import MalformedPayload
 from infra.projectx.mapping import (GatewayPosition, GatewayTrade, GwPositionType, GwSide, fill_from_trade, place_args,
                                     position_snapshot, strategy_id_of)
@@ -262,6 +262,28 @@ def test_cancel_refused_on_a_funded_account_is_logged_not_raised():
         assert [o.client_order_id for o in harness.broker.snapshot(now).working] == ["grid-MES-5-1"]
     finally:
         harness.close()
+
+
+def test_cancel_of_an_order_no_longer_working_asks_for_one_reconciliation_unless_the_hub_settled_it(h):
+    """Order/cancel code 3 (the order filled already): with the fill known from the user hub,
+    nothing more; with the order still open here (no hub: the fill never arrived), one
+    reconciliation request ~1 s later for all such orders, so that risk's book does not keep a
+    filled order working (its flatten would wait for it forever)."""
+    now = h.gw.now_ns()
+    h.submit(intent("grid-MES-8-1", qty=1, ts=now))
+    assert wait_for(lambda: h.of(Fill, "grid-MES-8-1"))
+    assert h.broker.cancel("grid-MES-8-1", now) == []  # refused: the order filled
+    time.sleep(STALE_CHECK_AFTER_S + 0.5)
+    assert h.reconcile == []
+    deaf = h.new_broker(hub=False)
+    for coid in ("grid-MES-9-1", "grid-MES-9-2"):
+        assert isinstance(h.submit(intent(coid, qty=1, ts=now), deaf)[0], OrderAccepted)
+    assert wait_for(lambda: len(h.gw.trades(1001)) == 3)  # both filled at the gateway, unknown to `deaf`
+    assert deaf.cancel("grid-MES-9-1", now) == [] and deaf.cancel("grid-MES-9-2", now) == []
+    assert h.reconcile == []  # not at once: a fill racing the cancel is usually on its way
+    assert wait_for(lambda: h.reconcile, timeout=STALE_CHECK_AFTER_S + 2)
+    time.sleep(0.5)
+    assert h.reconcile == ["cancel refused, no longer working at the gateway: grid-MES-9-1, grid-MES-9-2"]
 
 
 # --------------------------------------------------------------------------- ordering (scripted REST + hub)

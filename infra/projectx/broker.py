@@ -87,6 +87,12 @@ class _Order:
 CANCEL_ATTEMPTS = 3
 """Tries of a strategy's cancel that the gateway refused unprocessed (see :meth:`ProjectXBroker.cancel`)."""
 
+STALE_CHECK_AFTER_S = 1.0
+"""A cancel refused because the gateway no longer has the order working (``Order/cancel`` code 3
+``Rejected``, or no working order with our tag) while our book still has it open asks for a
+reconciliation this many seconds later, if the user hub has not settled the order by then (see
+:meth:`ProjectXBroker.cancel`)."""
+
 _RECLOSE_AFTER_S = 2.0
 """An emergency flatten closes a position again if it still shows this long after its accepted
 close (an order that filled after its cancel reopened it)."""
@@ -161,6 +167,7 @@ class ProjectXBroker:
         self._by_venue: dict[int, str] = {}
         self._seen_trades: set[int] = set()  # trade ids delivered as Fill events
         self._closing: dict[str, tuple[str, float]] = {}  # contract id -> (emergency coid, monotonic expiry)
+        self._stale: set[str] = set()  # orders whose cancel found them not working: checked soon (_check_stale)
         self._sink: EventSink | None = None
         self._undelivered: list[Any] = []
         self._events: queue.Queue = queue.Queue()
@@ -275,7 +282,12 @@ class ProjectXBroker:
         reconciler settles it). A cancel refused unprocessed (HTTP 429, connection refused) is sent
         again, up to :data:`CANCEL_ATTEMPTS` tries, after ``Retry-After`` or 0.25 / 0.5 s (at most
         2 s): a strategy does not ask twice, and an entry left working would double its level.
-        Orders not ours (``px-<id>``) are cancelled without an event."""
+        A cancel refused because the order is no longer working (code 3 ``Rejected``: filled or
+        cancelled already; or no working order with our tag) is normal when a fill races the
+        cancel, and the user hub then settles the order; if it has not within
+        :data:`STALE_CHECK_AFTER_S`, a reconciliation is requested (one for all such orders of that
+        second), so that risk's book, whose flatten waits for every working order to settle, does
+        not keep a dead order working. Orders not ours (``px-<id>``) are cancelled without an event."""
         return self.begin_cancel(client_order_id, ts_ns, reason)()
 
     def begin_cancel(self, client_order_id: str, ts_ns: int, reason: str = "cancelled") -> Callable[[], list]:
@@ -305,6 +317,7 @@ class ProjectXBroker:
             entry = self._find_working(client_order_id)
         if entry is None or entry.venue_id is None:
             logger.warning("ProjectX: cancel {}: no working venue order with that tag", client_order_id)
+            self._check_stale(client_order_id)
             return []
         for attempt in range(1, CANCEL_ATTEMPTS + 1):
             try:
@@ -327,6 +340,8 @@ class ProjectXBroker:
                 logger.warning("ProjectX: cancel {} (order {}) failed: {}", client_order_id, entry.venue_id, e)
                 if isinstance(e, (pxe.AmbiguousOutcome, pxe.OrderNotFound)):
                     self._reconcile(f"cancel of {client_order_id}: {e.code_name}")
+                elif isinstance(e, pxe.Rejected):
+                    self._check_stale(client_order_id)
                 return []
         with self._lock:
             if entry.terminal or entry.strategy_id == EXTERNAL_STRATEGY:
@@ -334,6 +349,29 @@ class ProjectXBroker:
                 return []
             entry.terminal = True
         return [OrderCancelled(client_order_id, entry.strategy_id, ts_ns, reason)]
+
+    def _check_stale(self, client_order_id: str) -> None:
+        """In :data:`STALE_CHECK_AFTER_S`, request a reconciliation if ``client_order_id`` is still
+        open for us (not terminal here: no fill or status from the user hub settled it). Calls of the
+        same second share one timer and one request."""
+        with self._lock:
+            entry = self._orders.get(client_order_id)
+            if entry is not None and entry.terminal:
+                return
+            first = not self._stale
+            self._stale.add(client_order_id)
+        if not first:
+            return
+
+        def check() -> None:
+            with self._lock:
+                coids, self._stale = self._stale, set()
+                still = sorted(c for c in coids if (e := self._orders.get(c)) is None or not e.terminal)
+            if still:
+                self._reconcile(f"cancel refused, no longer working at the gateway: {', '.join(still)}")
+        timer = threading.Timer(STALE_CHECK_AFTER_S, check)
+        timer.daemon = True
+        timer.start()
 
     def placing(self, client_order_id: str) -> bool | None:
         """True while the ``Order/place`` of that order is in flight, False once it was answered (or
