@@ -560,6 +560,7 @@ class LiveSystem(PaperSystem):
         self.venue = ProjectXBroker(client, account.id, contracts, hub_url=hubs,
                                     on_reconcile_needed=self._reconcile_needed)
         self._venue_checked_at = float("-inf")  # monotonic s of the last REST flat check (_venue_flat)
+        self._venue_seen = "gateway not asked yet"  # what that check found (for the log)
         client.keep_warm(LiveBrokerHandler.WARM_CONNECTIONS)  # an order never waits for a TCP/TLS handshake
         self.warmup, self.start_ns = history_warmup(client, contracts, cfg)
         self.venue.last_ts = max(self.venue.last_ts, self.start_ns)
@@ -619,11 +620,17 @@ class LiveSystem(PaperSystem):
             return False
         self._venue_checked_at = now
         try:
-            return (not self.client.query_orders(self.account.id)
-                    and not [p for p in self.client.open_positions(self.account.id) if p.size])
+            orders = self.client.query_orders(self.account.id)
+            positions = [p for p in self.client.open_positions(self.account.id) if p.size]
         except pxe.ProjectXError as e:
             logger.warning("flat check failed: {}", e)
             return False
+        self._venue_seen = (f"gateway working orders {sorted(str(o.custom_tag or o.id) for o in orders)}, "
+                            f"positions {[(p.contract_id, p.size) for p in positions]}")
+        return not orders and not positions
+
+    def _not_flat_detail(self) -> str:
+        return f"{super()._not_flat_detail()}; last check: {self._venue_seen}"
 
     # ------------------------------------------------------------------ inputs
     def _on_tick(self, tick: Any) -> None:

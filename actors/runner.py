@@ -356,12 +356,23 @@ class PaperSystem:
             self.directory.tell(RISK, Shutdown(reason, self.venue.last_ts))
             flat = wait_until(self._venue_flat, timeout=timeout, interval=0.05)
             if not flat:
-                logger.error("not flat after {}s through risk: emergency flatten at the venue", timeout)
+                logger.error("not flat after {}s through risk ({}): emergency flatten at the venue", timeout,
+                             self._not_flat_detail())
                 for ev in self.venue.flatten(self.venue.last_ts):
                     self.directory.tell(ROUTER, ev)  # journal the emergency fills like any other
                 self.wait_drained(timeout=5)
             wait_until(lambda: self._risk_flat(), timeout=5, interval=0.05)
         self.writer.flush()
+
+    def _not_flat_detail(self) -> str:
+        """What risk still holds open (its open orders and net positions), for the log."""
+        try:
+            orders, positions = self.risk_query(
+                lambda r: (sorted(f"{o.client_order_id} {o.status.value}" for o in r.book.open_orders()),
+                           r.portfolio.net_positions()), timeout=1)
+        except Exception as e:  # noqa: BLE001 - a log line must not stop the flatten path
+            return f"risk not readable: {e!r}"
+        return f"risk open orders {orders}, positions {positions}"
 
     def _risk_flat(self) -> bool:
         try:
