@@ -627,7 +627,10 @@ class LiveSystem(PaperSystem):
             return False
         self._venue_seen = (f"gateway working orders {sorted(str(o.custom_tag or o.id) for o in orders)}, "
                             f"positions {[(p.contract_id, p.size) for p in positions]}")
-        return not orders and not positions
+        if orders or positions:
+            return False
+        logger.info("flat check: risk's book flat, and the gateway shows no working order and no position")
+        return True
 
     def _not_flat_detail(self) -> str:
         return f"{super()._not_flat_detail()}; last check: {self._venue_seen}"
