@@ -375,10 +375,15 @@ class PaperSystem:
         return f"risk open orders {orders}, positions {positions}"
 
     def _risk_flat(self) -> bool:
+        """Risk's book holds no position and no open order. False when risk cannot be asked (busy
+        past 1 s, restarting): an unreadable book is not a flat one, so the shutdown then waits and,
+        at its timeout, flattens at the venue (it used to count as flat, which could let a shutdown
+        end with positions open)."""
         try:
             return bool(self.risk_query(lambda r: r.is_flat, timeout=1))
-        except Exception:
-            return True
+        except Exception as e:  # noqa: BLE001 - any failure to read means "not known to be flat"
+            logger.debug("risk's book not readable for the flat check: {!r}", e)
+            return False
 
     def summary(self, reason: str, seconds: float) -> SessionSummary:
         s = SessionSummary(self.mode, self.days)

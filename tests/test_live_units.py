@@ -14,6 +14,7 @@ import pytest
 import supervisor
 from actors.core import wait_until
 from actors.live import UNARMED_HOLD, LiveFeed, LiveRiskManager, LiveSystem, SetArmed, WallClock
+from actors.runner import PaperSystem
 from config.settings import ConfigError, load_config
 from domain.calendar import SessionCalendar, dt_to_ns
 from domain.handler import CLOCK_TOPIC, ROUTER, CounterIds
@@ -108,3 +109,17 @@ def test_shutdown_flat_check_asks_the_gateway_at_most_once_per_poll_interval():
             assert wait_until(flat, timeout=2.0, interval=0.05)
     finally:
         gw.stop()
+
+
+def test_an_unreadable_risk_book_is_not_flat():
+    """The shutdown's flat check: risk's answer when it gives one; an ask that fails (risk busy past
+    the 1 s timeout, or restarting) is "not flat", never "flat" (the shutdown then waits and, at its
+    timeout, flattens at the venue)."""
+    def answer(value):
+        return SimpleNamespace(risk_query=lambda fn, timeout: fn(SimpleNamespace(is_flat=value)))
+
+    def timed_out(fn, timeout):
+        raise TimeoutError(f"no answer in {timeout}s")
+    assert PaperSystem._risk_flat(answer(True)) is True
+    assert PaperSystem._risk_flat(answer(False)) is False
+    assert PaperSystem._risk_flat(SimpleNamespace(risk_query=timed_out)) is False
