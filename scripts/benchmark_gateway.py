@@ -31,6 +31,9 @@ order:
   once the venue has confirmed the cancels of the working orders (``domain/risk.py``), so these
   include a cancel round trip and its user-hub confirmation by design.
 
+Last, the order-changing REST calls the sandbox received (places, cancels...), which count
+against the gateway's rate limit.
+
 Exit 0, or 1 when no order was matched.
 
     python scripts/benchmark_gateway.py [--speed 600] [--seconds 40] [--days 2026-04-08,2026-04-09]
@@ -52,6 +55,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -85,13 +89,18 @@ CAUSES = ("market data", "own fill", "risk flatten")
 
 class DayResult(NamedTuple):
     """One day's session: the orders matched to a quote, the number without one, the number of
-    shutdown closes (not counted as latency samples) and the supervisor's exit code."""
+    shutdown closes (not counted as latency samples), the supervisor's exit code and the REST
+    requests the sandbox received, by path."""
 
     samples: list[Sample]
     unmatched: int
     shutdown: int
     exit_code: int | None
+    requests: Counter
 
+
+ORDER_PATHS = ("Order/place", "Order/cancel", "Order/modify", "Position/closeContract")
+"""The order-changing REST calls counted in the summary (each counts against the gateway's rate limit)."""
 
 SHUTDOWN_PURPOSE = "flatten: SIGTERM"
 """Purpose of the closes of the shutdown this benchmark starts (``actors.live``: the stop reason is
@@ -133,7 +142,7 @@ def run_day(day: dt.date, args: argparse.Namespace, redis_url: str, run_dir: str
         samples.append(Sample((recv_ns - sent) / 1e6, cause, (day.isoformat(), body.get("contractId"), intent.ts_ns)))
     gw.stop()
     store.flush()
-    return DayResult(samples, unmatched, shutdown, proc.returncode)
+    return DayResult(samples, unmatched, shutdown, proc.returncode, Counter(gw.requests_received))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
     samples: list[Sample] = []
     unmatched = shutdown = 0
+    requests: Counter = Counter()
     with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
         redis = EmbeddedRedis(Path(tmp) / "redis")
         url = redis.ensure_running()
@@ -161,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 samples += got.samples
                 unmatched += got.unmatched
                 shutdown += got.shutdown
+                requests += got.requests
                 print(f"{day}: {len(got.samples)} orders matched, {got.unmatched} unmatched, {got.shutdown} shutdown "
                       f"close(s), supervisor exit {got.exit_code}", flush=True)
         finally:
@@ -169,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"live system vs sandbox gateway (loopback{delay}, speed {args.speed:g}, {len(days)} day(s) x {args.seconds:g} s)")
     print(f"orders received: {len(samples) + unmatched + shutdown}  matched to a quote: {len(samples)}  "
           f"unmatched: {unmatched}  shutdown closes (decided by SIGTERM, not counted): {shutdown}")
+    print("REST order calls received: " + ", ".join(f"{p} {requests[p]}" for p in ORDER_PATHS)
+          + f"; all REST requests {sum(requests.values())}")
     if not samples:
         print("no order matched a quote: nothing to measure")
         return 1

@@ -388,6 +388,44 @@ def test_a_cancel_refused_with_429_is_sent_again(h):
     assert len(mine()) == 1, mine()
 
 
+def test_a_cancel_is_sent_once_while_in_flight_and_never_for_a_settled_order(h):
+    """A strategy, risk's flatten and a second flatten can ask to cancel one order within
+    milliseconds: one Order/cancel goes to the gateway, the one in flight answers for all; an order
+    whose fill or cancel is already out gets no request at all (the gateway would answer code 3)."""
+    now = h.gw.now_ns()
+    assert isinstance(h.submit(intent("grid-MES-5-1", Side.SELL, 1, OrderType.LIMIT, now, limit="9000"))[0],
+                      OrderAccepted)
+    first = h.broker.begin_cancel("grid-MES-5-1", now, "grid rebuild")
+    second = h.broker.begin_cancel("grid-MES-5-1", now, "flatten: session flat time")
+    assert second() == []
+    out = first()  # the OrderCancelled: returned, or first reported by the user hub
+    assert wait_for(lambda: [e for e in out + h.of(OrderCancelled) if e.client_order_id == "grid-MES-5-1"])
+    time.sleep(0.3)
+    assert len([e for e in out + h.of(OrderCancelled) if e.client_order_id == "grid-MES-5-1"]) == 1
+    assert h.broker.cancel("grid-MES-5-1", now) == []  # settled: nothing sent
+    assert h.gw.requests_received["Order/cancel"] == 1
+    h.submit(intent("grid-MES-5-2", qty=1, ts=now))
+    assert wait_for(lambda: h.of(Fill, "grid-MES-5-2"))
+    assert h.broker.cancel("grid-MES-5-2", now) == []  # filled: nothing sent
+    assert h.gw.requests_received["Order/cancel"] == 1
+    assert h.broker.stats["cancel_coalesced"] == 3
+    assert h.gw.open_orders(1001) == []
+
+
+def test_a_cancel_asked_after_a_failed_one_is_sent(h):
+    """The cancel in flight fails (HTTP 429 on every try): the order stays working, and the next
+    cancel asked goes to the gateway and cancels it."""
+    now = h.gw.now_ns()
+    assert isinstance(h.submit(intent("grid-MES-5-3", Side.SELL, 1, OrderType.LIMIT, now, limit="9000"))[0],
+                      OrderAccepted)
+    h.gw.faults.server_errors(3, status=429, paths=["Order/cancel"])
+    assert h.broker.cancel("grid-MES-5-3", now) == []  # three tries, all refused
+    assert len(h.gw.open_orders(1001)) == 1 and h.gw.requests_received["Order/cancel"] == 3
+    out = h.broker.cancel("grid-MES-5-3", now)
+    assert h.gw.open_orders(1001) == [] and h.gw.requests_received["Order/cancel"] == 4
+    assert wait_for(lambda: [e for e in out + h.of(OrderCancelled) if e.client_order_id == "grid-MES-5-3"])
+
+
 def test_flatten_closes_again_a_position_still_open_2_s_after_its_accepted_close(scripted):
     """A close the gateway accepted but that left the position open (an order that filled after
     its cancel reopened it): the flatten closes it again once 2 s have passed, not on every check

@@ -23,7 +23,8 @@ Conventions (reference sections 1, 4, 5):
 
 Every ``Order/place`` request is recorded in ``orders_received`` as
 ``(time.perf_counter_ns() at arrival, body)`` before anything else (``{"_raw": text}`` when the
-body is not a JSON object). Money and prices are JSON numbers; times ISO-8601 UTC; the sandbox
+body is not a JSON object), and every ``/api`` request is counted by path in ``requests_received``
+(refused ones included). Money and prices are JSON numbers; times ISO-8601 UTC; the sandbox
 clock (the replay time) stamps orders and trades, so search windows must use replay time.
 """
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
+from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Awaitable, Callable
@@ -158,6 +160,7 @@ class RestApi:
         clock: the sandbox clock (epoch ns UTC).
         hubs: for closing the connections of a logged-out token and pushing user events.
         orders_received: list receiving ``(perf_counter_ns, body)`` of every ``Order/place``.
+        requests_received: counter of every ``/api`` request by path (``"Order/cancel"``...).
         answer_delay_s: how long after processing a request its answer is written, seconds
             (``SandboxConfig.answer_delay_s``).
     """
@@ -165,7 +168,7 @@ class RestApi:
     def __init__(self, *, username: str, api_key: str, tokens: TokenStore, limits: tuple[RateLimiter, RateLimiter],
                  faults: Faults, exchange: Exchange, market: MarketData, catalog: ContractCatalog,
                  clock: Callable[[], int], hubs: Hubs, orders_received: list[tuple[int, dict[str, Any]]],
-                 answer_delay_s: float = 0.0) -> None:
+                 requests_received: Counter[str] | None = None, answer_delay_s: float = 0.0) -> None:
         self._username, self._api_key = username, api_key
         self._tokens = tokens
         self._limit, self._bars_limit = limits
@@ -174,6 +177,7 @@ class RestApi:
         self._clock = clock
         self._hubs = hubs
         self._orders_received = orders_received
+        self._requests_received = Counter() if requests_received is None else requests_received
         self._answer_delay_s = answer_delay_s
         E = _Endpoint
         self._endpoints: dict[str, _Endpoint] = {
@@ -248,6 +252,7 @@ class RestApi:
     async def _answer(self, request: web.Request) -> web.Response:
         arrival = time.perf_counter_ns()
         name = request.match_info["path"]
+        self._requests_received[name] += 1
         endpoint = self._endpoints.get(name)
         raw = await request.read()
         try:

@@ -38,6 +38,7 @@ import math
 import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -207,6 +208,8 @@ class SandboxGateway:
         faults: :class:`infra.sandbox.faults.Faults`, thread-safe.
         orders_received: ``(time.perf_counter_ns() at arrival, request body dict)`` of every
             ``/api/Order/place`` call, in arrival order (including refused ones).
+        requests_received: ``collections.Counter`` of every ``/api`` request by path
+            (``"Order/place"``, ``"Order/cancel"``...), refused ones included.
         quote_sent_ns: ``(contractId, data timestamp ns UTC) -> time.perf_counter_ns()`` when the
             first GatewayQuote/GatewayTrade with that timestamp was written to a market-hub socket.
         replay_done: set when the replay has reached the end of the data.
@@ -227,6 +230,7 @@ class SandboxGateway:
         self._ticks = self._market.ticks()
         self.faults = Faults(_HubActions(self))
         self.orders_received: list[tuple[int, dict[str, Any]]] = []
+        self.requests_received: Counter[str] = Counter()
         self.quote_sent_ns: dict[tuple[str, int], int] = {}
         self.replay_done = threading.Event()
         self.base_url = ""
@@ -238,7 +242,7 @@ class SandboxGateway:
                              limits=(RateLimiter(*config.rate_limit), RateLimiter(*config.bars_rate_limit)),
                              faults=self.faults, exchange=self._exchange, market=self._market, catalog=self._catalog,
                              clock=self._clock.now_ns, hubs=self._hubs, orders_received=self.orders_received,
-                             answer_delay_s=config.answer_delay_s)
+                             requests_received=self.requests_received, answer_delay_s=config.answer_delay_s)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
