@@ -9,12 +9,8 @@ customTag placed twice, every gateway trade id journalled once in ``{ns}:fills:s
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 import signal
 import subprocess
-import sys
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -22,23 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infra.sandbox.server import SandboxConfig, SandboxGateway
+from infra.sandbox.server import SandboxGateway
 from infra.state_store import StateStore
-
-ROOT = Path(__file__).resolve().parents[1]
-CREDS = {"PROJECTX_USERNAME": "sandbox", "PROJECTX_API_KEY": "sandbox-key"}
-ACCOUNT = 1001
-
-
-@pytest.fixture
-def gw():
-    g = SandboxGateway(SandboxConfig(data_dir=ROOT / "data" / "demo", speed=1000.0, start=dt.date(2026, 4, 8),
-                                     end=dt.date(2026, 4, 8)))
-    g.start()
-    try:
-        yield g
-    finally:
-        g.stop()
+from tests.live_support import (ACCOUNT, kill_supervisor, placed_tags, start_live, stop_supervisor, supervisor_env,
+                                supervisor_log, wait_for)
 
 
 @pytest.fixture
@@ -52,70 +35,9 @@ def ns_store(redis_url):
         store.close()
 
 
-def _env(redis_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("SLACK_WEBHOOK_URL", "PROJECTX_USERNAME", "PROJECTX_API_KEY", "REDIS_URL")}
-    env["REDIS_URL"] = redis_url
-    env.update(CREDS)
-    return env
-
-
 def _live(gw: SandboxGateway, tmp_path: Path, ns: str, redis_url: str) -> subprocess.Popen:
-    args = ["--mode", "live", "--base-url", gw.base_url, "--rtc-url", gw.base_url, "--namespace", ns,
-            "--run-dir", str(tmp_path), "--metrics-port", "0", "--account", str(ACCOUNT), "--arm"]
-    return subprocess.Popen([sys.executable, str(ROOT / "supervisor.py"), *args], env=_env(redis_url), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _wait(cond, timeout: float, proc: subprocess.Popen | None = None) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            return False
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
-
-
-def _stop(proc: subprocess.Popen, timeout: float = 120) -> str:
-    """SIGTERM and collect the output. The timeout is long because the 1000x replay can fill the
-    client's rate window (180 requests / 60 s) within seconds; the shutdown's flat check then
-    waits for a slot (up to 60 s, logged as "client rate window full ... waiting") before it may exit."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate(timeout=10)
-        out += "\n[test: killed after SIGTERM timeout]"
-    _save(proc, out)
-    return out
-
-
-def _save(proc: subprocess.Popen, out: str) -> None:
-    """Keep the supervisor's whole output next to its run dir (for post-mortems of a failed run)."""
-    run_dir = Path(proc.args[proc.args.index("--run-dir") + 1])
-    (run_dir / f"supervisor-{proc.pid}.out").write_text(out)
-
-
-def _kill(proc: subprocess.Popen) -> str:
-    """kill -9 (the test's own child, by pid) and collect what it printed."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
-    out, _ = proc.communicate(timeout=20)
-    _save(proc, out)
-    return out
-
-
-def _log(run_dir: Path) -> str:
-    """The supervisor's log files (``--run-dir``/logs), readable while it runs."""
-    return "".join(f.read_text(errors="replace") for f in sorted((run_dir / "logs").glob("*.log")))
-
-
-def _tags(gw: SandboxGateway) -> list[str]:
-    return [body.get("customTag") or "" for _, body in gw.orders_received]
+    """The supervisor, live and armed on the sandbox's practice account."""
+    return start_live(gw.base_url, tmp_path, ns, "--account", str(ACCOUNT), "--arm", env=supervisor_env(redis_url))
 
 
 def _dup_tags(gw: SandboxGateway, out: str = "") -> list[str]:
@@ -127,7 +49,7 @@ def _dup_tags(gw: SandboxGateway, out: str = "") -> list[str]:
     copy per logged ``Order/place got HTTP 401`` is allowed, and the gateway must never have answered
     "Custom tag ... already in use" (which would mean the tag really was placed twice).
     """
-    extra = Counter({t: n - 1 for t, n in Counter(_tags(gw)).items() if t and n > 1})
+    extra = Counter({t: n - 1 for t, n in Counter(placed_tags(gw)).items() if t and n > 1})
     allowed = out.count("Order/place got HTTP 401")
     if sum(extra.values()) <= allowed and "already in use" not in out and max(extra.values(), default=0) <= 1:
         return []
@@ -159,7 +81,7 @@ def _paused(store: StateStore, log: str) -> bool:
 def _trades_on(gw: SandboxGateway, n: int, store: StateStore, run_dir: Path, since: int) -> bool:
     """At least 2 more orders than ``n`` reached the gateway, or risk paused trading (see
     :func:`_paused`; ``since``: the log's length when the step began)."""
-    return len(gw.orders_received) >= n + 2 or _paused(store, _log(run_dir)[since:])
+    return len(gw.orders_received) >= n + 2 or _paused(store, supervisor_log(run_dir)[since:])
 
 
 def _connections(gw: SandboxGateway) -> dict[str, int]:
@@ -190,22 +112,22 @@ def test_live_rides_out_429_storm(gw, redis_url, tmp_path, ns_store):
     ns, store = ns_store
     p = _live(gw, tmp_path, ns, redis_url)
     try:
-        assert _wait(lambda: len(gw.orders_received) >= 2 and len(gw.trades(ACCOUNT)) >= 1, 60, p), _tags(gw)
+        assert wait_for(lambda: len(gw.orders_received) >= 2 and len(gw.trades(ACCOUNT)) >= 1, 60, p), placed_tags(gw)
         n_before = len(gw.orders_received)
         gw.faults.rate_limit_burst(30)
         # the burst is consumed by the system's own calls (order placement, cancels, reads)
-        assert _wait(lambda: gw.faults.state()["rate_limit_burst"] == 0, 30, p), gw.faults.state()
-        n_after_burst, since = len(gw.orders_received), len(_log(tmp_path))
+        assert wait_for(lambda: gw.faults.state()["rate_limit_burst"] == 0, 30, p), gw.faults.state()
+        n_after_burst, since = len(gw.orders_received), len(supervisor_log(tmp_path))
         # ... and trading goes on afterwards: new orders reach the gateway and are processed
-        assert _wait(lambda: _trades_on(gw, n_after_burst, store, tmp_path, since), 40, p), \
-            ((n_before, n_after_burst), _log(tmp_path)[-3000:])
+        assert wait_for(lambda: _trades_on(gw, n_after_burst, store, tmp_path, since), 40, p), \
+            ((n_before, n_after_burst), supervisor_log(tmp_path)[-3000:])
         # second storm, on the reads: drop the user hub so the reconnect asks for a reconciliation,
         # whose REST snapshot (Order/v2/query, Position/searchOpen, Trade/search...) meets the 429s
         gw.faults.rate_limit_burst(30)
         gw.faults.drop_connections("user")
-        after_drop = lambda: _log(tmp_path).split("user hub reconnected", 1)[-1]  # noqa: E731
+        after_drop = lambda: supervisor_log(tmp_path).split("user hub reconnected", 1)[-1]  # noqa: E731
         at_once = "reconciliation ok: user hub reconnected"
-        assert _wait(lambda: "reconciliation deferred" in after_drop() or at_once in after_drop(), 30, p), \
+        assert wait_for(lambda: "reconciliation deferred" in after_drop() or at_once in after_drop(), 30, p), \
             after_drop()[-3000:]
         # the burst is a count of calls, not a time: the deferred retries (1, 2, 4... s apart) would
         # take long to use it up, so the storm ends here; the next retry must then reconcile. (When
@@ -214,16 +136,16 @@ def test_live_rides_out_429_storm(gw, redis_url, tmp_path, ns_store):
         deferred = "reconciliation deferred" in after_drop()
         gw.faults.clear()
         if deferred:
-            assert _wait(lambda: "reconciliation ok: retry: user hub reconnected" in after_drop(), 30, p), \
+            assert wait_for(lambda: "reconciliation ok: retry: user hub reconnected" in after_drop(), 30, p), \
                 after_drop()[-3000:]
-        n2, since = len(gw.orders_received), len(_log(tmp_path))
+        n2, since = len(gw.orders_received), len(supervisor_log(tmp_path))
         # trading goes on, unless a guardrail legitimately halted or reduced it (the sandbox
         # market sometimes moves through the session loss caps while the storm delays orders,
         # before or after the reconnect)
-        assert _wait(lambda: _trades_on(gw, n2, store, tmp_path, since), 40, p), (n2, _log(tmp_path)[-3000:])
+        assert wait_for(lambda: _trades_on(gw, n2, store, tmp_path, since), 40, p), (n2, supervisor_log(tmp_path)[-3000:])
         assert p.poll() is None
     finally:
-        out = _stop(p)
+        out = stop_supervisor(p)
     assert n_after_burst > n_before or "429" in out, "the burst never hit an order placement"
     _assert_clean_exit(p, out)
     assert not _dup_tags(gw), "a customTag was placed twice"
@@ -234,22 +156,22 @@ def test_live_token_expiry_mid_session(gw, redis_url, tmp_path, ns_store):
     ns, store = ns_store
     p = _live(gw, tmp_path, ns, redis_url)
     try:
-        assert _wait(lambda: len(gw.orders_received) >= 2 and len(gw.trades(ACCOUNT)) >= 1, 60, p), _tags(gw)
+        assert wait_for(lambda: len(gw.orders_received) >= 2 and len(gw.trades(ACCOUNT)) >= 1, 60, p), placed_tags(gw)
         gw.faults.expire_tokens()
-        n, since = len(gw.orders_received), len(_log(tmp_path))
+        n, since = len(gw.orders_received), len(supervisor_log(tmp_path))
         # orders keep reaching the gateway, and are processed (not 401): trades after the expiry
         # (unless risk legitimately paused trading meanwhile, see _paused)
         t = len(gw.trades(ACCOUNT))
-        assert _wait(lambda: (len(gw.orders_received) >= n + 2 and len(gw.trades(ACCOUNT)) > t)
-                     or _paused(store, _log(tmp_path)[since:]), 45, p), (n, len(gw.orders_received), t, _log(tmp_path)[-3000:])
+        assert wait_for(lambda: (len(gw.orders_received) >= n + 2 and len(gw.trades(ACCOUNT)) > t)
+                     or _paused(store, supervisor_log(tmp_path)[since:]), 45, p), (n, len(gw.orders_received), t, supervisor_log(tmp_path)[-3000:])
         # both hubs back (an old token gets 401: a live connection now carries a fresh one), and the
         # fills after the expiry reach the Redis journal
-        assert _wait(lambda: _connections(gw)["user"] >= 1 and _connections(gw)["market"] >= 1, 20, p), \
+        assert wait_for(lambda: _connections(gw)["user"] >= 1 and _connections(gw)["market"] >= 1, 20, p), \
             _connections(gw)
         late = {str(x["id"]) for x in gw.trades(ACCOUNT)[t:]}
-        assert _wait(lambda: late <= set(store.client.smembers(store.key("fills", "seen"))), 20, p)
+        assert wait_for(lambda: late <= set(store.client.smembers(store.key("fills", "seen"))), 20, p)
     finally:
-        out = _stop(p)
+        out = stop_supervisor(p)
     _assert_clean_exit(p, out)
     # re-authenticated (validate, or a new login once validate is refused with the expired token) ...
     assert out.count("ProjectX: logged in as") >= 2 or "session token refreshed" in out, out[-4000:]
@@ -273,36 +195,36 @@ def test_live_kill9_with_working_orders_then_restart(gw, redis_url, tmp_path, ns
             seen.append(tags)
             return (len(seen) > 6 and bool(tags) and seen[-7] == tags and bool(store.load_working_orders())
                     and len(gw.trades(ACCOUNT)) >= 1)
-        assert _wait(settled, 60, p), _tags(gw)
+        assert wait_for(settled, 60, p), placed_tags(gw)
     finally:
-        out1 = _kill(p)
+        out1 = kill_supervisor(p)
     assert p.returncode == -signal.SIGKILL, out1[-3000:]
     assert gw.open_orders(ACCOUNT), "the kill must leave working orders at the gateway"
-    tags_run1 = set(_tags(gw))
+    tags_run1 = set(placed_tags(gw))
     n1 = len(gw.orders_received)
-    log_before = len(_log(tmp_path))
+    log_before = len(supervisor_log(tmp_path))
 
     q = _live(gw, tmp_path, ns, redis_url)
     try:
         # it reconciles (working orders at the gateway known to the mirror) and trades on, unless a
         # guardrail legitimately halted or reduced it (the position the kill left may have lost
         # through the daily or session loss cap meanwhile)
-        assert _wait(lambda: _trades_on(gw, n1, store, tmp_path, log_before), 45, q), \
-            (n1, len(gw.orders_received), _log(tmp_path)[log_before:][-3000:])
+        assert wait_for(lambda: _trades_on(gw, n1, store, tmp_path, log_before), 45, q), \
+            (n1, len(gw.orders_received), supervisor_log(tmp_path)[log_before:][-3000:])
 
         def no_orphan() -> bool:
             mirror = store.load_working_orders()
             venue = {o.get("customTag") or f"untagged-{o['id']}" for o in gw.open_orders(ACCOUNT)}
             return all(v in mirror or v.rsplit("-", 1)[0] in mirror for v in venue)
-        assert _wait(no_orphan, 15, q), ({o.get("customTag") for o in gw.open_orders(ACCOUNT)},
+        assert wait_for(no_orphan, 15, q), ({o.get("customTag") for o in gw.open_orders(ACCOUNT)},
                                          sorted(store.load_working_orders()))
     finally:
-        out2 = _stop(q)
+        out2 = stop_supervisor(q)
     _assert_clean_exit(q, out2)
     # the restart found the first run's state in Redis and matched it against the gateway at once
     first = out2[out2.index("reconciliation "):].splitlines()[0]
     assert first.startswith("reconciliation ok: actor start"), out2[-4000:]
-    tags = _tags(gw)
+    tags = placed_tags(gw)
     assert not _dup_tags(gw), "a customTag was placed twice across the two runs"
     assert not (set(tags[n1:]) & tags_run1), "the restart re-placed an order of the first run"
     _assert_reconciled(gw, store, out1 + out2)
@@ -312,25 +234,25 @@ def test_live_ambiguous_place_is_reconciled_not_duplicated(gw, redis_url, tmp_pa
     ns, store = ns_store
     p = _live(gw, tmp_path, ns, redis_url)
     try:
-        assert _wait(lambda: len(gw.orders_received) >= 2, 60, p), _tags(gw)
+        assert wait_for(lambda: len(gw.orders_received) >= 2, 60, p), placed_tags(gw)
         n = len(gw.orders_received)
         gw.faults.ambiguous_place(1)
-        assert _wait(lambda: len(gw.orders_received) > n, 30, p)
-        amb_tag, since = _tags(gw)[n], len(_log(tmp_path))
+        assert wait_for(lambda: len(gw.orders_received) > n, 30, p)
+        amb_tag, since = placed_tags(gw)[n], len(supervisor_log(tmp_path))
         # the order exists at the gateway although the client never got the answer ...
         assert amb_tag
         # ... the system learns it through reconciliation and trades on (unless risk paused it)
-        assert _wait(lambda: _trades_on(gw, n + 1, store, tmp_path, since), 40, p), (n, _log(tmp_path)[-3000:])
+        assert wait_for(lambda: _trades_on(gw, n + 1, store, tmp_path, since), 40, p), (n, supervisor_log(tmp_path)[-3000:])
         # stop only once the ambiguity is settled: a fill racing the first check is cleared by
         # the re-check a second later (on a loaded machine the orders above can come sooner)
-        settled = lambda: any(s in _log(tmp_path).split(f"place {amb_tag} outcome unknown", 1)[-1]  # noqa: E731
+        settled = lambda: any(s in supervisor_log(tmp_path).split(f"place {amb_tag} outcome unknown", 1)[-1]  # noqa: E731
                               for s in ("the user hub already reported order", "reconciliation ok"))
-        assert _wait(settled, 30, p), _log(tmp_path)[-4000:]
+        assert wait_for(settled, 30, p), supervisor_log(tmp_path)[-4000:]
     finally:
-        out = _stop(p)
+        out = stop_supervisor(p)
     _assert_clean_exit(p, out)
     assert f"place {amb_tag} outcome unknown" in out, out[-4000:]
-    assert _tags(gw).count(amb_tag) == 1, "the ambiguous order was placed a second time"
+    assert placed_tags(gw).count(amb_tag) == 1, "the ambiguous order was placed a second time"
     assert not _dup_tags(gw), "a customTag was placed twice"
     after = out[out.index(f"place {amb_tag} outcome unknown"):]
     # either the user hub reported the order before the 504 came back (it is known: accepted at

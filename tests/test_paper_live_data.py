@@ -4,38 +4,19 @@ the gateway's order endpoints."""
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
-import pytest
-
-from infra.sandbox.server import SandboxConfig, SandboxGateway
 from infra.state_store import StateStore
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def gw():
-    g = SandboxGateway(SandboxConfig(data_dir=ROOT / "data" / "demo", speed=1000.0, start=dt.date(2026, 4, 8),
-                                     end=dt.date(2026, 4, 8)))
-    g.start()
-    try:
-        yield g
-    finally:
-        g.stop()
+from tests.live_support import ROOT, supervisor_env
 
 
 def test_paper_mode_trades_live_hub_data_with_simulated_fills(gw, redis_url, tmp_path):
     ns = f"test:pl:{uuid.uuid4().hex[:6]}"
-    env = {k: v for k, v in os.environ.items() if k not in ("SLACK_WEBHOOK_URL", "REDIS_URL")}
-    env.update(PROJECTX_USERNAME="sandbox", PROJECTX_API_KEY="sandbox-key", REDIS_URL=redis_url)
+    env = supervisor_env(redis_url)
     args = ["--mode", "paper", "--base-url", gw.base_url, "--namespace", ns, "--run-dir", str(tmp_path),
             "--metrics-port", "0"]
     proc = subprocess.Popen([sys.executable, str(ROOT / "supervisor.py"), *args], env=env, cwd=ROOT,

@@ -1,0 +1,119 @@
+"""What the end-to-end tests of the real supervisor against the sandbox gateway share
+(``tests/test_live_sandbox.py``, ``tests/test_live_faults.py``, ``tests/test_paper_live_data.py``).
+
+- :func:`replay_gateway`: a started :class:`SandboxGateway` replaying the bundled 2026-04-08 at
+  1000x (one trading day in ~83 s) on 127.0.0.1; the ``gw`` fixture of ``tests/conftest.py``.
+- :func:`supervisor_env`, :func:`start_live`: ``supervisor.py`` as a subprocess, output captured.
+- :func:`wait_for`, :func:`stop_supervisor`, :func:`kill_supervisor`, :func:`supervisor_log`,
+  :func:`placed_tags`: synchronising on what the test can observe, and collecting the evidence.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from infra.sandbox.server import SandboxConfig, SandboxGateway
+
+ROOT = Path(__file__).resolve().parents[1]
+CREDS = {"PROJECTX_USERNAME": "sandbox", "PROJECTX_API_KEY": "sandbox-key"}
+"""The sandbox's credentials (``SandboxConfig`` defaults)."""
+ACCOUNT = 1001
+"""The sandbox's practice account (``simulated: true``); 1002 is its funded one."""
+REPLAY_DAY = dt.date(2026, 4, 8)
+
+
+def replay_gateway() -> SandboxGateway:
+    """A started sandbox gateway replaying :data:`REPLAY_DAY` of the bundled data at 1000x (the
+    caller stops it)."""
+    g = SandboxGateway(SandboxConfig(data_dir=ROOT / "data" / "demo", speed=1000.0, start=REPLAY_DAY,
+                                     end=REPLAY_DAY))
+    g.start()
+    return g
+
+
+def supervisor_env(redis_url: str | None, creds: bool = True) -> dict[str, str]:
+    """This process's environment without Slack, ProjectX credentials or a Redis URL of its own;
+    then ``REDIS_URL`` = ``redis_url`` (when given) and the sandbox's credentials (``creds``)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SLACK_WEBHOOK_URL", "PROJECTX_USERNAME", "PROJECTX_API_KEY", "REDIS_URL")}
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    if creds:
+        env.update(CREDS)
+    return env
+
+
+def start_live(base_url: str, run_dir: Path, ns: str, *extra: str, env: dict[str, str]) -> subprocess.Popen:
+    """``supervisor.py --mode live`` against the gateway at ``base_url`` (REST and hubs), namespace
+    ``ns``, run dir ``run_dir``, no metrics port, then ``extra`` arguments; stdout and stderr
+    captured together as text."""
+    args = ["--mode", "live", "--base-url", base_url, "--rtc-url", base_url, "--namespace", ns,
+            "--run-dir", str(run_dir), "--metrics-port", "0", *extra]
+    return subprocess.Popen([sys.executable, str(ROOT / "supervisor.py"), *args], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, proc: subprocess.Popen | None = None,
+             interval: float = 0.05) -> bool:
+    """Poll ``cond`` every ``interval`` seconds until it holds (True) or ``timeout`` seconds pass
+    (its last value); False at once if ``proc`` exits meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        if cond():
+            return True
+        time.sleep(interval)
+    return cond()
+
+
+def stop_supervisor(proc: subprocess.Popen, timeout: float = 120) -> str:
+    """SIGTERM and collect the output (kill -9 after ``timeout`` seconds, noted at the end of it).
+
+    The timeout is long because the 1000x replay can fill the client's rate window (180 requests
+    / 60 s) within seconds; the shutdown's flat check then waits for a slot (up to 60 s, logged as
+    "client rate window full ... waiting") before it may exit."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate(timeout=10)
+        out += "\n[test: killed after SIGTERM timeout]"
+    _save(proc, out)
+    return out
+
+
+def kill_supervisor(proc: subprocess.Popen) -> str:
+    """kill -9 (the test's own child, by pid) and collect what it printed."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=20)
+    _save(proc, out)
+    return out
+
+
+def _save(proc: subprocess.Popen, out: str) -> None:
+    """Keep the supervisor's whole output in its run dir, ``supervisor-<pid>.out`` (for post-mortems
+    of a failed run); nothing when it was started without ``--run-dir``."""
+    args = list(proc.args)
+    if "--run-dir" in args:
+        (Path(args[args.index("--run-dir") + 1]) / f"supervisor-{proc.pid}.out").write_text(out)
+
+
+def supervisor_log(run_dir: Path) -> str:
+    """The supervisor's log files (``--run-dir``/logs), readable while it runs."""
+    return "".join(f.read_text(errors="replace") for f in sorted((run_dir / "logs").glob("*.log")))
+
+
+def placed_tags(gw: SandboxGateway) -> list[str]:
+    """The ``customTag`` of every ``Order/place`` the gateway received, in arrival order ("" for none)."""
+    return [body.get("customTag") or "" for _, body in gw.orders_received]
