@@ -322,21 +322,22 @@ class ProjectXBroker:
             if entry is not None:
                 entry.cancelling = True
             venue_id = None if entry is None else entry.venue_id
-        try:
-            sent = None if venue_id is None else self.client.begin_cancel_order(self.account_id, venue_id)
-        except BaseException:
+
+        def settled() -> None:  # this cancel is over, whatever its outcome: the next one may go
             if entry is not None:
                 with self._lock:
                     entry.cancelling = False
+        try:
+            sent = None if venue_id is None else self.client.begin_cancel_order(self.account_id, venue_id)
+        except BaseException:
+            settled()
             raise
 
         def result() -> list:
             try:
                 return self._cancelled(client_order_id, entry if venue_id is not None else None, sent, ts_ns, reason)
             finally:
-                if entry is not None:
-                    with self._lock:
-                        entry.cancelling = False
+                settled()
         return result
 
     def _cancelled(self, client_order_id: str, entry: _Order | None, sent: Callable[[], None] | None, ts_ns: int,
