@@ -37,7 +37,13 @@ against the gateway's rate limit.
 Exit 0, or 1 when no order was matched.
 
     python scripts/benchmark_gateway.py [--speed 600] [--seconds 40] [--days 2026-04-08,2026-04-09]
-        [--answer-delay-ms 20]
+        [--answer-delay-ms 20] [--pin]
+
+``--pin`` runs the live system on a CPU of its own and the sandbox (this process) and redis on the
+others. Without it all three share the host's CPUs, and on a 2-CPU host a burst of orders has the
+supervisor, the sandbox and redis-server all wanting a CPU at once; the sandbox stands in for a
+gateway that runs on another machine, and a latency-sensitive live process is best given a core
+of its own anyway (``taskset -c N python supervisor.py --mode live ...``).
 
 ``--answer-delay-ms`` makes the sandbox write each REST answer that much later, as the network
 round trip to the real gateway would (loopback has none): orders that wait for earlier answers
@@ -117,7 +123,9 @@ def run_day(day: dt.date, args: argparse.Namespace, redis_url: str, run_dir: str
     env.pop("SLACK_WEBHOOK_URL", None)
     cmd = [sys.executable, str(ROOT / "supervisor.py"), "--mode", "live", "--base-url", gw.base_url,
            "--account", "1001", "--arm", "--namespace", ns, "--run-dir", run_dir, "--metrics-port", "0"]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pin = (lambda: os.sched_setaffinity(0, args.pin)) if args.pin else None
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=pin)
     try:
         time.sleep(args.seconds)
     finally:
@@ -156,7 +164,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--answer-delay-ms", type=float, default=0.0,
                    help="the sandbox writes every REST answer this long after processing the request: a "
                         "stand-in for the network round trip to the real gateway (default 0: loopback only)")
+    p.add_argument("--pin", action="store_true",
+                   help="run the live system on a CPU of its own and the sandbox and redis on the others "
+                        "(Linux, 2+ CPUs): the gateway the sandbox stands in for runs on another machine")
     args = p.parse_args(argv)
+    layout = "all processes share every CPU"
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            p.error(f"--pin needs at least 2 CPUs, this process may use {cpus}")
+        args.pin = {cpus[0]}
+        os.sched_setaffinity(0, set(cpus[1:]))  # before any thread or child: the sandbox and redis inherit it
+        layout = f"live system on CPU {cpus[0]}, sandbox and redis on CPU {','.join(map(str, cpus[1:]))}"
     days = [dt.date.fromisoformat(d.strip()) for d in args.days.split(",") if d.strip()]
 
     samples: list[Sample] = []
@@ -177,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             redis.stop()
     delay = f", answers delayed {args.answer_delay_ms:g} ms" if args.answer_delay_ms else ""
-    print(f"live system vs sandbox gateway (loopback{delay}, speed {args.speed:g}, {len(days)} day(s) x {args.seconds:g} s)")
+    print(f"live system vs sandbox gateway (loopback{delay}, speed {args.speed:g}, {len(days)} day(s) x {args.seconds:g} s; "
+          f"{layout})")
     print(f"orders received: {len(samples) + unmatched + shutdown}  matched to a quote: {len(samples)}  "
           f"unmatched: {unmatched}  shutdown closes (decided by SIGTERM, not counted): {shutdown}")
     print("REST order calls received: " + ", ".join(f"{p} {requests[p]}" for p in ORDER_PATHS)
