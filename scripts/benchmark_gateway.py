@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     layout = "all processes share every CPU"
     if args.pin:
+        if not hasattr(os, "sched_setaffinity"):
+            p.error("--pin needs Linux (os.sched_setaffinity)")
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < 2:
             p.error(f"--pin needs at least 2 CPUs, this process may use {cpus}")
