@@ -113,7 +113,8 @@ SHUTDOWN_PURPOSE = "flatten: SIGTERM"
 the signal's name; ``domain.risk``: ``flatten: <reason>``)."""
 
 
-def run_day(day: dt.date, args: argparse.Namespace, redis_url: str, run_dir: str) -> DayResult:
+def run_day(day: dt.date, args: argparse.Namespace, redis_url: str, run_dir: str,
+            live_cpus: set[int] | None = None) -> DayResult:
     """One live session against a fresh sandbox streaming ``day``."""
     gw = SandboxGateway(SandboxConfig(data_dir=args.data, speed=args.speed, start=day, end=day,
                                       answer_delay_s=args.answer_delay_ms / 1000))
@@ -123,7 +124,7 @@ def run_day(day: dt.date, args: argparse.Namespace, redis_url: str, run_dir: str
     env.pop("SLACK_WEBHOOK_URL", None)
     cmd = [sys.executable, str(ROOT / "supervisor.py"), "--mode", "live", "--base-url", gw.base_url,
            "--account", "1001", "--arm", "--namespace", ns, "--run-dir", run_dir, "--metrics-port", "0"]
-    pin = (lambda: os.sched_setaffinity(0, args.pin)) if args.pin else None
+    pin = (lambda: os.sched_setaffinity(0, live_cpus)) if live_cpus else None  # --pin: the supervisor's CPU
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             preexec_fn=pin)
     try:
@@ -169,13 +170,14 @@ def main(argv: list[str] | None = None) -> int:
                         "(Linux, 2+ CPUs): the gateway the sandbox stands in for runs on another machine")
     args = p.parse_args(argv)
     layout = "all processes share every CPU"
+    live_cpus: set[int] | None = None
     if args.pin:
         if not hasattr(os, "sched_setaffinity"):
             p.error("--pin needs Linux (os.sched_setaffinity)")
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < 2:
             p.error(f"--pin needs at least 2 CPUs, this process may use {cpus}")
-        args.pin = {cpus[0]}
+        live_cpus = {cpus[0]}
         os.sched_setaffinity(0, set(cpus[1:]))  # before any thread or child: the sandbox and redis inherit it
         layout = f"live system on CPU {cpus[0]}, sandbox and redis on CPU {','.join(map(str, cpus[1:]))}"
     days = [dt.date.fromisoformat(d.strip()) for d in args.days.split(",") if d.strip()]
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         url = redis.ensure_running()
         try:
             for day in days:
-                got = run_day(day, args, url, tmp)
+                got = run_day(day, args, url, tmp, live_cpus)
                 samples += got.samples
                 unmatched += got.unmatched
                 shutdown += got.shutdown
