@@ -9,10 +9,15 @@
   (:class:`~domain.handler.RejectedMessage`, unknown types) and otherwise lets an exception crash
   the actor, which pykka reports to ``on_failure`` and we forward to the supervision tree.
   pykka skips ``on_failure`` for exceptions raised in ``on_start``; we report those ourselves.
+- :class:`ActorLoop` runs several actors (:class:`LoopHostedActor`) on one thread, one FIFO: the
+  decision path (bars, strategies, risk, router, broker, the live feed) shares one, so a message
+  between them costs no thread hand-over.
 """
 
 from __future__ import annotations
 
+import queue
+import sys
 import threading
 import time
 from collections import Counter
@@ -21,6 +26,7 @@ from typing import Any, Callable
 
 import pykka
 from loguru import logger
+from pykka import ActorRegistry, messages as pykka_messages
 
 from domain.handler import Out, RejectedMessage
 
@@ -188,15 +194,164 @@ class HandlerActor(pykka.ThreadingActor):
             logger.exception("actor {}: closing its handler failed", self.name)
 
 
+class ActorLoop:
+    """One thread that runs the mailboxes of several hosted actors, in one FIFO.
+
+    pykka gives each actor a thread of its own, so every message between two actors wakes a thread
+    and hands the GIL over. On the decision path (tick -> bars -> strategy -> risk -> router ->
+    broker) those hand-overs, not the handlers, were most of a burst's cost on one CPU
+    (docs/architecture.md, "The decision path on one thread"). Actors hosted on one loop keep
+    their own mailbox order, handler state and supervision: a crash stops that actor only, and its
+    supervisor restarts it on the same loop. A message from one of them to another is then a queue
+    append on the same thread, as in NautilusTrader's single-threaded kernel, or an Erlang
+    scheduler running many processes.
+
+    The rule that comes with it: a hosted handler never blocks. No ``ask`` from a handler (it would
+    wait for its own thread: deadlock), no sleep, no network wait. The actors that do block (the
+    replay feed paces itself by sleeping, the reconciler makes REST calls) and the one that must
+    notice a stalled loop (the watchdog) keep threads of their own.
+
+    Args:
+        name: the thread is named ``actor-loop-<name>``.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._queue: "queue.SimpleQueue[tuple[LoopHostedActor | None, Any]]" = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=f"actor-loop-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def thread(self) -> threading.Thread:
+        """The loop's thread (tests, diagnostics)."""
+        return self._thread
+
+    def post(self, actor: "LoopHostedActor", item: Any) -> None:
+        """Queue ``item`` (a pykka envelope, or the start marker) for ``actor``. Any thread."""
+        self._queue.put((actor, item))
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Run what is queued, then end the thread (waits up to ``timeout`` s; not from the loop's
+        own thread). Stop the hosted actors first: a message posted after this is never run."""
+        self._queue.put((None, None))
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            actor, item = self._queue.get()
+            if actor is None:
+                return
+            actor._step(item)  # noqa: SLF001 - the loop is the actor's runtime
+
+
+class _LoopInbox:
+    """A loop-hosted actor's mailbox as pykka sees it (``put``/``empty``/``qsize``): ``put`` queues
+    the envelope on the loop; ``qsize`` is how many of this actor's messages wait there (the
+    watchdog's inbox depth)."""
+
+    def __init__(self, loop: ActorLoop, actor: "LoopHostedActor") -> None:
+        self._loop = loop
+        self._actor = actor
+        self._lock = threading.Lock()
+        self._put = 0
+        self.taken = 0
+        """Envelopes the loop has taken for this actor; written by the loop's thread only."""
+
+    def put(self, envelope: Any, block: bool = True, timeout: float | None = None) -> None:
+        with self._lock:
+            self._put += 1
+        self._loop.post(self._actor, envelope)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        raise RuntimeError("a loop-hosted actor's mailbox is read by its ActorLoop only")
+
+    def qsize(self) -> int:
+        return max(0, self._put - self.taken)
+
+    def empty(self) -> bool:
+        return self.qsize() == 0
+
+
+_START = object()
+"""Posted by :meth:`LoopHostedActor._start_actor_loop`: run ``on_start`` on the loop."""
+
+
+class LoopHostedActor(HandlerActor):
+    """A :class:`HandlerActor` run on a shared :class:`ActorLoop` instead of a thread of its own.
+
+    Same contract as :class:`HandlerActor`: ``tell``/``ask``/``stop`` through its ``ActorRef``,
+    ``on_start`` before the first message, a crash reported to supervision by ``on_failure``.
+    For each envelope the loop does what pykka's thread loop does (``pykka.Actor._actor_loop_running``,
+    pykka 4): handle it and answer an ``ask``; on an exception answer the asker with it or, for a
+    ``tell``, stop the actor and run ``on_failure``. An envelope that reaches a stopped actor is
+    answered as pykka answers what is left in a stopped actor's inbox (``ActorDeadError``; a stop
+    request gets None). pykka names ``_create_actor_inbox`` and ``_start_actor_loop`` as the hooks
+    for new actor types.
+
+    Args:
+        loop: the :class:`ActorLoop` to run on; the rest as :class:`HandlerActor`.
+    """
+
+    def __init__(self, name: str, make_handler: Callable[[], Any], directory: Directory, failures: Any,
+                 loop: ActorLoop, **kw: Any) -> None:
+        self._loop = loop  # before pykka's __init__, which creates the inbox
+        super().__init__(name, make_handler, directory, failures, **kw)
+
+    def _create_actor_inbox(self) -> _LoopInbox:  # type: ignore[override]  # pykka calls it as self._create_actor_inbox()
+        return _LoopInbox(self._loop, self)
+
+    def _start_actor_loop(self) -> None:
+        self._loop.post(self, _START)
+
+    def _step(self, item: Any) -> None:
+        """On the loop's thread: the start marker (``on_start``), or one envelope."""
+        if item is _START:
+            self._actor_loop_setup()
+            return
+        self.actor_inbox.taken += 1
+        envelope = item
+        if self.actor_stopped.is_set():
+            if envelope.reply_to is not None:
+                if isinstance(envelope.message, pykka_messages._ActorStop):  # noqa: SLF001
+                    envelope.reply_to.set(None)
+                else:
+                    dead = pykka.ActorDeadError(f"{self.actor_ref} stopped before handling the message")
+                    envelope.reply_to.set_exception(exc_info=(pykka.ActorDeadError, dead, None))
+            return
+        try:
+            response = self._handle_receive(envelope.message)
+            if envelope.reply_to is not None:
+                envelope.reply_to.set(response)
+        except Exception:
+            if envelope.reply_to is not None:
+                envelope.reply_to.set_exception()
+            else:
+                self._handle_failure(*sys.exc_info())
+                try:
+                    self.on_failure(*sys.exc_info())
+                except Exception:  # noqa: BLE001 - as pykka: log it, the actor is stopped anyway
+                    self._handle_failure(*sys.exc_info())
+        except BaseException:  # noqa: BLE001 - as pykka: SystemExit and the like stop every actor
+            logger.critical("{!r} in actor {}: stopping all actors", sys.exc_info()[1], self.name)
+            self._stop()
+            ActorRegistry.stop_all()
+
+
 def start_handler_actor(name: str, make_handler: Callable[[], Any], directory: Directory, failures: Any,
                         start_timeout_s: float = 10.0, **kw: Any) -> pykka.ActorRef:
     """Start a :class:`HandlerActor` and wait until its ``on_start`` ran (handler built, name
     registered, ``on_started`` messages sent), as OTP's ``start_link`` waits for ``init``: pykka runs
     ``on_start`` on the actor's own thread, and a sibling started next must find this one
     registered. (It did not always: a reconciler could answer before risk was registered, the
-    answer was a dead letter and risk stayed HALTED for the whole session.) Returns the ref; an
+    answer was a dead letter and risk stayed HALTED for the whole session.) With ``loop=`` an
+    :class:`ActorLoop`, the actor is a :class:`LoopHostedActor` on that loop. Returns the ref; an
     actor whose start failed has already reported it to ``failures``."""
-    ref = HandlerActor.start(name, make_handler, directory, failures, **kw)
+    if kw.get("loop") is not None:
+        ref = LoopHostedActor.start(name, make_handler, directory, failures, **kw)
+    else:
+        kw.pop("loop", None)
+        ref = HandlerActor.start(name, make_handler, directory, failures, **kw)
     try:
         ref.ask(Query(lambda _handler: None), timeout=start_timeout_s)
     except pykka.ActorDeadError:

@@ -545,6 +545,7 @@ class LiveSystem(PaperSystem):
 
     mode = "live"
     venue_matches_ticks = False  # the gateway matches on its own: no ticks to the broker actor
+    feed_on_loop = True  # hub callbacks post to the live feed, which never blocks: it shares the loop
 
     def __init__(self, cfg: Any, store: Any, alerter: Any, metrics: Any | None, client: ProjectXClient,
                  account: GatewayAccount, contracts: dict[str, str]) -> None:
@@ -726,6 +727,7 @@ class LiveSystem(PaperSystem):
         self.done.set()
         self.market.stop()
         self.tree.stop()
+        self.actor_loop.close()
         self.venue.stop()
         self.client.close()
 

@@ -72,6 +72,7 @@ class LiveDataPaperSystem(PaperSystem):
     """
 
     mode = "paper"
+    feed_on_loop = True  # the live feed never blocks: it shares the decision path's loop
 
     def __init__(self, cfg: Any, store: Any, alerter: Any, metrics: Any | None, client: ProjectXClient,
                  contracts: dict[str, str]) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from loguru import logger
 
-from actors.core import Directory, ask, wait_until
+from actors.core import ActorLoop, Directory, ask, wait_until
 from actors.execution import PaperVenue, StoreIds, WriteAhead
 from actors.feed import FeedCore, ReplayFeed, warmup_messages
 from actors.supervision import ActorSpec, Supervisor, SupervisionTree
@@ -217,6 +217,9 @@ class PaperSystem:
     mode = "paper"
     venue_matches_ticks = True
     """The paper venue fills orders from the ticks: the broker subscribes to them (:func:`topics`)."""
+    feed_on_loop = False
+    """The replay feed paces itself by sleeping in its handler, so it keeps a thread of its own
+    instead of sharing the decision path's :class:`actors.core.ActorLoop`."""
 
     def __init__(self, cfg: Any, store: Any, alerter: Any, metrics: Any | None = None,
                  speed: float | None = None) -> None:
@@ -274,7 +277,10 @@ class PaperSystem:
         cfg, store = self.cfg, self.store
         factories = self._factories()
         after = persist_hook(store, self.writer)
-        spec = lambda name, **kw: ActorSpec(name, factories[name], {"after": after, **kw})  # noqa: E731
+        # the decision path on one thread (actors.core.ActorLoop): bars, strategies, risk, router,
+        # broker, and the feed unless it blocks; the reconciler and the watchdog have their own
+        self.actor_loop = loop = ActorLoop("decision")
+        spec = lambda name, **kw: ActorSpec(name, factories[name], {"after": after, "loop": loop, **kw})  # noqa: E731
         p, h = cfg.grid.instrument, cfg.hedge.instrument
 
         def make_watchdog() -> Watchdog:
@@ -284,7 +290,7 @@ class PaperSystem:
                             lambda: dict(self.tree.restarts), lambda: not self.done.is_set(),
                             cfg.runtime.stale_data_s)
 
-        infra = Supervisor("infra", "one_for_one", 5, 60, [ActorSpec(BROKER, factories[BROKER]),
+        infra = Supervisor("infra", "one_for_one", 5, 60, [ActorSpec(BROKER, factories[BROKER], {"loop": loop}),
                                                             ActorSpec(WATCHDOG, make_watchdog)])
         execution = Supervisor("execution", "one_for_all", 3, 60, [
             spec(RISK), spec(ROUTER),
@@ -293,8 +299,10 @@ class PaperSystem:
         strat_children = [spec(grid_strategy(p))] + ([spec(HEDGE)] if cfg.hedge.enabled else [])
         strategies = Supervisor("strategies", "one_for_one", 5, 60, strat_children)
         marketdata = Supervisor("marketdata", "rest_for_one", 5, 60, [
-            ActorSpec(bar_builder(p), factories[bar_builder(p)]), ActorSpec(bar_builder(h), factories[bar_builder(h)]),
-            ActorSpec(FEED, self._make_feed, {"on_started": lambda f: f.start()})])
+            ActorSpec(bar_builder(p), factories[bar_builder(p)], {"loop": loop}),
+            ActorSpec(bar_builder(h), factories[bar_builder(h)], {"loop": loop}),
+            ActorSpec(FEED, self._make_feed, {"on_started": lambda f: f.start(),
+                                              "loop": loop if self.feed_on_loop else None})])
         root = Supervisor("root", "rest_for_one", 2, 60, [infra, execution, strategies, marketdata])
         return SupervisionTree(root, self.directory, self._escalate)
 
@@ -408,6 +416,7 @@ class PaperSystem:
     def stop(self) -> None:
         self.done.set()
         self.tree.stop()
+        self.actor_loop.close()
         self.writer.flush()
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import queue
+import threading
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from actors.core import Directory, wait_until
+from actors.core import ActorLoop, ChildFailed, Directory, Query, start_handler_actor, wait_until
 from actors.supervision import ActorSpec, Supervisor, SupervisionTree
 from config.settings import load_config
 from domain.calendar import CT, SessionCalendar, dt_to_ns
@@ -202,6 +203,17 @@ def test_risk_mirror_fingerprint_changes_whenever_the_mirror_would(tmp_path, mon
 
 
 # ------------------------------------------------------------------ supervision
+@pytest.fixture(params=["own-thread", "loop"])
+def hosting(request):
+    """ActorSpec kwargs for both hostings: a thread per actor (pykka), or one shared ActorLoop."""
+    if request.param == "own-thread":
+        yield {}
+        return
+    loop = ActorLoop("test")
+    yield {"loop": loop}
+    loop.close()
+
+
 class Crashy:
     """Handler that crashes on 'boom' and echoes anything else into a shared list."""
 
@@ -214,10 +226,10 @@ class Crashy:
         return []
 
 
-def test_crash_restart_one_for_one_and_intensity_escalation():
+def test_crash_restart_one_for_one_and_intensity_escalation(hosting):
     d = Directory()
     escalated = queue.Queue()
-    sup = Supervisor("s", "one_for_one", 2, 60, [ActorSpec("a", Crashy), ActorSpec("b", Crashy)])
+    sup = Supervisor("s", "one_for_one", 2, 60, [ActorSpec("a", Crashy, hosting), ActorSpec("b", Crashy, hosting)])
     tree = SupervisionTree(sup, d, escalated.put)
     tree.start()
     try:
@@ -226,7 +238,7 @@ def test_crash_restart_one_for_one_and_intensity_escalation():
         assert wait_until(lambda: tree.restarts["a"] == 1 and d.ref("a") is not None and d.ref("a").is_alive())
         d.tell("a", "hello")  # addressed by name: reaches the new incarnation
         assert wait_until(lambda: "hello" in Crashy.seen)
-        assert d.ref("b") is first_b  # one_for_one left the sibling alone
+        assert d.ref("b") is first_b and first_b.is_alive()  # one_for_one left the sibling alone
         d.tell("a", "boom")
         assert wait_until(lambda: tree.restarts["a"] == 2)
         d.tell("a", "boom")  # third restart within 60 s > intensity 2
@@ -262,7 +274,7 @@ def test_children_start_in_order_each_registered_before_the_next():
         tree.stop()
 
 
-def test_a_crashed_or_stopped_actor_closes_its_handler_once_and_the_restart_gets_a_new_one():
+def test_a_crashed_or_stopped_actor_closes_its_handler_once_and_the_restart_gets_a_new_one(hosting):
     """Handlers that own threads (the live broker's request pool) release them: a restart builds a
     new handler, so the old one's threads would otherwise outlive it."""
     closed: list[int] = []
@@ -283,7 +295,7 @@ def test_a_crashed_or_stopped_actor_closes_its_handler_once_and_the_restart_gets
             closed.append(self.n)
 
     d = Directory()
-    sup = Supervisor("s", "one_for_one", 5, 60, [ActorSpec("owner", Owning)])
+    sup = Supervisor("s", "one_for_one", 5, 60, [ActorSpec("owner", Owning, hosting)])
     tree = SupervisionTree(sup, d, lambda r: None)
     tree.start()
     try:
@@ -295,9 +307,9 @@ def test_a_crashed_or_stopped_actor_closes_its_handler_once_and_the_restart_gets
     assert closed == [1, 2]  # the second one at the orderly stop
 
 
-def test_one_for_all_restarts_siblings():
+def test_one_for_all_restarts_siblings(hosting):
     d = Directory()
-    sup = Supervisor("s", "one_for_all", 5, 60, [ActorSpec("a", Crashy), ActorSpec("b", Crashy)])
+    sup = Supervisor("s", "one_for_all", 5, 60, [ActorSpec("a", Crashy, hosting), ActorSpec("b", Crashy, hosting)])
     tree = SupervisionTree(sup, d, lambda r: None)
     tree.start()
     try:
@@ -306,6 +318,140 @@ def test_one_for_all_restarts_siblings():
         assert wait_until(lambda: tree.restarts["b"] == 1 and d.ref("b") is not None and d.ref("b") is not first_b)
     finally:
         tree.stop()
+
+
+# ------------------------------------------------------------------ actors sharing one loop
+class Relay:
+    """Forwards every message to ``to`` (if set) and records it with the thread that handled it."""
+
+    def __init__(self, to=None):
+        self.to = to
+        self.got: list = []
+
+    def handle(self, msg):
+        if msg == "boom":
+            raise RuntimeError("boom")
+        self.got.append((msg, threading.get_ident()))
+        return [(self.to, msg)] if self.to else []
+
+
+def _loop_pair():
+    d, failures, loop = Directory(), queue.Queue(), ActorLoop("test")
+    start_handler_actor("b", Relay, d, failures, loop=loop)
+    start_handler_actor("a", lambda: Relay("b"), d, failures, loop=loop)
+    return d, failures, loop
+
+
+def test_loop_hosted_actors_run_on_the_loop_thread_each_mailbox_in_order():
+    d, failures, loop = _loop_pair()
+    try:
+        for i in range(200):
+            d.tell("a", i)
+        assert wait_until(lambda: len(d.ref("b").ask(Query(lambda h: h.got))) == 200)
+        got_a = d.ref("a").ask(Query(lambda h: h.got))
+        got_b = d.ref("b").ask(Query(lambda h: h.got))
+        assert [m for m, _ in got_a] == [m for m, _ in got_b] == list(range(200))
+        assert {t for _, t in got_a + got_b} == {loop.thread.ident}
+        assert failures.empty() and not d.dead_letters
+    finally:
+        for name in ("a", "b"):
+            d.ref(name).stop()
+        loop.close()
+
+
+def test_loop_hosted_inbox_depth_counts_what_waits_behind_a_busy_loop():
+    """The watchdog's inbox depth (and the replay feed's backpressure) read ``qsize`` of each
+    actor's mailbox: on a shared loop it is that actor's messages not yet taken."""
+    d, failures, loop = _loop_pair()
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(_handler):
+        holding.set()
+        return release.wait(5)
+
+    try:
+        busy = d.ref("a").ask(Query(hold), block=False)
+        assert holding.wait(5)  # the loop is busy with a's ask
+        for i in range(3):
+            d.tell("b", i)
+        assert d.inbox_depths() == {"a": 0, "b": 3}
+        release.set()
+        assert busy.get(timeout=5) is True
+        assert wait_until(lambda: d.inbox_depths() == {"a": 0, "b": 0})
+        assert [m for m, _ in d.ref("b").ask(Query(lambda h: h.got))] == [0, 1, 2]
+    finally:
+        release.set()
+        for name in ("a", "b"):
+            d.ref(name).stop()
+        loop.close()
+
+
+def test_loop_hosted_crash_stops_only_that_actor_and_its_mail_is_answered_dead():
+    import pykka
+    d, failures, loop = _loop_pair()
+    try:
+        a = d.ref("a")
+        d.tell("a", "boom")
+        failed = failures.get(timeout=5)
+        assert isinstance(failed, ChildFailed) and failed.name == "a" and "boom" in failed.error
+        assert wait_until(lambda: not a.is_alive()) and d.ref("a") is None
+        with pytest.raises(pykka.ActorDeadError):
+            a.ask(Query(lambda h: h.got), timeout=5)
+        d.tell("b", "still here")  # the sibling on the same loop keeps working
+        assert wait_until(lambda: ("still here", loop.thread.ident) in d.ref("b").ask(Query(lambda h: h.got)))
+        # an ask queued before a stop is answered ActorDeadError, the stop itself with None
+        b = d.ref("b")
+        stopped = b.ask(pykka.messages._ActorStop(), block=False)
+        late = b.ask(Query(lambda h: h.got), block=False)
+        assert stopped.get(timeout=5) is None
+        with pytest.raises(pykka.ActorDeadError):
+            late.get(timeout=5)
+    finally:
+        loop.close()
+
+
+def test_loop_hosted_start_failure_is_reported_and_the_loop_goes_on():
+    d, failures, loop = Directory(), queue.Queue(), ActorLoop("test")
+
+    def broken():
+        raise ValueError("cannot restore")
+
+    try:
+        start_handler_actor("x", broken, d, failures, loop=loop)
+        failed = failures.get(timeout=5)
+        assert (failed.name, failed.phase) == ("x", "start") and "cannot restore" in failed.error
+        assert d.ref("x") is None
+        start_handler_actor("y", Relay, d, failures, loop=loop)
+        d.tell("y", 1)
+        assert wait_until(lambda: d.ref("y").ask(Query(lambda h: h.got)) == [(1, loop.thread.ident)])
+        d.ref("y").stop()
+    finally:
+        loop.close()
+
+
+def test_paper_system_hosts_the_decision_path_on_one_loop(store, tmp_path):
+    """Bars, strategies, risk, router and broker share the system's ActorLoop; the replay feed
+    (it sleeps to pace itself), the reconciler (REST calls) and the watchdog keep their threads."""
+    from actors.runner import PaperSystem
+    from actors.supervision import Supervisor as Sup
+    cfg = load_config(None, "combine-50k", {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path),
+                                                         "start": "2026-04-08", "end": "2026-04-08"}})
+    system = PaperSystem(cfg, store, alerter=lambda alert: None)
+    try:
+        specs: dict = {}
+
+        def walk(sup):
+            for c in sup.children:
+                if isinstance(c, Sup):
+                    walk(c)
+                else:
+                    specs[c.name] = c.kwargs.get("loop")
+        walk(system.tree.root)
+        on_loop = {name for name, loop in specs.items() if loop is system.actor_loop}
+        assert on_loop == {"bars-MES", "bars-MNQ", "grid-MES", "hedge", "risk", "router", "broker"}
+        assert {name for name, loop in specs.items() if loop is None} == {"feed", "reconciler", "watchdog"}
+    finally:
+        system.actor_loop.close()
 
 
 def test_summary_never_reports_flat_when_positions_could_not_be_read():
