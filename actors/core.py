@@ -335,7 +335,9 @@ class LoopHostedActor(HandlerActor):
         except BaseException:  # noqa: BLE001 - as pykka: SystemExit and the like stop every actor
             logger.critical("{!r} in actor {}: stopping all actors", sys.exc_info()[1], self.name)
             self._stop()
-            ActorRegistry.stop_all()
+            # not block=True, as pykka's own thread loop does: the stops of this loop's other
+            # actors are run by this thread, which would wait for them for ever
+            ActorRegistry.stop_all(block=False)
 
 
 def start_handler_actor(name: str, make_handler: Callable[[], Any], directory: Directory, failures: Any,
@@ -347,10 +349,10 @@ def start_handler_actor(name: str, make_handler: Callable[[], Any], directory: D
     answer was a dead letter and risk stayed HALTED for the whole session.) With ``loop=`` an
     :class:`ActorLoop`, the actor is a :class:`LoopHostedActor` on that loop. Returns the ref; an
     actor whose start failed has already reported it to ``failures``."""
-    if kw.get("loop") is not None:
-        ref = LoopHostedActor.start(name, make_handler, directory, failures, **kw)
+    loop = kw.pop("loop", None)
+    if loop is not None:
+        ref = LoopHostedActor.start(name, make_handler, directory, failures, loop=loop, **kw)
     else:
-        kw.pop("loop", None)
         ref = HandlerActor.start(name, make_handler, directory, failures, **kw)
     try:
         ref.ask(Query(lambda _handler: None), timeout=start_timeout_s)

@@ -429,6 +429,25 @@ def test_loop_hosted_start_failure_is_reported_and_the_loop_goes_on():
         loop.close()
 
 
+def test_loop_hosted_system_exit_stops_every_actor_and_the_loop_still_ends():
+    """As pykka's thread loop: a BaseException in a handler stops all actors. On a shared loop the
+    stops of its other actors run on the same thread, so it must not wait for them."""
+    class Exiting:
+        def handle(self, msg):
+            if msg == "exit":
+                raise SystemExit(3)
+            return []
+
+    d, failures, loop = Directory(), queue.Queue(), ActorLoop("test")
+    start_handler_actor("a", Exiting, d, failures, loop=loop)
+    start_handler_actor("b", Exiting, d, failures, loop=loop)
+    a, b = d.ref("a"), d.ref("b")
+    d.tell("a", "exit")
+    assert wait_until(lambda: not a.is_alive() and not b.is_alive(), timeout=5)
+    loop.close()
+    assert not loop.thread.is_alive()
+
+
 def test_paper_system_hosts_the_decision_path_on_one_loop(store, tmp_path):
     """Bars, strategies, risk, router and broker share the system's ActorLoop; the replay feed
     (it sleeps to pace itself), the reconciler (REST calls) and the watchdog keep their threads."""
