@@ -335,34 +335,36 @@ class Relay:
         return [(self.to, msg)] if self.to else []
 
 
-def _loop_pair():
+@pytest.fixture
+def loop_pair():
+    """``(directory, failures, loop)``: Relay "a" forwarding to Relay "b", both on one ActorLoop;
+    whatever is still alive is stopped, and the loop closed, after the test."""
     d, failures, loop = Directory(), queue.Queue(), ActorLoop("test")
     start_handler_actor("b", Relay, d, failures, loop=loop)
     start_handler_actor("a", lambda: Relay("b"), d, failures, loop=loop)
-    return d, failures, loop
-
-
-def test_loop_hosted_actors_run_on_the_loop_thread_each_mailbox_in_order():
-    d, failures, loop = _loop_pair()
-    try:
-        for i in range(200):
-            d.tell("a", i)
-        assert wait_until(lambda: len(d.ref("b").ask(Query(lambda h: h.got))) == 200)
-        got_a = d.ref("a").ask(Query(lambda h: h.got))
-        got_b = d.ref("b").ask(Query(lambda h: h.got))
-        assert [m for m, _ in got_a] == [m for m, _ in got_b] == list(range(200))
-        assert {t for _, t in got_a + got_b} == {loop.thread.ident}
-        assert failures.empty() and not d.dead_letters
-    finally:
-        for name in ("a", "b"):
+    yield d, failures, loop
+    for name in ("a", "b"):
+        if d.ref(name) is not None:
             d.ref(name).stop()
-        loop.close()
+    loop.close()
 
 
-def test_loop_hosted_inbox_depth_counts_what_waits_behind_a_busy_loop():
+def test_loop_hosted_actors_run_on_the_loop_thread_each_mailbox_in_order(loop_pair):
+    d, failures, loop = loop_pair
+    for i in range(200):
+        d.tell("a", i)
+    assert wait_until(lambda: len(d.ref("b").ask(Query(lambda h: h.got))) == 200)
+    got_a = d.ref("a").ask(Query(lambda h: h.got))
+    got_b = d.ref("b").ask(Query(lambda h: h.got))
+    assert [m for m, _ in got_a] == [m for m, _ in got_b] == list(range(200))
+    assert {t for _, t in got_a + got_b} == {loop.thread.ident}
+    assert failures.empty() and not d.dead_letters
+
+
+def test_loop_hosted_inbox_depth_counts_what_waits_behind_a_busy_loop(loop_pair):
     """The watchdog's inbox depth (and the replay feed's backpressure) read ``qsize`` of each
     actor's mailbox: on a shared loop it is that actor's messages not yet taken."""
-    d, failures, loop = _loop_pair()
+    d, failures, loop = loop_pair
     holding, release = threading.Event(), threading.Event()
 
     def hold(_handler):
@@ -380,34 +382,28 @@ def test_loop_hosted_inbox_depth_counts_what_waits_behind_a_busy_loop():
         assert wait_until(lambda: d.inbox_depths() == {"a": 0, "b": 0})
         assert [m for m, _ in d.ref("b").ask(Query(lambda h: h.got))] == [0, 1, 2]
     finally:
-        release.set()
-        for name in ("a", "b"):
-            d.ref(name).stop()
-        loop.close()
+        release.set()  # never leave the loop held: the fixture's stops run on it
 
 
-def test_loop_hosted_crash_stops_only_that_actor_and_its_mail_is_answered_dead():
+def test_loop_hosted_crash_stops_only_that_actor_and_its_mail_is_answered_dead(loop_pair):
     import pykka
-    d, failures, loop = _loop_pair()
-    try:
-        a = d.ref("a")
-        d.tell("a", "boom")
-        failed = failures.get(timeout=5)
-        assert isinstance(failed, ChildFailed) and failed.name == "a" and "boom" in failed.error
-        assert wait_until(lambda: not a.is_alive()) and d.ref("a") is None
-        with pytest.raises(pykka.ActorDeadError):
-            a.ask(Query(lambda h: h.got), timeout=5)
-        d.tell("b", "still here")  # the sibling on the same loop keeps working
-        assert wait_until(lambda: ("still here", loop.thread.ident) in d.ref("b").ask(Query(lambda h: h.got)))
-        # an ask queued before a stop is answered ActorDeadError, the stop itself with None
-        b = d.ref("b")
-        stopped = b.ask(pykka.messages._ActorStop(), block=False)
-        late = b.ask(Query(lambda h: h.got), block=False)
-        assert stopped.get(timeout=5) is None
-        with pytest.raises(pykka.ActorDeadError):
-            late.get(timeout=5)
-    finally:
-        loop.close()
+    d, failures, loop = loop_pair
+    a = d.ref("a")
+    d.tell("a", "boom")
+    failed = failures.get(timeout=5)
+    assert isinstance(failed, ChildFailed) and failed.name == "a" and "boom" in failed.error
+    assert wait_until(lambda: not a.is_alive()) and d.ref("a") is None
+    with pytest.raises(pykka.ActorDeadError):
+        a.ask(Query(lambda h: h.got), timeout=5)
+    d.tell("b", "still here")  # the sibling on the same loop keeps working
+    assert wait_until(lambda: ("still here", loop.thread.ident) in d.ref("b").ask(Query(lambda h: h.got)))
+    # an ask queued before a stop is answered ActorDeadError, the stop itself with None
+    b = d.ref("b")
+    stopped = b.ask(pykka.messages._ActorStop(), block=False)
+    late = b.ask(Query(lambda h: h.got), block=False)
+    assert stopped.get(timeout=5) is None
+    with pytest.raises(pykka.ActorDeadError):
+        late.get(timeout=5)
 
 
 def test_loop_hosted_start_failure_is_reported_and_the_loop_goes_on():
@@ -452,7 +448,6 @@ def test_paper_system_hosts_the_decision_path_on_one_loop(store, tmp_path):
     """Bars, strategies, risk, router and broker share the system's ActorLoop; the replay feed
     (it sleeps to pace itself), the reconciler (REST calls) and the watchdog keep their threads."""
     from actors.runner import PaperSystem
-    from actors.supervision import Supervisor as Sup
     cfg = load_config(None, "combine-50k", {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path),
                                                          "start": "2026-04-08", "end": "2026-04-08"}})
     system = PaperSystem(cfg, store, alerter=lambda alert: None)
@@ -461,7 +456,7 @@ def test_paper_system_hosts_the_decision_path_on_one_loop(store, tmp_path):
 
         def walk(sup):
             for c in sup.children:
-                if isinstance(c, Sup):
+                if isinstance(c, Supervisor):
                     walk(c)
                 else:
                     specs[c.name] = c.kwargs.get("loop")
