@@ -20,7 +20,7 @@ import queue
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -211,13 +211,20 @@ class ActorLoop:
     replay feed paces itself by sleeping, the reconciler makes REST calls) and the one that must
     notice a stalled loop (the watchdog) keep threads of their own.
 
+    Two lanes: the messages of actors started ``urgent`` (the live broker) run before any other
+    message waiting on the loop, each lane in FIFO order, so an order the router passed on leaves
+    for the venue before the loop goes on with the rest of a burst (docs/architecture.md, "The
+    broker first"). Each actor's own messages stay in order (an actor has one lane).
+
     Args:
         name: the thread is named ``actor-loop-<name>``.
     """
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._queue: "queue.SimpleQueue[tuple[LoopHostedActor | None, Any]]" = queue.SimpleQueue()
+        # (actor, item) per lane, urgent first; one token in _ready per item appended
+        self._lanes: tuple[deque, deque] = (deque(), deque())
+        self._ready: "queue.SimpleQueue[None]" = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"actor-loop-{name}", daemon=True)
         self._thread.start()
 
@@ -227,19 +234,24 @@ class ActorLoop:
         return self._thread
 
     def post(self, actor: "LoopHostedActor", item: Any) -> None:
-        """Queue ``item`` (a pykka envelope, or the start marker) for ``actor``. Any thread."""
-        self._queue.put((actor, item))
+        """Queue ``item`` (a pykka envelope, or the start marker) for ``actor``, in its lane. Any
+        thread."""
+        self._lanes[0 if actor.urgent else 1].append((actor, item))
+        self._ready.put(None)
 
     def close(self, timeout: float = 5.0) -> None:
         """Run what is queued, then end the thread (waits up to ``timeout`` s; not from the loop's
         own thread). Stop the hosted actors first: a message posted after this is never run."""
-        self._queue.put((None, None))
+        self._lanes[1].append((None, None))
+        self._ready.put(None)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        urgent, normal = self._lanes
         while True:
-            actor, item = self._queue.get()
+            self._ready.get()  # every item is appended before its token: one is waiting now
+            actor, item = urgent.popleft() if urgent else normal.popleft()
             if actor is None:
                 return
             actor._step(item)  # noqa: SLF001 - the loop is the actor's runtime
@@ -291,11 +303,13 @@ class LoopHostedActor(HandlerActor):
 
     Args:
         loop: the :class:`ActorLoop` to run on; the rest as :class:`HandlerActor`.
+        urgent: this actor's messages run before the loop's other waiting messages (its lanes).
     """
 
     def __init__(self, name: str, make_handler: Callable[[], Any], directory: Directory, failures: Any,
-                 loop: ActorLoop, **kw: Any) -> None:
+                 loop: ActorLoop, urgent: bool = False, **kw: Any) -> None:
         self._loop = loop  # before pykka's __init__, which creates the inbox
+        self.urgent = urgent
         super().__init__(name, make_handler, directory, failures, **kw)
 
     def _create_actor_inbox(self) -> _LoopInbox:  # type: ignore[override]  # pykka calls it as self._create_actor_inbox()
@@ -347,11 +361,13 @@ def start_handler_actor(name: str, make_handler: Callable[[], Any], directory: D
     ``on_start`` on the actor's own thread, and a sibling started next must find this one
     registered. (It did not always: a reconciler could answer before risk was registered, the
     answer was a dead letter and risk stayed HALTED for the whole session.) With ``loop=`` an
-    :class:`ActorLoop`, the actor is a :class:`LoopHostedActor` on that loop. Returns the ref; an
-    actor whose start failed has already reported it to ``failures``."""
+    :class:`ActorLoop`, the actor is a :class:`LoopHostedActor` on that loop, in its urgent lane
+    with ``urgent=True``. Returns the ref; an actor whose start failed has already reported it to
+    ``failures``."""
     loop = kw.pop("loop", None)
+    urgent = kw.pop("urgent", False)
     if loop is not None:
-        ref = LoopHostedActor.start(name, make_handler, directory, failures, loop=loop, **kw)
+        ref = LoopHostedActor.start(name, make_handler, directory, failures, loop=loop, urgent=urgent, **kw)
     else:
         ref = HandlerActor.start(name, make_handler, directory, failures, **kw)
     try:

@@ -546,6 +546,7 @@ class LiveSystem(PaperSystem):
     mode = "live"
     venue_matches_ticks = False  # the gateway matches on its own: no ticks to the broker actor
     feed_on_loop = True  # hub callbacks post to the live feed, which never blocks: it shares the loop
+    broker_first = True  # orders and cancels sent before the loop's other waiting messages (no ticks here)
 
     def __init__(self, cfg: Any, store: Any, alerter: Any, metrics: Any | None, client: ProjectXClient,
                  account: GatewayAccount, contracts: dict[str, str]) -> None:

@@ -220,6 +220,11 @@ class PaperSystem:
     feed_on_loop = False
     """The replay feed paces itself by sleeping in its handler, so it keeps a thread of its own
     instead of sharing the decision path's :class:`actors.core.ActorLoop`."""
+    broker_first = False
+    """The broker in the loop's urgent lane (:class:`actors.core.ActorLoop`): an order the router
+    passed on is sent before the loop goes on with the rest of a burst. Off in paper mode: the
+    paper broker also matches every tick, and ticks must not overtake the intents ahead of them,
+    which would change the simulated fills."""
 
     def __init__(self, cfg: Any, store: Any, alerter: Any, metrics: Any | None = None,
                  speed: float | None = None) -> None:
@@ -290,8 +295,9 @@ class PaperSystem:
                             lambda: dict(self.tree.restarts), lambda: not self.done.is_set(),
                             cfg.runtime.stale_data_s)
 
-        infra = Supervisor("infra", "one_for_one", 5, 60, [ActorSpec(BROKER, factories[BROKER], {"loop": loop}),
-                                                            ActorSpec(WATCHDOG, make_watchdog)])
+        infra = Supervisor("infra", "one_for_one", 5, 60, [
+            ActorSpec(BROKER, factories[BROKER], {"loop": loop, "urgent": self.broker_first}),
+            ActorSpec(WATCHDOG, make_watchdog)])
         execution = Supervisor("execution", "one_for_all", 3, 60, [
             spec(RISK), spec(ROUTER),
             ActorSpec(RECONCILER, factories[RECONCILER],

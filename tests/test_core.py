@@ -385,6 +385,49 @@ def test_loop_hosted_inbox_depth_counts_what_waits_behind_a_busy_loop(loop_pair)
         release.set()  # never leave the loop held: the fixture's stops run on it
 
 
+def test_urgent_actors_on_a_loop_run_before_what_waits_each_mailbox_still_in_order():
+    """The live broker is urgent (actors.runner ``broker_first``): what it is
+    sent runs before the other actors' waiting messages; every actor's own messages stay in order."""
+    order: list = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def handle(self, msg):
+            order.append((self.name, msg))
+            return []
+
+    d, failures, loop = Directory(), queue.Queue(), ActorLoop("test")
+    start_handler_actor("strategy", lambda: Recorder("strategy"), d, failures, loop=loop)
+    start_handler_actor("broker", lambda: Recorder("broker"), d, failures, loop=loop, urgent=True)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(_handler):
+        holding.set()
+        return release.wait(5)
+
+    try:
+        busy = d.ref("strategy").ask(Query(hold), block=False)
+        assert holding.wait(5)  # the loop is busy: everything below waits
+        for msg in ("s1", "s2"):
+            d.tell("strategy", msg)
+        d.tell("broker", "b1")
+        d.tell("strategy", "s3")
+        d.tell("broker", "b2")
+        release.set()
+        assert busy.get(timeout=5) is True
+        assert wait_until(lambda: len(order) == 5)
+        assert order == [("broker", "b1"), ("broker", "b2"), ("strategy", "s1"), ("strategy", "s2"),
+                         ("strategy", "s3")]
+        assert failures.empty()
+    finally:
+        release.set()
+        for name in ("strategy", "broker"):
+            d.ref(name).stop()
+        loop.close()
+
+
 def test_loop_hosted_crash_stops_only_that_actor_and_its_mail_is_answered_dead(loop_pair):
     import pykka
     d, failures, loop = loop_pair
@@ -459,11 +502,13 @@ def test_paper_system_hosts_the_decision_path_on_one_loop(store, tmp_path):
                 if isinstance(c, Supervisor):
                     walk(c)
                 else:
-                    specs[c.name] = c.kwargs.get("loop")
+                    specs[c.name] = (c.kwargs.get("loop"), c.kwargs.get("urgent", False))
         walk(system.tree.root)
-        on_loop = {name for name, loop in specs.items() if loop is system.actor_loop}
+        on_loop = {name for name, (loop, _urgent) in specs.items() if loop is system.actor_loop}
         assert on_loop == {"bars-MES", "bars-MNQ", "grid-MES", "hedge", "risk", "router", "broker"}
-        assert {name for name, loop in specs.items() if loop is None} == {"feed", "reconciler", "watchdog"}
+        assert {name for name, (loop, _urgent) in specs.items() if loop is None} == {"feed", "reconciler", "watchdog"}
+        # paper: no urgent lane (the paper broker matches every tick; ticks must not overtake intents)
+        assert not any(urgent for _loop, urgent in specs.values())
     finally:
         system.actor_loop.close()
 
