@@ -214,7 +214,8 @@ class ActorLoop:
     Two lanes: the messages of actors started ``urgent`` (the live broker) run before any other
     message waiting on the loop, each lane in FIFO order, so an order the router passed on leaves
     for the venue before the loop goes on with the rest of a burst (docs/architecture.md, "The
-    broker first"). Each actor's own messages stay in order (an actor has one lane).
+    broker first, and risk's mirror off the decision path"). Each actor's own messages stay in
+    order (an actor has one lane).
 
     Args:
         name: the thread is named ``actor-loop-<name>``.

@@ -263,7 +263,7 @@ class PaperSystem:
 
     def _factories(self) -> dict[str, Any]:
         return build_factories(self.cfg, self.ids, self.venue, self.store, self.trade_log, self.start_ns,
-                               reconcile_on_start=True, write_ahead=self.write_ahead)
+                               reconcile_on_start=True, write_ahead=self.write_ahead, writer=self.writer)
 
     def _make_feed(self) -> ReplayFeed:
         after_key = self.venue.last_key

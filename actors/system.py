@@ -90,9 +90,12 @@ def topics(cfg: Any, venue_matches_ticks: bool = True) -> dict[str, tuple[str, .
 
 def build_factories(cfg: Any, ids: IdGenerator, venue: PaperVenue, store: Any | None, trade_log: Any,
                     start_ns: int, reconcile_on_start: bool,
-                    write_ahead: WriteAhead | None = None) -> dict[str, Callable[[], Any]]:
+                    write_ahead: WriteAhead | None = None,
+                    writer: WriteBehind | None = None) -> dict[str, Callable[[], Any]]:
     """Handler factories by actor name. Each factory restores mirrored state when ``store`` has it.
-    ``write_ahead`` (with ``store``) takes the router's order writes off its thread."""
+    ``write_ahead`` (with ``store``) takes the router's order writes off its thread. ``writer``: the
+    :class:`WriteBehind` that :func:`persist_hook` hands risk's mirror to; a (re)started risk actor
+    waits for it before it restores, so it never restores a mirror older than its predecessor."""
     cal = SessionCalendar(cfg.profile.flat_margin_s)
     p, hsym = cfg.grid.instrument, cfg.hedge.instrument
     limits = cfg.profile.limits()
@@ -100,6 +103,9 @@ def build_factories(cfg: Any, ids: IdGenerator, venue: PaperVenue, store: Any | 
     def make_risk() -> RiskManager:
         r = RiskManager(limits, ids, cal, start_ns, halted_until_reconciled=reconcile_on_start)
         if store is not None:
+            if writer is not None and not writer.flush():
+                logger.warning("risk: the Redis writer did not finish within 5 s; restoring the mirror as it is "
+                               "(the reconciler replays any fill it lacks)")
             saved = store.load_strategy(RISK)
             if saved:
                 r.restore(saved)
@@ -181,11 +187,11 @@ class WriteBehind:
     encode and one write, after the burst, instead of one per message inside the tick-to-decision
     path. Order writes and the fill journal are NOT deferred: the router writes them synchronously
     before acting. A strategy snapshot may lag its actor by up to ``linger_s`` plus one write at a
-    crash; the risk mirror never does (it is written synchronously, see :func:`persist_hook`), and
-    reconciliation works from it.
+    crash; risk's mirror, queued with no linger (:func:`persist_hook`), by the write in progress.
+    Writes run one at a time in this one thread, so a key is never overwritten by an older value.
 
     Args:
-        linger_s: delay between the first ``put`` of a key and its write, seconds (0 = at once).
+        linger_s: default delay between the first ``put`` of a key and its write, seconds (0 = at once).
     """
 
     def __init__(self, linger_s: float = 0.05) -> None:
@@ -198,13 +204,14 @@ class WriteBehind:
         self._thread = threading.Thread(target=self._run, name="redis-write-behind", daemon=True)
         self._thread.start()
 
-    def put(self, key: str, write: Callable[[], None]) -> None:
+    def put(self, key: str, write: Callable[[], None], linger_s: float | None = None) -> None:
         """Queue ``write`` for ``key``, replacing a pending write of the same key (which keeps its
-        due time, so a key written on every message is still written every ``linger_s``)."""
+        due time, so a key written on every message is still written every ``linger_s``).
+        ``linger_s``: this key's delay, seconds (default: the writer's)."""
         with self._cv:
             self._pending[key] = write
             if key not in self._due:
-                self._due[key] = time.monotonic() + self.linger_s
+                self._due[key] = time.monotonic() + (self.linger_s if linger_s is None else linger_s)
                 self._cv.notify()
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -267,8 +274,14 @@ def persist_hook(store: Any | None, writer: WriteBehind | None = None) -> Callab
     they change no strategy state). What a lagging snapshot misses of fills and cancels, the
     reconciler sends the restarted strategy again.
     Snapshots carry a sequence number: an older one never overwrites a newer one. Risk's mirror (its
-    snapshot, counters and positions) is written at once, in one MULTI/EXEC: recovery compares the
-    venue with it, so it must never lag the actor nor be seen half-written. A message that changed
+    snapshot, counters and positions) is one MULTI/EXEC, so it is never seen half-written. With
+    ``writer`` it is queued there with no linger: written as soon as the writer's thread runs, off
+    the decision path, and a burst of fills writes only the newest mirror (measured:
+    docs/architecture.md, "Risk's mirror off the decision path"). It may so lag the actor by the
+    write in progress; what that costs is covered: the router journals every fill before risk sees
+    it, the reconciler sends risk a journalled fill its mirror lacks (and counts it in the expected
+    position), and a restarted risk actor waits for the writer before it restores
+    (:func:`build_factories`). Without ``writer`` it is written at once. A message that changed
     nothing risk mirrors but its clock (an order accepted, a quiet minute) writes nothing; the
     restored clock is taken from the venue anyway. A restarted risk actor (a new handler) always
     writes its first snapshot.
@@ -304,7 +317,10 @@ def persist_hook(store: Any | None, writer: WriteBehind | None = None) -> Callab
             snap = handler.snapshot()
             risk = {**handler.ledger.to_dict(), "state": handler.state.value, "holds": ";".join(handler.holds)}
             positions = {k: p.to_dict() for k, p in handler.portfolio.positions.items()}
-            store.save_risk_mirror(name, store.encode(snap), risk, positions)
+            if writer is None:
+                store.save_risk_mirror(name, store.encode(snap), risk, positions)
+            else:  # fresh containers of immutable values: encoded on the writer's thread
+                writer.put(name, lambda: store.save_risk_mirror(name, store.encode(snap), risk, positions), linger_s=0.0)
             return
         if kind in ACK_EVENTS and not out:
             return  # a strategy's state does not change on an acknowledgement (its slot exists already)
