@@ -277,11 +277,11 @@ def persist_hook(store: Any | None, writer: WriteBehind | None = None) -> Callab
     snapshot, counters and positions) is one MULTI/EXEC, so it is never seen half-written. With
     ``writer`` it is queued there with no linger: written as soon as the writer's thread runs, off
     the decision path, and a burst of fills writes only the newest mirror (measured:
-    docs/architecture.md, "Risk's mirror off the decision path"). It may so lag the actor by the
-    write in progress; what that costs is covered: the router journals every fill before risk sees
-    it, the reconciler sends risk a journalled fill its mirror lacks (and counts it in the expected
-    position), and a restarted risk actor waits for the writer before it restores
-    (:func:`build_factories`). Without ``writer`` it is written at once. A message that changed
+    docs/architecture.md, "The broker first, and risk's mirror off the decision path"). It may so
+    lag the actor by the write in progress; what that costs is covered: the router journals every
+    fill before risk sees it, the reconciler sends risk a journalled fill its mirror lacks (and
+    counts it in the expected position), and a restarted risk actor waits for the writer before it
+    restores (:func:`build_factories`). Without ``writer`` it is written at once. A message that changed
     nothing risk mirrors but its clock (an order accepted, a quiet minute) writes nothing; the
     restored clock is taken from the venue anyway. A restarted risk actor (a new handler) always
     writes its first snapshot.
