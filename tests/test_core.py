@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from decimal import Decimal
@@ -361,28 +362,35 @@ def test_loop_hosted_actors_run_on_the_loop_thread_each_mailbox_in_order(loop_pa
     assert failures.empty() and not d.dead_letters
 
 
-def test_loop_hosted_inbox_depth_counts_what_waits_behind_a_busy_loop(loop_pair):
-    """The watchdog's inbox depth (and the replay feed's backpressure) read ``qsize`` of each
-    actor's mailbox: on a shared loop it is that actor's messages not yet taken."""
-    d, failures, loop = loop_pair
+@contextlib.contextmanager
+def loop_held_by(ref):
+    """Keep the loop that hosts ``ref`` busy (with an ``ask`` to it) for the ``with`` body, so that
+    what is sent meanwhile waits; then let it go and check that the ``ask`` ended."""
     holding, release = threading.Event(), threading.Event()
 
     def hold(_handler):
         holding.set()
         return release.wait(5)
 
+    busy = ref.ask(Query(hold), block=False)
     try:
-        busy = d.ref("a").ask(Query(hold), block=False)
-        assert holding.wait(5)  # the loop is busy with a's ask
+        assert holding.wait(5)
+        yield
+    finally:
+        release.set()  # never leave the loop held: the actors' stops run on it
+    assert busy.get(timeout=5) is True
+
+
+def test_loop_hosted_inbox_depth_counts_what_waits_behind_a_busy_loop(loop_pair):
+    """The watchdog's inbox depth (and the replay feed's backpressure) read ``qsize`` of each
+    actor's mailbox: on a shared loop it is that actor's messages not yet taken."""
+    d, failures, loop = loop_pair
+    with loop_held_by(d.ref("a")):
         for i in range(3):
             d.tell("b", i)
         assert d.inbox_depths() == {"a": 0, "b": 3}
-        release.set()
-        assert busy.get(timeout=5) is True
-        assert wait_until(lambda: d.inbox_depths() == {"a": 0, "b": 0})
-        assert [m for m, _ in d.ref("b").ask(Query(lambda h: h.got))] == [0, 1, 2]
-    finally:
-        release.set()  # never leave the loop held: the fixture's stops run on it
+    assert wait_until(lambda: d.inbox_depths() == {"a": 0, "b": 0})
+    assert [m for m, _ in d.ref("b").ask(Query(lambda h: h.got))] == [0, 1, 2]
 
 
 def test_urgent_actors_on_a_loop_run_before_what_waits_each_mailbox_still_in_order():
@@ -401,28 +409,18 @@ def test_urgent_actors_on_a_loop_run_before_what_waits_each_mailbox_still_in_ord
     d, failures, loop = Directory(), queue.Queue(), ActorLoop("test")
     start_handler_actor("strategy", lambda: Recorder("strategy"), d, failures, loop=loop)
     start_handler_actor("broker", lambda: Recorder("broker"), d, failures, loop=loop, urgent=True)
-    holding, release = threading.Event(), threading.Event()
-
-    def hold(_handler):
-        holding.set()
-        return release.wait(5)
-
     try:
-        busy = d.ref("strategy").ask(Query(hold), block=False)
-        assert holding.wait(5)  # the loop is busy: everything below waits
-        for msg in ("s1", "s2"):
-            d.tell("strategy", msg)
-        d.tell("broker", "b1")
-        d.tell("strategy", "s3")
-        d.tell("broker", "b2")
-        release.set()
-        assert busy.get(timeout=5) is True
+        with loop_held_by(d.ref("strategy")):  # everything below waits
+            for msg in ("s1", "s2"):
+                d.tell("strategy", msg)
+            d.tell("broker", "b1")
+            d.tell("strategy", "s3")
+            d.tell("broker", "b2")
         assert wait_until(lambda: len(order) == 5)
         assert order == [("broker", "b1"), ("broker", "b2"), ("strategy", "s1"), ("strategy", "s2"),
                          ("strategy", "s3")]
         assert failures.empty()
     finally:
-        release.set()
         for name in ("strategy", "broker"):
             d.ref(name).stop()
         loop.close()
