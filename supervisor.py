@@ -10,7 +10,10 @@ paper:    the actor system under the supervision tree, replaying the bundled rea
           instead, fills still simulated, until SIGINT/SIGTERM (namespace ``tsx:paper-live``).
 backtest: the same handlers on one thread with the simulated clock, as fast as possible; two runs
           on the same input write byte-identical trade logs.
-live:     the paper tree over the ProjectX Gateway (TopstepX, or the local sandbox with
+
+Every mode is one row of ``actors.tree.MODES`` run by ``actors.node.run``; the strategies are the
+``strategies:`` list of the config (default: the MES grid and its MNQ hedge).
+live:     the same tree over the ProjectX Gateway (TopstepX, or the local sandbox with
           ``--base-url``): credentials only from ``PROJECTX_USERNAME`` / ``PROJECTX_API_KEY``,
           ``--account`` required, starts UNARMED (no order reaches the gateway) unless ``--arm``;
           arm/disarm at run time with ``redis-cli SET {ns}:ops:armed 1|0``. A funded account
@@ -37,7 +40,7 @@ from loguru import logger  # noqa: E402
 
 from config.settings import AppConfig, ConfigError, list_profiles, load_config  # noqa: E402
 
-EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_ESCALATED = 0, 1, 2, 3
+EXIT_OK, EXIT_CONFIG = 0, 2
 CREDENTIAL_ENV = ("PROJECTX_USERNAME", "PROJECTX_API_KEY")
 
 
@@ -81,10 +84,10 @@ def build_config(args: argparse.Namespace) -> AppConfig:
             runtime[key] = val
     if args.run_dir is not None:
         runtime["log_dir"] = args.run_dir / "logs"
-    if args.mode == "live" and args.namespace is None:
-        runtime["namespace"] = "tsx:live"
-    if paper_on_live_data(args) and args.namespace is None:
-        runtime["namespace"] = "tsx:paper-live"
+    mode = "paper-live" if paper_on_live_data(args) else args.mode
+    if args.namespace is None and mode in ("live", "paper-live"):  # never mixed with a replay's state
+        from actors.tree import MODES
+        runtime["namespace"] = MODES[mode].namespace
     px: dict = {key: val for key, val in (("base_url", args.base_url), ("rtc_url", args.rtc_url),
                                           ("account", args.account)) if val is not None}
     if args.arm:
@@ -116,30 +119,16 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_CONFIG
     from infra.logs import setup_logging
     setup_logging(cfg.runtime.log_dir)
-    from actors.runner import run_backtest, run_paper
+    from actors.node import run
+    from infra.projectx.session import LiveStartupError
+    mode = "paper-live" if paper_on_live_data(args) else args.mode
+    credentials = tuple(os.environ[n] for n in CREDENTIAL_ENV) if mode in ("live", "paper-live") else None
     try:
-        if args.mode == "live":
-            from actors.live import LiveStartupError, run_live
-            try:
-                return run_live(cfg, os.environ["PROJECTX_USERNAME"], os.environ["PROJECTX_API_KEY"])
-            except LiveStartupError as exc:
-                logger.error("live mode cannot start: {}", exc)
-                print(f"error: {exc}", file=sys.stderr)
-                return exc.code
-        if paper_on_live_data(args):
-            from actors.live import LiveStartupError
-            from actors.paper_live import run_paper_live
-            try:
-                return run_paper_live(cfg, os.environ["PROJECTX_USERNAME"], os.environ["PROJECTX_API_KEY"])
-            except LiveStartupError as exc:
-                logger.error("paper mode on live data cannot start: {}", exc)
-                print(f"error: {exc}", file=sys.stderr)
-                return exc.code
-        if args.mode == "backtest":
-            summary = run_backtest(cfg, trades_csv=args.trades_csv)
-            print(summary.render())
-            return EXIT_OK
-        return run_paper(cfg, fresh=args.fresh)
+        return run(cfg, mode, fresh=args.fresh, credentials=credentials, trades_csv=args.trades_csv)
+    except LiveStartupError as exc:
+        logger.error("{} mode cannot start: {}", mode, exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
     except (FileNotFoundError, ValueError) as exc:
         logger.error("cannot run: {}", exc)
         print(f"error: {exc}", file=sys.stderr)

@@ -36,11 +36,22 @@ STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 
 @dataclass
 class ActorSpec:
-    """How to (re)start one hosted actor. ``kwargs`` go to :class:`actors.core.HandlerActor`."""
+    """How to (re)start one hosted actor (an OTP child spec).
+
+    Attributes:
+        name: actor name.
+        make_handler: builds the handler on every (re)start.
+        kwargs: go to :class:`actors.core.HandlerActor` (``after``, ``on_started``, ``loop``, ``urgent``).
+        restart: ``permanent`` (restarted whenever its supervisor restarts it) or ``temporary``
+            (never restarted: a failure only removes it).
+        shutdown_s: how long a stop waits for the actor, seconds.
+    """
 
     name: str
     make_handler: Callable[[], Any]
     kwargs: dict[str, Any] = field(default_factory=dict)
+    restart: str = "permanent"
+    shutdown_s: float = 5.0
 
 
 class Supervisor:
@@ -98,7 +109,7 @@ class Supervisor:
         ref = self.tree.directory.ref(c.name)
         if ref is not None:
             try:
-                ref.stop(block=True, timeout=5)
+                ref.stop(block=True, timeout=c.shutdown_s)
             except (pykka.ActorDeadError, pykka.Timeout):
                 pass
             self.tree.directory.unregister(c.name, ref)
@@ -139,6 +150,8 @@ class Supervisor:
         for c in reversed(affected):
             self._stop_child(c)
         for c in affected:
+            if isinstance(c, ActorSpec) and c.restart == "temporary":
+                continue
             self.tree.restarts[c.name] += 1
             self._start_child(c)
 

@@ -1,15 +1,15 @@
-"""Validated configuration: risk profile (one per Topstep account type), grid, hedge and runtime.
+"""Validated configuration: risk profile (one per Topstep account type), strategies, runtime, ProjectX.
 
 Layers, later wins (:func:`load_config`):
 
 1. ``config/profiles/<profile>.yaml`` (the risk profile; default ``combine-50k``);
-2. an optional user YAML file with ``grid:``, ``hedge:``, ``runtime:`` sections and a ``profile:``
+2. an optional user YAML file with ``strategies:``, ``runtime:``, ``projectx:`` sections and a ``profile:``
    mapping of field overrides (example: ``config/default.yaml``);
 3. an ``overrides`` nested dict (CLI flags, tests).
 
 Everything is validated once at start (pydantic v2, unknown fields forbidden, models frozen); any
 problem raises :class:`ConfigError` whose message starts with the offending field path, e.g.
-``grid.atr_multiplier: Input should be greater than 0``. Money is ``Decimal``. See docs/risk.md.
+``strategies.0.params.atr_multiplier: Input should be greater than 0``. Money is ``Decimal``. See docs/risk.md.
 """
 
 from __future__ import annotations
@@ -115,69 +115,79 @@ class RiskProfile(BaseModel):
         )
 
 
-class GridParams(BaseModel):
-    """Volatility-adaptive grid (seed 000 section 6.1 defaults)."""
+STRATEGY_NAME = r"^[A-Za-z][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*$"
+RESERVED_NAMES = frozenset({"feed", "risk", "router", "broker", "reconciler", "watchdog", "emergency"})
+
+
+class StrategyEntry(BaseModel):
+    """One strategy to run: its own actor under the ``strategies`` supervisor, addressed by ``name``.
+
+    ``kind`` names a module of :mod:`domain.strategies` (its ``PLUGIN``); ``instruments`` are the
+    instruments it reads, in the order its kind defines (the grid: ``[MES]``; the hedge:
+    ``[primary, hedge]``); ``params`` is validated against the kind's params model, so a wrong
+    key or value is reported as ``strategies.<i>.params.<field>``.
+    """
 
     model_config = _STRICT
 
-    instrument: str = "MES"
-    levels_each_side: Annotated[int, Field(ge=1, le=20)] = 5
-    atr_period: PosInt = 14
-    atr_bar_s: PosInt = 900
-    atr_multiplier: PosFloat = 0.45
-    take_profit_atr: PosFloat = 0.5
-    """Take-profit distance per leg = take_profit_atr x ATR (points)."""
-    risk_per_lot: Money = Decimal(150)
-    """R, dollars of 1-ATR risk per base lot (seed 000 sizer_R_per_trade)."""
-    pyramid_alpha: Annotated[float, Field(ge=0)] = 0.2
-    max_lot: PosInt = 3
-    min_spacing_ticks: PosInt = 4
-    rebuild_shift_spacings: PosFloat = 1.0
-    surge_ratio: PosFloat = 1.5
-    """ATR above surge_ratio x its slow EMA = volatility surge."""
-    surge_lot_factor: Annotated[float, Field(gt=0, le=1)] = 0.5
-    surge_spacing_factor: PosFloat = 1.5
-    surge_ema_bars: PosInt = 20
-    recalc_interval_s: PosInt = 60
+    name: Annotated[str, Field(pattern=STRATEGY_NAME, max_length=24)]
+    """Actor name and strategy id, the prefix of its client order ids (``{name}-{incarnation}-{seq}``)."""
+    kind: str
+    instruments: Annotated[tuple[str, ...], Field(min_length=1)]
+    enabled: bool = True
+    params: Any = Field(default_factory=dict)
 
-    @field_validator("instrument")
+    @field_validator("name")
     @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in INSTRUMENTS:
-            raise ValueError(f"unknown instrument {v!r}; known: {', '.join(sorted(INSTRUMENTS))}")
+    def _not_reserved(cls, v: str) -> str:
+        if v in RESERVED_NAMES or v.startswith("bars-"):
+            raise ValueError(f"{v!r} is reserved for a system actor")
         return v
 
-
-class HedgeParams(BaseModel):
-    """Cross-asset hedge (seed 000 sections 6.4, 7)."""
-
-    model_config = _STRICT
-
-    enabled: bool = True
-    instrument: str = "MNQ"
-    activation_spacings: PosFloat = 1.5
-    min_ratio: PosFloat = 0.5
-    max_ratio: PosFloat = 1.25
-    window: Annotated[int, Field(ge=2)] = 100
-    bar_s: PosInt = 60
-    low_corr: Annotated[float, Field(ge=-1, le=1)] = 0.6
-    low_corr_minutes: PosFloat = 15.0
-    low_corr_factor: Annotated[float, Field(gt=0, le=1)] = 0.5
-    rebalance_band: Annotated[int, Field(ge=0, le=10)] = 1
-    min_hold_s: Annotated[int, Field(ge=0, le=14400)] = 600
-
-    @field_validator("instrument")
+    @field_validator("instruments")
     @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in INSTRUMENTS:
-            raise ValueError(f"unknown instrument {v!r}; known: {', '.join(sorted(INSTRUMENTS))}")
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for sym in v:
+            if sym not in INSTRUMENTS:
+                raise ValueError(f"unknown instrument {sym!r}; known: {', '.join(sorted(INSTRUMENTS))}")
         return v
 
     @model_validator(mode="after")
-    def _ratio_order(self) -> "HedgeParams":
-        if self.min_ratio > self.max_ratio:
-            raise ValueError(f"min_ratio: {self.min_ratio} is above max_ratio {self.max_ratio}")
+    def _plugin(self) -> "StrategyEntry":
+        from domain.strategies import load_plugin
+        plugin = load_plugin(self.kind)
+        lo, hi = plugin.instruments
+        if not lo <= len(self.instruments) <= hi:
+            want = str(lo) if lo == hi else f"{lo} to {hi}"
+            raise ValueError(f"instruments: kind {self.kind!r} takes {want} instrument(s), got {list(self.instruments)}")
+        if not isinstance(self.params, plugin.params):
+            if not isinstance(self.params, dict):
+                raise ValueError(f"params: must be a mapping, got {type(self.params).__name__}")
+            try:
+                params = plugin.params.model_validate(self.params)
+            except ValidationError as e:
+                err = e.errors(include_url=False)[0]
+                loc = ".".join(str(x) for x in err["loc"])
+                msg = err["msg"].removeprefix("Value error, ")
+                m = _FIELD_MSG.match(msg)
+                if err["type"] == "value_error" and m:
+                    loc, msg = (f"{loc}.{m.group(1)}" if loc else m.group(1)), m.group(2)
+                elif "input" in err and not isinstance(err["input"], dict):
+                    msg += f" (got {err['input']!r})"
+                raise ValueError(f"params.{loc}: {msg}" if loc else f"params: {msg}") from None
+            object.__setattr__(self, "params", params)
         return self
+
+    def plugin(self) -> Any:
+        """The :class:`domain.strategies.base.StrategyPlugin` of :attr:`kind`."""
+        from domain.strategies import load_plugin
+        return load_plugin(self.kind)
+
+
+def _default_strategies() -> tuple[StrategyEntry, ...]:
+    """The grid on MES and its MNQ hedge (seeds 000 and 001)."""
+    return (StrategyEntry(name="grid-MES", kind="grid", instruments=("MES",)),
+            StrategyEntry(name="hedge", kind="hedge", instruments=("MES", "MNQ")))
 
 
 class RuntimeParams(BaseModel):
@@ -261,21 +271,37 @@ class AppConfig(BaseModel):
     model_config = _STRICT
 
     profile: RiskProfile
-    grid: GridParams = Field(default_factory=GridParams)
-    hedge: HedgeParams = Field(default_factory=HedgeParams)
+    strategies: tuple[StrategyEntry, ...] = Field(default_factory=_default_strategies)
     runtime: RuntimeParams = Field(default_factory=RuntimeParams)
     projectx: ProjectXParams = Field(default_factory=ProjectXParams)
 
     @model_validator(mode="after")
     def _cross(self) -> "AppConfig":
-        if self.hedge.enabled and self.hedge.instrument == self.grid.instrument:
-            raise ValueError(f"hedge.instrument: {self.hedge.instrument} must differ from grid.instrument "
-                             f"{self.grid.instrument} (or set hedge.enabled: false)")
-        ptr = self.profile.per_trade_risk
-        if ptr is not None and self.grid.risk_per_lot > ptr:
-            raise ValueError(f"grid.risk_per_lot: {self.grid.risk_per_lot} exceeds profile.per_trade_risk {ptr} "
-                             "(a base lot would be denied by the per-trade risk check)")
+        names = [s.name for s in self.strategies]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"strategies: duplicate name(s) {', '.join(dup)}")
+        if not self.enabled_strategies():
+            raise ValueError("strategies: no strategy enabled")
+        limits = self.profile.limits()
+        for i, s in enumerate(self.strategies):
+            check = s.plugin().check
+            if check is not None:
+                try:
+                    check(s.params, s.instruments, limits)
+                except ValueError as e:
+                    field = str(e).split(":", 1)[0]
+                    where = "params." if field in type(s.params).model_fields else ""
+                    raise ValueError(f"strategies.{i}.{where}{e}") from None
         return self
+
+    def enabled_strategies(self) -> tuple[StrategyEntry, ...]:
+        """The strategies that run, in config order (the order of their actors and subscriptions)."""
+        return tuple(s for s in self.strategies if s.enabled)
+
+    def instruments(self) -> tuple[str, ...]:
+        """Every instrument an enabled strategy reads, in order of first mention."""
+        return tuple(dict.fromkeys(sym for s in self.enabled_strategies() for sym in s.instruments))
 
     def canonical_json(self) -> str:
         """Sorted-key compact JSON; Decimals normalised (150 == 150.00), paths as strings."""
@@ -375,8 +401,8 @@ def load_config(path: Path | None = None, profile: str = DEFAULT_PROFILE,
     """Load and validate the configuration (see the module docstring for the layers).
 
     Args:
-        path: optional user YAML file (top-level keys ``profile``, ``grid``, ``hedge``, ``runtime``,
-            ``projectx``).
+        path: optional user YAML file (top-level keys ``profile``, ``strategies``, ``runtime``,
+            ``projectx``); a ``strategies`` list replaces the default one whole.
         profile: profile name, one of :func:`list_profiles`.
         overrides: nested dict applied last, same shape as the user file.
     Raises:
@@ -403,7 +429,11 @@ def load_config(path: Path | None = None, profile: str = DEFAULT_PROFILE,
     for layer, origin in layers:
         origins.append(origin)
         layer = dict(layer)
-        for section in ("grid", "hedge", "runtime", "projectx"):
+        for section in ("grid", "hedge"):
+            if section in layer:
+                raise ConfigError(f"{section}: not a section; the {section} is an entry of `strategies:` "
+                                  f"(kind: {section}), see config/default.yaml [config: {origin}]", field=section)
+        for section in ("runtime", "projectx"):
             if section in layer and layer[section] is None:
                 layer[section] = {}
         if "profile" in layer:

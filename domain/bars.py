@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
+from domain.handler import Out, RejectedMessage, bars_topic
 from domain.instruments import get_instrument
-from domain.messages import Bar, QuoteTick, TradeTick
+from domain.messages import Bar, ClockTick, QuoteTick, TradeTick, WarmupBars
 
 NS_PER_S = 1_000_000_000
 
@@ -184,3 +185,34 @@ def aggregate_bars(ticks: Iterable[TradeTick], period_s: int) -> list[Bar]:
     if agg is not None:
         out.extend(agg.flush())
     return out
+
+
+def warmup_messages(ticks_by_instrument: dict[str, list[TradeTick]], periods: tuple[int, ...],
+                    dests: Callable[[str], list[str]], ts_ns: int) -> Out:
+    """WarmupBars per instrument and period from historical ticks, built with the same aggregator as live bars."""
+    out: Out = []
+    for sym, ticks in ticks_by_instrument.items():
+        for period in periods:
+            bars = tuple(aggregate_bars(ticks, period))
+            if bars:
+                for d in dests(sym):
+                    out.append((d, WarmupBars(sym, period, bars, ts_ns)))
+    return out
+
+
+class BarBuilderHandler:
+    """Ticks -> bars for one instrument; ticks are passed on to ``bars.<instrument>`` subscribers too."""
+
+    def __init__(self, instrument: str, periods_s: tuple[int, ...] = (60, 300, 900)) -> None:
+        self.instrument = instrument
+        self.agg = BarAggregator(instrument, periods_s)
+        self.topic = bars_topic(instrument)
+
+    def handle(self, msg: Any) -> Out:
+        if isinstance(msg, TradeTick):
+            out: Out = [(self.topic, b) for b in self.agg.on_trade(msg)]
+            out.append((self.topic, msg))
+            return out
+        if isinstance(msg, ClockTick):
+            return [(self.topic, b) for b in self.agg.on_time(msg.ts_ns)]
+        raise RejectedMessage(f"bar builder: unexpected message {type(msg).__name__}")

@@ -200,6 +200,19 @@ class OrderCancelled:
 
 
 @dataclass(frozen=True, slots=True)
+class OrderModified:
+    """The venue changed a working order's size or price (absolute, points); ``None`` = unchanged.
+    The order keeps its client order id and stays working."""
+
+    client_order_id: str
+    strategy_id: str
+    ts_ns: int
+    qty: int | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Fill:
     """An execution. ``leaves_qty`` is what remains working after it (0 = order filled).
 
@@ -332,6 +345,16 @@ class Pause:
 class Resume:
     """Undo a :class:`Pause` (risk returns to ACTIVE if no rule holds it)."""
 
+    reason: str
+    ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetArmed:
+    """Live trading armed (strategy orders may reach the venue) or disarmed (risk holds
+    ``unarmed``: strategy orders cancelled and denied; open positions are not flattened)."""
+
+    armed: bool
     reason: str
     ts_ns: int
 

@@ -17,7 +17,9 @@ Inputs and outputs (actor names from :mod:`domain.handler`):
 - ``Flatten`` / ``Shutdown``: cancel every working order, then close each position with a
   reduce-only market order once no other order of that instrument is working (so a take-profit
   cannot fill on top of the close and flip the position).
-- ``Pause`` / ``Resume`` (operator), ``ReconcileResult`` (the reconciler).
+- ``Pause`` / ``Resume`` (operator), ``ReconcileResult`` (the reconciler), ``SetArmed`` (live
+  arming: disarmed holds ``unarmed``, HALTED for strategies, and cancels their working orders;
+  risk's own closes of an existing position still go out).
 
 The trading state is the most severe of the *holds* in force (e.g. ``reconcile`` HALTED until the
 reconciler reports a match, ``day`` HALTED until the next trading day, ``session`` REDUCING until
@@ -36,7 +38,7 @@ from domain.handler import (EXPOSURE_TOPIC, RISK_STATE_TOPIC, ROUTER, WATCHDOG, 
                             RejectedMessage)
 from domain.messages import (AccountStatus, Alert, CancelOrder, ClockTick, ExposureUpdate, Fill, Flatten, OrderAccepted,
                              OrderCancelled, OrderDenied, OrderIntent, OrderRejected, OrderSubmitted, OrderType,
-                             Pause, ReconcileResult, Resume, RiskState, RiskStateChanged, Shutdown, Side,
+                             Pause, ReconcileResult, Resume, RiskState, RiskStateChanged, SetArmed, Shutdown, Side,
                              StrategyStatus, TradeTick)
 from domain.orders import OrderBook
 from domain.portfolio import Portfolio
@@ -44,6 +46,8 @@ from domain.risk_rules import (AccountLedger, Action, Breach, OrderCheck, RiskLi
                                is_reducing, mini_equivalents, net_atr_exposure, sub_session_of)
 
 _SEVERITY = {RiskState.ACTIVE: 0, RiskState.REDUCING: 1, RiskState.HALTED: 2}
+UNARMED_HOLD = "unarmed"
+"""The hold of a live account not armed by the operator (README, "Arming")."""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -63,7 +67,6 @@ class RiskManager:
         ids: client order id source for flatten orders (strategy id ``"risk"``).
         calendar: session rules.
         start_ns: event time at construction (first trading day).
-        owner: maps a strategy id to the actor name that receives its order events (identity by default).
         halted_until_reconciled: start HALTED with a ``reconcile`` hold (restart / live startup).
     """
 
@@ -86,8 +89,8 @@ class RiskManager:
         self.breaches: list[tuple[int, str, str]] = []  # (ts, rule, detail), for the session summary
         self.max_contracts_seen = Decimal(0)
         self.flat_violations: list[int] = []
-        self.cancel_requested: set[str] = set()
-        self.emit_account_status = True  # telemetry for the watchdog; the backtest has none  # strategy orders asked to cancel by the current flatten
+        self.cancel_requested: set[str] = set()  # strategy orders asked to cancel by the current flatten
+        self.emit_account_status = True  # telemetry for the watchdog; the backtest has none
         self.min_headroom: Decimal | None = None
         self.peak_equity = limits.starting_balance
         self.max_drawdown = Decimal(0)
@@ -154,6 +157,8 @@ class RiskManager:
             return out + self._set_hold("operator", RiskState.REDUCING, f"paused: {msg.reason}")
         if isinstance(msg, Resume):
             return out + self._set_hold("operator", None, f"resumed: {msg.reason}")
+        if isinstance(msg, SetArmed):
+            return out + self.set_armed(msg.armed, msg.reason)
         if isinstance(msg, ReconcileResult):
             if msg.ok:
                 return out + self._set_hold("reconcile", None, "reconciled")
@@ -163,6 +168,18 @@ class RiskManager:
             return out + held + [
                 (WATCHDOG, Alert("critical", "reconcile-mismatch", f"reconciliation failed: {msg.detail}", self.now_ns))]
         raise RejectedMessage(f"risk: unexpected message {type(msg).__name__}")
+
+    def set_armed(self, armed: bool, reason: str) -> Out:
+        """Release the ``unarmed`` hold, or set it (HALTED) and cancel every working strategy order.
+        Open positions are not flattened: disarming is not an exit."""
+        if armed:
+            return self._set_hold(UNARMED_HOLD, None, f"armed ({reason})")
+        out = self._set_hold(UNARMED_HOLD, RiskState.HALTED, f"unarmed ({reason})")
+        for o in self.book.working():
+            if o.intent.strategy_id != self.strategy_id:
+                out.append((ROUTER, CancelOrder(o.intent.client_order_id, o.intent.strategy_id, self.now_ns,
+                                                "disarmed")))
+        return out
 
     # ------------------------------------------------------------------ orders
     def _on_intent(self, intent: OrderIntent) -> Out:

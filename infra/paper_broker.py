@@ -32,21 +32,27 @@ P&L (dollars) is therefore always an exact multiple of the tick value. The repor
 price is open cost / open qty, exact whenever that quotient is a terminating decimal, otherwise
 rounded to 34 significant digits (fixed context, deterministic).
 
-Bad input never raises: a bad order is answered with :class:`OrderRejected`, a bad tick is ignored;
-both are counted in :attr:`PaperBroker.rejects`.
+Modify (:meth:`PaperBroker.modify`) follows the ProjectX gateway's ``Order/modify`` (docs/sandbox.md,
+"Modify"): a working order's size and/or price change in place (same client and venue order ids),
+the order loses its time priority, and it fills at once if now marketable (the arrival rules above).
+A refused modify leaves the order exactly as it was.
+
+Bad input never raises: a bad order is answered with :class:`OrderRejected`, a bad modify with no
+event, a bad tick is ignored; all are counted in :attr:`PaperBroker.rejects`.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 from dataclasses import dataclass
 from decimal import Context, Decimal, ROUND_HALF_EVEN
 from typing import Any
 
 from domain import codec
 from domain.instruments import INSTRUMENTS, InstrumentSpec
-from domain.messages import (BrokerSnapshot, Fill, OrderAccepted, OrderCancelled, OrderIntent, OrderRejected,
-                             OrderType, PositionSnapshot, QuoteTick, Side, TradeTick)
+from domain.messages import (BrokerSnapshot, Fill, OrderAccepted, OrderCancelled, OrderIntent, OrderModified,
+                             OrderRejected, OrderType, PositionSnapshot, QuoteTick, Side, TradeTick)
 
 SNAPSHOT_VERSION = 1
 _AVG_CTX = Context(prec=34, rounding=ROUND_HALF_EVEN)
@@ -80,7 +86,10 @@ class _Book:
 
 
 def _valid_price(p: Any, spec: InstrumentSpec) -> bool:
-    return isinstance(p, Decimal) and p.is_finite() and p > 0 and p % spec.tick_size == 0
+    try:
+        return isinstance(p, Decimal) and p.is_finite() and p > 0 and p % spec.tick_size == 0
+    except ArithmeticError:  # e.g. 1E+999: the quotient does not fit the decimal context
+        return False
 
 
 class PaperBroker:
@@ -110,7 +119,8 @@ class PaperBroker:
         self._books: dict[str, _Book] = {}
         self._fills: list[Fill] = []
         self.rejects: collections.Counter = collections.Counter()
-        """Rejected orders (``order:<reason>``) and ignored ticks (``trade:`` / ``quote:<reason>``)."""
+        """Rejected orders (``order:<reason>``), refused modifies (``modify:<reason>``) and ignored
+        ticks (``trade:`` / ``quote:<reason>``)."""
 
     # ------------------------------------------------------------------ orders
 
@@ -194,6 +204,63 @@ class PaperBroker:
         if w is None:
             return []
         return [OrderCancelled(client_order_id, w.intent.strategy_id, ts_ns, reason)]
+
+    def modify(self, client_order_id: str, ts_ns: int, *, qty: int | None = None,
+               limit_price: Decimal | None = None, stop_price: Decimal | None = None) -> list:
+        """Change a working order at event time ``ts_ns`` (epoch ns UTC), as the gateway's
+        ``Order/modify`` does (absolute values; ``None`` = unchanged; docs/sandbox.md "Modify",
+        docs/projectx.md "Error mapping").
+
+        Args:
+            qty: new total size in contracts, an int >= 1 (and above what is filled: always 0 here,
+                orders fill whole).
+            limit_price: new limit in points, on the tick grid; LIMIT orders only.
+            stop_price: new stop in points, on the tick grid; STOP orders only.
+
+        Returns ``[OrderModified]`` (the fields given), followed by a :class:`Fill` when the modified
+        order is marketable against the last trade price (arrival rules of the module docstring). The
+        order keeps its client and venue order ids and moves behind the other working orders (it
+        loses its time priority, as on the gateway).
+
+        Returns ``[]`` and leaves the order exactly as it was when the modify is refused: the id is
+        not working (unknown, filled, cancelled, rejected), nothing to change, a qty that is not an
+        int >= 1, a price for the wrong order type (a limit price on a stop order...), a price that
+        is not positive or off the tick grid. A refusal is never an :class:`OrderRejected` (that is terminal for the
+        order, which stays working); refusals of a working order are counted in
+        :attr:`rejects` as ``modify:<reason>``. Never raises.
+        """
+        w = self._working.get(client_order_id) if isinstance(client_order_id, str) else None
+        if w is None:
+            return []
+        reason = self._modify_refusal(w.intent, qty, limit_price, stop_price)
+        if reason is not None:
+            self.rejects[f"modify:{reason}"] += 1
+            return []
+        changes = {k: v for k, v in (("qty", qty), ("limit_price", limit_price), ("stop_price", stop_price))
+                   if v is not None}
+        w.intent = dataclasses.replace(w.intent, **changes)
+        del self._working[client_order_id]  # loses its time priority: matched after the others
+        self._working[client_order_id] = w
+        out: list = [OrderModified(client_order_id, w.intent.strategy_id, ts_ns, qty, limit_price, stop_price)]
+        last = self._last.get(w.intent.instrument)
+        if last is not None:
+            price = self._arrival_price(w.intent, last)
+            if price is not None:
+                out.append(self._fill(w, price, ts_ns))
+        return out
+
+    @staticmethod
+    def _modify_refusal(o: OrderIntent, qty: Any, limit_price: Any, stop_price: Any) -> str | None:
+        if qty is None and limit_price is None and stop_price is None:
+            return "nothing to change"
+        if qty is not None and (not isinstance(qty, int) or isinstance(qty, bool) or qty <= 0):
+            return "qty <= 0"
+        spec = INSTRUMENTS[o.instrument]
+        if limit_price is not None and (o.order_type is not OrderType.LIMIT or not _valid_price(limit_price, spec)):
+            return "limit price off-tick or not a limit order"
+        if stop_price is not None and (o.order_type is not OrderType.STOP or not _valid_price(stop_price, spec)):
+            return "stop price off-tick or not a stop order"
+        return None
 
     def cancel_all(self, ts_ns: int) -> list:
         """Cancel every working order (in arrival order). Returns the list of OrderCancelled."""

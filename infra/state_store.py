@@ -5,7 +5,8 @@ Every value is a string; prices and money are exact decimal strings (never float
 
 Key schema (read it with ``redis-cli``)::
 
-    {ns}:meta                    HASH    mode, config_hash, started_ns, incarnation
+    {ns}:meta                    HASH    mode, config_hash, started_ns, incarnation; live: armed,
+                                         account; escalation, escalated_ns; finished (replay done)
     {ns}:incarnation             STRING  counter, INCR once per process start (new_incarnation)
     {ns}:seq:orders              STRING  counter, INCR once per client order id (never reused)
     {ns}:order:{client_order_id} HASH    intent          codec.dumps(OrderIntent) (JSON)
@@ -32,11 +33,14 @@ Key schema (read it with ``redis-cli``)::
                                          order ids, in arrival order)
     {ns}:events                  STREAM  journal, fields type, ts_ns, json (codec.dumps);
                                          capped at ~200,000 entries (XADD MAXLEN ~)
-    {ns}:heartbeat:{actor}       STRING  last heartbeat ts_ns, expires after a TTL (30 s default)
+    {ns}:ops:armed               STRING  live: "1" armed / "0" disarmed; the operator sets it (README)
+    {ns}:heartbeat:node          STRING  last heartbeat ts_ns of the node's timer (every heartbeat_s),
+                                         expires after 5 x heartbeat_s (at least 5 s): gone = process
+                                         down or its timer stuck
 
 Useful commands: ``HGETALL tsx:paper:order:<id>``, ``SMEMBERS tsx:paper:orders:working``,
 ``HGETALL tsx:paper:positions``, ``XREVRANGE tsx:paper:events + - COUNT 20``,
-``KEYS tsx:paper:heartbeat:*``.
+``GET tsx:paper:heartbeat:node``.
 
 Durability: every write method returns only after Redis acknowledged it (the embedded server
 fsyncs its append-only file once a second, see :mod:`infra.embedded_redis`), and
@@ -181,6 +185,23 @@ class StateStore:
     def load_meta(self) -> dict[str, str]:
         """``{ns}:meta`` as a str -> str dict (empty if never written)."""
         return self.client.hgetall(self.key("meta"))
+
+    def update_meta(self, **fields: Any) -> None:
+        """Set fields of ``{ns}:meta`` (``armed``, ``account``, ``escalation``, ``finished``...)."""
+        self.client.hset(self.key("meta"), mapping={k: str(v) for k, v in fields.items()})
+
+    def reserve_order_seqs(self, block: int) -> int:
+        """Reserve ``block`` order sequence numbers with one INCRBY of ``{ns}:seq:orders``; returns
+        the last one reserved (the block is ``last - block + 1 .. last``)."""
+        return int(self.client.incrby(self.key("seq", "orders"), int(block)))
+
+    def get_flag(self, name: str) -> str | None:
+        """The operator flag ``{ns}:ops:{name}`` (e.g. ``armed``: "1" / "0"), or None."""
+        return self.client.get(self.key("ops", name))
+
+    def set_flag(self, name: str, value: str) -> None:
+        """Set the operator flag ``{ns}:ops:{name}``."""
+        self.client.set(self.key("ops", name), value)
 
     def new_incarnation(self) -> int:
         """Increment and return the process incarnation counter (1 on first start)."""

@@ -74,15 +74,17 @@ def pct(values: list[float], q: float) -> float:
 
 def bench_backtest(data: Path, run_dir: Path) -> dict:
     """Run the deterministic backtest over every session in ``data``; returns the figures."""
-    from actors.runner import open_source, run_backtest
+    from actors.node import Node
+    from actors.tree import MODES
+    from infra.feeds import open_replay
     cfg = load_config(None, "combine-50k", {"runtime": {"data_dir": data, "run_dir": run_dir}})
-    source = open_source(cfg)
+    source = open_replay(data, cfg.instruments(), cfg.runtime.start, cfg.runtime.end)
     bars = sum(len(source.bars(s)) for s in source.instruments)
     days = len(source.trading_days())
     from infra.replay import _load_bars_cached
     _load_bars_cached.cache_clear()  # time the file parsing too, as a user's run pays it
     t0 = time.perf_counter()
-    summary = run_backtest(cfg, trades_csv=run_dir / "bench_trades.csv")
+    summary = Node(cfg, MODES["backtest"], trades_csv=run_dir / "bench_trades.csv").run_backtest()
     secs = time.perf_counter() - t0
     return {"sessions": days, "bars": bars, "events": summary.events, "seconds": secs,
             "bars_per_s": bars / secs, "events_per_s": summary.events / secs, "fills": summary.fills,
@@ -91,7 +93,8 @@ def bench_backtest(data: Path, run_dir: Path) -> dict:
 
 def bench_latency(data: Path, day: dt.date | None, speed: float, run_dir: Path) -> dict:
     """Paper mode through the supervised actors; returns latency percentiles in milliseconds."""
-    from actors.runner import PaperSystem
+    from actors.node import Node
+    from actors.tree import MODES
     from infra.alerts import SlackAlerter
     from infra.embedded_redis import EmbeddedRedis
     from infra.state_store import StateStore
@@ -107,7 +110,7 @@ def bench_latency(data: Path, day: dt.date | None, speed: float, run_dir: Path) 
         url = embedded.ensure_running()
     store = StateStore.from_url(url, cfg.runtime.namespace)
     store.flush()
-    system = PaperSystem(cfg, store, SlackAlerter(None), None, speed=speed)
+    system = Node(cfg, MODES["paper"], store=store, alerter=SlackAlerter(None), speed=speed)
     decided: list[tuple[int, float]] = []
     at_broker: list[tuple[int, float]] = []
     purposes: dict[tuple[int, float], str] = {}

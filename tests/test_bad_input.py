@@ -8,19 +8,29 @@ from decimal import Decimal as D
 from loguru import logger
 
 import supervisor
-from actors.feed import FeedCore
 from domain.handler import ticks_topic
 from domain.messages import QuoteTick, TradeTick
+from infra.feeds import FeedCore
 
 T0 = 1_775_660_400_000_000_000  # 2026-04-08 10:00 CT
 
 
 def test_malformed_config_exits_2_and_names_the_field(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("grid:\n  atr_multiplier: -1\n")
+    bad.write_text("strategies:\n  - {name: grid-MES, kind: grid, instruments: [MES], params: {atr_multiplier: -1}}\n")
     assert supervisor.main(["--mode", "backtest", "--config", str(bad), "--run-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "config error" in err and "grid.atr_multiplier" in err
+    assert "config error" in err and "strategies.0.params.atr_multiplier" in err
+
+    old = tmp_path / "old.yaml"
+    old.write_text("grid:\n  levels_each_side: 3\n")
+    assert supervisor.main(["--mode", "backtest", "--config", str(old), "--run-dir", str(tmp_path)]) == 2
+    assert "grid: not a section" in capsys.readouterr().err
+
+    kind = tmp_path / "kind.yaml"
+    kind.write_text("strategies:\n  - {name: x, kind: martingale, instruments: [MES]}\n")
+    assert supervisor.main(["--mode", "backtest", "--config", str(kind), "--run-dir", str(tmp_path)]) == 2
+    assert "unknown strategy kind 'martingale'" in capsys.readouterr().err
 
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("risk:\n  nonsense: 1\n")

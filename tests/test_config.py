@@ -11,12 +11,20 @@ from config.settings import (
     DEFAULT_CONFIG_FILE,
     AppConfig,
     ConfigError,
-    GridParams,
     RiskProfile,
     list_profiles,
     load_config,
 )
 from domain.risk_rules import RiskLimits
+from domain.strategies.grid import GridParams
+
+
+def grid_and_hedge(grid: dict | None = None, hedge: dict | None = None, hedge_instruments=("MES", "MNQ")) -> dict:
+    """A ``strategies`` override: the default grid and hedge with these params."""
+    return {"strategies": [
+        {"name": "grid-MES", "kind": "grid", "instruments": ["MES"], "params": grid or {}},
+        {"name": "hedge", "kind": "hedge", "instruments": list(hedge_instruments), "params": hedge or {}},
+    ]}
 
 NUMERIC_FIELDS = ("account_size", "starting_balance", "mll_amount", "profit_target", "max_contracts_minis", "dll",
                   "daily_loss_cap", "trailing_kill_switch", "session_loss_cap", "open_risk_cap", "per_trade_risk",
@@ -39,7 +47,7 @@ def test_every_profile_loads_with_a_source_for_every_number(name):
     # Our guardrails are stricter than Topstep's MLL, and the grid's R fits the per-trade cap.
     assert p.daily_loss_cap < p.mll_amount and p.trailing_kill_switch < p.mll_amount
     assert p.session_loss_cap < p.daily_loss_cap
-    assert cfg.grid.risk_per_lot <= p.per_trade_risk <= p.open_risk_cap
+    assert cfg.strategies[0].params.risk_per_lot <= p.per_trade_risk <= p.open_risk_cap
 
 
 @pytest.mark.parametrize("name,size,target,mll,minis,daily,trail,sess,ptr,orc,net", [
@@ -70,10 +78,13 @@ def test_profile_numbers(name, size, target, mll, minis, daily, trail, sess, ptr
 def test_defaults_and_default_yaml_agree():
     a = load_config()
     assert a.profile.name == "combine-50k"
-    g = a.grid
-    assert (g.instrument, g.levels_each_side, g.atr_period, g.atr_bar_s, g.atr_multiplier) == ("MES", 5, 14, 900, 0.45)
+    grid, hedge = a.strategies
+    g = grid.params
+    assert (grid.name, grid.kind, grid.instruments) == ("grid-MES", "grid", ("MES",))
+    assert (g.levels_each_side, g.atr_period, g.atr_bar_s, g.atr_multiplier) == (5, 14, 900, 0.45)
     assert g.risk_per_lot == D(150) and g.take_profit_atr == 0.5 and g.max_lot == 3
-    assert a.hedge.instrument == "MNQ" and a.hedge.enabled
+    assert (hedge.kind, hedge.instruments, hedge.enabled) == ("hedge", ("MES", "MNQ"), True)
+    assert a.instruments() == ("MES", "MNQ") and [e.name for e in a.enabled_strategies()] == ["grid-MES", "hedge"]
     assert a.runtime.speed == 1440 and a.runtime.namespace == "tsx:paper" and a.runtime.metrics_port == 9108
     assert a.runtime.data_dir == Path("data/demo")
     b = load_config(DEFAULT_CONFIG_FILE)
@@ -83,8 +94,8 @@ def test_defaults_and_default_yaml_agree():
 
 def test_config_hash_changes_with_content_not_decimal_spelling():
     a = load_config()
-    assert load_config(overrides={"grid": {"levels_each_side": 6}}).config_hash() != a.config_hash()
-    assert load_config(overrides={"grid": {"risk_per_lot": "150.00"}}).config_hash() == a.config_hash()
+    assert load_config(overrides=grid_and_hedge({"levels_each_side": 6})).config_hash() != a.config_hash()
+    assert load_config(overrides=grid_and_hedge({"risk_per_lot": "150.00"})).config_hash() == a.config_hash()
 
 
 def test_user_file_and_overrides(tmp_path):
@@ -95,20 +106,24 @@ def test_user_file_and_overrides(tmp_path):
         "  daily_loss_cap: 300\n"
         "  sources:\n"
         "    dll: chosen at checkout\n"
-        "grid:\n"
-        "  levels_each_side: 3\n"
+        "strategies:\n"
+        "  - name: grid-MES\n"
+        "    kind: grid\n"
+        "    instruments: [MES]\n"
+        "    params: {levels_each_side: 3}\n"
         "runtime:\n"
         "  speed: max\n"
         "  start: 2025-03-03\n"
         "  metrics_port: null\n"
     )
     cfg = load_config(f, profile="combine-100k",
-                      overrides={"grid": {"atr_multiplier": 0.6}, "profile": {"daily_loss_cap": 250}})
+                      overrides={"profile": {"daily_loss_cap": 250}})
     p = cfg.profile
     assert p.name == "combine-100k" and p.mll_amount == D(3000)
     assert p.dll == D(1000) and p.sources["dll"] == "chosen at checkout"
     assert p.daily_loss_cap == D(250) and p.sources["daily_loss_cap"] == "override (overrides)"
-    assert cfg.grid.levels_each_side == 3 and cfg.grid.atr_multiplier == 0.6 and cfg.grid.atr_period == 14
+    (grid,) = cfg.strategies  # a strategies list replaces the default one whole
+    assert grid.params.levels_each_side == 3 and grid.params.atr_multiplier == 0.45 and cfg.instruments() == ("MES",)
     assert cfg.runtime.speed == "max" and cfg.runtime.metrics_port is None
     assert str(cfg.runtime.start) == "2025-03-03"
     assert p.limits().dll == D(1000)
@@ -120,20 +135,28 @@ def test_user_file_and_overrides(tmp_path):
 def test_models_are_frozen_and_strict():
     cfg = load_config()
     with pytest.raises(Exception):
-        cfg.grid.levels_each_side = 7  # type: ignore[misc]
+        cfg.strategies[0].params.levels_each_side = 7  # type: ignore[misc]
     with pytest.raises(Exception):
         GridParams(bogus=1)  # type: ignore[call-arg]
     assert isinstance(cfg, AppConfig) and isinstance(cfg.profile, RiskProfile)
 
 
 @pytest.mark.parametrize("overrides,field,fragment", [
-    ({"grid": {"atr_multiplier": 0}}, "grid.atr_multiplier", "greater than 0"),
-    ({"grid": {"levels_each_side": 21}}, "grid.levels_each_side", "less than or equal to 20"),
-    ({"grid": {"levels_each_side": "five"}}, "grid.levels_each_side", "valid integer"),
-    ({"grid": {"instrument": "ZZ"}}, "grid.instrument", "unknown instrument"),
-    ({"grid": {"bogus": 1}}, "grid.bogus", "Extra inputs"),
-    ({"hedge": {"min_ratio": 2}}, "hedge.min_ratio", "max_ratio"),
-    ({"hedge": {"instrument": "MES"}}, "hedge.instrument", "differ"),
+    (grid_and_hedge({"atr_multiplier": 0}), "strategies.0.params.atr_multiplier", "greater than 0"),
+    (grid_and_hedge({"levels_each_side": 21}), "strategies.0.params.levels_each_side", "less than or equal to 20"),
+    (grid_and_hedge({"levels_each_side": "five"}), "strategies.0.params.levels_each_side", "valid integer"),
+    (grid_and_hedge({"bogus": 1}), "strategies.0.params.bogus", "Extra inputs"),
+    (grid_and_hedge(hedge={"min_ratio": 2}), "strategies.1.params.min_ratio", "max_ratio"),
+    (grid_and_hedge(hedge_instruments=("MES", "MES")), "strategies.1.instruments", "differ"),
+    (grid_and_hedge(hedge_instruments=("MES",)), "strategies.1.instruments", "takes 2 instrument"),
+    ({"strategies": [{"name": "g", "kind": "grid", "instruments": ["ZZ"]}]}, "strategies.0.instruments",
+     "unknown instrument"),
+    ({"strategies": [{"name": "risk", "kind": "grid", "instruments": ["MES"]}]}, "strategies.0.name", "reserved"),
+    ({"strategies": [{"name": "g", "kind": "grid", "instruments": ["MES"]}] * 2}, "strategies", "duplicate"),
+    ({"strategies": [{"name": "g", "kind": "grid", "instruments": ["MES"], "enabled": False}]}, "strategies",
+     "no strategy enabled"),
+    ({"strategies": [{"name": "g", "kind": "nope", "instruments": ["MES"]}]}, "strategies.0", "unknown strategy kind"),
+    ({"grid": {"levels_each_side": 3}}, "grid", "not a section"),
     ({"runtime": {"speed": "fast"}}, "runtime.speed", "'max'"),
     ({"runtime": {"speed": 0}}, "runtime.speed", "> 0"),
     ({"runtime": {"start": "2025-03-05", "end": "2025-03-01"}}, "runtime.end", "before start"),
@@ -141,7 +164,7 @@ def test_models_are_frozen_and_strict():
     ({"profile": {"daily_loss_cap": -5}}, "profile.daily_loss_cap", "greater than 0"),
     ({"profile": {"mll": 100}}, "profile.mll", "Extra inputs"),
     ({"profile": {"sources": {"typo_field": "x"}}}, "profile.sources", "typo_field"),
-    ({"profile": {"per_trade_risk": 100}}, "grid.risk_per_lot", "per_trade_risk"),
+    ({"profile": {"per_trade_risk": 100}}, "strategies.0.params.risk_per_lot", "per_trade_risk"),
     ({"unknown_section": {}}, "unknown_section", "Extra inputs"),
 ])
 def test_invalid_values_name_the_field(overrides, field, fragment):
@@ -154,7 +177,7 @@ def test_invalid_values_name_the_field(overrides, field, fragment):
 
 def test_bad_yaml_and_bad_files(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("grid:\n  levels_each_side: [1, 2\n")
+    bad.write_text("strategies:\n  - {name: g, kind: grid, instruments: [MES\n")
     with pytest.raises(ConfigError) as ei:
         load_config(bad)
     assert str(bad) in str(ei.value) and "malformed YAML" in str(ei.value)

@@ -163,23 +163,32 @@ def test_risk_rejects_unknown_message():
 
 
 # ------------------------------------------------------------------ backtest determinism
+def run_backtest(cfg, trades_csv):
+    """The backtest host of the node (actors.node)."""
+    from actors.node import Node
+    from actors.tree import MODES
+    return Node(cfg, MODES["backtest"], trades_csv=trades_csv).run_backtest()
+
+
 def test_backtest_is_deterministic_and_trades(tmp_path):
-    from actors.runner import run_backtest
     cfg = load_config(None, "combine-50k", {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path),
                                                          "start": "2026-04-08", "end": "2026-04-08"}})
     a = run_backtest(cfg, trades_csv=tmp_path / "a.csv")
     b = run_backtest(cfg, trades_csv=tmp_path / "b.csv")
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
-    assert a.fills > 0 and a.grid_entries > 0
+    grid = next(r for r in a.strategies if r.name == "grid-MES")
+    assert a.fills > 0 and grid.stats["entries_filled"] > 0
     assert a.rules_ok and a.open_positions == {}
     assert a.net_pnl == b.net_pnl
+    # per-strategy figures add up to the account's (risk's flatten fills split to their owners)
+    assert sum(r.gross_pnl for r in a.strategies) == a.gross_pnl
+    assert sum(r.fees for r in a.strategies) == a.fees
 
 
 def test_risk_mirror_fingerprint_changes_whenever_the_mirror_would(tmp_path, monkeypatch):
     """The persistence hook skips risk's Redis write while ``mirror_fingerprint`` is unchanged:
     over a traded day, every change of the snapshot (but its clock) or of the state/holds must
     change the fingerprint."""
-    from actors.runner import run_backtest
     checked = {"messages": 0, "changes": 0}
     last: dict = {}
     original = RiskManager.handle
@@ -485,13 +494,15 @@ def test_loop_hosted_system_exit_stops_every_actor_and_the_loop_still_ends():
     assert not loop.thread.is_alive()
 
 
-def test_paper_system_hosts_the_decision_path_on_one_loop(store, tmp_path):
-    """Bars, strategies, risk, router and broker share the system's ActorLoop; the replay feed
+def test_paper_node_hosts_the_decision_path_on_one_loop(store, tmp_path):
+    """Bars, strategies, risk, router and broker share the node's ActorLoop; the replay feed
     (it sleeps to pace itself), the reconciler (REST calls) and the watchdog keep their threads."""
-    from actors.runner import PaperSystem
+    from actors.node import Node
+    from actors.tree import MODES
     cfg = load_config(None, "combine-50k", {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path),
                                                          "start": "2026-04-08", "end": "2026-04-08"}})
-    system = PaperSystem(cfg, store, alerter=lambda alert: None)
+    system = Node(cfg, MODES["paper"], store=store, alerter=lambda alert: None)
+    system.build_tree()
     try:
         specs: dict = {}
 
@@ -512,7 +523,7 @@ def test_paper_system_hosts_the_decision_path_on_one_loop(store, tmp_path):
 
 
 def test_summary_never_reports_flat_when_positions_could_not_be_read():
-    from actors.runner import SessionSummary
+    from domain.report import SessionSummary
     unknown = SessionSummary("live", ["2026-04-08"], open_positions=None).render()
     assert "open positions at exit: UNKNOWN" in unknown
     assert "open positions at exit: none" in SessionSummary("paper", ["2026-04-08"]).render()

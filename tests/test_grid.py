@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from domain.grid import GridConfig, GridStrategy
+from domain.strategies.grid import GridConfig, GridStrategy
 from domain.handler import RISK, CounterIds
 from domain.messages import Bar, Fill, OrderIntent, Side, TradeTick, WarmupBars
 

@@ -13,8 +13,11 @@ import pytest
 
 import supervisor
 from actors.core import wait_until
-from actors.live import UNARMED_HOLD, LiveFeed, LiveRiskManager, LiveSystem, SetArmed, WallClock
-from actors.runner import PaperSystem
+from actors.node import Node
+from domain.messages import SetArmed
+from domain.risk import UNARMED_HOLD, RiskManager
+from infra.feeds import LiveFeed, WallClock
+from infra.projectx.broker import ProjectXBroker
 from config.settings import ConfigError, load_config
 from domain.calendar import SessionCalendar, dt_to_ns
 from domain.handler import CLOCK_TOPIC, ROUTER, CounterIds
@@ -52,7 +55,7 @@ def test_cli_maps_live_flags():
 def test_live_feed_wall_clock_ticks_when_data_is_quiet(monkeypatch):
     t0 = dt_to_ns(dt.datetime(2026, 4, 8, 15, 8, 30, tzinfo=CT))
     mono = [10**12]
-    monkeypatch.setattr("actors.live.time.monotonic_ns", lambda: mono[0])
+    monkeypatch.setattr("infra.feeds.time.monotonic_ns", lambda: mono[0])
     feed = LiveFeed([], t0)
     out = feed.handle(TradeTick("MES", t0 + 10**9, Decimal("5000.25"), 1))
     assert out[0] == (CLOCK_TOPIC, ClockTick(t0 + 10**9))
@@ -71,7 +74,7 @@ def _intent(coid: str) -> OrderIntent:
 def test_unarmed_hold_denies_strategy_orders_and_disarm_cancels_working():
     cfg = load_config()
     t = dt_to_ns(dt.datetime(2026, 4, 8, 9, 0, tzinfo=CT))
-    r = LiveRiskManager(cfg.profile.limits(), CounterIds(), SessionCalendar(cfg.profile.flat_margin_s), t)
+    r = RiskManager(cfg.profile.limits(), CounterIds(), SessionCalendar(cfg.profile.flat_margin_s), t)
     r.set_armed(False, "start")
     assert r.state is RiskState.HALTED and UNARMED_HOLD in r.holds
     out = r.handle(_intent("grid-MES-1-1"))
@@ -85,22 +88,23 @@ def test_unarmed_hold_denies_strategy_orders_and_disarm_cancels_working():
 
 
 def test_shutdown_flat_check_asks_the_gateway_at_most_once_per_poll_interval():
-    """The shutdown polls ``LiveSystem._venue_flat`` every 50 ms. While the gateway still shows a
-    position (risk's book already flat), it reads the gateway (Order/v2/query + Position/searchOpen)
-    at most once per ``VENUE_FLAT_POLL_S``, not on every poll; once the gateway is flat it says so."""
+    """The shutdown polls ``Node._flat`` every 50 ms. While the gateway still shows a position
+    (risk's book already flat), it reads the gateway (Order/v2/query + Position/searchOpen) at most
+    once per the mode's ``venue_read_interval_s``, not on every poll; once the gateway is flat it says so."""
     gw = ScriptedGateway().start()
     position = {"id": 1, "accountId": 1001, "contractId": "CON.F.US.MES.M26", "type": 1, "size": 1,
                 "averagePrice": 6650.25}
     gw.script("Position/searchOpen", *[ok(positions=[position])] * 40)
     try:
         with make_client(gw) as client:
-            system = SimpleNamespace(_risk_flat=lambda: True, _venue_checked_at=float("-inf"), VENUE_FLAT_POLL_S=0.4,
-                                     client=client, account=SimpleNamespace(id=1001))
+            venue = ProjectXBroker(client, 1001, {"MES": "CON.F.US.MES.M26"}, hub_url=None)
+            node = SimpleNamespace(_risk_flat=lambda: True, _venue_checked_at=float("-inf"), venue=venue,
+                                   spec=SimpleNamespace(venue_read_interval_s=0.4), _venue_seen="")
             polls = []
 
             def flat() -> bool:
                 polls.append(1)
-                return LiveSystem._venue_flat(system)
+                return Node._flat(node)
             assert not wait_until(flat, timeout=1.0, interval=0.05)
             reads = len(gw.calls("Position/searchOpen"))
             assert len(polls) >= 10 and 2 <= reads <= 3, (len(polls), reads)
@@ -120,6 +124,6 @@ def test_an_unreadable_risk_book_is_not_flat():
 
     def timed_out(fn, timeout):
         raise TimeoutError(f"no answer in {timeout}s")
-    assert PaperSystem._risk_flat(answer(True)) is True
-    assert PaperSystem._risk_flat(answer(False)) is False
-    assert PaperSystem._risk_flat(SimpleNamespace(risk_query=timed_out)) is False
+    assert Node._risk_flat(answer(True)) is True
+    assert Node._risk_flat(answer(False)) is False
+    assert Node._risk_flat(SimpleNamespace(risk_query=timed_out)) is False

@@ -1,4 +1,4 @@
-"""Risk's Redis mirror written behind the decision path (actors.system ``persist_hook`` with a
+"""Risk's Redis mirror written behind the decision path (infra.persistence ``persist_hook`` with a
 ``WriteBehind``), against a real redis-server: never on the actor's thread, newest last, and a
 restarted risk actor restores only once the writer has caught up."""
 
@@ -8,13 +8,14 @@ import datetime as dt
 import threading
 from decimal import Decimal
 
-from actors.execution import PaperVenue
-from actors.system import WriteBehind, build_factories, persist_hook
+from actors.node import Node
+from actors.tree import MODES
 from config.settings import load_config
 from domain.calendar import CT, dt_to_ns
-from domain.handler import RISK, CounterIds
+from domain.handler import RISK
 from domain.messages import Fill, Side
 from domain.portfolio import Portfolio
+from infra.persistence import persist_hook
 from infra.state_store import StateStore
 
 D = Decimal
@@ -47,12 +48,12 @@ def _mirrored_position(store: StateStore) -> int:
     return Portfolio.from_dict(saved["portfolio"]).qty("MES") if saved else 0
 
 
-def test_risk_mirror_is_written_behind_the_actor_newest_last_and_a_restart_waits_for_it(store: StateStore) -> None:
-    cfg = load_config(None, "combine-50k")
-    writer = WriteBehind()
+def test_risk_mirror_is_written_behind_the_actor_newest_last_and_a_restart_waits_for_it(store: StateStore,
+                                                                                      tmp_path) -> None:
+    node = Node(load_config(None, "combine-50k"), MODES["paper"], store=store, trades_csv=tmp_path / "t.csv")
+    writer = node.writer
     after = persist_hook(store, writer)
-    factories = build_factories(cfg, CounterIds(), PaperVenue(None), store, None, TS, reconcile_on_start=False,
-                                writer=writer)
+    factories = node.factories()
     risk = factories[RISK]()
     gate, written, waiting = _held_mirror_writes(store)
 
@@ -82,10 +83,10 @@ def test_risk_mirror_is_written_behind_the_actor_newest_last_and_a_restart_waits
     assert written[-1] == 3 and len(written) <= 3 and written == sorted(written), written
 
 
-def test_risk_mirror_without_a_writer_is_written_before_the_hook_returns(store: StateStore) -> None:
-    cfg = load_config(None, "combine-50k")
+def test_risk_mirror_without_a_writer_is_written_before_the_hook_returns(store: StateStore, tmp_path) -> None:
+    node = Node(load_config(None, "combine-50k"), MODES["backtest"], store=store, trades_csv=tmp_path / "t.csv")
     after = persist_hook(store, None)
-    risk = build_factories(cfg, CounterIds(), PaperVenue(None), store, None, TS, reconcile_on_start=False)[RISK]()
+    risk = node.factories()[RISK]()
     fill = _fill(1)
     after(risk, fill, risk.handle(fill))
     assert _mirrored_position(store) == 1

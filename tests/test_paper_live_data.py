@@ -35,7 +35,7 @@ def test_paper_mode_trades_live_hub_data_with_simulated_fills(gw, redis_url, tmp
             proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out[-3000:]
-    assert "paper session on live ProjectX market data" in out
+    assert "paper-live session" in out and "market data: ProjectX market hub" in out and "venue: simulated" in out
     assert "=== session summary (paper)" in out and "open positions at exit: none" in out
     # the gateway saw market-data traffic only: no order was placed there
     assert gw.orders_received == []

@@ -13,7 +13,7 @@ import pytest
 
 from domain.messages import (Fill, OrderAccepted, OrderCancelled, OrderIntent, OrderRejected, OrderType,
                              PositionSnapshot, Side)
-from infra.broker import Broker
+from domain.ports import ExecutionVenue
 from infra.projectx.broker import STALE_CHECK_AFTER_S, ProjectXBroker
 from infra.projectx.errors import MalformedPayload
 from infra.projectx.mapping import (GatewayPosition, GatewayTrade, GwPositionType, GwSide, fill_from_trade, place_args,
@@ -121,7 +121,7 @@ def h():
 
 
 def test_market_order_fills_through_the_user_hub(h):
-    assert isinstance(h.broker, Broker)
+    assert isinstance(h.broker, ExecutionVenue)
     now = h.gw.now_ns()
     out = h.submit(intent("grid-MES-1-1", qty=2, ts=now))
     assert isinstance(out[0], OrderAccepted) and out[0].venue_order_id.isdigit()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from actors.execution import Reconciler
+from domain.execution.reconciler import Reconciler, plain_view
 from domain.handler import RISK, ROUTER, WATCHDOG
 from domain.messages import (BrokerSnapshot, Fill, OrderIntent, OrderType, PositionSnapshot, ReconcileRequest,
                              ReconcileResult, Side)
@@ -55,7 +55,7 @@ def test_old_fills_beyond_the_kept_ids_are_not_sent_to_risk_again(store: StateSt
     venue_qty = sum(f.side.sign * f.qty for f in fills)
     snap = BrokerSnapshot((), (PositionSnapshot("MES", venue_qty, D("5000.00"), 2_000),) if venue_qty else (),
                           tuple(fills), 2_000)
-    out = Reconciler(store, lambda ts: snap, risk_view).reconcile(2_000, "test")
+    out = Reconciler(store, plain_view(lambda ts: snap, store), risk_view).reconcile(2_000, "test")
     to_risk = [m for d, m in out if d == RISK and isinstance(m, Fill)]
     assert to_risk == [fills[-1]]
     result = [m for d, m in out if d == ROUTER and isinstance(m, ReconcileResult)]
@@ -71,7 +71,7 @@ def test_a_late_listener_gets_the_last_result_without_a_second_run(store: StateS
         snaps.append(ts)
         return BrokerSnapshot((), (), (), ts)
 
-    rec = Reconciler(store, venue, lambda: ({}, set(), 0))
+    rec = Reconciler(store, plain_view(venue, store), lambda: ({}, set(), 0))
     first = rec.handle(ReconcileRequest("replay start", 5, reuse_last=True))  # nothing yet: it runs
     assert snaps == [5] and first[-1][1].ok
     store.save_order(OrderIntent("grid-MES-1-7", "grid-MES", "MES", Side.BUY, 1, OrderType.LIMIT, 6,
@@ -83,14 +83,14 @@ def test_a_late_listener_gets_the_last_result_without_a_second_run(store: StateS
 def test_live_mismatch_is_rechecked_before_it_is_left_to_the_operator(store: StateStore) -> None:
     """A snapshot taken while a fill is between the gateway and our journal mismatches for a
     moment: the live reconciler re-checks it (1, 2, 4 s apart) and a later match lifts the hold."""
-    from actors.live import RETRY_PREFIX, LoggedReconciler
+    from infra.projectx.reconcile import RETRY_PREFIX, GatewayReconciler
     venue_qty = {"MES": -3}
     risk = {"MES": -2}  # one fill still in flight
     snap = lambda ts: BrokerSnapshot((), tuple(PositionSnapshot(k, v, D("5000"), ts)  # noqa: E731
                                                for k, v in venue_qty.items()), (), ts)
     retries: list[tuple[str, float]] = []
-    rec = LoggedReconciler(Reconciler(store, snap, lambda: (dict(risk), set(), 0)),
-                           retry=lambda reason, delay: retries.append((reason, delay)))
+    rec = GatewayReconciler(Reconciler(store, plain_view(snap, store), lambda: (dict(risk), set(), 0)),
+                            retry=lambda reason, delay: retries.append((reason, delay)))
     out = rec.handle(ReconcileRequest("ambiguous place of grid-MES-1-7", 1))
     # HALTED meanwhile, but not final: no critical alert for what the next check may clear
     assert [(m.ok, m.final) for _, m in out if isinstance(m, ReconcileResult)] == [(False, False)]
@@ -103,8 +103,8 @@ def test_live_mismatch_is_rechecked_before_it_is_left_to_the_operator(store: Sta
     assert [m.ok for _, m in out if isinstance(m, ReconcileResult)] == [True] and len(retries) == 2
     assert rec.mismatches == 0
     venue_qty["MES"] = -4  # a real, lasting mismatch: re-checked MISMATCH_RECHECKS times, then left
-    outs = [rec.handle(ReconcileRequest(RETRY_PREFIX + "x", 10 + i)) for i in range(LoggedReconciler.MISMATCH_RECHECKS + 1)]
-    assert len(retries) == 2 + LoggedReconciler.MISMATCH_RECHECKS
+    outs = [rec.handle(ReconcileRequest(RETRY_PREFIX + "x", 10 + i)) for i in range(GatewayReconciler.MISMATCH_RECHECKS + 1)]
+    assert len(retries) == 2 + GatewayReconciler.MISMATCH_RECHECKS
     last = outs[-1]  # the final check: a final failure and the operator's alert
     assert [(m.ok, m.final) for _, m in last if isinstance(m, ReconcileResult)] == [(False, True)]
     assert [m.key for d, m in last if d == WATCHDOG] == ["position-mismatch"]
@@ -130,7 +130,8 @@ def test_an_owner_that_missed_its_fill_or_cancel_gets_it_again(store: StateStore
                                  limit_price=D("4995.00")), "ACCEPTED")
     snap = BrokerSnapshot((working,), (PositionSnapshot("MES", 2, D("5000.00"), 2_000),), (filled, unjournalled), 2_000)
     owner = {c: ("grid-MES", 0) for c in ("grid-MES-1-1", "grid-MES-1-2", "grid-MES-1-3", "grid-MES-1-4")}
-    rec = Reconciler(store, lambda ts: snap, lambda: ({"MES": 1}, {"T1"}, 0), owner_view=lambda: owner)
+    rec = Reconciler(store, plain_view(lambda ts: snap, store), lambda: ({"MES": 1}, {"T1"}, 0),
+                     owner_view=lambda: owner)
     out = rec.reconcile(2_000, "restart")
     to_owner = [m for d, m in out if d == "grid-MES"]
     assert [type(m).__name__ for m in to_owner] == ["Fill", "OrderCancelled"]

@@ -10,8 +10,12 @@ from decimal import Decimal
 import pytest
 
 from actors.core import wait_until
-from actors.execution import BrokerHandler, OrderRouter, PaperVenue, WriteAhead, WriteAheadError
-from actors.live import LiveBrokerHandler, VenueCallDone
+from domain.execution.router import OrderRouter
+from domain.ports import WriteAheadError
+from infra.persistence import WriteAhead
+from infra.projectx.venue_handler import ProjectXVenueHandler, VenueCallDone
+from infra.venues.handler import VenueHandler
+from infra.venues.simulated import SimulatedVenue
 from domain.handler import BROKER, ROUTER
 from domain.messages import (CancelOrder, OrderAccepted, OrderIntent, OrderRejected, OrderType, Side,
                              TradeTick)
@@ -43,7 +47,7 @@ def test_router_hands_orders_over_and_the_broker_sends_them_only_once_written(st
     assert all(out[0] == (BROKER, _intent(i)) for i, out in enumerate(outs))
     assert store.load_order("grid-MES-1-9") is None  # not written yet, and the router went on
     gate.release()
-    broker = BrokerHandler(PaperVenue(None), wa)
+    broker = VenueHandler(SimulatedVenue(None), wa)
     events = [e for i in range(10) for _, e in broker.handle(_intent(i))]
     assert [type(e) for e in events] == [OrderAccepted] * 10
     assert all(store.load_order(f"grid-MES-1-{i}")["status"] == "SUBMITTED" for i in range(10))
@@ -54,8 +58,8 @@ def test_an_order_whose_write_failed_is_rejected_not_sent(redis_url: str) -> Non
     dead = StateStore.from_url("redis://127.0.0.1:1/0", "test:dead")  # nothing listens on port 1
     wa = WriteAhead(dead)
     OrderRouter(dead, None, wa).handle(_intent(1))
-    venue = PaperVenue(None)
-    out = BrokerHandler(venue, wa).handle(_intent(1))
+    venue = SimulatedVenue(None)
+    out = VenueHandler(venue, wa).handle(_intent(1))
     assert len(out) == 1 and isinstance(out[0][1], OrderRejected) and "write-ahead failed" in out[0][1].reason
     assert venue.broker.working_orders() == []  # never reached the venue
 
@@ -74,44 +78,67 @@ def _held_writes(store: StateStore) -> threading.Lock:
     return gate
 
 
-def test_when_written_sends_on_the_write_ahead_thread_right_after_the_write(store: StateStore) -> None:
+class _SplitCallVenue(SimulatedVenue):
+    """A simulated venue with the live path's split place call: ``begin_submit`` records the thread
+    it runs on and whether the order's record was in Redis by then."""
+
+    def __init__(self, store: StateStore) -> None:
+        super().__init__(None)
+        self.record_store = store
+        self.begun: list[tuple[str, str, bool]] = []
+
+    def begin_submit(self, intent: OrderIntent, ts_ns: int):
+        written = self.record_store.load_order(intent.client_order_id) is not None
+        self.begun.append((intent.client_order_id, threading.current_thread().name, written))
+        return lambda: self.submit(intent, ts_ns)
+
+
+def test_the_venue_adapter_sends_a_place_only_once_its_record_is_written(store: StateStore) -> None:
+    """The write-ahead thread only writes; the adapter's own sender thread sends each place, in
+    decision order, once the record is in Redis."""
+    venue = _SplitCallVenue(store)
+    venue.on_tick(TradeTick("MES", 1, D("5001.00"), 1))
+    mailbox: queue.Queue = queue.Queue()
     wa = WriteAhead(store)
     gate = _held_writes(store)
-    OrderRouter(store, None, wa).handle(_intent(1))
-    sent: list = []
-    outcome = wa.when_written("grid-MES-1-1", lambda: sent.append(
-        (threading.current_thread().name, store.load_order("grid-MES-1-1") is not None)) or "answer")
-    assert sent == []  # not written yet: not sent
+    router = OrderRouter(store, None, wa)
+    broker = ProjectXVenueHandler(venue, post=mailbox.put, workers=2, write_ahead=wa)
+    for i in range(3):
+        router.handle(_intent(i))
+        assert broker.handle(_intent(i)) == []
+    assert venue.begun == []  # nothing written yet: nothing sent
     gate.release()
-    assert outcome() == "answer" and sent == [("write-ahead", True)]
-    assert wa.when_written("never-queued", lambda: "at once")() == "at once"
+    accepted = []
+    while len(accepted) < 3:
+        accepted += [e.client_order_id for _, e in broker.handle(mailbox.get(timeout=5))]
+    assert venue.begun == [(f"grid-MES-1-{i}", "px-send", True) for i in range(3)]
+    assert sorted(accepted) == [f"grid-MES-1-{i}" for i in range(3)]
+    broker.close()
 
 
-def test_when_written_never_sends_an_order_whose_write_failed_or_came_too_late(store: StateStore) -> None:
+def test_an_order_whose_write_failed_or_came_too_late_is_never_sent(store: StateStore) -> None:
     dead = StateStore.from_url("redis://127.0.0.1:1/0", "test:dead")  # nothing listens on port 1
     failed = WriteAhead(dead)
     OrderRouter(dead, None, failed).handle(_intent(1))
-    sent: list = []
     with pytest.raises(WriteAheadError, match="not written to Redis"):
-        failed.when_written("grid-MES-1-1", lambda: sent.append(1))()
+        failed.wait("grid-MES-1-1")
     wa = WriteAhead(store)
     gate = _held_writes(store)
     OrderRouter(store, None, wa).handle(_intent(2))
-    outcome = wa.when_written("grid-MES-1-2", lambda: sent.append(2), timeout_s=0.2)
     with pytest.raises(WriteAheadError, match="within 0.2 s"):
-        outcome()  # the broker rejects the order ...
+        wa.wait("grid-MES-1-2", timeout_s=0.2)  # the adapter rejects the order and never sends it
     gate.release()
     assert wait_until(lambda: wa.orders == 1, timeout=3)
-    assert sent == []  # ... and it is not sent when the write completes after all
+    wa.wait("never-queued")  # an order never queued here: nothing to wait for
 
 
 def test_live_broker_pool_answers_through_the_mailbox_and_a_cancel_follows_its_place(store: StateStore) -> None:
-    venue = PaperVenue(None)
+    venue = SimulatedVenue(None)
     venue.on_tick(TradeTick("MES", 1, D("5001.00"), 1))
     mailbox: queue.Queue = queue.Queue()
     wa = WriteAhead(store)
     router = OrderRouter(store, None, wa)
-    broker = LiveBrokerHandler(venue, post=mailbox.put, workers=4, write_ahead=wa)
+    broker = ProjectXVenueHandler(venue, post=mailbox.put, workers=4, write_ahead=wa)
     for i in range(6):
         router.handle(_intent(i))
         assert broker.handle(_intent(i)) == []  # answered later, through the mailbox
@@ -145,11 +172,11 @@ def test_a_fill_of_an_order_sent_before_a_restart_keeps_its_purpose_in_the_trade
 def test_closing_the_live_broker_finishes_calls_in_flight_then_its_threads_exit(store: StateStore) -> None:
     """What the actor does when it stops or crashes (``HandlerActor`` calls ``close()``): nothing
     handed to the pool is dropped, and the pool's threads do not outlive the handler."""
-    venue = PaperVenue(None)
+    venue = SimulatedVenue(None)
     venue.on_tick(TradeTick("MES", 1, D("5001.00"), 1))
     mailbox: queue.Queue = queue.Queue()
     before = set(threading.enumerate())
-    broker = LiveBrokerHandler(venue, post=mailbox.put, workers=2)
+    broker = ProjectXVenueHandler(venue, post=mailbox.put, workers=2)
     for i in range(5):
         assert broker.handle(_intent(i)) == []
     pool_threads = [t for t in set(threading.enumerate()) - before if t.name.startswith("px-orders")]
@@ -166,7 +193,7 @@ def test_the_live_broker_starts_all_its_pool_threads_before_the_first_order() ->
     """A thread pool starts its threads one per call: the first decision's orders would start
     them on their own path."""
     before = set(threading.enumerate())
-    broker = LiveBrokerHandler(PaperVenue(None), post=lambda ev: None, workers=3)
+    broker = ProjectXVenueHandler(SimulatedVenue(None), post=lambda ev: None, workers=3)
 
     def started() -> list[threading.Thread]:
         return [t for t in set(threading.enumerate()) - before if t.name.startswith("px-orders")]

@@ -1,4 +1,4 @@
-"""ProjectXBroker: the :class:`infra.broker.Broker` protocol over the ProjectX REST API and user hub.
+"""ProjectXBroker: the :class:`domain.ports.ExecutionVenue` port over the ProjectX REST API and user hub.
 
 - **submit** places the order with ``customTag`` = client order id and returns at once:
   ``[OrderAccepted]`` on success, ``[OrderRejected(reason)]`` on a business rejection or when the
@@ -12,9 +12,16 @@
   place responses, order events, and ``Order/searchById`` when a fill arrives for an order not yet
   seen), and kept in order: events for an order whose place call is still in flight are held back
   and returned by ``submit`` right after its ``OrderAccepted``.
+- **modify** sends ``Order/modify`` (absolute size / prices) for the venue order id and returns
+  ``[OrderModified]`` once the gateway confirmed; hub events of that order arriving meanwhile are
+  held and returned after it (a modify that makes the order marketable fills at once). A refused
+  modify returns no event and leaves the order as it was (never an ``OrderRejected``, which would
+  end the order).
 - **snapshot** is REST truth for the reconciler: working orders from ``Order/v2/query`` (statuses
   1, 6, 7, 8, all pages), positions from ``Position/searchOpen``, fills from ``Trade/search`` over
-  ``fills_lookback_s``, mapped to client ids via the orders' ``customTag``.
+  ``fills_lookback_s``, mapped to client ids via the orders' ``customTag``. Its three parts are
+  also read alone: :meth:`ProjectXBroker.open_orders`, :meth:`~ProjectXBroker.positions`,
+  :meth:`~ProjectXBroker.fills_since`.
 - **flatten** cancels every working order and ``closeContract``s every open position using only
   REST (no actor, no hub needed), then checks the account is flat.
 - **on_reconcile_needed(reason)** is called (from hub/worker threads) whenever the venue's state may
@@ -34,18 +41,20 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Callable, Mapping
 
 from loguru import logger
 
 from domain.instruments import get_instrument
-from domain.messages import (BrokerSnapshot, Fill, OrderAccepted, OrderCancelled, OrderIntent, OrderRejected,
-                             QuoteTick, TradeTick)
-from infra.broker import EventSink
+from domain.messages import (BrokerSnapshot, Fill, OrderAccepted, OrderCancelled, OrderIntent, OrderModified,
+                             OrderRejected, PositionSnapshot, QuoteTick, TradeTick)
+from domain.ports import EventSink
 from infra.projectx import errors as pxe
 from infra.projectx import mapping
 from infra.projectx.hubs import UserHub
-from infra.projectx.mapping import EXTERNAL_STRATEGY, GatewayOrder, GatewayTrade, GwOrderStatus, GwOrderType
+from infra.projectx.mapping import (EXTERNAL_STRATEGY, GatewayOrder, GatewayPosition, GatewayTrade, GwOrderStatus,
+                                    GwOrderType)
 from infra.projectx.rest import ProjectXClient
 
 EMERGENCY_STRATEGY = "emergency"
@@ -78,6 +87,8 @@ class _Order:
     status: GatewayOrder | None = None  # latest order update seen while in flight
     held: list[Fill] = field(default_factory=list)  # fills seen while in flight
     cancelling: bool = False  # an Order/cancel of it is in flight: a second one is not sent
+    modifying: bool = False  # an Order/modify of it is in flight: hub events wait in ``deferred``
+    deferred: list[Any] = field(default_factory=list)  # GatewayOrder / GatewayTrade seen while modifying
 
     @property
     def filled(self) -> int:
@@ -147,8 +158,11 @@ class ProjectXBroker:
 
     Attributes:
         last_ts: the latest venue event time seen (ns UTC), or the last submit time.
-        stats: counters (``ambiguous``, ``rejected``, ``unknown_fills``...).
+        matches_ticks: False: the gateway matches orders itself (our market data is not needed).
+        stats: counters (``ambiguous``, ``rejected``, ``unknown_fills``, ``modify_refused``...).
     """
+
+    matches_ticks = False
 
     def __init__(self, client: ProjectXClient, account_id: int, contracts: Mapping[str, str], *,
                  hub_url: str | None = None, on_reconcile_needed: Callable[[str], None] | None = None,
@@ -229,7 +243,7 @@ class ProjectXBroker:
             return _done([OrderRejected(coid, sid, f"no ProjectX contract configured for {intent.instrument}", ts_ns)])
         try:
             args = mapping.place_args(intent, tick_size=get_instrument(intent.instrument).tick_size)
-        except ValueError as e:
+        except (ValueError, ArithmeticError) as e:  # ArithmeticError: a price such as 1E+999 (no quotient)
             return _done([OrderRejected(coid, sid, f"invalid order: {e}", ts_ns)])
         with self._lock:
             if coid in self._orders:
@@ -404,6 +418,121 @@ class ProjectXBroker:
         timer.daemon = True
         timer.start()
 
+    def modify(self, client_order_id: str, ts_ns: int, *, qty: int | None = None,
+               limit_price: Decimal | None = None, stop_price: Decimal | None = None) -> list:
+        """Change a working order with ``Order/modify`` (:meth:`ProjectXClient.modify_order`; reference
+        §2.3): absolute values, ``None`` = unchanged; only the given fields are sent.
+
+        Args:
+            client_order_id: our id (``customTag``); the venue order id is the one learned from the
+                place answer or the hub, else looked up over REST (``Order/v2/query``).
+            ts_ns: event time, epoch ns UTC (stamps the ``OrderModified``).
+            qty: new total size in contracts, an int >= 1 and above what has filled so far.
+            limit_price / stop_price: new price in points on the instrument's tick grid (the gateway
+                takes a limit price on limit orders only, a stop price on stop orders only).
+
+        Returns ``[OrderModified]`` (the fields given) when the gateway confirmed, followed by the
+        events of that order the user hub reported while the call was in flight (a modify that
+        makes the order marketable fills at once: its ``Fill`` comes after the ``OrderModified``).
+
+        Returns no ``OrderModified`` and leaves the order as it was (our book and the gateway's)
+        when: the order is not working here (unknown at the gateway, filled, cancelled, rejected,
+        or its place is still in flight), nothing is to change, a value is invalid (checked before
+        sending), or the gateway refused (``Order/modify`` codes 2 OrderNotFound, 3 Rejected, 6
+        AccountRejected, 7 ContractNotFound; HTTP 429 / 4xx / connection refused: ``RequestNotSent``;
+        docs/projectx.md "Error mapping"). Never an ``OrderRejected``: that is terminal for an order
+        that is still working. A gateway refusal is logged and counted (``stats["modify_refused"]``);
+        an unknown outcome (timeout, 5xx, codes 4 Pending / 5 UnknownError: ``AmbiguousOutcome``) and
+        OrderNotFound also request a reconciliation. Never retried; never raises ProjectXError.
+        """
+        self._advance(ts_ns)
+        if qty is None and limit_price is None and stop_price is None:
+            return []
+        with self._lock:
+            entry = self._orders.get(client_order_id)
+            if entry is not None and (entry.terminal or entry.inflight or entry.modifying):
+                logger.info("ProjectX: modify {} not sent: {}", client_order_id,
+                            "not working" if entry.terminal else "a place or modify of it is in flight")
+                return []
+        if entry is None or entry.venue_id is None:
+            entry = self._find_working(client_order_id)
+            if entry is None or entry.venue_id is None:
+                logger.warning("ProjectX: modify {}: no working venue order with that tag", client_order_id)
+                return []
+        invalid = self._modify_invalid(entry, qty, limit_price, stop_price)
+        with self._lock:
+            if invalid is None and (entry.terminal or entry.modifying):
+                invalid = "not working"
+            if invalid is not None:
+                self._count("modify_refused")
+                logger.warning("ProjectX: modify {} not sent: {}", client_order_id, invalid)
+                return []
+            entry.modifying = True
+        failure: pxe.ProjectXError | None = None
+        try:
+            self.client.modify_order(self.account_id, entry.venue_id, size=qty, limit_price=limit_price,
+                                     stop_price=stop_price)
+        except pxe.ProjectXError as e:
+            failure = e
+        except BaseException:
+            self._emit(self._modified(entry, None))  # not ours to swallow; the held events still go out
+            raise
+        out = self._modified(entry, None if failure is not None else
+                             OrderModified(client_order_id, entry.strategy_id, ts_ns, qty, limit_price, stop_price))
+        if failure is not None:
+            self._count("modify_refused")
+            logger.warning("ProjectX: modify {} (order {}) failed: {}", client_order_id, entry.venue_id, failure)
+            if isinstance(failure, (pxe.AmbiguousOutcome, pxe.OrderNotFound)):
+                self._reconcile(f"modify of {client_order_id}: {failure.code_name}")
+        return out
+
+    def _modify_invalid(self, entry: _Order, qty: Any, limit_price: Any, stop_price: Any) -> str | None:
+        """Why a modify must not be sent (None: it may)."""
+        if entry.strategy_id == EXTERNAL_STRATEGY:
+            return "not one of our orders"
+        if qty is not None and (not isinstance(qty, int) or isinstance(qty, bool) or qty < 1):
+            return f"qty {qty!r} is not an int >= 1"
+        if qty is not None and qty <= entry.filled:
+            return f"qty {qty} is not above the {entry.filled} contracts already filled"
+        try:
+            tick = get_instrument(entry.instrument).tick_size
+        except (KeyError, ValueError):
+            tick = None
+        for name, price in (("limit price", limit_price), ("stop price", stop_price)):
+            if price is None:
+                continue
+            try:
+                ok = isinstance(price, Decimal) and price.is_finite() and price > 0 and \
+                    (tick is None or price % tick == 0)
+            except ArithmeticError:  # e.g. 1E+999: the quotient does not fit the decimal context
+                ok = False
+            if not ok:
+                return f"{name} {price!r} is not a positive price on the {tick} tick grid"
+        return None
+
+    def _modified(self, entry: _Order, done: OrderModified | None) -> list:
+        """End a modify of ``entry``: ``done`` (None: it did not happen), then the events of the hub
+        items held back meanwhile, counted against the size the order has now."""
+        with self._lock:
+            entry.modifying = False
+            items, entry.deferred = entry.deferred, []
+            if done is None:
+                return self._replay(entry, items)
+            if done.qty is not None:
+                entry.size = done.qty
+            return [done, *self._replay(entry, items)]
+
+    def _replay(self, entry: _Order, items: list[Any]) -> list:
+        """The events of hub items held back while ``entry`` was being modified (lock held)."""
+        out: list = []
+        for item in items:
+            if isinstance(item, GatewayTrade):
+                if item.id not in self._seen_trades:
+                    out.append(self._fill(entry, item))
+            else:
+                out += self._status_events(entry, item)
+        return out
+
     def placing(self, client_order_id: str) -> bool | None:
         """True while the ``Order/place`` of that order is in flight, False once it was answered (or
         the order was adopted from a snapshot), None if this broker never saw the order. Used by the
@@ -416,14 +545,52 @@ class ProjectXBroker:
         """The venue matches orders itself: nothing to do."""
         return []
 
-    def snapshot(self, ts_ns: int) -> BrokerSnapshot:
-        """The venue's truth at ``ts_ns`` (see the module docstring). Also teaches the broker every
-        order it returns (so later fills and cancels map, and fills count toward ``leaves_qty``);
-        it emits nothing. Raises ProjectXError / MalformedPayload (the reconciliation must then fail)."""
-        since = _utc(ts_ns - self._lookback_ns)
+    def open_orders(self) -> list[OrderIntent]:
+        """Working orders at the gateway (``Order/v2/query``, statuses 1 Open, 6 Pending, 7
+        PendingCancellation, 8 Suspended, all pages) as intents, oldest first: ``qty`` = the order's
+        current size in contracts and its current price in points (after any modify), our client
+        order id from ``customTag`` (``px-<orderId>`` / strategy ``external`` for orders not ours),
+        ``ts_ns`` = creation time (epoch ns UTC), ``purpose`` ``venue``. Teaches the broker the
+        orders it returns, as :meth:`snapshot`. Raises ProjectXError / MalformedPayload."""
         working = self.client.query_orders(self.account_id)
-        recent = self.client.search_orders(self.account_id, since)
+        with self._lock:
+            return list(self._intents(working, {o.id: self._adopt(o) for o in working}))
+
+    def positions(self) -> dict[str, PositionSnapshot]:
+        """Open positions by instrument (``Position/searchOpen``): ``qty`` signed contracts (+ long),
+        ``avg_price`` points, ``ts_ns`` the position's creation time (epoch ns UTC). A contract not
+        in ``contracts`` is keyed by its contract id. Raises ProjectXError / MalformedPayload."""
+        return {p.instrument: p for p in self._positions(self.client.open_positions(self.account_id))}
+
+    def fills_since(self, ts_ns: int) -> list[Fill]:
+        """The account's fills created at or after ``ts_ns`` (epoch ns UTC), oldest first, from
+        ``Trade/search`` (voided trades left out), mapped to client order ids through their orders'
+        ``customTag`` (``Order/search`` over the same window, ``Order/searchById`` for older orders;
+        orders not ours as ``px-<orderId>`` / ``external``), as in :meth:`snapshot`: ``qty``
+        contracts, ``price`` points, ``fee`` dollars, ``leaves_qty`` what the order had left after
+        that fill, ``trade_id`` the gateway's trade id. The hub may still push a fill returned here:
+        consumers de-duplicate by ``trade_id``. Raises ProjectXError / MalformedPayload."""
+        _, fills = self._read_fills(ts_ns, [])
+        return [f for f in fills if f.ts_ns >= ts_ns]
+
+    def snapshot(self, ts_ns: int) -> BrokerSnapshot:
+        """The venue's truth at ``ts_ns`` (see the module docstring): :meth:`open_orders`,
+        :meth:`positions` (stamped with their creation time) and :meth:`fills_since` ``ts_ns -
+        fills_lookback_s`` in one. Also teaches the broker every order it returns (so later fills and
+        cancels map, and fills count toward ``leaves_qty``); it emits nothing. Raises ProjectXError /
+        MalformedPayload (the reconciliation must then fail)."""
+        working = self.client.query_orders(self.account_id)
+        entries, fills = self._read_fills(ts_ns - self._lookback_ns, working)
         positions = self.client.open_positions(self.account_id)
+        with self._lock:
+            intents = self._intents(working, entries)
+        return BrokerSnapshot(intents, self._positions(positions), fills, ts_ns)
+
+    def _read_fills(self, since_ns: int, working: list[GatewayOrder]) -> tuple[dict[int, _Order], tuple[Fill, ...]]:
+        """Fills from ``since_ns`` (``Trade/search``, not voided) and the entries of their orders and
+        of ``working``, adopted with the fill volume from before the window (``base_filled``)."""
+        since = _utc(since_ns)
+        recent = self.client.search_orders(self.account_id, since)
         trades = [t for t in self.client.search_trades(self.account_id, since) if not t.voided]
         orders = {o.id: o for o in recent}
         orders.update((o.id, o) for o in working)
@@ -441,13 +608,18 @@ class ProjectXBroker:
             for t in trades:
                 if t.order_id in entries:
                     entries[t.order_id].trades[t.id] = t.size
-            intents = tuple(mapping.order_to_intent(o, client_order_id=entries[o.id].coid,
-                                                    strategy_id=entries[o.id].strategy_id,
-                                                    instrument=entries[o.id].instrument) for o in working)
-            fills = self._snapshot_fills(trades, orders, entries)
-        pos = tuple(mapping.position_snapshot(p, instrument=self._instrument(p.contract_id))
-                    for p in positions if p.size)
-        return BrokerSnapshot(intents, pos, fills, ts_ns)
+            return entries, self._snapshot_fills(trades, orders, entries)
+
+    def _intents(self, working: list[GatewayOrder], entries: Mapping[int, _Order]) -> tuple[OrderIntent, ...]:
+        """``working`` as intents under their entries' client order ids (lock held)."""
+        return tuple(mapping.order_to_intent(o, client_order_id=entries[o.id].coid,
+                                             strategy_id=entries[o.id].strategy_id,
+                                             instrument=entries[o.id].instrument) for o in working)
+
+    def _positions(self, positions: list[GatewayPosition]) -> tuple[PositionSnapshot, ...]:
+        """Non-flat gateway positions as domain snapshots."""
+        return tuple(mapping.position_snapshot(p, instrument=self._instrument(p.contract_id))
+                     for p in positions if p.size)
 
     def flatten(self, ts_ns: int) -> list:
         """Emergency: cancel every working order, close every position at market (``closeContract``),
@@ -547,6 +719,9 @@ class ProjectXBroker:
             if entry.inflight:
                 entry.status = o
                 return
+            if entry.modifying:
+                entry.deferred.append(o)
+                return
             events = self._status_events(entry, o)
         self._emit(events)
 
@@ -574,6 +749,9 @@ class ProjectXBroker:
             return
         with self._lock:
             if t.id in self._seen_trades:
+                return
+            if entry.modifying:  # counted once the modify settled the order's size
+                entry.deferred.append(t)
                 return
             late = entry.terminal and not entry.accepted  # reported rejected, yet it trades
             fill = self._fill(entry, t)

@@ -39,7 +39,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
 
 from domain.calendar import SessionCalendar, trading_day
 from domain.handler import RISK, STATUS_TOPIC, IdGenerator, Out, RejectedMessage
@@ -48,11 +50,41 @@ from domain.instruments import get_instrument
 from domain.messages import (Bar, ClockTick, ExposureUpdate, Fill, OrderAccepted, OrderCancelled, OrderDenied,
                              OrderIntent, OrderRejected, OrderSubmitted, OrderType, RiskState, RiskStateChanged,
                              Side, StrategyStatus, TradeTick, WarmupBars, CancelOrder)
+from domain.risk_rules import RiskLimits
+from domain.strategies.base import STRICT, StrategyContext, StrategyPlugin
+
+PosInt = Annotated[int, Field(gt=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+
+
+class GridParams(BaseModel):
+    """The grid's ``params:`` section (defaults: docs/reference/strategy-seeds.md, "Grid")."""
+
+    model_config = STRICT
+
+    levels_each_side: Annotated[int, Field(ge=1, le=20)] = 5
+    atr_period: PosInt = 14
+    atr_bar_s: PosInt = 900
+    atr_multiplier: PosFloat = 0.45
+    take_profit_atr: PosFloat = 0.5
+    """Take-profit distance per leg = take_profit_atr x ATR (points)."""
+    risk_per_lot: Annotated[Decimal, Field(gt=0)] = Decimal(150)
+    """R, dollars of 1-ATR risk per base lot."""
+    pyramid_alpha: Annotated[float, Field(ge=0)] = 0.2
+    max_lot: PosInt = 3
+    min_spacing_ticks: PosInt = 4
+    rebuild_shift_spacings: PosFloat = 1.0
+    surge_ratio: PosFloat = 1.5
+    """ATR above surge_ratio x its slow EMA = volatility surge."""
+    surge_lot_factor: Annotated[float, Field(gt=0, le=1)] = 0.5
+    surge_spacing_factor: PosFloat = 1.5
+    surge_ema_bars: PosInt = 20
+    recalc_interval_s: PosInt = 60
 
 
 @dataclass(frozen=True)
 class GridConfig:
-    """Grid parameters (see config.settings.GridParams for defaults and sources)."""
+    """Grid parameters as the handler uses them (built from :class:`GridParams` by :func:`build`)."""
 
     levels_each_side: int = 5
     atr_period: int = 14
@@ -120,7 +152,7 @@ class GridStrategy:
         self.pending_cancel: set[str] = set()
         self.denied_until: dict[int, int] = {}  # level -> ts_ns before which it is not proposed again
         self.denied_streak: dict[int, int] = {}  # level -> denials in a row since the last fill
-        self.stats = {"entries_filled": 0, "tps_filled": 0, "rebuilds": 0, "denied": 0}
+        self.counters = {"entries_filled": 0, "tps_filled": 0, "rebuilds": 0, "denied": 0}
         self._last_status: tuple[float, float, float] | None = None  # last StrategyStatus values sent
 
     # ------------------------------------------------------------------ dispatch
@@ -258,9 +290,9 @@ class GridStrategy:
             del self.slots[fill.client_order_id]
             self.pending_cancel.discard(fill.client_order_id)
         if slot.kind == "entry":
-            self.stats["entries_filled"] += 1
+            self.counters["entries_filled"] += 1
             return self._take_profit(slot, fill)
-        self.stats["tps_filled"] += 1
+        self.counters["tps_filled"] += 1
         if self.mid is not None and self._can_place(fill.ts_ns):
             return self._place_missing(fill.ts_ns)
         return []
@@ -269,7 +301,7 @@ class GridStrategy:
         slot = self.slots.pop(msg.client_order_id, None)
         self.pending_cancel.discard(msg.client_order_id)
         if slot is not None and isinstance(msg, OrderDenied):
-            self.stats["denied"] += 1
+            self.counters["denied"] += 1
             if slot.kind == "entry":
                 # risk said no: do not ask again on every event; levels farther out on the same side
                 # carry at least as much risk, so they wait too
@@ -309,7 +341,7 @@ class GridStrategy:
             return []
         out = self._cancel(lambda s: s.kind == "entry", ts_ns, "grid rebuild")
         self.mid, self.spacing = mid, self._target_spacing()
-        self.stats["rebuilds"] += 1
+        self.counters["rebuilds"] += 1
         return out + self._status(ts_ns) + self._place_missing(ts_ns)
 
     def _place_missing(self, ts_ns: int) -> Out:
@@ -350,7 +382,7 @@ class GridStrategy:
             "last_tick_ns": self.last_tick_ns,
             "slots": {c: [s.kind, s.level, s.side.value, s.qty, str(s.price), s.filled, list(s.trade_ids)]
                       for c, s in self.slots.items()},
-            "stats": dict(self.stats),
+            "stats": dict(self.counters),
         }
 
     @staticmethod
@@ -372,4 +404,37 @@ class GridStrategy:
         self.last_tick_ns = int(d.get("last_tick_ns", 0))
         self.slots = {c: Slot(v[0], int(v[1]), Side(v[2]), int(v[3]), Decimal(v[4]), int(v[5]), list(v[6] if len(v) > 6 else []))
                       for c, v in d.get("slots", {}).items()}
-        self.stats.update(d.get("stats", {}))
+        self.counters.update(d.get("stats", {}))
+
+    def forget_orders(self, client_order_ids: list[str]) -> None:
+        """Drop restored slots whose orders never reached the router."""
+        for c in client_order_ids:
+            self.slots.pop(c, None)
+
+    def stats(self) -> dict[str, int]:
+        """Entries and take-profits filled, rebuilds, denials."""
+        return dict(self.counters)
+
+
+def build(ctx: StrategyContext, p: GridParams) -> GridStrategy:
+    """The grid on ``ctx.instruments[0]``."""
+    cfg = GridConfig(levels_each_side=p.levels_each_side, atr_period=p.atr_period, atr_bar_s=p.atr_bar_s,
+                     atr_multiplier=p.atr_multiplier, take_profit_atr=p.take_profit_atr,
+                     risk_per_lot=float(p.risk_per_lot), pyramid_alpha=p.pyramid_alpha, max_lot=p.max_lot,
+                     min_spacing_ticks=p.min_spacing_ticks, rebuild_shift_spacings=p.rebuild_shift_spacings,
+                     surge_ratio=p.surge_ratio, surge_lot_factor=p.surge_lot_factor,
+                     surge_spacing_factor=p.surge_spacing_factor, surge_ema_bars=p.surge_ema_bars,
+                     mid_bar_s=min(60, p.recalc_interval_s))
+    return GridStrategy(ctx.instruments[0], ctx.strategy_id, cfg, ctx.ids, ctx.calendar)
+
+
+def _check(p: GridParams, instruments: tuple[str, ...], limits: RiskLimits) -> None:
+    ptr = limits.per_trade_risk
+    if ptr is not None and p.risk_per_lot > ptr:
+        raise ValueError(f"risk_per_lot: {p.risk_per_lot} exceeds profile.per_trade_risk {ptr} "
+                         "(a base lot would be denied by the per-trade risk check)")
+
+
+PLUGIN = StrategyPlugin(kind="grid", params=GridParams, build=build, instruments=(1, 1),
+                        held_orders=GridStrategy.held_orders, check=_check,
+                        summary=("entries_filled", "tps_filled"))

@@ -1,36 +1,129 @@
-"""Wiring: the handlers, their topics, the supervision tree (paper) and the deterministic
-single-threaded dispatcher (backtest). Both modes build the *same* handlers with
-:func:`build_handlers`; only the hosting differs.
+"""Persistence threads: order records written ahead of their send, snapshots written behind, and
+client order ids from reserved blocks. They persist; they never talk to a venue.
 
-Supervision tree (paper mode; docs/architecture.md)::
+- :class:`WriteAhead`: the router queues each new order's record; one thread writes every order
+  queued meanwhile in one MULTI/EXEC. The venue adapter sends an order only once its record is in
+  Redis (:meth:`WriteAhead.wait`), so a crash in between leaves an order in Redis that the venue
+  does not have (reconciliation closes it), never the reverse.
+- :class:`WriteBehind`: strategy, risk and simulated-venue snapshots, coalesced per key, written
+  one at a time off the decision path; :func:`persist_hook` decides what is written when.
+- :class:`StoreIds`: client order ids ``{strategy_id}-{incarnation}-{seq}`` from INCRBY blocks.
 
-    root (rest_for_one, 2 restarts / 60 s -> escalate: emergency flatten, exit 3)
-    |- infra       (one_for_one, 5/60): broker, watchdog
-    |- execution   (one_for_all, 3/60): risk, router, reconciler   (restart = HALTED until reconciled)
-    |- strategies  (one_for_one, 5/60): grid-<primary>, hedge
-    '- marketdata  (rest_for_one, 5/60): bars-<primary>, bars-<hedge>, feed
+Design records: docs/decisions/ (write-ahead batching, risk's mirror written behind).
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from collections import Counter, deque
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable
 
 from loguru import logger
 
-from actors.execution import BrokerHandler, OrderRouter, PaperVenue, Reconciler, WriteAhead
-from actors.feed import BarBuilderHandler
-from domain.calendar import SessionCalendar
-from domain.grid import GridConfig, GridStrategy
-from domain.handler import (BROKER, CLOCK_TOPIC, EXPOSURE_TOPIC, FEED, HEDGE, RECONCILED_TOPIC, RECONCILER, RISK,
-                            RISK_STATE_TOPIC, ROUTER, STATUS_TOPIC, WATCHDOG, IdGenerator, Out, RejectedMessage, bar_builder,
-                            bars_topic, grid_strategy, ticks_topic)
-from domain.hedge import HedgeConfig, HedgeManager
+from domain.handler import Out
 from domain.messages import OrderIntent
-from domain.portfolio import Portfolio
+from domain.ports import WriteAheadError
 from domain.risk import RiskManager
+
+class StoreIds:
+    """Client order ids ``{strategy_id}-{incarnation}-{seq}``, unique for ever within the namespace,
+    also across restarts: ``seq`` comes from blocks of ``block`` numbers reserved with one Redis
+    INCRBY (numbers of a block unused at a crash are simply never used). Thread-safe.
+
+    A round trip per id would sit in the decision path: a grid rebuild names ten orders at once.
+    """
+
+    def __init__(self, store: Any, incarnation: int, block: int = 64) -> None:
+        self.store = store
+        self.incarnation = incarnation
+        self.block = block
+        self._next = self._end = 0
+        self._lock = threading.Lock()
+
+    def next_id(self, strategy_id: str) -> str:
+        with self._lock:
+            if self._next >= self._end:
+                self._end = self.store.reserve_order_seqs(self.block) + 1
+                self._next = self._end - self.block
+            seq = self._next
+            self._next += 1
+        return f"{strategy_id}-{self.incarnation}-{seq}"
+
+
+class WriteAhead:
+    """Orders written to Redis before they are sent, batched, off the router's thread.
+
+    The router hands each new order over (:meth:`put`) and goes on with its next message; one
+    thread writes every order queued in the meantime with one MULTI/EXEC
+    (:meth:`StateStore.save_new_orders`), so the ten orders of a grid rebuild cost about one round
+    trip instead of ten in a row. The broker calls :meth:`wait` before it sends an order to the
+    venue: an order reaches the venue only once Redis has acknowledged it, and a kill
+    in between leaves an order in Redis that the venue does not have (reconciliation closes it),
+    never the reverse. Thread-safe.
+
+    Args:
+        store: the :class:`infra.state_store.StateStore`.
+        max_batch: at most this many orders per MULTI/EXEC.
+    """
+
+    def __init__(self, store: Any, max_batch: int = 64) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending: dict[str, Future] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.batches = 0
+        self.orders = 0
+
+    def put(self, intent: OrderIntent, status: str, ts_ns: int) -> None:
+        """Queue ``intent``'s order record (status ``status``, updated at ``ts_ns``)."""
+        fut: Future = Future()
+        with self._lock:
+            self._pending[intent.client_order_id] = fut
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="write-ahead", daemon=True)
+                self._thread.start()
+        self._queue.put((intent, status, ts_ns, fut))
+
+    def wait(self, client_order_id: str, timeout_s: float = 5.0) -> None:
+        """Return once the order's record is in Redis (at once for an order never queued here,
+        e.g. one whose wait already returned). Raises :class:`WriteAheadError` if the write failed
+        or did not finish within ``timeout_s`` seconds: the order must then not be sent."""
+        with self._lock:
+            fut = self._pending.pop(client_order_id, None)
+        if fut is None:
+            return
+        try:
+            fut.result(timeout_s)
+        except FutureTimeout:
+            raise WriteAheadError(f"order {client_order_id} not written to Redis within {timeout_s:g} s") from None
+        except Exception as e:  # noqa: BLE001 - the write's own failure
+            raise WriteAheadError(f"order {client_order_id} not written to Redis: {e!r}") from None
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self.store.save_new_orders([(i, st, ts) for i, st, ts, _ in batch])
+            except Exception as e:  # noqa: BLE001 - reported to every waiting sender
+                logger.error("write-ahead of {} order(s) failed: {!r}", len(batch), e)
+                for *_, fut in batch:
+                    fut.set_exception(e)
+                continue
+            self.batches += 1
+            self.orders += len(batch)
+            for *_, fut in batch:
+                fut.set_result(None)
+
 
 ORDER_OUTPUTS = (OrderIntent,)
 """Outputs after which a strategy's snapshot is written before they are sent: a restarted strategy
@@ -46,136 +139,6 @@ change nothing they mirror."""
 TRADE_EVENTS_PERSIST = ("Fill", "OrderAccepted", "OrderCancelled", "OrderRejected", "OrderDenied", "OrderSubmitted",
                         "Bar", "RiskStateChanged", "ExposureUpdate", "ReconcileResult", "Flatten", "Shutdown",
                         "ClockTick")
-
-
-def grid_config(cfg: Any) -> GridConfig:
-    g = cfg.grid
-    return GridConfig(levels_each_side=g.levels_each_side, atr_period=g.atr_period, atr_bar_s=g.atr_bar_s,
-                      atr_multiplier=g.atr_multiplier, take_profit_atr=g.take_profit_atr,
-                      risk_per_lot=float(g.risk_per_lot), pyramid_alpha=g.pyramid_alpha, max_lot=g.max_lot,
-                      min_spacing_ticks=g.min_spacing_ticks, rebuild_shift_spacings=g.rebuild_shift_spacings,
-                      surge_ratio=g.surge_ratio, surge_lot_factor=g.surge_lot_factor,
-                      surge_spacing_factor=g.surge_spacing_factor, surge_ema_bars=g.surge_ema_bars,
-                      mid_bar_s=min(60, g.recalc_interval_s))
-
-
-def hedge_config(cfg: Any) -> HedgeConfig:
-    h = cfg.hedge
-    return HedgeConfig(primary=cfg.grid.instrument, hedge=h.instrument, activation_spacings=h.activation_spacings,
-                       min_ratio=h.min_ratio, max_ratio=h.max_ratio, window=h.window, bar_s=h.bar_s,
-                       low_corr=h.low_corr, low_corr_minutes=int(h.low_corr_minutes), low_corr_factor=h.low_corr_factor,
-                       rebalance_band=h.rebalance_band, min_hold_s=h.min_hold_s)
-
-
-def topics(cfg: Any, venue_matches_ticks: bool = True) -> dict[str, tuple[str, ...]]:
-    """Topic -> subscribers. The hedge reads both instruments' bars (with ticks passed through).
-    ``venue_matches_ticks``: the broker hosts a venue that fills orders from our ticks (paper,
-    backtest); a real venue (ProjectX) matches on its own and gets none."""
-    p, hsym = cfg.grid.instrument, cfg.hedge.instrument
-    strategies = (grid_strategy(p),) + ((HEDGE,) if cfg.hedge.enabled else ())
-    venue = (BROKER,) if venue_matches_ticks else ()
-    t = {
-        ticks_topic(p): venue + (bar_builder(p), RISK),
-        ticks_topic(hsym): venue + (bar_builder(hsym), RISK),
-        bars_topic(p): strategies,
-        bars_topic(hsym): (HEDGE,) if cfg.hedge.enabled else (),
-        CLOCK_TOPIC: (bar_builder(p), bar_builder(hsym), RISK) + strategies + (WATCHDOG,),
-        RISK_STATE_TOPIC: strategies + (WATCHDOG,),
-        EXPOSURE_TOPIC: strategies + (WATCHDOG,),
-        STATUS_TOPIC: (RISK, WATCHDOG) + ((HEDGE,) if cfg.hedge.enabled else ()),
-        RECONCILED_TOPIC: (RISK, FEED),
-    }
-    return t
-
-
-def build_factories(cfg: Any, ids: IdGenerator, venue: PaperVenue, store: Any | None, trade_log: Any,
-                    start_ns: int, reconcile_on_start: bool,
-                    write_ahead: WriteAhead | None = None,
-                    writer: WriteBehind | None = None) -> dict[str, Callable[[], Any]]:
-    """Handler factories by actor name. Each factory restores mirrored state when ``store`` has it.
-    ``write_ahead`` (with ``store``) takes the router's order writes off its thread. ``writer``: the
-    :class:`WriteBehind` that :func:`persist_hook` hands risk's mirror to; a (re)started risk actor
-    waits for it before it restores, so it never restores a mirror older than its predecessor."""
-    cal = SessionCalendar(cfg.profile.flat_margin_s)
-    p, hsym = cfg.grid.instrument, cfg.hedge.instrument
-    limits = cfg.profile.limits()
-
-    def make_risk() -> RiskManager:
-        r = RiskManager(limits, ids, cal, start_ns, halted_until_reconciled=reconcile_on_start)
-        if store is not None:
-            if writer is not None and not writer.flush():
-                logger.warning("risk: the Redis writer did not finish within 5 s; restoring the mirror as it is "
-                               "(the reconciler replays any fill it lacks)")
-            saved = store.load_strategy(RISK)
-            if saved:
-                r.restore(saved)
-            from domain.orders import OrderStatus
-            for coid, rec in store.load_working_orders().items():
-                if coid not in r.book:
-                    r.book.add(rec["intent"], OrderStatus.ACCEPTED if rec.get("venue_order_id") else OrderStatus.SUBMITTED)
-        return r
-
-    first_grid = True
-
-    def make_grid() -> GridStrategy:
-        nonlocal first_grid
-        g = GridStrategy(p, grid_strategy(p), grid_config(cfg), ids, cal)
-        saved = store.load_strategy(g.strategy_id) if store is not None else None
-        if saved:
-            g.restore(saved)
-            if first_grid:
-                # process start: nothing is in flight, so a slot whose order the router never
-                # journalled died with the old process before reaching the venue (a later restart
-                # of the actor skips this: its newest intents may still be on their way)
-                lost = [c for c in g.slots if store.load_order(c) is None]
-                for c in lost:
-                    del g.slots[c]
-                if lost:
-                    logger.info("{}: {} restored order(s) never reached the router, dropped: {}", g.strategy_id,
-                                len(lost), lost)
-        first_grid = False
-        return g
-
-    def make_hedge() -> HedgeManager:
-        h = HedgeManager(hedge_config(cfg), ids, cal)
-        saved = store.load_strategy(HEDGE) if store is not None else None
-        if saved:
-            h.restore(saved)
-        return h
-
-    def risk_view() -> tuple[dict[str, int], set[str] | None, int]:
-        """Positions, applied trade ids and the time at or before which every fill was applied
-        (ids not kept), from one read of risk's mirrored snapshot."""
-        saved = store.load_strategy(RISK) if store is not None else None
-        if not saved:
-            return {}, set(), 0
-        pf = Portfolio.from_dict(saved["portfolio"])
-        return pf.net_positions(), set(pf.seen_trade_ids), pf.seen_floor_ns
-
-    def owner_view() -> dict[str, tuple[str, int]]:
-        """Orders the strategies' mirrored snapshots hold as working, with the filled quantity
-        each has seen (the hedge pops an order only when it is done: 0)."""
-        view: dict[str, tuple[str, int]] = {}
-        grid = store.load_strategy(grid_strategy(p)) if store is not None else None
-        for coid, filled in GridStrategy.held_orders(grid or {}).items():
-            view[coid] = (grid_strategy(p), filled)
-        hedge = store.load_strategy(HEDGE) if store is not None and cfg.hedge.enabled else None
-        for coid in ((hedge or {}).get("working") or {}):
-            view[coid] = (HEDGE, 0)
-        return view
-
-    f: dict[str, Callable[[], Any]] = {
-        BROKER: lambda: BrokerHandler(venue, write_ahead),
-        RISK: make_risk,
-        ROUTER: lambda: OrderRouter(store, trade_log, write_ahead),
-        RECONCILER: lambda: Reconciler(store, venue.snapshot, risk_view, owner_view=owner_view),
-        grid_strategy(p): make_grid,
-        bar_builder(p): lambda: BarBuilderHandler(p),
-        bar_builder(hsym): lambda: BarBuilderHandler(hsym),
-    }
-    if cfg.hedge.enabled:
-        f[HEDGE] = make_hedge
-    return f
 
 
 class WriteBehind:
@@ -331,41 +294,3 @@ def persist_hook(store: Any | None, writer: WriteBehind | None = None) -> Callab
         else:
             writer.put(name, lambda: save(name, snap, seq))
     return after
-
-
-class Dispatcher:
-    """Single-threaded FIFO dispatcher for backtests: same handlers, same routing, no threads.
-
-    Deterministic: messages are delivered in the order they were produced; ties cannot occur.
-    """
-
-    def __init__(self, handlers: dict[str, Any], topic_map: dict[str, tuple[str, ...]]) -> None:
-        self.handlers = handlers
-        self.topics = topic_map
-        self.queue: deque[tuple[str, Any]] = deque()
-        self.dead_letters: Counter[str] = Counter()
-        self.rejected: Counter[str] = Counter()
-        self.delivered = 0
-
-    def send(self, out: Out) -> None:
-        for dest, msg in out:
-            for name in self.topics.get(dest, (dest,)):
-                self.queue.append((name, msg))
-
-    def drain(self) -> None:
-        q, handlers = self.queue, self.handlers
-        while q:
-            name, msg = q.popleft()
-            h = handlers.get(name)
-            if h is None:
-                self.dead_letters[name] += 1
-                continue
-            self.delivered += 1
-            try:
-                out = h.handle(msg)
-            except RejectedMessage as exc:
-                self.rejected[f"{name}:{type(msg).__name__}"] += 1
-                logger.debug("{} rejected {}: {}", name, type(msg).__name__, exc)
-                continue
-            if out:
-                self.send(out)

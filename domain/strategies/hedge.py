@@ -22,7 +22,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, model_validator
 
 from domain.calendar import SessionCalendar
 from domain.handler import RISK, STATUS_TOPIC, WATCHDOG, IdGenerator, Out, RejectedMessage
@@ -31,13 +33,39 @@ from domain.instruments import get_instrument
 from domain.messages import (Alert, Bar, CancelOrder, ClockTick, ExposureUpdate, Fill, OrderAccepted, OrderCancelled,
                              OrderDenied, OrderIntent, OrderRejected, OrderSubmitted, OrderType, RiskState,
                              RiskStateChanged, Side, StrategyStatus, TradeTick, WarmupBars)
+from domain.strategies.base import STRICT, StrategyContext, StrategyPlugin
 
 NS = 1_000_000_000
 
 
+class HedgeParams(BaseModel):
+    """The hedge's ``params:`` section (defaults: docs/reference/strategy-seeds.md, "Hedge").
+    The entry's ``instruments`` are ``[primary, hedge]``: the instrument whose net position is
+    hedged (the grid's) and the one traded."""
+
+    model_config = STRICT
+
+    activation_spacings: Annotated[float, Field(gt=0)] = 1.5
+    min_ratio: Annotated[float, Field(gt=0)] = 0.5
+    max_ratio: Annotated[float, Field(gt=0)] = 1.25
+    window: Annotated[int, Field(ge=2)] = 100
+    bar_s: Annotated[int, Field(gt=0)] = 60
+    low_corr: Annotated[float, Field(ge=-1, le=1)] = 0.6
+    low_corr_minutes: Annotated[float, Field(gt=0)] = 15.0
+    low_corr_factor: Annotated[float, Field(gt=0, le=1)] = 0.5
+    rebalance_band: Annotated[int, Field(ge=0, le=10)] = 1
+    min_hold_s: Annotated[int, Field(ge=0, le=14400)] = 600
+
+    @model_validator(mode="after")
+    def _ratio_order(self) -> "HedgeParams":
+        if self.min_ratio > self.max_ratio:
+            raise ValueError(f"min_ratio: {self.min_ratio} is above max_ratio {self.max_ratio}")
+        return self
+
+
 @dataclass(frozen=True)
 class HedgeConfig:
-    """Hedge parameters (defaults from seed 000; see config.settings.HedgeParams)."""
+    """Hedge parameters as the handler uses them (built from :class:`HedgeParams` by :func:`build`)."""
 
     primary: str = "MES"
     hedge: str = "MNQ"
@@ -72,11 +100,18 @@ def hedge_contracts(primary_qty: int, ratio: float, price_p: Decimal, price_h: D
 
 
 class HedgeManager:
-    """Hedge handler: keeps the hedge leg at its target. ``handle(msg) -> Out``."""
+    """Hedge handler: keeps the hedge leg at its target. ``handle(msg) -> Out``.
 
-    strategy_id = "hedge"
+    Args:
+        config: :class:`HedgeConfig`.
+        ids: client order id source.
+        calendar: session rules.
+        strategy_id: actor name and client order id prefix.
+    """
 
-    def __init__(self, config: HedgeConfig, ids: IdGenerator, calendar: SessionCalendar | None = None) -> None:
+    def __init__(self, config: HedgeConfig, ids: IdGenerator, calendar: SessionCalendar | None = None,
+                 strategy_id: str = "hedge") -> None:
+        self.strategy_id = strategy_id
         self.cfg = config
         self.ids = ids
         self.calendar = calendar or SessionCalendar()
@@ -251,3 +286,36 @@ class HedgeManager:
         self.working = {k: int(v) for k, v in d.get("working", {}).items()}
         self.mid = Decimal(d["mid"]) if d.get("mid") else None
         self.spacing = Decimal(d["spacing"]) if d.get("spacing") else None
+
+    def forget_orders(self, client_order_ids: list[str]) -> None:
+        """Drop restored working orders that never reached the router."""
+        for c in client_order_ids:
+            self.working.pop(c, None)
+
+    def stats(self) -> dict[str, int]:
+        """Hedge activations."""
+        return {"activations": self.activations}
+
+
+def build(ctx: StrategyContext, p: HedgeParams) -> HedgeManager:
+    """The hedge of ``ctx.instruments[0]``'s net position with ``ctx.instruments[1]``."""
+    cfg = HedgeConfig(primary=ctx.instruments[0], hedge=ctx.instruments[1], activation_spacings=p.activation_spacings,
+                      min_ratio=p.min_ratio, max_ratio=p.max_ratio, window=p.window, bar_s=p.bar_s,
+                      low_corr=p.low_corr, low_corr_minutes=int(p.low_corr_minutes),
+                      low_corr_factor=p.low_corr_factor, rebalance_band=p.rebalance_band, min_hold_s=p.min_hold_s)
+    return HedgeManager(cfg, ctx.ids, ctx.calendar, strategy_id=ctx.strategy_id)
+
+
+def _check(p: HedgeParams, instruments: tuple[str, ...], limits: Any) -> None:
+    if instruments[0] == instruments[1]:
+        raise ValueError(f"instruments: the hedge instrument {instruments[1]} must differ from the primary "
+                         f"{instruments[0]}")
+
+
+def _held(snapshot: dict) -> dict[str, int]:
+    """A hedge order is held until done, so its filled quantity counts as 0."""
+    return {coid: 0 for coid in (snapshot.get("working") or {})}
+
+
+PLUGIN = StrategyPlugin(kind="hedge", params=HedgeParams, build=build, instruments=(2, 2), wants_status=True,
+                        held_orders=_held, check=_check, summary=("activations",))

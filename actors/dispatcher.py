@@ -1,0 +1,52 @@
+"""The deterministic host of the backtest: the node's handlers on one thread, FIFO, no actors.
+
+Messages are delivered in the order they were produced, so two runs on the same input give the
+same trade log, byte for byte (tests/test_core.py checks it).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from typing import Any
+
+from loguru import logger
+
+from domain.handler import Out, RejectedMessage
+
+
+class Dispatcher:
+    """Single-threaded FIFO dispatcher: the same handlers and routing as the actor tree, no threads.
+
+    Deterministic: messages are delivered in the order they were produced; ties cannot occur.
+    """
+
+    def __init__(self, handlers: dict[str, Any], topic_map: dict[str, tuple[str, ...]]) -> None:
+        self.handlers = handlers
+        self.topics = topic_map
+        self.queue: deque[tuple[str, Any]] = deque()
+        self.dead_letters: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self.delivered = 0
+
+    def send(self, out: Out) -> None:
+        for dest, msg in out:
+            for name in self.topics.get(dest, (dest,)):
+                self.queue.append((name, msg))
+
+    def drain(self) -> None:
+        q, handlers = self.queue, self.handlers
+        while q:
+            name, msg = q.popleft()
+            h = handlers.get(name)
+            if h is None:
+                self.dead_letters[name] += 1
+                continue
+            self.delivered += 1
+            try:
+                out = h.handle(msg)
+            except RejectedMessage as exc:
+                self.rejected[f"{name}:{type(msg).__name__}"] += 1
+                logger.debug("{} rejected {}: {}", name, type(msg).__name__, exc)
+                continue
+            if out:
+                self.send(out)

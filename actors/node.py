@@ -1,0 +1,720 @@
+"""The trading node: one composition for every mode.
+
+A mode (:data:`actors.tree.MODES`) names the market data source, the execution venue, the clock
+and the host; the node builds the adapters it names, one set of handlers (:meth:`Node.factories`:
+risk, router, broker, reconciler, one actor per configured strategy, one bar builder per
+instrument, the feed, the watchdog) and hosts them either on the deterministic
+:class:`actors.dispatcher.Dispatcher` (backtest) or under the supervision tree of
+:data:`actors.tree.TREE`. There is one start-up path (:meth:`Node.start`), one shutdown path
+(:meth:`Node.shutdown`: cancel, flatten through risk, persist) and one session loop (:func:`run`).
+
+Timestamps are epoch ns UTC; trading days and sessions America/Chicago.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from loguru import logger
+
+from actors.core import ActorLoop, Directory, ask, wait_until
+from actors.dispatcher import Dispatcher
+from actors.supervision import ActorSpec, Supervisor, SupervisionTree
+from actors.tree import DECISION_LOOP, MODES, TREE, Child, ModeSpec, Sup
+from domain.bars import BarBuilderHandler, aggregate_bars
+from domain.calendar import SessionCalendar, ns_to_ct, trading_day
+from domain.execution.reconciler import Reconciler, plain_view
+from domain.execution.router import OrderRouter
+from domain.handler import (BROKER, CLOCK_TOPIC, EXPOSURE_TOPIC, FEED, RECONCILED_TOPIC, RECONCILER, RISK,
+                            RISK_STATE_TOPIC, ROUTER, STATUS_TOPIC, WATCHDOG, CounterIds, Out, bar_builder, bars_topic,
+                            ticks_topic)
+from domain.messages import Alert, ReconcileRequest, SetArmed, Shutdown, WarmupBars
+from domain.orders import OrderStatus
+from domain.portfolio import Portfolio
+from domain.report import SessionSummary, fills_from_trades_csv
+from domain.risk import RiskManager
+from domain.strategies.base import StrategyContext
+from infra.feeds import FeedCore, HubData, ReplayData, open_replay
+from infra.persistence import StoreIds, WriteAhead, WriteBehind, persist_hook
+from infra.trade_log import TradeLog
+from infra.venues.handler import VenueHandler
+from infra.venues.simulated import SimulatedVenue
+from infra.watchdog import Watchdog, WatchdogCheck
+
+EXIT_OK, EXIT_ESCALATED = 0, 3
+BAR_PERIODS_S = (60, 300, 900)
+"""Bars every bar builder makes (1, 5 and 15 minutes); strategies may ask for more."""
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """A logged-in ProjectX session (:mod:`infra.projectx.session`): the client, the account
+    (None when only market data is used) and our instrument -> contract id."""
+
+    client: Any
+    account: Any
+    contracts: dict[str, str]
+
+
+class Node:
+    """The handlers of one trading account, their host and their adapters.
+
+    Args:
+        cfg: :class:`config.settings.AppConfig`.
+        spec: the mode (:data:`actors.tree.MODES`).
+        store: the :class:`domain.ports.StateStore` (None: nothing mirrored, the backtest).
+        alerter: ``send(Alert)`` (the watchdog's Slack or log alerter); metrics: :class:`infra.metrics.Metrics`.
+        gateway: the ProjectX session when the mode's data or venue is ProjectX.
+        speed: replay speed factor (``inf`` = as fast as the actors go); default ``cfg.runtime.speed``.
+        trades_csv: the trades CSV path (default ``{run_dir}/trades/{mode}_...csv``).
+    Raises:
+        ProjectXError: the history warm-up failed (hub data).
+        ValueError, FileNotFoundError: replay data missing for a configured instrument.
+    """
+
+    def __init__(self, cfg: Any, spec: ModeSpec, *, store: Any | None = None, alerter: Any | None = None,
+                 metrics: Any | None = None, gateway: Gateway | None = None, speed: float | None = None,
+                 trades_csv: Path | None = None) -> None:
+        self.cfg, self.spec, self.store = cfg, spec, store
+        self.alerter, self.metrics, self.gateway = alerter, metrics, gateway
+        self.entries = cfg.enabled_strategies()
+        self.instruments = cfg.instruments()
+        self.calendar = SessionCalendar(cfg.profile.flat_margin_s)
+        self.incarnation = store.new_incarnation() if store is not None else 1
+        self.ids = StoreIds(store, self.incarnation) if store is not None else CounterIds()
+        actors = spec.host == "actors"
+        self.writer = WriteBehind() if actors and store is not None else None
+        self.write_ahead = WriteAhead(store) if actors and store is not None else None
+        self.armed = threading.Event()
+        if spec.arming and cfg.projectx.armed:
+            self.armed.set()
+
+        if spec.data == "replay":
+            sp = cfg.runtime.speed if speed is None else speed
+            self.speed = float("inf") if sp == "max" else float(sp)
+            self.data: Any = ReplayData(open_replay(Path(cfg.runtime.data_dir), self.instruments, cfg.runtime.start,
+                                                    cfg.runtime.end), self.speed)
+        else:
+            assert gateway is not None, "hub data needs a ProjectX gateway session"
+            self.speed = 1.0
+            self.data = HubData(gateway.client, gateway.contracts, cfg.projectx.hubs_url)
+
+        if spec.venue == "simulated":
+            self.venue: Any = SimulatedVenue(store, cfg.runtime.slippage_ticks, cfg.runtime.fill_on_touch, self.writer)
+            self.resumed = self.venue.last_ts > 0
+        else:
+            from infra.projectx.broker import ProjectXBroker
+            from infra.projectx.venue_handler import ProjectXVenueHandler
+            assert gateway is not None and gateway.account is not None, "the ProjectX venue needs an account"
+            self.venue = ProjectXBroker(gateway.client, gateway.account.id, gateway.contracts,
+                                        hub_url=cfg.projectx.hubs_url, on_reconcile_needed=self._reconcile_needed)
+            gateway.client.keep_warm(ProjectXVenueHandler.WARM_CONNECTIONS)  # no handshake on the order path
+            self.resumed = store is not None and store.load_strategy(RISK) is not None
+
+        if spec.clock == "wall":
+            self.start_ns = max(self.data.start_ns(), self.venue.last_ts)
+            self.venue.last_ts = self.start_ns
+        else:
+            self.start_ns = self.venue.last_ts or self.data.start_ns()
+        self.days = self.data.trading_days()
+        if trades_csv is None:
+            ns = cfg.runtime.namespace.replace(":", "_")
+            name = (f"backtest_{self.days[0]}_{self.days[-1]}.csv" if not actors
+                    else f"{spec.shown}_{ns}_{self.days[0]}.csv")
+            trades_csv = Path(cfg.runtime.run_dir) / "trades" / name
+        if not actors:
+            trades_csv.parent.mkdir(parents=True, exist_ok=True)
+            trades_csv.unlink(missing_ok=True)
+        self.trade_log = TradeLog(trades_csv)
+
+        self.directory = Directory()
+        self.done = threading.Event()
+        self.data_done = threading.Event()
+        self.escalation: str | None = None
+        self.feed_handler: Any = None
+        self._restored: set[str] = set()
+        self._venue_checked_at = float("-inf")
+        self._venue_seen = "venue not asked yet"
+        self.tree: SupervisionTree | None = None
+        self.actor_loop: ActorLoop | None = None
+
+    # ------------------------------------------------------------------ handlers
+    def topics(self) -> dict[str, tuple[str, ...]]:
+        """Topic -> subscriber names. Subscribers are listed in config order: the dispatcher
+        delivers in that order, so the backtest is deterministic."""
+        strategies = tuple(e.name for e in self.entries)
+        venue = (BROKER,) if self.venue.matches_ticks else ()
+        builders = tuple(bar_builder(sym) for sym in self.instruments)
+        t: dict[str, tuple[str, ...]] = {}
+        for sym in self.instruments:
+            t[ticks_topic(sym)] = venue + (bar_builder(sym), RISK)
+            t[bars_topic(sym)] = tuple(e.name for e in self.entries if sym in e.instruments)
+        t[CLOCK_TOPIC] = builders + (RISK,) + strategies + (WATCHDOG,)
+        t[RISK_STATE_TOPIC] = strategies + (WATCHDOG,)
+        t[EXPOSURE_TOPIC] = strategies + (WATCHDOG,)
+        t[STATUS_TOPIC] = (RISK, WATCHDOG) + tuple(e.name for e in self.entries if e.plugin().wants_status)
+        t[RECONCILED_TOPIC] = (RISK, FEED)
+        return t
+
+    def factories(self) -> dict[str, Callable[[], Any]]:
+        """Handler factories by actor name, for both hosts. Each factory restores mirrored state
+        when the store has it; a restarted risk waits for the writer first, so it never restores
+        a mirror older than its predecessor's state."""
+        store, spec = self.store, self.spec
+        limits = self.cfg.profile.limits()
+        f: dict[str, Callable[[], Any]] = {}
+
+        def make_risk() -> RiskManager:
+            r = RiskManager(limits, self.ids, self.calendar, self.start_ns,
+                            halted_until_reconciled=spec.host == "actors")
+            if store is not None:
+                if self.writer is not None and not self.writer.flush():
+                    logger.warning("risk: the Redis writer did not finish within 5 s; restoring the mirror as it is "
+                                   "(the reconciler replays any fill it lacks)")
+                saved = store.load_strategy(RISK)
+                if saved:
+                    r.restore(saved)
+                for coid, rec in store.load_working_orders().items():
+                    if coid not in r.book:
+                        r.book.add(rec["intent"], OrderStatus.ACCEPTED if rec.get("venue_order_id")
+                                   else OrderStatus.SUBMITTED)
+            if spec.arming:
+                r.set_armed(self.armed.is_set(), "start")  # HALTED until reconciled: nothing to publish
+            if spec.host == "dispatcher":
+                r.emit_account_status = False  # no watchdog to hear it
+            return r
+
+        f[RISK] = make_risk
+        f[ROUTER] = lambda: OrderRouter(store, self.trade_log, self.write_ahead)
+        f[BROKER] = self._make_broker
+        f[RECONCILER] = self._make_reconciler
+        for e in self.entries:
+            f[e.name] = self._strategy_factory(e)
+        for sym in self.instruments:
+            extra = {p for e in self.entries if sym in e.instruments for p in e.plugin().bar_periods(e.params)}
+            periods = tuple(sorted(set(BAR_PERIODS_S) | extra))
+            f[bar_builder(sym)] = lambda sym=sym, periods=periods: BarBuilderHandler(sym, periods)
+        return f
+
+    def _strategy_factory(self, entry: Any) -> Callable[[], Any]:
+        plugin = entry.plugin()
+        ctx = StrategyContext(entry.name, entry.instruments, self.ids, self.calendar, self.cfg.profile.limits())
+        store = self.store
+        first = True
+
+        def make() -> Any:
+            nonlocal first
+            s = plugin.build(ctx, entry.params)
+            saved = store.load_strategy(entry.name) if store is not None else None
+            if saved:
+                s.restore(saved)
+                if first:
+                    self._restored.add(entry.name)
+                    # process start: nothing is in flight, so an order the router never journalled
+                    # died with the old process before reaching the venue (a later restart of the
+                    # actor skips this: its newest intents may still be on their way)
+                    lost = [c for c in plugin.held_orders(saved) if store.load_order(c) is None]
+                    s.forget_orders(lost)
+                    if lost:
+                        logger.info("{}: {} restored order(s) never reached the router, dropped: {}", entry.name,
+                                    len(lost), lost)
+            first = False
+            return s
+        return make
+
+    def _make_broker(self) -> Any:
+        if self.spec.venue == "projectx":
+            from infra.projectx.venue_handler import ProjectXVenueHandler
+            return ProjectXVenueHandler(self.venue, post=lambda ev: self.directory.tell(BROKER, ev),
+                                        write_ahead=self.write_ahead)
+        return VenueHandler(self.venue, self.write_ahead)
+
+    def _make_reconciler(self) -> Any:
+        store = self.store
+        if self.spec.venue == "projectx":
+            from infra.projectx.reconcile import GatewayReconciler, guarded_view
+            view = guarded_view(store, self.venue.snapshot, self._unsettled)
+            return GatewayReconciler(Reconciler(store, view, self._risk_view, owner_view=self._owner_view),
+                                     self._retry_reconcile)
+        return Reconciler(store, plain_view(self.venue.snapshot, store), self._risk_view, owner_view=self._owner_view)
+
+    def _risk_view(self) -> tuple[dict[str, int], set[str] | None, int]:
+        """Positions, applied trade ids and the time at or before which every fill was applied
+        (ids not kept), from one read of risk's mirrored snapshot."""
+        saved = self.store.load_strategy(RISK) if self.store is not None else None
+        if not saved:
+            return {}, set(), 0
+        pf = Portfolio.from_dict(saved["portfolio"])
+        return pf.net_positions(), set(pf.seen_trade_ids), pf.seen_floor_ns
+
+    def _owner_view(self) -> dict[str, tuple[str, int]]:
+        """Orders the strategies' mirrored snapshots hold as working, with the contracts filled
+        each has seen."""
+        view: dict[str, tuple[str, int]] = {}
+        if self.store is None:
+            return view
+        for e in self.entries:
+            snap = self.store.load_strategy(e.name) or {}
+            for coid, filled in e.plugin().held_orders(snap).items():
+                view[coid] = (e.name, filled)
+        return view
+
+    def warmup_out(self) -> Out:
+        """``WarmupBars`` from the data source's history, per instrument and bar period, for every
+        strategy that reads the instrument and was not restored from the mirror (restored
+        indicators already hold that history)."""
+        ticks = self.data.warmup_ticks()
+        out: Out = []
+        for sym, sym_ticks in ticks.items():
+            readers = [e for e in self.entries if sym in e.instruments and e.name not in self._restored]
+            periods = sorted({p for e in readers for p in e.plugin().warmup_periods(e.params)})
+            for period in periods:
+                bars = tuple(aggregate_bars(sym_ticks, period))
+                if not bars:
+                    continue
+                for e in readers:
+                    if period in e.plugin().warmup_periods(e.params):
+                        out.append((e.name, WarmupBars(sym, period, bars, self.start_ns)))
+        return out
+
+    def _make_feed(self) -> Any:
+        prev = self.feed_handler
+        restarted = prev is not None
+        self.feed_handler = self.data.make_handler(
+            warmup=[] if restarted else self.warmup_out(), after_ns=self.venue.last_ts or None,
+            restarted=restarted, backlog=self._backlog, on_done=self.data_done.set,
+            start_ts_ns=prev.now_ns() if restarted else (self.venue.last_ts or self.start_ns))
+        return self.feed_handler
+
+    def _make_watchdog(self, names: set[str]) -> Watchdog:
+        assert self.tree is not None
+        tree = self.tree
+        return Watchdog(self.alerter, self.metrics, self.directory.inbox_depths, lambda: set(self.directory.names()),
+                        names, lambda: dict(tree.restarts), lambda: not self.done.is_set(),
+                        self.cfg.runtime.stale_data_s)
+
+    # ------------------------------------------------------------------ backtest host
+    def run_backtest(self) -> SessionSummary:
+        """Every tick through the handlers on one thread, then the summary (deterministic)."""
+        t0 = time.perf_counter()
+        handlers = {name: make() for name, make in self.factories().items()}
+        disp = Dispatcher(handlers, self.topics())
+        disp.send(self.warmup_out())
+        disp.drain()
+        core = FeedCore()
+        n = 0
+        for tick in self.data.events():
+            disp.send(core.route(tick))
+            disp.drain()
+            n += 1
+        disp.send([(RISK, Shutdown("end of data", core.last_ts))])
+        disp.drain()
+        s = self._summary(handlers[RISK], {e.name: handlers[e.name].stats() for e in self.entries},
+                          handlers[ROUTER].fills)
+        s.rejected_inputs = dict(core.rejected)
+        s.events = n
+        s.seconds = time.perf_counter() - t0
+        return s
+
+    # ------------------------------------------------------------------ actor host
+    def build_tree(self) -> SupervisionTree:
+        """The supervision tree of :data:`actors.tree.TREE` over :meth:`factories`."""
+        factories = self.factories()
+        after = persist_hook(self.store, self.writer)
+        self.actor_loop = loop = ActorLoop("decision")
+        for topic, names in self.topics().items():
+            self.directory.subscribe(topic, *names)
+        started: dict[str, Callable[[Any], Out]] = {
+            RECONCILER: lambda r: [(RECONCILER, ReconcileRequest("actor start", self.venue.last_ts))],
+            FEED: lambda f: f.start(),
+        }
+        expected = set(factories) | {FEED, WATCHDOG}
+        factories = {**factories, FEED: self._make_feed, WATCHDOG: lambda: self._make_watchdog(expected)}
+        persisted = {RISK} | {e.name for e in self.entries}
+
+        def actor(child: Child, name: str) -> ActorSpec:
+            thread = self.spec.feed_thread if name == FEED else child.thread
+            kw: dict[str, Any] = {}
+            if thread == DECISION_LOOP:
+                kw["loop"] = loop
+                if name == BROKER and self.spec.broker_urgent:
+                    kw["urgent"] = True
+            if name in persisted:
+                kw["after"] = after
+            if name in started:
+                kw["on_started"] = started[name]
+            return ActorSpec(name, factories[name], kw, restart=child.restart, shutdown_s=child.shutdown_s)
+
+        def build(sup: Sup) -> Supervisor:
+            children: list[Any] = []
+            for c in sup.children:
+                if isinstance(c, Sup):
+                    children.append(build(c))
+                elif c.name == "strategy:*":
+                    children += [actor(c, e.name) for e in self.entries]
+                elif c.name == "bars:*":
+                    children += [actor(c, bar_builder(sym)) for sym in self.instruments]
+                else:
+                    children.append(actor(c, c.name))
+            return Supervisor(sup.name, sup.strategy, sup.intensity, sup.period_s, children)
+
+        self.tree = SupervisionTree(build(TREE), self.directory, self._escalate)
+        return self.tree
+
+    def start(self) -> None:
+        """Connect the venue, start the tree (risk HALTED until reconciled), then market data and
+        the timer."""
+        if self.tree is None:
+            self.build_tree()
+        assert self.tree is not None and self.store is not None
+        # Everything loaded so far (modules, replay data, warm-up history) lives for the whole
+        # session: out of the cyclic GC's reach, a full collection walks only what the session makes.
+        gc.collect()
+        gc.freeze()
+        armed = self.armed.is_set()
+        if self.spec.arming:
+            self.store.set_flag("armed", "1" if armed else "0")  # a stale 1 never arms a new session
+        self.venue.set_event_sink(lambda ev: self.directory.tell(BROKER, ev))
+        self.venue.start()
+        hub = getattr(self.venue, "hub", None)
+        if hub is not None and not hub.wait_connected(15.0):
+            logger.warning("ProjectX user hub not connected after 15 s; continuing (reconcile covers the gap)")
+        self.store.save_meta(mode=self.spec.shown, config_hash=self.cfg.config_hash(), started_ns=time.time_ns(),
+                             incarnation=self.incarnation)
+        self.tree.start()
+        if self.spec.arming:
+            self.store.update_meta(armed="1" if armed else "0", account=str(self.gateway.account.id))
+            acct = self.gateway.account
+            logger.warning("live trading on account {} {}: {}", acct.id, acct.name, "ARMED" if armed
+                           else f"UNARMED (arm: redis-cli SET {self.store.key('ops', 'armed')} 1)")
+        self.data.start(lambda msg: self.directory.tell(FEED, msg))
+        threading.Thread(target=self._timer, name="node-timer", daemon=True).start()
+
+    def _timer(self) -> None:
+        """Every ``heartbeat_s`` of wall time: the watchdog's check, the heartbeat key, and (live)
+        the operator's arming flag."""
+        while not self.done.wait(self.cfg.runtime.heartbeat_s) and not self.escalation:
+            now = time.time_ns()
+            self.directory.tell(WATCHDOG, WatchdogCheck(now))
+            try:
+                self.store.heartbeat("node", now, ttl_s=max(5, int(self.cfg.runtime.heartbeat_s * 5)))
+            except Exception as e:  # noqa: BLE001 - Redis trouble must not stop the timer
+                logger.warning("heartbeat not written: {}", e)
+            if self.spec.arming:
+                self._poll_ops()
+
+    def now_ns(self) -> int:
+        """The event clock, epoch ns UTC: the feed's (replay: last tick; hub: last event + wall
+        time since), or the start time before the feed runs."""
+        feed = self.feed_handler
+        return feed.now_ns() if feed is not None else self.start_ns
+
+    def _escalate(self, reason: str) -> None:
+        """The root of the tree gave up: flatten at the venue without the failed actors, record, alert, stop."""
+        self.escalation = reason
+        ts = self.venue.last_ts
+        events = self.venue.flatten(ts)
+        logger.critical("ESCALATION: {} - emergency flatten sent {} venue events", reason, len(events))
+        try:
+            self.store.update_meta(escalation=reason, escalated_ns=str(time.time_ns()))
+        except Exception:  # noqa: BLE001 - the record must not stop the flatten path
+            logger.exception("could not record escalation in redis")
+        self.alerter.send(Alert("critical", "escalation", f"supervision escalation, emergency flatten: {reason}", ts))
+        self.done.set()
+
+    def _backlog(self) -> int:
+        return max((d for n, d in self.directory.inbox_depths().items() if n != FEED), default=0)
+
+    def wait_drained(self, timeout: float = 60.0) -> bool:
+        """Wait until every inbox but the feed's is empty (twice in a row, 50 ms apart)."""
+        def idle() -> bool:
+            if self._backlog() > 0:
+                return False
+            time.sleep(0.05)
+            return self._backlog() == 0
+        return wait_until(idle, timeout=timeout, interval=0.05)
+
+    def risk_query(self, fn: Callable[[Any], Any], timeout: float = 5.0) -> Any:
+        return ask(self.directory, RISK, fn, timeout)
+
+    # ------------------------------------------------------------------ live controls
+    def set_armed(self, armed: bool, reason: str) -> None:
+        """Arm or disarm live trading (README, "Arming"); records ``armed`` in ``{ns}:meta``."""
+        if armed == self.armed.is_set():
+            return
+        if armed:
+            self.armed.set()
+        else:
+            self.armed.clear()
+        logger.warning("live trading {} ({})", "ARMED" if armed else "DISARMED", reason)
+        self.store.update_meta(armed="1" if armed else "0")
+        self.directory.tell(RISK, SetArmed(armed, reason, self.now_ns()))
+
+    def _poll_ops(self) -> None:
+        try:
+            raw = self.store.get_flag("armed")
+        except Exception as e:  # noqa: BLE001 - Redis trouble must not stop the clock
+            logger.warning("cannot read the ops armed flag: {}", e)
+            return
+        if raw == "1":
+            self.set_armed(True, "ops:armed = 1")
+        elif raw == "0":
+            self.set_armed(False, "ops:armed = 0")
+
+    def _reconcile_needed(self, reason: str) -> None:
+        self.directory.tell(RECONCILER, ReconcileRequest(reason, self.now_ns()))
+
+    def _unsettled(self, coid: str) -> bool:
+        """True if a gateway snapshot may not show ``coid`` yet: its place call is in flight, or it is
+        an order of this run (``{strategy}-{incarnation}-{seq}``) still on its way to the broker."""
+        state = self.venue.placing(coid)
+        if state is not None:
+            return state
+        parts = coid.rsplit("-", 2)
+        return len(parts) == 3 and parts[1] == str(self.incarnation)
+
+    def _retry_reconcile(self, reason: str, delay_s: float) -> None:
+        """Ask the reconciler again in ``delay_s`` (a daemon timer; nothing once the node is done)."""
+        def fire() -> None:
+            if self.done.is_set():
+                return
+            try:
+                self.directory.tell(RECONCILER, ReconcileRequest(reason, self.now_ns()))
+            except Exception as e:  # noqa: BLE001 - reconciler between incarnations: its start reconciles anyway
+                logger.warning("reconciliation retry ({}) not delivered: {}", reason, e)
+        t = threading.Timer(delay_s, fire)
+        t.daemon = True
+        t.start()
+
+    # ------------------------------------------------------------------ shutdown
+    def shutdown(self, reason: str, timeout: float = 20.0) -> None:
+        """Orderly stop: feed stopped, working orders cancelled and positions flattened through
+        risk, confirmed at the venue (else flattened there), state persisted."""
+        feed = self.directory.ref(FEED)
+        if feed is not None:
+            try:
+                feed.stop(block=True, timeout=5)
+            except Exception:  # noqa: BLE001 - a dead feed is a stopped feed
+                pass
+        if not self.escalation:
+            self.directory.tell(RISK, Shutdown(reason, self.venue.last_ts))
+            if not wait_until(self._flat, timeout=timeout, interval=0.05):
+                logger.error("not flat after {}s through risk ({}): emergency flatten at the venue", timeout,
+                             self._not_flat_detail())
+                for ev in self.venue.flatten(self.venue.last_ts):
+                    self.directory.tell(ROUTER, ev)  # journal the emergency fills like any other
+                self.wait_drained(timeout=5)
+            wait_until(self._risk_flat, timeout=5, interval=0.05)
+        if self.writer is not None:
+            self.writer.flush()
+
+    def _flat(self) -> bool:
+        """Risk's book flat, then confirmed by the venue (read at most every
+        ``spec.venue_read_interval_s``: ProjectX reads count against the rate limit)."""
+        if not self._risk_flat():
+            return False
+        now = time.monotonic()
+        if now - self._venue_checked_at < self.spec.venue_read_interval_s:
+            return False
+        self._venue_checked_at = now
+        try:
+            orders = self.venue.open_orders()
+            positions = {k: p.qty for k, p in self.venue.positions().items() if p.qty}
+        except Exception as e:  # noqa: BLE001 - any failed read means "not known to be flat"
+            logger.warning("flat check failed: {}", e)
+            return False
+        self._venue_seen = (f"venue working orders {sorted(o.client_order_id for o in orders)}, "
+                            f"positions {positions}")
+        if orders or positions:
+            return False
+        logger.info("flat check: risk's book flat, and the venue shows no working order and no position")
+        return True
+
+    def _not_flat_detail(self) -> str:
+        """What risk still holds open and what the venue showed last, for the log."""
+        try:
+            orders, positions = self.risk_query(
+                lambda r: (sorted(f"{o.client_order_id} {o.status.value}" for o in r.book.open_orders()),
+                           r.portfolio.net_positions()), timeout=1)
+        except Exception as e:  # noqa: BLE001 - a log line must not stop the flatten path
+            return f"risk not readable: {e!r}; last check: {self._venue_seen}"
+        return f"risk open orders {orders}, positions {positions}; last check: {self._venue_seen}"
+
+    def _risk_flat(self) -> bool:
+        """Risk's book holds no position and no open order. False when risk cannot be asked (busy
+        past 1 s, restarting): an unreadable book is not a flat one, so the shutdown then waits and,
+        at its timeout, flattens at the venue."""
+        try:
+            return bool(self.risk_query(lambda r: r.is_flat, timeout=1))
+        except Exception as e:  # noqa: BLE001 - any failure to read means "not known to be flat"
+            logger.debug("risk's book not readable for the flat check: {!r}", e)
+            return False
+
+    def _summary(self, risk: Any, stats: dict[str, dict], fills: int) -> SessionSummary:
+        s = SessionSummary(self.spec.shown, self.days)
+        s.fill_from_risk(risk, self.cfg.profile.max_contracts_minis)
+        s.fills = fills
+        s.add_strategies([(e.name, e.kind, e.instruments, stats.get(e.name, {})) for e in self.entries],
+                         fills_from_trades_csv(self.trade_log.text()))
+        s.trades_csv = str(self.trade_log.path)
+        return s
+
+    def summary(self, reason: str, seconds: float) -> SessionSummary:
+        """The session summary from the running actors (risk, strategies, router)."""
+        if self.spec.clock == "wall":
+            self.days = sorted({self.days[0], trading_day(self.now_ns()).isoformat()})
+        try:
+            risk = self.risk_query(lambda r: r, timeout=5)
+            stats = {e.name: ask(self.directory, e.name, lambda h: h.stats(), 5) for e in self.entries}
+            s = self._summary(risk, stats, ask(self.directory, ROUTER, lambda r: r.fills, 5))
+        except Exception as exc:  # noqa: BLE001 - never report "none" for what could not be read
+            logger.error("summary incomplete: {!r}", exc)
+            s = SessionSummary(self.spec.shown, self.days, open_positions=None, trades_csv=str(self.trade_log.path))
+        assert self.tree is not None
+        s.restarts = dict(self.tree.restarts)
+        if self.feed_handler is not None:
+            s.rejected_inputs = dict(self.feed_handler.core.rejected)
+            s.events = self.feed_handler.sent
+        s.seconds = seconds
+        s.exit_reason = reason
+        return s
+
+    def stop(self) -> None:
+        """Stop market data, every actor, the loop and the venue; flush what is queued."""
+        self.done.set()
+        self.data.stop()
+        if self.tree is not None:
+            self.tree.stop()
+        if self.actor_loop is not None:
+            self.actor_loop.close()
+        if self.writer is not None:
+            self.writer.flush()
+        self.venue.stop()
+        if self.gateway is not None:
+            self.gateway.client.close()
+
+
+# --------------------------------------------------------------------------- session
+
+def open_store(cfg: Any) -> tuple[Any, Any]:
+    """The state store: ``runtime.redis_url``, else ``$REDIS_URL``, else an embedded redis-server
+    under ``{run_dir}/redis`` (reused after a crash). Returns (store, embedded server or None)."""
+    from infra.embedded_redis import EmbeddedRedis
+    from infra.state_store import StateStore
+    url = cfg.runtime.redis_url or os.environ.get("REDIS_URL")
+    embedded = None
+    if not url:
+        embedded = EmbeddedRedis(Path(cfg.runtime.run_dir) / "redis")
+        url = embedded.ensure_running()
+        logger.info("embedded redis-server at {} (data in {})", url, embedded.data_dir)
+    return StateStore.from_url(url, cfg.runtime.namespace), embedded
+
+
+def open_gateway(cfg: Any, spec: ModeSpec, credentials: tuple[str, str] | None) -> Gateway | None:
+    """The ProjectX session the mode needs (None for replay data on the simulated venue).
+
+    Raises:
+        LiveStartupError: login, account or contract refused (code 2), gateway failing (code 4).
+    """
+    if spec.venue != "projectx" and spec.data != "projectx-hub":
+        return None
+    from infra.projectx.session import connect, connect_market
+    assert credentials is not None, "ProjectX modes need credentials"
+    if spec.venue == "projectx":
+        return Gateway(*connect(cfg, *credentials))
+    client, contracts = connect_market(cfg, *credentials)
+    return Gateway(client, None, contracts)
+
+
+def run(cfg: Any, mode: str, *, fresh: bool = False, credentials: tuple[str, str] | None = None,
+        trades_csv: Path | None = None) -> int:
+    """One session in ``mode`` (:data:`actors.tree.MODES`), from start to summary.
+
+    A replay ends at the end of its data; live data runs until SIGINT/SIGTERM. Either way the
+    node stops in order (cancel, flatten, persist) and prints the summary.
+
+    Returns the exit code: 0 (end of data, SIGINT/SIGTERM), 3 (supervision escalation).
+    Raises:
+        LiveStartupError: a ProjectX mode could not start (its ``code`` is the exit code).
+        ValueError, FileNotFoundError: bad data for a replay.
+    """
+    spec = MODES[mode]
+    if spec.host == "dispatcher":
+        summary = Node(cfg, spec, trades_csv=trades_csv).run_backtest()
+        print(summary.render())
+        return EXIT_OK
+
+    from infra.alerts import SlackAlerter
+    from infra.metrics import Metrics
+    from infra.projectx import errors as pxe
+    from infra.projectx.session import EXIT_GATEWAY, LiveStartupError
+
+    t0 = time.perf_counter()
+    gateway = open_gateway(cfg, spec, credentials)
+    store, embedded = open_store(cfg)
+    if spec.data == "replay":
+        if fresh:
+            store.flush()
+        elif store.load_meta().get("finished") == "1":
+            logger.info("previous session in {} finished; starting fresh (use a new --namespace to keep it)",
+                        cfg.runtime.namespace)
+            store.flush()
+    metrics = Metrics()
+    if cfg.runtime.metrics_port is not None:
+        try:
+            port = metrics.start_http_server(cfg.runtime.metrics_port)
+            logger.info("prometheus metrics on http://127.0.0.1:{}/metrics", port)
+        except OSError as exc:
+            logger.warning("metrics endpoint not started: {}", exc)
+    try:
+        node = Node(cfg, spec, store=store, alerter=SlackAlerter(os.environ.get("SLACK_WEBHOOK_URL")),
+                    metrics=metrics, gateway=gateway, trades_csv=trades_csv)
+    except pxe.ProjectXError as e:
+        if gateway is not None:
+            gateway.client.close()
+        raise LiveStartupError(f"history warm-up failed: {e}", EXIT_GATEWAY) from None
+    source = (f"replay of {cfg.runtime.data_dir} at speed {cfg.runtime.speed}" if spec.data == "replay"
+              else f"ProjectX market hub ({cfg.projectx.hubs_url})")
+    logger.info("{} session {} .. {} ({}), market data: {}, venue: {}, namespace {}, strategies {}", spec.name,
+                node.days[0], node.days[-1], "resuming" if node.resumed else "fresh start", source, spec.venue,
+                cfg.runtime.namespace, ", ".join(f"{e.name} ({e.kind} {'/'.join(e.instruments)})" for e in node.entries))
+    stop_reason: list[str] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop_reason.append(signal.Signals(signum).name)
+        node.done.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    node.start()
+    last_log = time.monotonic()
+    while not node.done.wait(0.2):
+        if node.data_done.is_set():
+            node.wait_drained()
+            node.done.set()
+            break
+        if time.monotonic() - last_log > 10:
+            last_log = time.monotonic()
+            feed = node.feed_handler
+            logger.info("{} at {} CT, {} trades, {} quotes{}", spec.name,
+                        ns_to_ct(node.now_ns()).strftime("%Y-%m-%d %H:%M:%S"), feed.sent if feed else 0,
+                        getattr(feed, "quotes", 0), (", armed" if node.armed.is_set() else ", unarmed")
+                        if spec.arming else "")
+    end_of_data = node.data_done.is_set() and not stop_reason and not node.escalation
+    reason = node.escalation or (stop_reason[0] if stop_reason else "end of data" if end_of_data else "stopped")
+    node.shutdown(reason)
+    summary = node.summary(reason, time.perf_counter() - t0)
+    if end_of_data:
+        store.update_meta(finished="1")
+    node.stop()
+    print(summary.render())
+    if embedded is not None and end_of_data:
+        embedded.stop()
+    return EXIT_ESCALATED if node.escalation else EXIT_OK

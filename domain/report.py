@@ -1,0 +1,187 @@
+"""The end-of-run session summary, account-wide and per strategy.
+
+:class:`SessionSummary` holds trades, gross and net P&L, fees, max drawdown, MLL headroom, the rule
+checks (MLL floor never touched, flat by 15:10 CT, contract limit never exceeded; rules:
+docs/risk.md), actor restarts, and one :class:`StrategyResult` per strategy.
+
+Per-strategy P&L is a FIFO fold over the session's fills (:class:`domain.portfolio.Portfolio`, exact
+Decimal dollars). Risk's own orders (the 15:10 CT flatten, loss-limit liquidations, shutdown) and
+the emergency flatten close positions the strategies opened, so each of their fills is split among
+the strategies that hold the opposite position in that instrument, oldest holder first, with the
+fee split per contract (:func:`attribute_fills`). The per-strategy figures then add up to the
+account's realized P&L and fees.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Iterable
+
+from domain.messages import Fill, Side
+from domain.portfolio import Portfolio
+
+SYSTEM_OWNERS = frozenset({"risk", "emergency"})
+"""Strategy ids of orders that close strategy positions (risk's flatten, the emergency flatten)."""
+
+
+@dataclass
+class StrategyResult:
+    """One strategy's figures: fills (its own and its share of risk's closes), dollars."""
+
+    name: str
+    kind: str
+    instruments: tuple[str, ...]
+    fills: int = 0
+    closes_by_risk: int = 0
+    gross_pnl: Decimal = Decimal(0)
+    fees: Decimal = Decimal(0)
+    open_positions: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def net_pnl(self) -> Decimal:
+        return self.gross_pnl - self.fees
+
+
+def attribute_fills(fills: Iterable[Fill], strategies: list[str]) -> dict[str, Portfolio]:
+    """A portfolio per strategy from the session's fills, in execution order.
+
+    A fill of a strategy goes to its portfolio. A fill of :data:`SYSTEM_OWNERS` (it only ever
+    reduces) is split among ``strategies`` holding the opposite position in its instrument, in the
+    order given, each up to its open quantity; the fee is split per contract (exact: the fee per
+    contract is constant within a fill). What no strategy holds (a position not ours) is left out.
+
+    Args:
+        fills: ``Fill`` messages (trade ids unique).
+        strategies: strategy names, in config order.
+    Returns: ``{strategy name: Portfolio}`` for every name in ``strategies``.
+    """
+    books = {name: Portfolio() for name in strategies}
+    for f in fills:
+        if f.strategy_id in books:
+            books[f.strategy_id].apply_fill(f)
+            continue
+        if f.strategy_id not in SYSTEM_OWNERS:
+            continue
+        left = f.qty
+        fee_per = f.fee / f.qty if f.qty else Decimal(0)
+        for name in strategies:
+            held = books[name].qty(f.instrument)
+            if left == 0:
+                break
+            if held == 0 or (held > 0) == (f.side is Side.BUY):
+                continue
+            take = min(left, abs(held))
+            books[name].apply_fill(replace(f, qty=take, fee=fee_per * take, strategy_id=name,
+                                           trade_id=f"{f.trade_id}/{name}"))
+            left -= take
+    return books
+
+
+def fills_from_trades_csv(text: str) -> list[Fill]:
+    """The fills of a trades CSV (:mod:`infra.trade_log` columns), in file order."""
+    out: list[Fill] = []
+    for row in csv.DictReader(io.StringIO(text)):
+        out.append(Fill(client_order_id=row["client_order_id"], strategy_id=row["strategy"], trade_id=row["trade_id"],
+                        instrument=row["instrument"], side=Side(row["side"]), qty=int(row["qty"]),
+                        price=Decimal(row["price"]), fee=Decimal(row["fee"]), leaves_qty=0, ts_ns=0))
+    return out
+
+
+@dataclass
+class SessionSummary:
+    """End-of-run report. Money in dollars; ``days`` ISO dates (America/Chicago trading days)."""
+
+    mode: str
+    days: list[str]
+    fills: int = 0
+    gross_pnl: Decimal = Decimal(0)
+    fees: Decimal = Decimal(0)
+    net_pnl: Decimal = Decimal(0)
+    max_drawdown: Decimal = Decimal(0)
+    mll_floor: Decimal = Decimal(0)
+    min_mll_headroom: Decimal | None = None
+    max_contracts_minis: Decimal = Decimal(0)
+    contract_limit: Decimal = Decimal(0)
+    flat_violations: int = 0
+    mll_touched: bool = False
+    breaches: list = field(default_factory=list)
+    denials: int = 0
+    strategies: list[StrategyResult] = field(default_factory=list)
+    restarts: dict = field(default_factory=dict)
+    rejected_inputs: dict = field(default_factory=dict)
+    open_positions: dict | None = field(default_factory=dict)  # None: could not be read
+    trades_csv: str = ""
+    events: int = 0
+    seconds: float = 0.0
+    exit_reason: str = "end of data"
+
+    @property
+    def rules_ok(self) -> bool:
+        return (not self.mll_touched and self.flat_violations == 0
+                and self.max_contracts_minis <= self.contract_limit)
+
+    def fill_from_risk(self, risk: object, limit: Decimal) -> None:
+        """Copy the account figures of a :class:`domain.risk.RiskManager`."""
+        pf = risk.portfolio  # type: ignore[attr-defined]
+        self.gross_pnl = pf.realized
+        self.fees = pf.fees
+        self.net_pnl = risk.ledger.balance - risk.limits.starting_balance + risk.unrealized()  # type: ignore[attr-defined]
+        self.max_drawdown = risk.max_drawdown  # type: ignore[attr-defined]
+        self.mll_floor = risk.ledger.floor  # type: ignore[attr-defined]
+        self.min_mll_headroom = risk.min_headroom  # type: ignore[attr-defined]
+        self.max_contracts_minis = risk.max_contracts_seen  # type: ignore[attr-defined]
+        self.contract_limit = limit
+        self.flat_violations = len(risk.flat_violations)  # type: ignore[attr-defined]
+        self.mll_touched = any(b[1] == "mll" for b in risk.breaches)  # type: ignore[attr-defined]
+        self.breaches = list(risk.breaches)  # type: ignore[attr-defined]
+        self.denials = risk.denials  # type: ignore[attr-defined]
+        self.open_positions = pf.net_positions()
+
+    def add_strategies(self, entries: list[tuple[str, str, tuple[str, ...], dict]], fills: list[Fill]) -> None:
+        """One :class:`StrategyResult` per ``(name, kind, instruments, stats)``, P&L from ``fills``."""
+        books = attribute_fills(fills, [e[0] for e in entries])
+        own = {e[0]: 0 for e in entries}
+        for f in fills:
+            if f.strategy_id in own:
+                own[f.strategy_id] += 1
+        for name, kind, instruments, stats in entries:
+            pf = books[name]
+            self.strategies.append(StrategyResult(
+                name, kind, instruments, fills=own[name], closes_by_risk=pf.fills_applied - own[name],
+                gross_pnl=pf.realized, fees=pf.fees, open_positions=pf.net_positions(), stats=dict(stats)))
+
+    def render(self) -> str:
+        ok = lambda b: "PASS" if b else "FAIL"  # noqa: E731
+        lines = [
+            f"=== session summary ({self.mode}) {self.days[0] if self.days else ''} .. {self.days[-1] if self.days else ''} ===",
+            f"exit: {self.exit_reason}",
+            f"fills: {self.fills}",
+            f"gross P&L: ${self.gross_pnl:,.2f}   fees: ${self.fees:,.2f}   net P&L: ${self.net_pnl:,.2f}",
+            f"max drawdown: ${self.max_drawdown:,.2f}   MLL floor: ${self.mll_floor:,.2f}   "
+            f"min MLL headroom: ${(self.min_mll_headroom or Decimal(0)):,.2f}",
+            f"rule check - MLL floor never touched: {ok(not self.mll_touched)}",
+            f"rule check - flat by 15:10 CT every day: {ok(self.flat_violations == 0)}",
+            f"rule check - contract limit never exceeded: {ok(self.max_contracts_minis <= self.contract_limit)} "
+            f"(max {self.max_contracts_minis} of {self.contract_limit} mini-equivalents)",
+            f"guardrail breaches: {len(self.breaches)} {[b[1] for b in self.breaches]}  risk denials: {self.denials}",
+            f"open positions at exit: "
+            f"{'UNKNOWN (risk not readable; check the venue)' if self.open_positions is None else self.open_positions or 'none'}",
+        ]
+        if self.strategies:
+            lines.append("per strategy (own fills, + closes by risk's flatten; P&L in dollars):")
+            for r in self.strategies:
+                stats = "  ".join(f"{k} {v}" for k, v in r.stats.items())
+                lines.append(f"  {r.name:<12} {r.kind:<9} {','.join(r.instruments):<9} fills {r.fills:>5} "
+                             f"(+{r.closes_by_risk} by risk)  gross ${r.gross_pnl:,.2f}  fees ${r.fees:,.2f}  "
+                             f"net ${r.net_pnl:,.2f}" + (f"  [{stats}]" if stats else ""))
+        lines += [
+            f"actor restarts: {self.restarts or 'none'}",
+            f"rejected inputs: {self.rejected_inputs or 'none'}",
+            f"trades csv: {self.trades_csv}",
+            f"events: {self.events}  wall time: {self.seconds:.2f}s",
+        ]
+        return "\n".join(lines)

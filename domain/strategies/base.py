@@ -1,0 +1,118 @@
+"""The strategy plug-in interface.
+
+A strategy is a pure handler (``handle(msg) -> Out``, no I/O, no threads, no wall clock) that the
+node hosts as its own actor under the ``strategies`` supervisor, addressed by its name (which is
+also its ``strategy_id``, the prefix of every client order id it makes).
+
+Inputs it may receive (it subscribes through its :class:`StrategyPlugin` declaration):
+
+- ``Bar`` and ``TradeTick`` of the instruments it reads (topic ``bars.<instrument>``), ``WarmupBars``
+  once at start (history, for indicators only);
+- its own order events: ``OrderSubmitted``, ``OrderAccepted``, ``OrderRejected``, ``OrderCancelled``,
+  ``OrderDenied`` (risk refused), ``Fill``;
+- ``RiskStateChanged`` (ACTIVE / REDUCING / HALTED), ``ExposureUpdate`` (the account's net
+  positions), ``ClockTick`` (each minute of event time);
+- ``StrategyStatus`` of the other strategies when :attr:`StrategyPlugin.wants_status` (the hedge
+  reads the grid's mid and spacing).
+
+Outputs: ``OrderIntent`` and ``CancelOrder`` to ``risk`` (the only gate; every intent is checked
+account-wide across all strategies), optionally ``StrategyStatus`` on the ``status`` topic and
+``Alert`` to the watchdog.
+
+Persistence: ``snapshot() -> dict`` (JSON-safe) after state-changing messages, ``restore(dict)``
+on a restart; what a lagging snapshot misses of its orders' fills and cancels the reconciler
+sends again (``held_orders`` tells it which orders the snapshot holds). docs/strategies/README.md
+shows how to add one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from domain.calendar import SessionCalendar
+from domain.handler import IdGenerator, Out
+from domain.risk_rules import RiskLimits
+
+STRICT = ConfigDict(extra="forbid", frozen=True)
+"""Model config of every strategy's params: unknown keys are errors, values immutable."""
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """What the node needs from a strategy handler."""
+
+    strategy_id: str
+
+    def handle(self, msg: Any) -> Out:
+        """Consume one message; return ``(destination, message)`` pairs to send."""
+
+    def snapshot(self) -> dict:
+        """JSON-safe state for the mirror; fresh containers of immutable values."""
+
+    def restore(self, d: dict) -> None:
+        """Load a :meth:`snapshot`."""
+
+    def forget_orders(self, client_order_ids: list[str]) -> None:
+        """Drop restored orders that never reached the router (they died with the old process)."""
+
+    def stats(self) -> dict[str, int]:
+        """Counters for the session summary (e.g. ``{"entries_filled": 65}``)."""
+
+
+@dataclass(frozen=True)
+class StrategyContext:
+    """What the node gives a strategy when it builds one.
+
+    Attributes:
+        strategy_id: the strategy's name (actor name and client order id prefix).
+        instruments: the instruments it reads, in the order its plug-in defines (e.g. the hedge:
+            primary, then hedge instrument).
+        ids: client order id source (``{strategy_id}-{incarnation}-{seq}``).
+        calendar: session rules (America/Chicago; flat margin before 15:10 CT).
+        limits: the account's risk limits (sizing caps, e.g. ``per_trade_risk``).
+    """
+
+    strategy_id: str
+    instruments: tuple[str, ...]
+    ids: IdGenerator
+    calendar: SessionCalendar
+    limits: RiskLimits
+
+
+@dataclass(frozen=True)
+class StrategyPlugin:
+    """A strategy kind: its validated params, how to build it and what it subscribes to.
+
+    Each module ``domain/strategies/<kind>.py`` defines ``PLUGIN = StrategyPlugin(...)``; the config
+    names the kind (``strategies: [{name, kind, instruments, params}]``).
+
+    Attributes:
+        kind: the module name.
+        params: the pydantic model of its ``params:`` section (use :data:`STRICT`).
+        build: ``build(ctx, params) -> Strategy``.
+        instruments: (min, max) number of instruments an entry names.
+        wants_status: subscribe to every ``StrategyStatus`` (the hedge).
+        bar_periods: ``f(params) -> seconds`` bar periods it needs beyond the bar builder's
+            (60, 300, 900).
+        warmup_periods: ``f(params) -> seconds``: bar periods of the ``WarmupBars`` it gets at start.
+        held_orders: ``f(snapshot) -> {client order id: contracts filled}`` of the orders a
+            snapshot holds as working (the reconciler brings them up to date after a restart).
+        check: ``f(params, instruments, limits) -> None``; raises ``ValueError("<field>: why")``
+            for a combination the params alone cannot judge (e.g. sizing above the profile's
+            per-trade risk).
+        summary: labels of :meth:`Strategy.stats` counters shown in the session summary.
+    """
+
+    kind: str
+    params: type[BaseModel]
+    build: Callable[[StrategyContext, Any], Strategy]
+    instruments: tuple[int, int] = (1, 1)
+    wants_status: bool = False
+    bar_periods: Callable[[Any], tuple[int, ...]] = lambda params: ()
+    warmup_periods: Callable[[Any], tuple[int, ...]] = lambda params: (60, 900)
+    held_orders: Callable[[dict], dict[str, int]] = lambda snapshot: {}
+    check: Callable[[Any, tuple[str, ...], RiskLimits], None] | None = None
+    summary: tuple[str, ...] = ()

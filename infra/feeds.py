@@ -1,0 +1,412 @@
+"""Market data sources: the tick feed of a file replay and of the ProjectX market hub.
+
+- :class:`FeedCore` validates each incoming tick (:mod:`domain.validation`: NaN, non-positive,
+  off-tick, crossed, out-of-order, duplicate, unknown instrument are rejected, counted and logged)
+  and routes good ones to ``ticks.<instrument>`` (venue, bar builder, risk), plus a ``ClockTick`` on
+  the ``clock`` topic at every new minute of event time.
+- :class:`ReplayFeed` is the replay's feed handler: it paces ticks at ``speed`` x real time and so
+  sleeps (it has a thread of its own); :class:`LiveFeed` is the hub's: hub ticks and the wall-clock
+  ``ClockTick`` (it never blocks and shares the decision loop).
+- :class:`ReplayData` and :class:`HubData` are the two :class:`domain.ports.MarketDataSource`
+  adapters the node picks from.
+
+Times are epoch ns UTC; trading days America/Chicago.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from loguru import logger
+
+from domain.calendar import trading_day
+from domain.handler import CLOCK_TOPIC, FEED, RECONCILER, Out, RejectedMessage, ticks_topic
+from domain.messages import ClockTick, QuoteTick, ReconcileRequest, ReconcileResult, TradeTick
+from domain.validation import MarketDataValidator
+from infra.replay import ReplaySource, bar_to_ticks
+
+NS = 1_000_000_000
+
+MINUTE_NS = 60 * NS
+
+
+class FeedCore:
+    """Validation + routing of raw ticks. ``route(tick) -> Out`` (empty for a rejected tick).
+
+    Each rejection is counted per reason (:attr:`rejected`); the first ``LOG_FIRST`` of a reason
+    and every ``LOG_EVERY``-th after that are logged with the tick and the running count.
+    """
+
+    LOG_FIRST = 20
+    LOG_EVERY = 1000
+
+    def __init__(self) -> None:
+        self.validator = MarketDataValidator()
+        self.minute: int | None = None
+        self.last_ts = 0
+
+    def route(self, tick: TradeTick | QuoteTick) -> Out:
+        reason = (self.validator.check_trade(tick) if isinstance(tick, TradeTick)
+                  else self.validator.check_quote(tick))
+        if reason:
+            n = self.validator.rejected[reason]
+            if n <= self.LOG_FIRST or n % self.LOG_EVERY == 0:  # a bad feed must not flood the log
+                logger.warning("feed rejected {} {} at ts_ns {}: {} ({} so far for this reason)", type(tick).__name__,
+                               getattr(tick, "instrument", "?"), getattr(tick, "ts_ns", "?"), reason, n)
+            return []
+        out: Out = []
+        minute = tick.ts_ns // MINUTE_NS
+        if minute != self.minute:
+            self.minute = minute
+            out.append((CLOCK_TOPIC, ClockTick(tick.ts_ns)))
+        self.last_ts = tick.ts_ns
+        out.append((ticks_topic(tick.instrument), tick))
+        return out
+
+    @property
+    def rejected(self):
+        return self.validator.rejected
+
+
+@dataclass(frozen=True, slots=True)
+class Pump:
+    """Self-message of the replay feed: emit the next batch."""
+
+
+class ReplayFeed:
+    """Paced replay feed handler (paper mode).
+
+    Args:
+        events: iterator of ticks in replay order (already resumed after the venue's last tick).
+        speed: replay speed (1 = real time; ``float('inf')`` = as fast as possible).
+        warmup: ``(destination, WarmupBars)`` pairs sent first.
+        on_done: called once when the data is exhausted.
+        self_tell: sends a message to this actor (set by the host after start).
+        batch: max ticks per pump.
+        backlog: ``f() -> int`` largest consumer inbox; above ``max_backlog`` the feed waits
+            (backpressure instead of dropping, so orders and fills stay exact at any speed).
+            At ``speed`` inf ("max") the replay goes in lock step: the ticks of one timestamp,
+            then nothing until every consumer's inbox is empty. Otherwise the paper venue (fast)
+            ran up to a batch of ticks ahead of the strategies (slower): they decided on prices
+            minutes old, their passive entries were marketable at the venue and filled on
+            arrival, several at one price (seen after a kill -9 resume at ``max``).
+        wait_reconciled: hold the first tick until a :class:`ReconcileResult` arrived (risk is
+            HALTED until then, so earlier ticks would only be denied decisions) and every
+            consumer has digested the warm-up (backlog 0); at most ``start_timeout_s`` seconds,
+            then the replay starts anyway with a warning. False for a restarted feed (no new
+            reconciliation comes). At its start the feed asks the reconciler for its result
+            (``reuse_last``: the start-up run's result, or a run stamped ``start_ts_ns`` if none
+            happened yet).
+    """
+
+    def __init__(self, events: Iterator[TradeTick], speed: float, warmup: Out, on_done: Callable[[], None],
+                 batch: int = 200, backlog: Callable[[], int] | None = None, max_backlog: int = 50,
+                 wait_reconciled: bool = False, start_timeout_s: float = 10.0, start_ts_ns: int = 0) -> None:
+        self.events = events
+        self.speed = speed
+        self.core = FeedCore()
+        self.warmup = warmup
+        self.on_done = on_done
+        self.batch = batch
+        self.t0_wall: float | None = None
+        self.t0_event: int | None = None
+        self.pending: TradeTick | None = None
+        self.done = False
+        self.sent = 0
+        self.sent_wall: dict[int, float] = {}  # ts_ns -> perf_counter at send (latency benchmark)
+        self.record_latency = False
+        self.backlog = backlog
+        self.max_backlog = max_backlog
+        self.lockstep = speed == float("inf") and backlog is not None
+        self.reconciled = not wait_reconciled
+        self.start_timeout_s = start_timeout_s
+        self._started_wall: float | None = None
+        self.start_ts_ns = start_ts_ns
+        self._last_sent_ts = -1
+
+    def now_ns(self) -> int:
+        """Event time of the last tick sent (the start time before the first), epoch ns UTC."""
+        return self.core.last_ts or self.start_ts_ns
+
+    def start(self) -> Out:
+        out = list(self.warmup)
+        if not self.reconciled:
+            # the reconciler's start-up run may have finished before this feed existed to hear the
+            # result: ask for it again (the reconciler re-sends its last result, never runs twice)
+            out.append((RECONCILER, ReconcileRequest("replay start", self.start_ts_ns, reuse_last=True)))
+        out.append((FEED, Pump()))
+        return out
+
+    def _ready(self) -> bool:
+        """Start gate: reconciled and warm-up digested, or the start timeout passed."""
+        now = time.monotonic()
+        if self._started_wall is None:
+            self._started_wall = now
+        if self.reconciled and (self.backlog is None or self.backlog() == 0):
+            return True
+        if now - self._started_wall > self.start_timeout_s:
+            logger.warning("replay starts before {} ({:.0f} s)", "the warm-up was digested" if self.reconciled
+                           else "reconciliation finished; risk stays HALTED until it does", self.start_timeout_s)
+            self.reconciled = True
+            return True
+        return False
+
+    def handle(self, msg: Any) -> Out:
+        if isinstance(msg, ReconcileResult):
+            self.reconciled = True
+            return []
+        if not isinstance(msg, Pump):
+            raise RejectedMessage(f"feed: unexpected message {type(msg).__name__}")
+        if self.done:
+            return []
+        if self.t0_event is None and not self._ready():
+            time.sleep(0.002)
+            return [(FEED, Pump())]
+        if self.lockstep:
+            if self.backlog() > 0:
+                time.sleep(0.0003)  # lock step: the previous timestamp is still being handled
+                return [(FEED, Pump())]
+        elif self.backlog is not None and self.backlog() > self.max_backlog:
+            time.sleep(0.002)  # backpressure: consumers are behind; never drop ticks
+            return [(FEED, Pump())]
+        out: Out = []
+        for _ in range(self.batch):
+            tick = self.pending if self.pending is not None else next(self.events, None)
+            self.pending = None
+            if tick is None:
+                self.done = True
+                self.on_done()
+                return out
+            if self.lockstep and out and tick.ts_ns != self._last_sent_ts:
+                self.pending = tick  # next timestamp: after the consumers are done with this one
+                break
+            self._last_sent_ts = tick.ts_ns
+            if self.t0_event is None:
+                self.t0_event, self.t0_wall = tick.ts_ns, time.monotonic()
+            if self.speed != float("inf"):
+                due = self.t0_wall + (tick.ts_ns - self.t0_event) / NS / self.speed
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self.pending = tick
+                    if not out:
+                        time.sleep(min(wait, 0.05))
+                    break
+            routed = self.core.route(tick)
+            if self.record_latency and routed:
+                self.sent_wall[tick.ts_ns] = time.perf_counter()
+            out += routed
+            self.sent += 1
+        out.append((FEED, Pump()))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class WallClock:
+    """Timer message to the live feed (sent every second of wall time)."""
+
+
+class LiveFeed:
+    """Live feed handler: hub ticks through :class:`FeedCore`, plus the wall-clock ``ClockTick``.
+
+    Trades are validated and routed like replayed ones. Quotes are validated and advance the
+    clock only (the strategies trade on prints; no handler downstream takes quotes).
+
+    Args:
+        warmup: ``(destination, WarmupBars)`` pairs sent when the actor starts.
+        anchor_ns: event time to start the clock from (end of the last history bar), epoch ns UTC.
+    """
+
+    LOG_FIRST = 20
+
+    def __init__(self, warmup: Out, anchor_ns: int) -> None:
+        self.core = FeedCore()
+        self.warmup = warmup
+        self.last_ts = anchor_ns
+        self.last_mono = time.monotonic_ns()
+        self.sent = 0
+        self.quotes = 0
+
+    def start(self) -> Out:
+        return list(self.warmup)
+
+    def now_ns(self) -> int:
+        """Last feed event time plus the wall time elapsed since it arrived, epoch ns UTC."""
+        return self.last_ts + (time.monotonic_ns() - self.last_mono)
+
+    def handle(self, msg: Any) -> Out:
+        if isinstance(msg, TradeTick):
+            out = self.core.route(msg)
+            if out:
+                self._anchor(msg.ts_ns)
+                self.sent += 1
+            return out
+        if isinstance(msg, QuoteTick):
+            reason = self.core.validator.check_quote(msg)
+            if reason:
+                n = self.core.rejected[reason]
+                if n <= self.LOG_FIRST:
+                    logger.warning("feed rejected quote {} at ts_ns {}: {} ({} so far)", msg.instrument, msg.ts_ns,
+                                   reason, n)
+                return []
+            self.quotes += 1
+            self._anchor(msg.ts_ns)
+            return self._clock(msg.ts_ns)
+        if isinstance(msg, WallClock):
+            return self._clock(self.now_ns())
+        if isinstance(msg, ReconcileResult):
+            return []  # the market does not wait for us: live data flows from the start
+        raise RejectedMessage(f"feed: unexpected message {type(msg).__name__}")
+
+    def _anchor(self, ts_ns: int) -> None:
+        if ts_ns >= self.last_ts:
+            self.last_ts, self.last_mono = ts_ns, time.monotonic_ns()
+
+    def _clock(self, ts_ns: int) -> Out:
+        minute = ts_ns // MINUTE_NS
+        if self.core.minute is not None and minute <= self.core.minute:
+            return []
+        self.core.minute = minute
+        return [(CLOCK_TOPIC, ClockTick(ts_ns))]
+
+
+# --------------------------------------------------------------------------- sources
+
+DATA_FILES = {"MES": "ES_2min.csv.gz", "ES": "ES_2min.csv.gz", "MNQ": "NQ_2min.csv.gz", "NQ": "NQ_2min.csv.gz"}
+"""Recorded file per instrument: ES prices stand for ES and MES, NQ prices for NQ and MNQ
+(data/demo/README.md)."""
+
+
+def open_replay(data_dir: Path, instruments: tuple[str, ...], start: Any = None, end: Any = None) -> ReplaySource:
+    """The replay of ``instruments`` from ``data_dir``. Without ``start``, the first trading day of
+    the data only warms the indicators up and trading starts on the second.
+
+    Raises:
+        ValueError: an instrument without a recorded file (:data:`DATA_FILES`).
+        FileNotFoundError: a file missing in ``data_dir``.
+    """
+    files = {}
+    for sym in instruments:
+        name = DATA_FILES.get(sym)
+        if name is None:
+            raise ValueError(f"no recorded data file for {sym}; recorded: {sorted(DATA_FILES)}")
+        path = Path(data_dir) / name
+        if not path.exists():
+            raise FileNotFoundError(f"market data file not found: {path}")
+        files[sym] = path
+    if start is None:
+        days = ReplaySource(files, warmup_days=0).trading_days()
+        start = days[1] if len(days) > 1 else None
+    return ReplaySource(files, start=start, end=end, warmup_days=1)
+
+
+class ReplayData:
+    """:class:`domain.ports.MarketDataSource` over recorded bars (paper replay, backtest).
+
+    Args:
+        source: the :class:`infra.replay.ReplaySource`.
+        speed: replay speed factor (``inf`` = as fast as the actors go, in lock step).
+    """
+
+    blocks = True
+
+    def __init__(self, source: ReplaySource, speed: float = float("inf")) -> None:
+        self.source = source
+        self.speed = speed
+        self.instruments = tuple(source.instruments)
+
+    def start_ns(self) -> int:
+        """Start of the first replayed bar, epoch ns UTC."""
+        return min(self.source.bars(s)[0].start_ns for s in self.instruments if self.source.bars(s))
+
+    def trading_days(self) -> list[str]:
+        return [d.isoformat() for d in self.source.trading_days()]
+
+    def warmup_ticks(self) -> dict[str, list[TradeTick]]:
+        """The warm-up day's bars as ticks, per instrument."""
+        return {sym: [t for row in self.source.warmup_bars(sym) for t in bar_to_ticks(row)] for sym in self.instruments}
+
+    def events(self, after_ns: int | None = None) -> Iterator[TradeTick]:
+        """Every tick in replay order, after ``after_ns`` when resuming."""
+        return self.source.events(after_ns=after_ns)
+
+    def make_handler(self, warmup: Out, after_ns: int | None, restarted: bool, backlog: Callable[[], int],
+                     on_done: Callable[[], None], start_ts_ns: int) -> "ReplayFeed":
+        """The feed actor's handler; a first start waits for the start-up reconciliation."""
+        return ReplayFeed(self.events(after_ns), self.speed, warmup, on_done, backlog=backlog,
+                          wait_reconciled=not restarted, start_ts_ns=start_ts_ns)
+
+    def start(self, post: Callable[[Any], None]) -> None:
+        """Nothing to connect: the feed handler pulls the ticks itself."""
+
+    def stop(self) -> None:
+        """Nothing to disconnect."""
+
+
+class HubData:
+    """:class:`domain.ports.MarketDataSource` over the ProjectX market hub (paper on live data, live).
+
+    Quotes and trades of the resolved contracts go to the feed actor (``post``); a 1-second wall
+    timer posts :class:`WallClock`, so ``ClockTick``s (and the 15:10 CT flatten) come when data is
+    quiet. Warm-up ticks and the start time come from ``History/retrieveBars``.
+
+    Args:
+        client: a logged-in :class:`infra.projectx.rest.ProjectXClient`.
+        contracts: our instrument -> gateway contract id.
+        hubs_url: the SignalR hubs host.
+    Raises:
+        ProjectXError: the history warm-up failed.
+    """
+
+    blocks = False
+
+    def __init__(self, client: Any, contracts: dict[str, str], hubs_url: str) -> None:
+        from infra.projectx.hubs import MarketHub
+        from infra.projectx.session import history_warmup
+        self.client = client
+        self.contracts = contracts
+        self.instruments = tuple(contracts)
+        self._warm, self._anchor = history_warmup(client, contracts)
+        self._post: Callable[[Any], None] | None = None
+        self._done = threading.Event()
+        self.market = MarketHub(hubs_url, client.token, on_quote=self._on_tick, on_trade=self._on_tick,
+                                on_state=lambda s: logger.warning("ProjectX market hub {}", s))
+
+    def start_ns(self) -> int:
+        """End of the latest history bar: the gateway's now as history shows it, epoch ns UTC."""
+        return self._anchor
+
+    def trading_days(self) -> list[str]:
+        return [trading_day(self._anchor).isoformat()]
+
+    def warmup_ticks(self) -> dict[str, list[TradeTick]]:
+        return self._warm
+
+    def make_handler(self, warmup: Out, after_ns: int | None, restarted: bool, backlog: Callable[[], int],
+                     on_done: Callable[[], None], start_ts_ns: int) -> "LiveFeed":
+        """The feed actor's handler, its clock anchored at ``start_ts_ns``; live data never waits."""
+        return LiveFeed(warmup, start_ts_ns)
+
+    def _on_tick(self, tick: Any) -> None:
+        if self._post is not None:
+            self._post(tick)
+
+    def start(self, post: Callable[[Any], None]) -> None:
+        """Subscribe the contracts, connect, and start the wall timer; ``post`` tells the feed actor."""
+        self._post = post
+        for inst, cid in self.contracts.items():
+            self.market.subscribe(cid, inst)
+        self.market.start()
+        threading.Thread(target=self._clock_loop, name="market-clock", daemon=True).start()
+
+    def _clock_loop(self) -> None:
+        while not self._done.wait(1.0):
+            if self._post is not None:
+                self._post(WallClock())
+
+    def stop(self) -> None:
+        self._done.set()
+        self.market.stop()

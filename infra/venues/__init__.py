@@ -1,0 +1,1 @@
+"""Execution venue adapters: the simulated venue (:mod:`infra.venues.simulated`); the ProjectX adapter lives in :mod:`infra.projectx`."""
