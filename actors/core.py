@@ -199,8 +199,8 @@ class ActorLoop:
 
     pykka gives each actor a thread of its own, so every message between two actors wakes a thread
     and hands the GIL over. On the decision path (tick -> bars -> strategy -> risk -> router ->
-    broker) those hand-overs, not the handlers, were most of a burst's cost on one CPU
-    (docs/architecture.md, "The decision path on one thread"). Actors hosted on one loop keep
+    broker) those hand-overs cost more than the handlers themselves in a burst on one CPU
+    (docs/decisions/0001-decision-path-on-one-actor-loop.md). Actors hosted on one loop keep
     their own mailbox order, handler state and supervision: a crash stops that actor only, and its
     supervisor restarts it on the same loop. A message from one of them to another is then a queue
     append on the same thread, as in NautilusTrader's single-threaded kernel, or an Erlang
@@ -211,11 +211,11 @@ class ActorLoop:
     replay feed paces itself by sleeping, the reconciler makes REST calls) and the one that must
     notice a stalled loop (the watchdog) keep threads of their own.
 
-    Two lanes: the messages of actors started ``urgent`` (the live broker) run before any other
-    message waiting on the loop, each lane in FIFO order, so an order the router passed on leaves
-    for the venue before the loop goes on with the rest of a burst (docs/architecture.md, "The
-    broker first, and risk's mirror off the decision path"). Each actor's own messages stay in
-    order (an actor has one lane).
+    Two lanes: the messages of actors started ``urgent`` (the broker, in modes whose
+    ``ModeSpec.broker_urgent`` is set) run before any other message waiting on the loop, each lane
+    in FIFO order, so an order the router passed on leaves for the venue before the loop goes on
+    with the rest of a burst (docs/decisions/0002-live-broker-in-the-urgent-lane.md). Each actor's
+    own messages stay in order (an actor has one lane).
 
     Args:
         name: the thread is named ``actor-loop-<name>``.
@@ -360,8 +360,8 @@ def start_handler_actor(name: str, make_handler: Callable[[], Any], directory: D
     """Start a :class:`HandlerActor` and wait until its ``on_start`` ran (handler built, name
     registered, ``on_started`` messages sent), as OTP's ``start_link`` waits for ``init``: pykka runs
     ``on_start`` on the actor's own thread, and a sibling started next must find this one
-    registered. (It did not always: a reconciler could answer before risk was registered, the
-    answer was a dead letter and risk stayed HALTED for the whole session.) With ``loop=`` an
+    registered. Otherwise a reconciler could answer before risk is registered; the answer would be
+    a dead letter, and risk would stay HALTED for the whole session. With ``loop=`` an
     :class:`ActorLoop`, the actor is a :class:`LoopHostedActor` on that loop, in its urgent lane
     with ``urgent=True``. Returns the ref; an actor whose start failed has already reported it to
     ``failures``."""

@@ -140,6 +140,7 @@ class Node:
         self.escalation: str | None = None
         self.feed_handler: Any = None
         self._restored: set[str] = set()
+        self._restarts_reported: dict[str, int] = {}  # shared by every watchdog incarnation
         self._venue_checked_at = float("-inf")
         self._venue_seen = "venue not asked yet"
         self.tree: SupervisionTree | None = None
@@ -298,7 +299,7 @@ class Node:
         tree = self.tree
         return Watchdog(self.alerter, self.metrics, self.directory.inbox_depths, lambda: set(self.directory.names()),
                         names, lambda: dict(tree.restarts), lambda: not self.done.is_set(),
-                        self.cfg.runtime.stale_data_s)
+                        self.cfg.runtime.stale_data_s, restarts_reported=self._restarts_reported)
 
     # ------------------------------------------------------------------ backtest host
     def run_backtest(self) -> SessionSummary:
@@ -383,9 +384,8 @@ class Node:
             self.store.set_flag("armed", "1" if armed else "0")  # a stale 1 never arms a new session
         self.venue.set_event_sink(lambda ev: self.directory.tell(BROKER, ev))
         self.venue.start()
-        hub = getattr(self.venue, "hub", None)
-        if hub is not None and not hub.wait_connected(15.0):
-            logger.warning("ProjectX user hub not connected after 15 s; continuing (reconcile covers the gap)")
+        if not self.venue.connected(15.0):
+            logger.warning("venue events not connected after 15 s; continuing (reconciliation covers the gap)")
         self.store.save_meta(mode=self.spec.shown, config_hash=self.cfg.config_hash(), started_ns=time.time_ns(),
                              incarnation=self.incarnation)
         self.tree.start()

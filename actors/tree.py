@@ -3,7 +3,7 @@
 Every mode is one row of :data:`MODES`: where market data comes from, which venue fills the
 orders, which clock runs, which host runs the handlers, and the few hosting choices that follow
 from them. Nothing else differs between modes (the NautilusTrader idea of one core whose
-environment only picks the clock and the adapters: docs/reference/reference-designs.md).
+environment only picks the clock and the adapters: docs/reference/reference-designs.md, "NautilusTrader").
 
 The tree (:data:`TREE`) is OTP's child-spec list (erlang.org/doc/system/sup_princ.html): each
 supervisor has a strategy and a restart intensity (N restarts in T seconds, beyond which it gives
@@ -131,6 +131,10 @@ def render_tree(sup: Sup = TREE, indent: str = "") -> str:
         if isinstance(c, Sup):
             lines.append(render_tree(c, indent + "    "))
         else:
-            extra = "" if c.thread == DECISION_LOOP else f"  ({c.thread})"
+            if c.name == "feed":
+                extra = "  (per mode: " + ", ".join(f"{m.name} {m.feed_thread}" for m in MODES.values()
+                                                   if m.host == "actors") + ")"
+            else:
+                extra = "" if c.thread == DECISION_LOOP else f"  ({c.thread})"
             lines.append(f"{indent}    {c.name}{extra}")
     return "\n".join(lines)

@@ -55,8 +55,9 @@ class ConfigError(Exception):
 class RiskProfile(BaseModel):
     """One Topstep account type plus our guardrails. ``None`` switches a rule off.
 
-    ``sources`` maps a field name to where its number comes from (help-center article, seed
-    section, or the scaling rule we applied); every shipped profile documents every number.
+    ``sources`` maps a field name to where its number comes from (a Topstep help-center article,
+    a section of docs/reference/topstep-rules.md or docs/reference/strategy-seeds.md, or the scaling
+    rule we applied); every shipped profile documents every number.
     """
 
     model_config = _STRICT
@@ -185,7 +186,7 @@ class StrategyEntry(BaseModel):
 
 
 def _default_strategies() -> tuple[StrategyEntry, ...]:
-    """The grid on MES and its MNQ hedge (seeds 000 and 001)."""
+    """The grid on MES and its MNQ hedge (seeds 000 and 001: docs/reference/strategy-seeds.md)."""
     return (StrategyEntry(name="grid-MES", kind="grid", instruments=("MES",)),
             StrategyEntry(name="hedge", kind="hedge", instruments=("MES", "MNQ")))
 

@@ -1,12 +1,14 @@
 """Exchange session calendar in America/Chicago (CME Globex equity index, Topstep rules).
 
 - A *trading day* D runs from 17:00 CT on the previous business day (Sunday 17:00 for Monday)
-  to 16:00 CT on D (CME Globex hours; shared/docs/topstep-rules-and-strategies.md 1.12).
+  to 16:00 CT on D (CME Globex hours; docs/reference/topstep-rules.md#cme-contract-specifications).
 - Topstep requires positions and working orders flat by 15:10:00 CT Monday-Friday and re-opens at
-  17:00 CT (HC 8284206). We stop opening positions and start flattening ``flat_margin`` before
-  15:10 (configurable, default 5 minutes: seed 000 section 6.2 step 6).
+  17:00 CT (HC 8284206; "HC n" is https://help.topstep.com/en/articles/n). We stop opening
+  positions and start flattening ``flat_margin`` before 15:10 (configurable, default 5 minutes:
+  docs/reference/strategy-seeds.md#runtime-flow, step 6).
 - Between 15:10 and 17:00 CT and on weekends nothing may be held or worked.
-- Exchange holidays are not modelled (HC 13350348 lists them); a holiday simply has no data.
+- No position is opened on the CME closures listed in :data:`EXCHANGE_CLOSED_DAYS` (Topstep's
+  holiday schedule: HC 13350348); early-close days are not modelled.
 
 All inputs are integer nanoseconds since the epoch (UTC) or timezone-aware datetimes; every date
 returned is a trading day in America/Chicago.
@@ -37,9 +39,10 @@ EXCHANGE_CLOSED_DAYS: frozenset[dt.date] = frozenset({
 })
 """Trading days on which CME equity-index futures do not trade a normal session (New Year's Day,
 Good Friday, Christmas; CME Group holiday calendar). We never open positions in them: a position
-taken in the evening before such a day could not be flattened by 15:10 CT (the shared ES data
-stops on Thursday 2026-04-02 22:58 CT and resumes Sunday 17:00 CT). Early-close days (e.g. the
-day after Thanksgiving) are not modelled yet: add them here with care. Extend the table yearly."""
+taken in the evening before such a day could not be flattened by 15:10 CT (the 28-session ES
+data of docs/benchmarks.md stops on Thursday 2026-04-02 22:58 CT and resumes Sunday 17:00 CT).
+Early-close days (e.g. the day after Thanksgiving) are not modelled: add them here with care.
+Extend the table yearly."""
 
 
 def ns_to_ct(ts_ns: int) -> dt.datetime:

@@ -4,16 +4,17 @@ Indicators compute in ``float``: they are signals, not money. Prices arrive as `
 and are converted with ``float()``; outputs are in points (ATR, VWAP, bands) or are unitless
 (returns, volatility, correlation, beta).
 
-Sources (summarised in shared/docs/topstep-rules-and-strategies.md, Part 2):
-- (c) VWAP with standard-deviation bands: ``VWAP = sum(v*tp)/sum(v)``,
+Sources (summarised in docs/reference/indicators.md):
+- VWAP with standard-deviation bands: ``VWAP = sum(v*tp)/sum(v)``,
   ``sigma^2 = sum(v*(tp-VWAP)^2)/sum(v)``; shifted by a reference price to avoid catastrophic
   cancellation (docs.rs/wickra-core ``vwap_stddev_bands.rs``).
-- (d) Wilder ATR: ``TR_t = max(H-L, |H-C_prev|, |L-C_prev|)``, seed = SMA of the first n TRs, then
+- Wilder ATR: ``TR_t = max(H-L, |H-C_prev|, |L-C_prev|)``, seed = SMA of the first n TRs, then
   ``ATR_t = (ATR_{t-1}*(n-1) + TR_t)/n`` (en.wikipedia.org/wiki/Average_true_range).
 - EMA: ``alpha = 2/(n+1)`` (standard "span" EMA, e.g. pandas ``ewm(span=n, adjust=False)``).
-- Rolling volatility / correlation / beta: sample (ddof=1) moments of log returns, two-pass over
-  the window with :func:`math.fsum` (numerically stable; same as ``numpy.std(ddof=1)`` /
-  ``numpy.corrcoef``).
+- Rolling volatility / correlation / beta: sample (ddof=1) moments of log returns (same as
+  ``numpy.std(ddof=1)`` / ``numpy.corrcoef``): volatility two-pass over the window with
+  :func:`math.fsum`; correlation and beta from running sums, re-summed exactly with
+  :func:`math.fsum` every ``window`` updates (numerically stable either way).
 
 Every stateful indicator has ``snapshot() -> dict`` (JSON-safe) and ``classmethod restore(dict)``
 so its state can be mirrored (e.g. to Redis) and rebuilt exactly.
@@ -58,7 +59,8 @@ class WilderATR:
     ``TR_t = max(H_t - L_t, |H_t - C_{t-1}|, |L_t - C_{t-1}|)``; the first bar's TR is ``H - L``.
     The first ATR value (after ``n`` TRs) is the simple mean of those ``n`` TRs; afterwards
     ``ATR_t = (ATR_{t-1}*(n-1) + TR_t)/n`` (an EMA with alpha = 1/n).
-    Source: Wilder (1978) via en.wikipedia.org/wiki/Average_true_range; doc Part 2 (d).
+    Source: Wilder (1978) via en.wikipedia.org/wiki/Average_true_range;
+    docs/reference/indicators.md#atr-wilder.
 
     Args:
         n: look-back in bars (default 14), >= 1.
@@ -136,8 +138,8 @@ class SessionVWAP:
     """Anchored (session) VWAP with volume-weighted standard-deviation bands, in points.
 
     ``VWAP = sum(v*p)/sum(v)``; ``sigma^2 = sum(v*(p-VWAP)^2)/sum(v)`` (population variance about
-    the current VWAP); bands ``VWAP +/- k*sigma``. Source: doc Part 2 (c), docs.rs/wickra-core
-    ``vwap_stddev_bands.rs``.
+    the current VWAP); bands ``VWAP +/- k*sigma``. Sources:
+    docs/reference/indicators.md#session-vwap-and-bands, docs.rs/wickra-core ``vwap_stddev_bands.rs``.
 
     Numerics: sums are kept about a reference price ``c`` (the first price after :meth:`reset`):
     ``S0 = sum v``, ``S1 = sum v*(p-c)``, ``S2 = sum v*(p-c)^2``; then ``VWAP = c + S1/S0`` and
@@ -348,7 +350,7 @@ class RollingCorrelation:
     O(1) per update: running sums of a, b, a^2, b^2 and ab over the window (the pair leaving the
     window is subtracted), re-summed exactly (``math.fsum``) every ``window`` updates so rounding
     cannot accumulate; ``cov = (S_ab - S_a S_b / N)/(N-1)``. Returns are centred near 0, so the
-    one-pass formula loses no precision that matters here. (A two-pass numpy sum per update was
+    one-pass formula loses no precision that matters here. (A two-pass sum per update would cost
     ~10 % of a 28-session backtest.)
 
     Args:

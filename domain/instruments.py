@@ -2,12 +2,14 @@
 
 Pure data and date arithmetic; no I/O.
 
-Sources (see ``docs/domain.md``):
+Sources (see ``docs/reference/topstep-rules.md``, sections "CME contract specifications" and
+"Fees"):
 - Contract sizes, tick sizes and values: CME contract spec pages for ES, MES, NQ, MNQ, CL, MCL
-  (summarised in shared/docs/topstep-rules-and-strategies.md section 1.12).
+  (summarised in docs/reference/topstep-rules.md#cme-contract-specifications).
 - TopstepX fees per side: help.topstep.com article 8284213 (ES/NQ $3.78 round turn = $1.89 per side,
   MES/MNQ $1.22 RT = $0.61/side, CL $4.02 RT = $2.01/side, MCL $1.52 RT = $0.76/side).
-- Micro contracts count 10:1 against the Topstep maximum position (HC 8284197).
+- Micro contracts count 10:1 against the Topstep maximum position (HC 8284197; "HC n" is
+  https://help.topstep.com/en/articles/n).
 - Equity index roll: CME convention, 8 calendar days before the 3rd-Friday expiry (cmegroup.com
   rolldates). CL last trade: 3 business days before the 25th of the month before delivery
   (4 if the 25th is not a business day); MCL one business day before CL.
@@ -157,7 +159,7 @@ def expiry_date(symbol: str, year: int, month: int) -> dt.date:
 
     Equity index: third Friday of the contract month. CL: 3 business days before the 25th of the
     month before delivery (4 if the 25th is not a business day). MCL: 1 business day before CL.
-    Exchange holidays are not modelled (weekends only).
+    Business days here skip weekends only, not exchange holidays.
     """
     spec = get_instrument(symbol)
     if spec.roll_rule == "equity_index":
@@ -173,8 +175,8 @@ def roll_date(symbol: str, year: int, month: int) -> dt.date:
     """Day from which we trade the next contract instead of ``year-month``.
 
     Equity index: 8 calendar days before expiry (CME's roll convention, usually the 2nd Thursday).
-    Crude: no CME convention; we roll 3 business days before the last trading day (a careful
-    choice, documented in docs/domain.md).
+    Crude: CME has no roll convention (docs/reference/topstep-rules.md#cme-contract-specifications);
+    our choice is to roll 3 business days before the last trading day.
     """
     exp = expiry_date(symbol, year, month)
     if get_instrument(symbol).roll_rule == "equity_index":

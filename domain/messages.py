@@ -111,7 +111,9 @@ class WarmupBars:
 
 @dataclass(frozen=True, slots=True)
 class ClockTick:
-    """Timer tick (every second of event time in replay, wall time live). Drives time rules."""
+    """Timer tick, sent once per new minute of event time: by :class:`infra.feeds.FeedCore` on the
+    first trade tick of a minute, and live also by :class:`infra.feeds.LiveFeed` on a quote or on
+    its 1-second wall timer (so it comes when the market is quiet). Drives time rules."""
 
     ts_ns: int
 

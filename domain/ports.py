@@ -51,7 +51,10 @@ class ExecutionVenue(Protocol):
     matches_ticks: bool
 
     def start(self) -> None:
-        """Connect what the venue needs (ProjectX: the user hub). Nothing for the simulated venue."""
+        """Connect what the venue needs (ProjectX: the user hub); returns at once."""
+
+    def connected(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` seconds for the venue's event stream; True once connected."""
 
     def stop(self) -> None:
         """Disconnect; calls after this are not guaranteed."""
@@ -67,8 +70,10 @@ class ExecutionVenue(Protocol):
 
     def modify(self, client_order_id: str, ts_ns: int, *, qty: int | None = None,
                limit_price: Decimal | None = None, stop_price: Decimal | None = None) -> list:
-        """Change a working order's size or price (absolute, points); ``OrderModified`` on success,
-        ``OrderRejected`` (the order stays as it was) when refused, nothing when not working."""
+        """Change a working order's size or price (absolute, points): ``[OrderModified]`` (plus a
+        ``Fill`` if the change makes it marketable) on success; ``[]`` when refused, not working or
+        nothing to change, and the order stays as it was (as the gateway leaves it after an
+        ``Order/modify`` error); never ``OrderRejected``, which would end a working order."""
 
     def on_tick(self, tick: TradeTick | QuoteTick) -> list:
         """Market data for a venue that matches on it (simulated); ignored otherwise."""

@@ -7,7 +7,8 @@ Pure logic: no I/O, no wall clock, no threads. The risk handler owns one :class:
 Money is ``Decimal`` dollars everywhere. ATR values arrive as floats from the indicators and are
 converted with ``Decimal(str(x))`` before any dollar arithmetic.
 
-Rules (details, formulas and sources in ``docs/risk.md``):
+Rules (details, formulas and sources in ``docs/risk.md``; Topstep's rules in
+``docs/reference/topstep-rules.md``, where "HC n" is https://help.topstep.com/en/articles/n):
 
 =====================  ===========================================================  ========================
 rule                   breached when                                                action
@@ -361,7 +362,7 @@ class AccountLedger:
             led = cls(limits, dt.date.fromisoformat(d["trading_day"]), d["sub_session"])
             for k in cls._DECIMALS:
                 if k == "sub_session_start_unrealized" and k not in d:
-                    continue  # tolerate mirrors written before this field existed
+                    continue  # a mirror without this field keeps the default 0
                 setattr(led, k, Decimal(d[k]))
             led.consecutive_losses = int(d["consecutive_losses"])
             led.failed = str(d["failed"]).lower() in ("1", "true")
@@ -530,8 +531,8 @@ def stress_loss(positions: Mapping[str, int], prices: Mapping[str, Decimal], mov
     ``sum |q| * price * move_pct / 100 * point_value`` (instruments without a price count 0).
 
     Why: ATR-based risk (open_risk_cap) is small in quiet hours, exactly when a grid stacks the
-    most inventory; a news gap moves many ATRs in one print (the shared data has ES +140 points,
-    2%, in one 2-minute bar on 2026-03-23 07:04 ET). A percent-of-price shock does not shrink
+    most inventory; a news gap moves many ATRs in one print (the 28-session ES data of
+    docs/benchmarks.md has ES +140 points, 2%, in one 2-minute bar on 2026-03-23 07:04 ET). A percent-of-price shock does not shrink
     with the volatility estimate. Our guardrail, not a Topstep rule (docs/risk.md).
     """
     total = Decimal(0)

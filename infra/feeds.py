@@ -90,10 +90,11 @@ class ReplayFeed:
         backlog: ``f() -> int`` largest consumer inbox; above ``max_backlog`` the feed waits
             (backpressure instead of dropping, so orders and fills stay exact at any speed).
             At ``speed`` inf ("max") the replay goes in lock step: the ticks of one timestamp,
-            then nothing until every consumer's inbox is empty. Otherwise the paper venue (fast)
-            ran up to a batch of ticks ahead of the strategies (slower): they decided on prices
-            minutes old, their passive entries were marketable at the venue and filled on
-            arrival, several at one price (seen after a kill -9 resume at ``max``).
+            then nothing until every consumer's inbox is empty. Otherwise the simulated venue
+            (fast) runs up to a batch of ticks ahead of the strategies (slower), which then decide
+            on prices minutes old: their passive entries are marketable at the venue and fill on
+            arrival, several at one price
+            (docs/decisions/0008-replay-lock-step-and-backpressure.md).
         wait_reconciled: hold the first tick until a :class:`ReconcileResult` arrived (risk is
             HALTED until then, so earlier ticks would only be denied decisions) and every
             consumer has digested the warm-up (backlog 0); at most ``start_timeout_s`` seconds,

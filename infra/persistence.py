@@ -9,7 +9,9 @@ client order ids from reserved blocks. They persist; they never talk to a venue.
   one at a time off the decision path; :func:`persist_hook` decides what is written when.
 - :class:`StoreIds`: client order ids ``{strategy_id}-{incarnation}-{seq}`` from INCRBY blocks.
 
-Design records: docs/decisions/ (write-ahead batching, risk's mirror written behind).
+Design records (docs/decisions/): 0004-orders-written-ahead-in-batches.md,
+0003-snapshots-written-behind.md, 0005-strategy-snapshot-before-its-orders.md and
+0006-client-order-ids-from-reserved-blocks.md.
 """
 
 from __future__ import annotations
@@ -130,7 +132,8 @@ ORDER_OUTPUTS = (OrderIntent,)
 must hold every order the router may have sent, or it places its level again next to the one still
 working at the venue. Everything else a strategy mirrors may lag (written behind): a cancel it
 asked for is asked again on its next rebuild, and what it missed of its orders' fills and cancels
-the reconciler sends it again after a restart (``Reconciler.owner_view``)."""
+the reconciler sends it again after a restart (``Reconciler.owner_view``;
+docs/decisions/0005-strategy-snapshot-before-its-orders.md)."""
 
 ACK_EVENTS = frozenset({"OrderSubmitted", "OrderAccepted"})
 """Order acknowledgements: the grid and the hedge record an order when they decide it, so these
@@ -231,22 +234,23 @@ def persist_hook(store: Any | None, writer: WriteBehind | None = None) -> Callab
     The snapshot is taken in the actor's thread, consistent with the message just handled (every
     ``snapshot()`` returns fresh containers of immutable values, so it may be encoded elsewhere).
     A strategy's snapshot is written at once when ``out`` holds new orders (:data:`ORDER_OUTPUTS`),
-    so that a restarted strategy knows every order the router may have sent (a kill -9 inside the
-    write-behind window once left the grid stacking orders on one level after the restart);
-    otherwise it is encoded and written by ``writer`` when given (acknowledgements write nothing:
-    they change no strategy state). What a lagging snapshot misses of fills and cancels, the
-    reconciler sends the restarted strategy again.
+    so that a restarted strategy knows every order the router may have sent; otherwise it would
+    place entries again on levels it already holds
+    (docs/decisions/0005-strategy-snapshot-before-its-orders.md). After any other message it is
+    encoded and written by ``writer`` when given (acknowledgements write nothing: they change no
+    strategy state). What a lagging snapshot misses of fills and cancels, the reconciler sends the
+    restarted strategy again.
     Snapshots carry a sequence number: an older one never overwrites a newer one. Risk's mirror (its
     snapshot, counters and positions) is one MULTI/EXEC, so it is never seen half-written. With
     ``writer`` it is queued there with no linger: written as soon as the writer's thread runs, off
-    the decision path, and a burst of fills writes only the newest mirror (measured:
-    docs/architecture.md, "The broker first, and risk's mirror off the decision path"). It may so
-    lag the actor by the write in progress; what that costs is covered: the router journals every
-    fill before risk sees it, the reconciler sends risk a journalled fill its mirror lacks (and
-    counts it in the expected position), and a restarted risk actor waits for the writer before it
-    restores (:func:`build_factories`). Without ``writer`` it is written at once. A message that changed
-    nothing risk mirrors but its clock (an order accepted, a quiet minute) writes nothing; the
-    restored clock is taken from the venue anyway. A restarted risk actor (a new handler) always
+    the decision path, and a burst of fills writes only the newest mirror
+    (docs/decisions/0003-snapshots-written-behind.md). It may so lag the actor by the write in
+    progress; what that costs is covered: the router journals every fill before risk sees it, the
+    reconciler sends risk a journalled fill its mirror lacks (and counts it in the expected
+    position), and a restarted risk actor waits for the writer before it restores (``make_risk`` in
+    :meth:`actors.node.Node.factories`). Without ``writer`` it is written at once. A message that
+    changed nothing risk mirrors but its clock (an order accepted, a quiet minute) writes nothing;
+    the restored clock is taken from the venue anyway. A restarted risk actor (a new handler) always
     writes its first snapshot.
     """
     if store is None:

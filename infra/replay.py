@@ -1,6 +1,7 @@
 """Replay of recorded market data as feed events (bars -> trade ticks, Databento trades/quotes).
 
-Data sources (see ``shared/data/README.md``):
+Data sources (the bundled excerpt and its provenance: ``data/demo/README.md``; the 28-session set:
+``docs/benchmarks.md``, "Backtest throughput"):
 
 - Yahoo ES=F / NQ=F bar files (``datetime,open,high,low,close,volume,symbol``), timestamps naive
   US/Eastern wall-clock time, each bar labelled by its **start**; ``.csv`` or ``.csv.gz``.

@@ -244,7 +244,7 @@ class StateStore:
 
     def save_new_orders(self, orders: list[tuple[OrderIntent, str, int]]) -> None:
         """:meth:`save_order` for several new orders ``(intent, status, ts_ns)`` in ONE MULTI/EXEC
-        (one round trip): the write-ahead of a decision's orders (``actors.execution.WriteAhead``)."""
+        (one round trip): the write-ahead of a decision's orders (:class:`infra.persistence.WriteAhead`)."""
         pipe = self.client.pipeline(transaction=True)
         for intent, status, ts_ns in orders:
             self._queue_order(pipe, intent, status, ts_ns=ts_ns)

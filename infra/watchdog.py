@@ -37,12 +37,16 @@ class Watchdog:
         restarts: ``f() -> {actor: restarts}`` from the supervision tree.
         feed_running: ``f() -> bool``; staleness is only checked while the feed runs.
         max_inbox: inbox depth above which an alert is raised.
+        restarts_reported: ``{actor: restarts already reported}``, shared by every watchdog of one
+            node (the node keeps it), so a restarted watchdog neither alerts nor counts an earlier
+            restart again; None: this watchdog's own record.
     """
 
     def __init__(self, alerter: Any, metrics: Any | None, inbox_depths: Callable[[], dict[str, int]],
                  live_actors: Callable[[], set[str]], expected: set[str], restarts: Callable[[], dict[str, int]],
                  feed_running: Callable[[], bool], stale_data_s: float = 30.0, max_inbox: int = 5000,
-                 wall: Callable[[], float] = time.monotonic) -> None:
+                 wall: Callable[[], float] = time.monotonic,
+                 restarts_reported: dict[str, int] | None = None) -> None:
         self.alerter = alerter
         self.metrics = metrics
         self.inbox_depths = inbox_depths
@@ -55,7 +59,7 @@ class Watchdog:
         self.wall = wall
         self.last_data = wall()
         self.alerts: list[Alert] = []
-        self._restarts_seen: dict[str, int] = {}
+        self.restarts_reported: dict[str, int] = {} if restarts_reported is None else restarts_reported
         self.last_status: AccountStatus | None = None
         self._missing: set[str] = set()
 
@@ -115,9 +119,9 @@ class Watchdog:
         if missing:
             self._alert(Alert("warning", "actors-down", f"actors not running: {sorted(missing)}", ts_ns))
         for actor, n in self.restarts().items():
-            new = n - self._restarts_seen.get(actor, 0)
+            new = n - self.restarts_reported.get(actor, 0)
             if new > 0:
-                self._restarts_seen[actor] = n
+                self.restarts_reported[actor] = n
                 if self.metrics is not None:
                     self.metrics.actor_restarts_total.labels(actor=actor).inc(new)
                 self._alert(Alert("warning", f"restart-{actor}", f"{actor} restarted ({n} so far)", ts_ns))

@@ -3,11 +3,11 @@
 
 Usage::
 
-    python scripts/benchmark.py                                  # both parts, shared 28-session data
+    python scripts/benchmark.py                                  # both parts, the 28-session data (docs/benchmarks.md)
     python scripts/benchmark.py --part backtest --data ../shared/data/es_nq_yahoo_2m_5m
     python scripts/benchmark.py --part latency --latency-speed 2000 --latency-day 2026-04-08
 
-Figures printed (targets from issue 2):
+Figures printed (targets: docs/benchmarks.md):
 
 - **backtest**: wall seconds for the whole data set (target <= 10 s for the 28-session ES/NQ 2-min
   pair), bars/s (recorded 2-min bars of both instruments / s) and events/s (trade ticks / s; every
@@ -19,7 +19,7 @@ Figures printed (targets from issue 2):
   message the strategy was handling when it decided (:func:`actors.core.current_message`):
 
   - *tick -> decision*: decided on a tick, a bar or a clock tick: feed -> bar builder ->
-    strategy. The issue-2 target (p99 <= 5 ms) is judged on these.
+    strategy. The target (p99 <= 5 ms) is judged on these.
   - *fill -> decision*: a take-profit decided on a fill, from the venue (broker actor) sending the
     fill: router journal (Redis) -> strategy.
   - decided on an execution (take-profits, hedges after an exposure change), measured from the

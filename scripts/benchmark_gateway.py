@@ -15,13 +15,13 @@ stops it with SIGTERM, then for every order the gateway received:
 Orders without a matching quote (risk's time-driven flattens) are counted separately, and so are
 the closes of the shutdown the benchmark itself starts with SIGTERM (purpose ``flatten: SIGTERM``):
 risk stamps them with the last data time it saw, which is also the time of the last quote the
-sandbox sent, so they used to be matched to that quote and counted as 20-50 ms "risk flattens",
-though what decided them was the signal, not the quote.
+sandbox sent; matched to that quote they would count as 20-50 ms "risk flattens", though the
+signal decided them, not the quote.
 
 Prints n, p50, p99 and max in milliseconds over all matched orders (target p99 <= 20 ms), and the
 same over the first order of each triggering event only (a grid rebuild places several orders
-from one tick; they leave one REST call each, so later ones queue), then by what decided the
-order:
+from one tick; each is its own REST call, and the sandbox serves them one at a time), then by what
+decided the order:
 
 - ``market data``: a quote or trade alone (grid entries on a tick or bar, hedge on a bar);
 - ``own fill``: one of our fills at the same data time (the sandbox pushes it on the user hub
@@ -109,8 +109,8 @@ ORDER_PATHS = ("Order/place", "Order/cancel", "Order/modify", "Position/closeCon
 """The order-changing REST calls counted in the summary (each counts against the gateway's rate limit)."""
 
 SHUTDOWN_PURPOSE = "flatten: SIGTERM"
-"""Purpose of the closes of the shutdown this benchmark starts (``actors.live``: the stop reason is
-the signal's name; ``domain.risk``: ``flatten: <reason>``)."""
+"""Purpose of the closes of the shutdown this benchmark starts (:func:`actors.node.run`: the stop
+reason is the signal's name; ``domain.risk``: ``flatten: <reason>``)."""
 
 
 def run_day(day: dt.date, args: argparse.Namespace, redis_url: str, run_dir: str,

@@ -8,14 +8,16 @@ Example::
 
 writes ``data/history/ES_2min.csv.gz`` in the format of :func:`infra.replay.load_bar_csv`: columns
 ``datetime,open,high,low,close,volume,symbol``, ``datetime`` naive US/Eastern wall-clock time of
-the bar **start** (the gateway's ``t`` is taken as the bar start, reference §2.1), prices in points.
+the bar **start** (the gateway's ``t`` is taken as the bar start,
+docs/reference/projectx-gateway.md#history-bars), prices in points.
 
 - ``--start``/``--end`` are CME trading days (America/Chicago): the window runs from 17:00 CT on
   the evening before ``--start`` to 17:00 CT on ``--end`` (capped at now).
 - The contract is resolved by ``Contract/search`` (the one active contract of ``--symbol``, ES ->
-  root EP; reference §6); ``--contract-id`` picks one explicitly (e.g. an expired contract).
+  root EP; docs/reference/projectx-gateway.md#contract-ids); ``--contract-id`` picks one
+  explicitly (e.g. an expired contract).
 - Requests page under the 20,000-bar cap and the client waits for the 50 requests / 30 s history
-  limit (reference §2.1, §5).
+  limit (docs/reference/projectx-gateway.md#history-bars, #rate-limits).
 - **Resumable**: bars are appended page by page (each page written to a temporary copy that then
   replaces the file, so an interrupted run never leaves a broken file); a re-run continues after
   the last bar already in the file, so nothing is duplicated.

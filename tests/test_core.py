@@ -258,6 +258,25 @@ def test_crash_restart_one_for_one_and_intensity_escalation(hosting):
         tree.stop()
 
 
+def test_a_temporary_child_is_not_restarted_and_its_siblings_are(hosting):
+    """OTP restart types: a ``temporary`` child that crashes is removed, not restarted; under
+    one_for_all its ``permanent`` sibling is still restarted."""
+    d = Directory()
+    sup = Supervisor("s", "one_for_all", 5, 60, [ActorSpec("keep", Crashy, hosting),
+                                                 ActorSpec("once", Crashy, hosting, restart="temporary",
+                                                           shutdown_s=1.0)])
+    tree = SupervisionTree(sup, d, lambda reason: None)
+    tree.start()
+    try:
+        first_keep = d.ref("keep")
+        d.tell("once", "boom")
+        assert wait_until(lambda: tree.restarts["keep"] == 1 and d.ref("keep") is not None
+                          and d.ref("keep") is not first_keep)
+        assert d.ref("once") is None and tree.restarts["once"] == 0
+    finally:
+        tree.stop()
+
+
 def test_children_start_in_order_each_registered_before_the_next():
     """OTP start_link semantics: a child whose start-up message goes to an older sibling with a
     slow start (a handler restoring from Redis) must find it registered, not a dead letter."""
@@ -403,7 +422,7 @@ def test_loop_hosted_inbox_depth_counts_what_waits_behind_a_busy_loop(loop_pair)
 
 
 def test_urgent_actors_on_a_loop_run_before_what_waits_each_mailbox_still_in_order():
-    """The live broker is urgent (actors.runner ``broker_first``): what it is
+    """The live broker is urgent (``ModeSpec.broker_urgent``, actors/tree.py): what it is
     sent runs before the other actors' waiting messages; every actor's own messages stay in order."""
     order: list = []
 
@@ -528,3 +547,62 @@ def test_summary_never_reports_flat_when_positions_could_not_be_read():
     assert "open positions at exit: UNKNOWN" in unknown
     assert "open positions at exit: none" in SessionSummary("paper", ["2026-04-08"]).render()
     assert "{'MES': -2}" in SessionSummary("paper", ["2026-04-08"], open_positions={"MES": -2}).render()
+
+
+def test_two_strategies_on_two_markets_share_one_account_risk(tmp_path):
+    """The example config runs grid+hedge on MES/MNQ and the EMA cross on NQ in one backtest: each
+    strategy is its own handler with its own fills, and risk is account-wide (one set of loss
+    caps, one contract count, one flatten for all)."""
+    cfg = load_config(ROOT / "config/examples/grid-hedge-and-ema.yaml", "combine-50k",
+                      {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path)}})
+    assert cfg.instruments() == ("MES", "MNQ", "NQ")
+    s = run_backtest(cfg, trades_csv=tmp_path / "t.csv")
+    by_name = {r.name: r for r in s.strategies}
+    assert list(by_name) == ["grid-MES", "hedge", "ema-NQ"]
+    assert by_name["ema-NQ"].fills > 0 and by_name["grid-MES"].fills > 0
+    rows = (tmp_path / "t.csv").read_text().splitlines()[1:]
+    assert {r.split(",")[3] for r in rows} >= {"grid-MES", "hedge", "ema-NQ"}
+    assert all(r.split(",")[4] == "NQ" for r in rows if r.split(",")[3] == "ema-NQ")
+    # one account: the per-strategy figures add up to risk's, and risk's flatten closed the EMA too
+    assert sum(r.gross_pnl for r in s.strategies) == s.gross_pnl and sum(r.fees for r in s.strategies) == s.fees
+    assert by_name["ema-NQ"].closes_by_risk > 0 and s.open_positions == {} and s.rules_ok
+
+
+def test_the_architecture_doc_draws_the_tree_from_its_table():
+    """docs/architecture.md shows actors.tree.render_tree() verbatim: one table, drawn once."""
+    from actors.tree import render_tree
+    assert f"```\n{render_tree()}\n```" in (ROOT / "docs/architecture.md").read_text()
+
+
+def test_every_mode_is_a_row_and_every_child_of_the_tree_is_built(store, tmp_path):
+    """The node builds exactly the children the tree table names, per configured strategy and
+    instrument, with the restart type and shutdown timeout of their row."""
+    from actors.node import Node
+    from actors.tree import MODES, TREE
+    assert set(MODES) == {"backtest", "paper", "paper-live", "live"}
+    cfg = load_config(ROOT / "config/examples/grid-hedge-and-ema.yaml", "combine-50k",
+                      {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path)}})
+    node = Node(cfg, MODES["paper"], store=store, alerter=lambda alert: None)
+    tree = node.build_tree()
+    try:
+        built = {}
+
+        def walk(sup, table):
+            assert (sup.name, sup.strategy, sup.intensity) == (table.name, table.strategy, table.intensity)
+            for c in sup.children:
+                if isinstance(c, Supervisor):
+                    walk(c, next(t for t in table.children if getattr(t, "name", None) == c.name))
+                else:
+                    built[c.name] = (sup.name, c.restart, c.shutdown_s)
+        walk(tree.root, TREE)
+        assert built == {
+            "broker": ("infra", "permanent", 5.0), "watchdog": ("infra", "permanent", 5.0),
+            "risk": ("execution", "permanent", 5.0), "router": ("execution", "permanent", 5.0),
+            "reconciler": ("execution", "permanent", 5.0),
+            "grid-MES": ("strategies", "permanent", 5.0), "hedge": ("strategies", "permanent", 5.0),
+            "ema-NQ": ("strategies", "permanent", 5.0),
+            "bars-MES": ("marketdata", "permanent", 5.0), "bars-MNQ": ("marketdata", "permanent", 5.0),
+            "bars-NQ": ("marketdata", "permanent", 5.0), "feed": ("marketdata", "permanent", 5.0)}
+        assert node.topics()["bars.NQ"] == ("ema-NQ",) and node.topics()["bars.MES"] == ("grid-MES", "hedge")
+    finally:
+        node.actor_loop.close()

@@ -359,8 +359,8 @@ def test_a_rejection_that_carries_an_order_id_is_still_rejected(scripted):
 
 def test_flatten_rides_out_429s_on_its_cancels_and_closes(h):
     """The emergency flatten sends a cancel or close the gateway refused with HTTP 429 again
-    (unprocessed: safe) until the account shows flat; it used to log the refusal and move on,
-    leaving the order working (and, past 5 s, the position open)."""
+    (unprocessed: safe) until the account shows flat; logging the refusal and moving on would leave
+    the order working (and, past 5 s, the position open)."""
     now = h.gw.now_ns()
     h.submit(intent("grid-MES-6-1", qty=2, ts=now))
     h.submit(intent("grid-MES-6-2", Side.SELL, 1, OrderType.LIMIT, now, limit="9000"))

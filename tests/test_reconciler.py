@@ -142,3 +142,44 @@ def test_an_owner_that_missed_its_fill_or_cancel_gets_it_again(store: StateStore
     # an owner that has seen the whole fill gets nothing again
     owner["grid-MES-1-1"] = ("grid-MES", 1)
     assert [m for d, m in rec.reconcile(2_100, "again") if d == "grid-MES" and isinstance(m, Fill)] == []
+
+
+def test_guarded_view_does_not_judge_orders_the_gateway_snapshot_cannot_show_yet(store: StateStore) -> None:
+    """Live: the broker keeps placing while the gateway snapshot is taken. An order mirrored during
+    the snapshot, and one whose place call is still in flight, count as working at the venue; one
+    mirrored after the snapshot's second read is left out of our side. So the reconciler neither
+    closes them nor cancels them as unknown."""
+    from infra.projectx.reconcile import guarded_view
+
+    def intent(i: int) -> OrderIntent:
+        return OrderIntent(f"grid-MES-2-{i}", "grid-MES", "MES", Side.BUY, 1, OrderType.LIMIT, 1_000 + i,
+                           limit_price=D("5000.00"))
+    store.save_order(intent(1), "SUBMITTED")  # mirrored before the snapshot, its place still in flight
+    reads = {"n": 0}
+    real = store.load_working_orders
+
+    def load_working_orders():
+        reads["n"] += 1
+        if reads["n"] == 3:
+            store.save_order(intent(3), "SUBMITTED")  # mirrored after the second read
+        return real()
+    store.load_working_orders = load_working_orders  # type: ignore[method-assign]
+
+    def snapshot(ts):
+        store.save_order(intent(2), "SUBMITTED")  # mirrored while the gateway was read
+        return BrokerSnapshot((), (), (), ts)
+    guarded = guarded_view(store, snapshot, unsettled=lambda coid: coid == "grid-MES-2-1")
+    seen = []
+
+    def view(ts):
+        seen.append(guarded(ts))
+        return seen[-1]
+    out = Reconciler(store, view, lambda: ({}, set(), 0)).reconcile(5_000, "hub gap")
+    ((snap, ours),) = seen
+    assert sorted(o.client_order_id for o in snap.working) == ["grid-MES-2-1", "grid-MES-2-2"]
+    assert sorted(ours) == ["grid-MES-2-1", "grid-MES-2-2"]  # grid-MES-2-3: the next reconciliation's
+    assert not [m for _, m in out if type(m).__name__ in ("OrderCancelled", "CancelOrder")]
+    # without the guard the same moment closes the two orders in flight as "not working at venue"
+    plain = Reconciler(store, lambda ts: (BrokerSnapshot((), (), (), ts), real()), lambda: ({}, set(), 0))
+    closed = sorted(m.client_order_id for _, m in plain.reconcile(6_000, "x") if type(m).__name__ == "OrderCancelled")
+    assert closed == ["grid-MES-2-1", "grid-MES-2-2", "grid-MES-2-3"]

@@ -61,7 +61,7 @@ def test_mll_floor_formula():
 
 
 def test_mll_official_example_breach_on_equity_including_unrealized():
-    """HC 8284204: floor $48,000, an open loss takes equity to $47,750 -> liquidated and failed,
+    """HC 8284204 (https://help.topstep.com/en/articles/8284204): floor $48,000, an open loss takes equity to $47,750 -> liquidated and failed,
     even though the exit later fills at $48,050. The decision is made on the real-time equity
     (balance + unrealized), not on where the exit fills."""
     led = ledger()
@@ -94,7 +94,8 @@ def test_mll_fees_count():
 
 
 def test_mll_trails_end_of_day_and_locks():
-    """Topstep doc 1.2: +500 day 1 -> 48,500; -500 day 2 -> stays 48,500; EOD 52,500 -> 50,000 locked."""
+    """docs/reference/topstep-rules.md#maximum-loss-limit: +500 day 1 -> 48,500; -500 day 2 -> stays
+    48,500; EOD 52,500 -> 50,000 locked."""
     led = ledger()
     led.on_realized(D(500), D(0), closed_trade=True)
     assert led.floor == D(48000)  # not intraday

@@ -68,8 +68,8 @@ class Reconciler:
 
     def reconcile(self, ts_ns: int, reason: str) -> Out:
         # risk's side is read BEFORE the venue's: a fill landing in between is then in the venue
-        # snapshot and counted as missed or unapplied, so the positions agree. Read after it (as
-        # before), such a fill was in risk's position but not in the venue's, a false MISMATCH.
+        # snapshot and counted as missed or unapplied, so the positions agree. Read after it, such a
+        # fill would be in risk's position but not in the venue's: a false MISMATCH.
         risk_positions, applied, applied_floor_ns = self.risk_view()
         snap, ours = self.view(ts_ns)
         venue_working = {o.client_order_id: o for o in snap.working}

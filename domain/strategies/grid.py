@@ -1,6 +1,7 @@
-"""Volatility-adaptive grid strategy (seed 000 section 6, one instance per instrument).
+"""Volatility-adaptive grid strategy (docs/reference/strategy-seeds.md, one instance per instrument).
 
-Formulas (seed 000, with the choices documented in docs/strategy.md):
+Formulas (docs/reference/strategy-seeds.md, with the choices documented in
+docs/strategies/grid-and-hedge.md):
 
 - spacing = ATR(14, Wilder, 15-min bars) x ``atr_multiplier`` (0.45), rounded to the tick grid and
   at least ``min_spacing_ticks``; under a volatility surge x ``surge_spacing_factor``.
@@ -9,25 +10,27 @@ Formulas (seed 000, with the choices documented in docs/strategy.md):
 - levels: ``levels_each_side`` passive limit entries each side: BUY at mid - n x spacing,
   SELL at mid + n x spacing, n = 1..levels. An entry that would be marketable (buy at or above
   the last trade, sell at or below it) is skipped for now.
-- lot sizer (seed 000 6.5, corrected): base_lot = round(R / (ATR_points x point_value)), at least 1.
-  The seed writes ``ATR_points * tick_value``; dollars per contract per ATR is ATR x *point
-  value* (the seed's formula overstates lots by 4x on MES). Level n gets
-  base_lot x (1 + alpha x (n-1)) (pyramiding), capped at ``max_lot`` and at floor(R / (ATR x
-  point_value)) so that no leg's 1-ATR risk exceeds R (= the profile's per_trade_risk, seed 004);
-  halved (at least 1) in a surge. The cap wins over pyramiding (docs/strategy.md).
+- lot sizer (docs/reference/strategy-seeds.md#lot-sizer, corrected): base_lot = round(R /
+  (ATR_points x point_value)), at least 1. The seed writes ``ATR_points * tick_value``; dollars per
+  contract per ATR is ATR x *point value* (the seed's formula overstates lots by 4x on MES). Level
+  n gets base_lot x (1 + alpha x (n-1)) (pyramiding), capped at ``max_lot`` and at floor(R / (ATR x
+  point_value)) so that no leg's 1-ATR risk exceeds R (= the profile's per_trade_risk,
+  docs/reference/strategy-seeds.md#guardrails); halved (at least 1) in a surge. The cap wins over
+  pyramiding (docs/strategies/grid-and-hedge.md, "Grid").
 - take-profit: each filled entry gets an opposite passive limit at fill price +/- ``take_profit_atr``
   x ATR (seed: profit per leg = 0.5 x ATR). When the take-profit fills, the level is free and its
   entry is placed again (recycled, as the Hummingbot grid executor does).
 - rebuild: on each 1-min bar (the seed's 60 s recalculation), if the mid moved by at least
   ``rebuild_shift_spacings`` x spacing, or the spacing changed by 25 % or more, working entries are
-  cancelled and placed again around the new mid. Take-profits of filled inventory stay working.
+  cancelled and placed again around the new mid (docs/decisions/0011-grid-rebuild-cancels-first.md).
+  Take-profits of filled inventory stay working.
 - volatility surge: ATR above ``surge_ratio`` x its slow EMA (``surge_ema_bars`` 15-min bars).
 - an entry level that risk denied, and the levels beyond it on the same side, are not proposed
   again for ``denial_backoff_s`` (60 s, the seed's recalculation interval), doubled on each
   further denial of that level in a row up to ``denial_backoff_max_s`` (900 s, one ATR bar),
   unless a fill changes the position first (which resets it). Risk's caps mostly change with the
-  position; re-proposing a capped level every minute only produced denials (27,000 over 28
-  sessions, 93 % of all intents).
+  position; re-proposing a capped level every minute only produces denials
+  (docs/strategies/grid-and-hedge.md, "Grid").
 - nothing new is placed outside the trading window (domain.calendar), when risk is not ACTIVE,
   or before ATR is ready; warm-up bars only seed indicators.
 
@@ -58,7 +61,8 @@ PosFloat = Annotated[float, Field(gt=0)]
 
 
 class GridParams(BaseModel):
-    """The grid's ``params:`` section (defaults: docs/reference/strategy-seeds.md, "Grid")."""
+    """The grid's ``params:`` section (defaults: docs/reference/strategy-seeds.md#parameters; our own
+    choices: docs/strategies/grid-and-hedge.md, "Grid")."""
 
     model_config = STRICT
 

@@ -1,4 +1,5 @@
-"""Cross-asset hedge of the grid inventory (seed 000 section 6.4 and 7).
+"""Cross-asset hedge of the grid inventory (docs/reference/strategy-seeds.md#hedge-ratio,
+#hedge-activation and #correlation-breakdown).
 
 - hedge ratio h = rho x sigma_p / sigma_h on 1-min log returns over ``window`` bars (minimum-
   variance hedge ratio, Hull; = OLS beta of primary on hedge returns), clamped to
@@ -7,14 +8,17 @@
   - round(q_p x h x (price_p x point_value_p) / (price_h x point_value_h)). One MES at 6,700 is
   $33,500 of index; one MNQ at 24,600 is $49,200, so 6 MES long with h = 0.9 gives 4 MNQ short.
 - activation: the primary holds inventory and its price is at least ``activation_spacings``
-  (1.5) x grid spacing away from the grid mid (seed 6.2 step 4). Deactivation (our choice, the
-  seed is silent): the price is back within 1.0 x spacing of the mid, or the primary is flat; the
-  hedge is then closed. Between the two thresholds the hedge is kept (hysteresis, no churn).
+  (1.5) x grid spacing away from the grid mid (docs/reference/strategy-seeds.md#runtime-flow,
+  step 4). Deactivation (our choice, the seed is silent): the price is back within 1.0 x spacing
+  of the mid, or the primary is flat; the hedge is then closed. Between the two thresholds the
+  hedge is kept (hysteresis, no churn).
 - correlation guard: if rho stays below ``low_corr`` (0.6) for ``low_corr_minutes`` the hedge
-  target is multiplied by ``low_corr_factor`` (0.5) and an alert is raised (seed section 7).
+  target is multiplied by ``low_corr_factor`` (0.5) and an alert is raised
+  (docs/reference/strategy-seeds.md#correlation-breakdown).
 - orders: marketable limits (last +/- ``aggressive_ticks``) so that no market order is used outside
-  an emergency flatten (seed section 5); one hedge order at a time; an unfilled one is cancelled
-  after ``order_timeout_s`` and the target re-evaluated on the next bar.
+  an emergency flatten (docs/reference/strategy-seeds.md#order-rules); one hedge order at a time;
+  an unfilled one is cancelled after ``order_timeout_s`` and the target re-evaluated on the next
+  bar.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ NS = 1_000_000_000
 
 
 class HedgeParams(BaseModel):
-    """The hedge's ``params:`` section (defaults: docs/reference/strategy-seeds.md, "Hedge").
+    """The hedge's ``params:`` section (defaults: docs/reference/strategy-seeds.md#hedge-ratio to
+    #correlation-breakdown; our own choices: docs/strategies/grid-and-hedge.md, "Hedge").
     The entry's ``instruments`` are ``[primary, hedge]``: the instrument whose net position is
     hedged (the grid's) and the one traded."""
 
@@ -85,7 +90,8 @@ class HedgeConfig:
 
 
 def hedge_ratio(corr: float, vol_primary: float, vol_hedge: float, lo: float = 0.5, hi: float = 1.25) -> float:
-    """h = rho x sigma_p / sigma_h clamped to [lo, hi]; 1.0 when the hedge vol is 0 (seed 000 12)."""
+    """h = rho x sigma_p / sigma_h clamped to [lo, hi]; 1.0 when the hedge vol is 0
+    (docs/reference/strategy-seeds.md#hedge-ratio)."""
     if vol_hedge <= 0 or math.isnan(vol_hedge):
         return 1.0
     return max(lo, min(hi, corr * vol_primary / vol_hedge))
@@ -212,9 +218,11 @@ class HedgeManager:
     def target(self, ts_ns: int = 0) -> int:
         """Signed hedge contracts wanted at ``ts_ns`` (0 when inactive).
 
-        Activation at ``activation_spacings`` from the grid mid (seed 000 6.4); deactivation only
-        below ``deactivation_spacings`` (hysteresis) and not within ``min_hold_s`` of the
-        activation (our anti-churn choice, docs/strategy.md); a flat grid ends the hedge at once.
+        Activation at ``activation_spacings`` from the grid mid
+        (docs/reference/strategy-seeds.md#hedge-activation); deactivation only below
+        ``deactivation_spacings`` (hysteresis) and not within ``min_hold_s`` of the activation (our
+        anti-churn choice, docs/strategies/grid-and-hedge.md, "Hedge"); a flat grid ends the hedge
+        at once.
         """
         q_p = self.positions.get(self.cfg.primary, 0)
         p_p, p_h = self.last.get(self.cfg.primary), self.last.get(self.cfg.hedge)

@@ -4,8 +4,9 @@
   ``[OrderAccepted]`` on success, ``[OrderRejected(reason)]`` on a business rejection or when the
   request provably never got processed (HTTP 429, connection refused), ``[]`` on an ambiguous
   outcome (timeout, 5xx, Pending/Unknown code): the order stays pending and the reconciler decides
-  (reference §4-5; Nautilus "ambiguous outcomes", reference-designs §1.2). Success is never inferred
-  from a returned ``orderId`` (§2.2: a rejection can carry one).
+  (docs/reference/projectx-gateway.md#ambiguous-outcomes; NautilusTrader's ambiguous outcomes,
+  docs/reference/reference-designs.md#nautilustrader). Success is never inferred from a returned
+  ``orderId`` (docs/reference/projectx-gateway.md#brackets: a rejection can carry one).
 - **fills and status changes** come from the user hub (GatewayUserOrder/Trade). They are handled
   on one worker thread (``px-broker-events``) and pushed into the event sink as domain events:
   de-duplicated by trade id, mapped to our client order ids through ``customTag`` (learned from
@@ -205,6 +206,11 @@ class ProjectXBroker:
         if self.hub is not None:
             self.hub.start()
 
+    def connected(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` seconds for the user hub's connection; True when connected (or
+        when there is no hub: events then come from REST reads only)."""
+        return self.hub is None or self.hub.wait_connected(timeout_s)
+
     def stop(self) -> None:
         """Disconnect the hub and stop the worker (pending hub events are processed first)."""
         if self.hub is not None:
@@ -235,7 +241,8 @@ class ProjectXBroker:
         """:meth:`submit` in two halves: the ``Order/place`` request is written now when that needs no
         wait (``ProjectXClient.begin_place_order``); the returned ``result()`` reads the answer and
         returns :meth:`submit`'s events. A thread can so send a decision's orders back to back and
-        read the answers on others (``actors.live.LiveBrokerHandler``). Call ``result()`` once."""
+        read the answers on others (:class:`infra.projectx.venue_handler.ProjectXVenueHandler`). Call
+        ``result()`` once."""
         self._advance(ts_ns)
         coid, sid = intent.client_order_id, intent.strategy_id
         contract_id = self.contracts.get(intent.instrument)
@@ -307,9 +314,10 @@ class ProjectXBroker:
         Sent at most once at a time: a cancel of an order already settled here (filled, cancelled,
         rejected) or with a cancel in flight is not sent (``[]``, counted in
         ``stats["cancel_coalesced"]``); the one in flight answers for both. A strategy, risk's
-        flatten and a second flatten often ask for the same order within milliseconds (13 of 33
-        cancels of one benchmark session were such repeats, each a REST call against the 200 / 60 s
-        limit). If the cancel in flight fails, the order stays open and the next cancel asked goes."""
+        flatten and a second flatten often ask for the same order within milliseconds, and each
+        repeat would be a REST call against the 200 / 60 s limit
+        (docs/decisions/0012-one-cancel-per-order-at-a-time.md). If the cancel in flight fails, the
+        order stays open and the next cancel asked goes."""
         return self.begin_cancel(client_order_id, ts_ns, reason)()
 
     def begin_cancel(self, client_order_id: str, ts_ns: int, reason: str = "cancelled") -> Callable[[], list]:
@@ -322,9 +330,9 @@ class ProjectXBroker:
             entry = self._orders.get(client_order_id)
             if entry is not None and entry.terminal and entry.venue_id is None:
                 # Known never to have reached the gateway (place refused: its OrderRejected is already
-                # out). Fix: this used to fall through to a REST lookup (Order/v2/query, with retries),
-                # which under a 429 storm blocked the broker actor ~1 s per cancel while strategies
-                # cancelled their just-rejected orders, stalling every order behind them.
+                # out). No REST lookup (Order/v2/query, with retries): under a 429 storm it would block
+                # the broker actor ~1 s per cancel while strategies cancel their just-rejected orders,
+                # and stall every order behind them.
                 logger.info("ProjectX: cancel {}: the order was never placed (rejected)", client_order_id)
                 return _done([])
             if entry is not None and (entry.terminal or entry.cancelling):
@@ -420,8 +428,9 @@ class ProjectXBroker:
 
     def modify(self, client_order_id: str, ts_ns: int, *, qty: int | None = None,
                limit_price: Decimal | None = None, stop_price: Decimal | None = None) -> list:
-        """Change a working order with ``Order/modify`` (:meth:`ProjectXClient.modify_order`; reference
-        §2.3): absolute values, ``None`` = unchanged; only the given fields are sent.
+        """Change a working order with ``Order/modify`` (:meth:`ProjectXClient.modify_order`;
+        docs/reference/projectx-gateway.md#working-orders-modify-and-cancel): absolute values,
+        ``None`` = unchanged; only the given fields are sent.
 
         Args:
             client_order_id: our id (``customTag``); the venue order id is the one learned from the

@@ -9,8 +9,10 @@ order-changing caller must ask, *did it happen?*:
   server's business logic (connection refused, HTTP 429, HTTP 4xx). Nothing happened.
 - :class:`AmbiguousOutcome`: the action may or may not have happened (timeout, dropped connection,
   HTTP 5xx, unparsable body, or the gateway's own Pending/UnknownError codes). Reconcile before
-  acting again; never retry blindly (reference §4 "Pending/Unknown codes are ambiguous", §5).
-- business rejections named after the per-endpoint ``errorCode`` enum (reference §4), e.g.
+  acting again; never retry blindly (docs/reference/projectx-gateway.md#ambiguous-outcomes,
+  #rate-limits).
+- business rejections named after the per-endpoint ``errorCode`` enum
+  (docs/reference/projectx-gateway.md#error-codes), e.g.
   :class:`OrderRejected` (``Order/place`` code 2), :class:`AccountNotFound`, :class:`ContractNotFound`.
   Nothing happened; do not retry unchanged.
 
@@ -27,8 +29,9 @@ class ProjectXError(Exception):
     Attributes:
         endpoint: REST path below ``/api/`` (``"Order/place"``), or ``"hub"``.
         code: the envelope ``errorCode``, the HTTP status, or None (transport failure).
-        code_name: the enum name for ``code`` on this endpoint (reference §4), or a descriptive
-            name such as ``"HTTP503"`` / ``"ReadTimeout"``.
+        code_name: the enum name for ``code`` on this endpoint
+            (docs/reference/projectx-gateway.md#error-codes), or a descriptive name such as
+            ``"HTTP503"`` / ``"ReadTimeout"``.
         message: the gateway's ``errorMessage`` or a description (never contains the token).
     """
 
@@ -42,8 +45,9 @@ class ProjectXError(Exception):
 
 
 class AuthenticationFailed(ProjectXError):
-    """``Auth/loginKey`` refused the credentials (``code_name`` from LoginErrorCode, reference §1), or a
-    call still got HTTP 401 after one token refresh. Nothing was executed."""
+    """``Auth/loginKey`` refused the credentials (``code_name`` from LoginErrorCode,
+    docs/reference/projectx-gateway.md#authentication), or a call still got HTTP 401 after one
+    token refresh. Nothing was executed."""
 
 
 class RequestNotSent(ProjectXError):
@@ -52,7 +56,8 @@ class RequestNotSent(ProjectXError):
 
 
 class RateLimited(RequestNotSent):
-    """HTTP 429 (reference §5): the gateway refused the request without processing it.
+    """HTTP 429 (docs/reference/projectx-gateway.md#rate-limits): the gateway refused the request
+    without processing it.
 
     ``retry_after_s`` is the server's ``Retry-After`` in seconds when it sent one.
     """
@@ -83,10 +88,11 @@ class TransportFailure(ProjectXError):
 
 
 class ContractResolutionError(ProjectXError):
-    """No unique active contract matched a symbol (none, or several: ambiguity is refused, §6)."""
+    """No unique active contract matched a symbol (none, or several: ambiguity is refused,
+    docs/reference/projectx-gateway.md#contract-ids)."""
 
 
-# ---------------------------------------------------------------- business errors (reference §4)
+# ------------------------------- business errors (docs/reference/projectx-gateway.md#error-codes)
 
 class AccountNotFound(ProjectXError):
     """errorCode AccountNotFound (code 1 on every account-scoped endpoint)."""
@@ -201,7 +207,8 @@ ERROR_CODES: dict[str, dict[int, str]] = {
                       8: "UnknownError", 9: "ApiSubscriptionNotFound", 10: "ApiKeyAuthenticationDisabled"},
     "Auth/validate": {1: "InvalidSession", 2: "SessionNotFound", 3: "ExpiredToken", 4: "UnknownError"},
 }
-"""Per-endpoint ``errorCode`` enums (reference §4 [S]; §1 for the Auth codes)."""
+"""Per-endpoint ``errorCode`` enums (docs/reference/projectx-gateway.md#error-codes; #authentication
+for the Auth codes)."""
 
 WRITE_ENDPOINTS = frozenset({"Order/place", "Order/modify", "Order/cancel", "Position/closeContract",
                              "Position/partialCloseContract"})

@@ -1,20 +1,22 @@
 """ProjectX SignalR hubs (market data and user events) on signalrcore, with our own reconnect loop.
 
 Why not signalrcore's ``with_automatic_reconnect``: it reconnects to the URL it was built with, and
-the token travels in that URL (``?access_token=``, skip-negotiation mode, reference §1/§7), so every
-reconnect after the 24 h token expiry would fail; and its ``on_close`` does not always fire (§7, §10).
-So each hub runs one supervisor thread that:
+the token travels in that URL (``?access_token=``, skip-negotiation mode,
+docs/reference/projectx-gateway.md#authentication), so every reconnect after the 24 h token expiry
+would fail; and its ``on_close`` does not always fire
+(docs/reference/projectx-gateway.md#connection-and-reconnects). So each hub runs one supervisor thread that:
 
 - builds a **fresh** connection for every (re)connect, with the **current** token from
   ``token_provider`` (forcing a refresh after a 401 handshake, a ``GatewayLogout`` or repeated
   failures), waits for the SignalR handshake, then **re-subscribes everything** (subscriptions do not
-  survive a reconnect, §7);
+  survive a reconnect, docs/reference/projectx-gateway.md#connection-and-reconnects);
 - sends a keep-alive ping every ``keepalive_s`` (signalrcore only pings when its own reconnect
   handler is configured) and treats ``silence_timeout_s`` without any received frame (server pings
   included) as a dead connection: the socket is shut down and a new connection is built;
 - reconnects with backoff (``reconnect_delays_s``) and reports ``on_state("connected" |
-  "disconnected" | "reconnected")``. There is no replay after a gap (§7): on "reconnected" the owner
-  must reconcile over REST.
+  "disconnected" | "reconnected")``. There is no replay after a gap
+  (docs/reference/projectx-gateway.md#connection-and-reconnects): on "reconnected" the owner must
+  reconcile over REST.
 
 Event payloads are validated by :mod:`infra.projectx.mapping`. A malformed payload is logged, counted
 in :attr:`_Hub.malformed` (``"<event>:<reason>"``) and dropped; an exception from an owner callback is
@@ -50,7 +52,7 @@ from infra.projectx.mapping import (DepthEntry, GatewayAccount, GatewayOrder, Ga
                                     quote_to_tick, trade_print_to_tick, unwrap)
 
 DEFAULT_RTC_URL = "https://rtc.topstepx.com"
-"""TopstepX hub host (reference §0); hubs live at ``/hubs/market`` and ``/hubs/user``."""
+"""TopstepX hub host (docs/reference/projectx-gateway.md#hosts); hubs live at ``/hubs/market`` and ``/hubs/user``."""
 
 TokenProvider = Callable[[bool], str]
 """``token_provider(refresh) -> token``; ``refresh=True`` asks for a new one (validate/login),
@@ -375,7 +377,8 @@ class _Hub:
 
 
 class MarketHub(_Hub):
-    """Market data hub (``/hubs/market``, reference §7): quotes and trade prints as domain ticks.
+    """Market data hub (``/hubs/market``, docs/reference/projectx-gateway.md#market-hub): quotes and
+    trade prints as domain ticks.
 
     Args:
         base_url, token_provider, on_state, **options: see :class:`_Hub`.
@@ -480,7 +483,8 @@ class MarketHub(_Hub):
 
 
 class UserHub(_Hub):
-    """User hub (``/hubs/user``, reference §7): orders, positions, fills and account updates of one account.
+    """User hub (``/hubs/user``, docs/reference/projectx-gateway.md#user-hub): orders, positions,
+    fills and account updates of one account.
 
     Args:
         base_url, token_provider, on_state, **options: see :class:`_Hub`.
@@ -489,10 +493,12 @@ class UserHub(_Hub):
         on_order: ``on_order(GatewayOrder)``; on_position: ``on_position(GatewayPosition)``
             (a closed position arrives as type 0, size 0); on_trade: ``on_trade(GatewayTrade)``;
             on_account: ``on_account(GatewayAccount)``.
-        on_logout: ``on_logout()`` when the server sends ``GatewayLogout`` (meaning unconfirmed, §7);
-            the hub then reconnects with a refreshed token by itself.
+        on_logout: ``on_logout()`` when the server sends ``GatewayLogout`` (meaning unconfirmed,
+            docs/reference/projectx-gateway.md#observed-but-undocumented); the hub then reconnects
+            with a refreshed token by itself.
 
-    ``{"action": n, "data": {...}}`` envelopes are unwrapped (§7, observed).
+    ``{"action": n, "data": {...}}`` envelopes are unwrapped
+    (docs/reference/projectx-gateway.md#observed-but-undocumented).
     """
 
     name = "user"

@@ -12,7 +12,8 @@ Two layers:
    :class:`Fill`, order -> status event, position -> :class:`PositionSnapshot`,
    :class:`OrderIntent` -> ``Order/place`` arguments.
 
-Field names and enums: reference §2 (models), §2.2 (place), §3 (enums), §7 (hub payloads).
+Field names and enums: ``docs/reference/projectx-gateway.md``, sections "Models", "Order placement",
+"Enums" and "Hubs" (cited below by section name).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from infra.replay import parse_utc_ns
 
 
 class GwOrderType(enum.IntEnum):
-    """OrderType (reference §3)."""
+    """OrderType ("Enums")."""
 
     UNKNOWN = 0
     LIMIT = 1
@@ -43,14 +44,14 @@ class GwOrderType(enum.IntEnum):
 
 
 class GwSide(enum.IntEnum):
-    """OrderSide (reference §3): 0 Bid = buy, 1 Ask = sell."""
+    """OrderSide ("Enums"): 0 Bid = buy, 1 Ask = sell."""
 
     BID = 0
     ASK = 1
 
 
 class GwOrderStatus(enum.IntEnum):
-    """OrderStatus (reference §3; 7 and 8 from Swagger/community)."""
+    """OrderStatus ("Enums"; 7 and 8 from Swagger/community)."""
 
     NONE = 0
     OPEN = 1
@@ -65,11 +66,11 @@ class GwOrderStatus(enum.IntEnum):
 
 WORKING_STATUSES: tuple[int, ...] = (GwOrderStatus.OPEN, GwOrderStatus.PENDING, GwOrderStatus.PENDING_CANCELLATION,
                                      GwOrderStatus.SUSPENDED)
-"""Statuses of orders that can still fill (reference §3 "Working statuses: 1, 6, 7, 8")."""
+"""Statuses of orders that can still fill: 1, 6, 7, 8 ("Enums")."""
 
 
 class GwPositionType(enum.IntEnum):
-    """PositionType (reference §3)."""
+    """PositionType ("Enums")."""
 
     UNDEFINED = 0
     LONG = 1
@@ -77,7 +78,7 @@ class GwPositionType(enum.IntEnum):
 
 
 class BarUnit(enum.IntEnum):
-    """AggregateBarUnit for ``History/retrieveBars`` (reference §2.1); seconds per unit in :data:`UNIT_SECONDS`."""
+    """AggregateBarUnit for ``History/retrieveBars`` ("History bars"); seconds per unit in :data:`UNIT_SECONDS`."""
 
     SECOND = 1
     MINUTE = 2
@@ -196,7 +197,7 @@ def _on_tick(price: Decimal, tick_size: Decimal, key: str) -> Decimal:
 
 @dataclass(frozen=True, slots=True)
 class GatewayContract:
-    """A contract (reference §2 Contract). ``tick_size`` points; ``tick_value`` dollars per tick per contract."""
+    """A contract ("Models": Contract). ``tick_size`` points; ``tick_value`` dollars per tick per contract."""
 
     id: str
     name: str
@@ -214,7 +215,7 @@ class GatewayContract:
 
 @dataclass(frozen=True, slots=True)
 class GatewayAccount:
-    """A trading account (reference §2 TradingAccount); ``balance`` dollars; ``simulated`` = Practice/sim."""
+    """A trading account ("Models": TradingAccount); ``balance`` dollars; ``simulated`` = Practice/sim."""
 
     id: int
     name: str
@@ -226,7 +227,7 @@ class GatewayAccount:
 
 @dataclass(frozen=True, slots=True)
 class GatewayBar:
-    """One history bar (reference §2.1). ``ts_ns`` is the bar's ``t`` (taken as the bar *start*; whether
+    """One history bar ("History bars"). ``ts_ns`` is the bar's ``t`` (taken as the bar *start*; whether
     the gateway labels bars by open or close is unconfirmed), epoch ns UTC. Prices Decimal points,
     ``volume`` contracts."""
 
@@ -240,7 +241,7 @@ class GatewayBar:
 
 @dataclass(frozen=True, slots=True)
 class GatewayOrder:
-    """An order (reference §2 Order, §7 GatewayUserOrder). Prices Decimal points or None; sizes contracts;
+    """An order ("Models": Order; "User hub": GatewayUserOrder). Prices Decimal points or None; sizes contracts;
     ``custom_tag`` is our client order id when we placed it; timestamps epoch ns UTC."""
 
     id: int
@@ -266,7 +267,7 @@ class GatewayOrder:
 
 @dataclass(frozen=True, slots=True)
 class GatewayPosition:
-    """An open position (reference §2 Position). ``size`` contracts (always >= 0, direction in ``type``);
+    """An open position ("Models": Position). ``size`` contracts (always >= 0, direction in ``type``);
     ``average_price`` Decimal points. A closed position arrives as ``type 0, size 0`` on the hub."""
 
     id: int | None
@@ -280,7 +281,7 @@ class GatewayPosition:
 
 @dataclass(frozen=True, slots=True)
 class GatewayTrade:
-    """A fill (reference §2 HalfTrade). ``price`` points; ``fees`` dollars for this fill; ``pnl`` dollars
+    """A fill ("Models": HalfTrade). ``price`` points; ``fees`` dollars for this fill; ``pnl`` dollars
     or None (an opening half-turn); ``size`` contracts; ``voided`` trades were busted."""
 
     id: int
@@ -298,7 +299,7 @@ class GatewayTrade:
 
 @dataclass(frozen=True, slots=True)
 class DepthEntry:
-    """One GatewayDepth item (reference §7): DomType ``type`` (6 = Reset: clear the book), price points,
+    """One GatewayDepth item ("Market hub"): DomType ``type`` (6 = Reset: clear the book), price points,
     ``volume``/``current_volume`` contracts (their difference is undocumented)."""
 
     ts_ns: int
@@ -377,7 +378,7 @@ def parse_depth(obj: Mapping[str, Any]) -> DepthEntry:
 
 
 def unwrap(payload: Any) -> tuple[int | None, Any]:
-    """User-hub payloads sometimes come as ``{"action": n, "data": {...}}`` (reference §7, observed,
+    """User-hub payloads sometimes come as ``{"action": n, "data": {...}}`` ("Observed but undocumented",
     meaning of ``action`` unconfirmed). Returns ``(action, data)``; ``(None, payload)`` if not wrapped."""
     if isinstance(payload, Mapping) and "data" in payload and "action" in payload and \
             isinstance(payload["data"], (Mapping, list)):
@@ -392,8 +393,9 @@ def quote_to_tick(instrument: str, tick_size: Decimal, data: Mapping[str, Any], 
                   prev: QuoteTick | None = None) -> QuoteTick:
     """GatewayQuote -> :class:`QuoteTick` (sizes 0: the gateway sends none).
 
-    Quotes may be partial (snapshot vs delta is unconfirmed, reference §11): a missing ``bestBid`` or
-    ``bestAsk`` is taken from ``prev``. ``ts_ns`` from ``timestamp`` (else ``lastUpdated``).
+    Quotes may be partial (snapshot vs delta is unconfirmed, "Market hub" and "Unconfirmed"): a
+    missing ``bestBid`` or ``bestAsk`` is taken from ``prev``. ``ts_ns`` from ``timestamp`` (else
+    ``lastUpdated``).
     Raises MalformedPayload: missing side without ``prev``, non-finite/non-positive/off-tick price,
     crossed or locked book (``bid >= ask``), bad timestamp.
     """
@@ -487,7 +489,7 @@ def position_snapshot(pos: GatewayPosition, *, instrument: str) -> PositionSnaps
 
 def place_args(intent: OrderIntent, *, tick_size: Decimal) -> dict[str, Any]:
     """:class:`OrderIntent` -> keyword arguments of :meth:`infra.projectx.rest.ProjectXClient.place_order`
-    (reference §2.2): ``order_type`` 1 Limit / 2 Market / 4 Stop, ``side`` 0 buy / 1 sell, ``size``
+    ("Order placement"): ``order_type`` 1 Limit / 2 Market / 4 Stop, ``side`` 0 buy / 1 sell, ``size``
     contracts, the price the type needs (Decimal points; the client turns it into a JSON number at
     the boundary), ``custom_tag`` = the client order id, and ``risk_reducing`` = ``intent.reduce_only``
     (not sent: such an order may use the rate-limit slots that new entries leave free).

@@ -1,9 +1,10 @@
 """Client-side sliding-window rate limiter for the ProjectX REST API.
 
-Gateway limits (reference §5 [D]): ``History/retrieveBars`` 50 requests / 30 s; every other endpoint,
-login included, 200 requests / 60 s. Whether the server's window is fixed or sliding, and how it is
-keyed, is unconfirmed, so the client keeps a **sliding** window (the stricter reading) with a margin
-below the documented numbers (:data:`DEFAULT_GENERAL`, :data:`DEFAULT_BARS`).
+Gateway limits (docs/reference/projectx-gateway.md#rate-limits): ``History/retrieveBars`` 50
+requests / 30 s; every other endpoint, login included, 200 requests / 60 s. Whether the server's
+window is fixed or sliding, and how it is keyed, is unconfirmed, so the client keeps a **sliding**
+window (the stricter reading) with a margin below the documented numbers (:data:`DEFAULT_GENERAL`,
+:data:`DEFAULT_BARS`; docs/decisions/0013-rate-limit-room-for-risk.md).
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ class RateLimit:
 
 
 GATEWAY_GENERAL = RateLimit(200, 60.0)
-"""Documented limit for every endpoint except History/retrieveBars (reference §5)."""
+"""Documented limit for every endpoint except History/retrieveBars (docs/reference/projectx-gateway.md#rate-limits)."""
 GATEWAY_BARS = RateLimit(50, 30.0)
-"""Documented limit for History/retrieveBars (reference §5)."""
+"""Documented limit for History/retrieveBars (docs/reference/projectx-gateway.md#rate-limits)."""
 DEFAULT_GENERAL = RateLimit(180, 60.0)
 """What the client allows itself by default: 10 % under :data:`GATEWAY_GENERAL`."""
 DEFAULT_BARS = RateLimit(45, 30.0)

@@ -1,18 +1,20 @@
 """ProjectX Gateway REST client (TopstepX), synchronous, on httpx; safe to share between threads.
 
-Behaviour (reference = ``shared/docs/projectx-gateway.md``; ``docs/projectx.md`` has the full policy):
+Behaviour (gateway facts: ``docs/reference/projectx-gateway.md``, cited below by section name;
+``docs/projectx.md`` has the full policy):
 
-- **Auth** (§1): ``Auth/loginKey`` on first use; the token is refreshed with ``Auth/validate``
-  (``newToken``) once it is older than ``token_refresh_after_s`` (default 20 h, the token lives
-  24 h), and exactly once when a call gets HTTP 401; if validate fails the client logs in again.
-  The token and the API key are never logged.
-- **Envelope** (§1): every call is a ``POST`` with a JSON body; ``success:false`` becomes the typed
-  exception for that endpoint's ``errorCode`` (:func:`infra.projectx.errors.error_for`). Response
-  numbers are decoded as ``Decimal`` (``parse_float``); Decimals are sent as JSON numbers.
-- **Rate limits** (§5): two client-side sliding windows (all calls; plus History/retrieveBars),
-  blocking the caller until a slot frees; except a new entry order, which leaves a sixth of the
-  window free for cancels, closes and reads and is refused at once (:class:`ClientRateLimited`,
-  not sent) when it finds no slot.
+- **Auth** ("Authentication"): ``Auth/loginKey`` on first use; the token is refreshed with
+  ``Auth/validate`` (``newToken``) once it is older than ``token_refresh_after_s`` (default 20 h,
+  the token lives 24 h), and exactly once when a call gets HTTP 401; if validate fails the client
+  logs in again. The token and the API key are never logged.
+- **Envelope** ("Conventions"): every call is a ``POST`` with a JSON body; ``success:false``
+  becomes the typed exception for that endpoint's ``errorCode``
+  (:func:`infra.projectx.errors.error_for`). Response numbers are decoded as ``Decimal``
+  (``parse_float``); Decimals are sent as JSON numbers.
+- **Rate limits** ("Rate limits"): two client-side sliding windows (all calls; plus
+  History/retrieveBars), blocking the caller until a slot frees; except a new entry order, which
+  leaves a sixth of the window free for cancels, closes and reads and is refused at once
+  (:class:`ClientRateLimited`, not sent) when it finds no slot.
 - **Retries**: reads (and login/validate) are retried on HTTP 429 (honouring ``Retry-After``),
   HTTP 5xx, timeouts and connection errors, with exponential backoff and jitter, up to
   ``read_attempts`` tries. Order-changing calls (place, modify, cancel, closeContract,
@@ -46,10 +48,11 @@ from infra.projectx.ratelimit import (DEFAULT_BARS, DEFAULT_GENERAL, RateLimit, 
 from infra.projectx.transport import StdlibHTTPTransport
 
 DEFAULT_BASE_URL = "https://api.topstepx.com"
-"""TopstepX REST host (reference §0)."""
+"""TopstepX REST host (docs/reference/projectx-gateway.md#hosts)."""
 
 MAX_BARS_PER_REQUEST = 20_000
-"""``History/retrieveBars`` returns at most this many bars per request (reference §2.1)."""
+"""``History/retrieveBars`` returns at most this many bars per request
+(docs/reference/projectx-gateway.md#history-bars)."""
 
 _BARS = "History/retrieveBars"
 _HEADERS = ((b"Accept", b"application/json"), (b"Content-Type", b"application/json"),
@@ -98,13 +101,15 @@ class ProjectXClient:
 
     Args:
         base_url: REST host, e.g. ``https://api.topstepx.com`` (paths ``/api/...`` are appended).
-        username: the platform login name (not the e-mail address, §1).
+        username: the platform login name (not the e-mail address, "Authentication").
         api_key: the API key. Both come from the environment; neither is ever logged.
         timeout_s: per-request timeout (connect, read, write), seconds.
         clock: monotonic seconds, for token age and the rate limiter (injectable for tests).
         sleep: blocking sleep used for backoff and the rate limiter (injectable for tests).
-        token_refresh_after_s: validate the token once it is this old (tokens live 24 h, §1).
-        general_limit / bars_limit: client-side rate limits (defaults 10 % under §5's numbers).
+        token_refresh_after_s: validate the token once it is this old (tokens live 24 h,
+            "Authentication").
+        general_limit / bars_limit: client-side rate limits (defaults 10 % under the documented
+            "Rate limits").
         entry_headroom: slots of ``general_limit`` that a new entry (``Order/place`` not
             ``risk_reducing``) leaves free for cancels, closes, risk-reducing orders and reads.
             An entry never waits for the window: with fewer free slots it raises
@@ -113,7 +118,7 @@ class ProjectXClient:
         read_attempts: total tries of a read before its error is raised.
         backoff_base_s / backoff_max_s: exponential backoff ``base * 2**(n-1)`` capped at ``max``,
             times a jitter factor in [0.5, 1); a server ``Retry-After`` takes precedence.
-        bars_per_request: the history request `limit` (3..20,000, §2.1).
+        bars_per_request: the history request `limit` (3..20,000, "History bars").
         rng: random source for the jitter (seedable).
     """
 
@@ -136,9 +141,10 @@ class ProjectXClient:
         self._username = username
         self._api_key = api_key
         # An httpx transport called directly: httpx.Client's per-request machinery (URL merging,
-        # cookies, auth and redirect flows, event hooks) cost ~0.3 ms of CPU per call, and this API
+        # cookies, auth and redirect flows, event hooks) costs ~0.3 ms of CPU per call, and this API
         # needs none of it; the transport is http.client's (infra/projectx/transport.py), about half
-        # the CPU of httpx's own per order call (docs/projectx.md, "Transport"). Requests and
+        # the CPU of httpx's own per order call
+        # (docs/decisions/0009-rest-transport-http-client-warm-connections.md). Requests and
         # responses stay httpx objects, errors httpx exceptions; no proxy is read from the
         # environment.
         self._transport = StdlibHTTPTransport()
@@ -201,7 +207,7 @@ class ProjectXClient:
         logger.info("ProjectX: logged in as {}", self._username)
 
     def _refresh(self) -> None:
-        """Auth/validate for a new token; on any failure log in again (§1)."""
+        """Auth/validate for a new token; on any failure log in again ("Authentication")."""
         try:
             data = self._post("Auth/validate", None, auth=False, bearer=self._token)
             token = data.get("newToken")
@@ -387,32 +393,34 @@ class ProjectXClient:
     # ------------------------------------------------------------------ accounts & contracts
 
     def accounts(self, only_active: bool = True) -> list[GatewayAccount]:
-        """``Account/search`` (§2). Raises ProjectXError / MalformedPayload."""
+        """``Account/search`` ("REST endpoints"). Raises ProjectXError / MalformedPayload."""
         data = self._post("Account/search", {"onlyActiveAccounts": only_active})
         return [parse_account(a) for a in self._items(data, "accounts", "Account/search")]
 
     def search_contracts(self, text: str, live: bool = False) -> list[GatewayContract]:
-        """``Contract/search`` (max 20 results, no paging, §2). ``live``: live vs sim data subscription."""
+        """``Contract/search`` (max 20 results, no paging, "REST endpoints"). ``live``: live vs sim
+        data subscription."""
         data = self._post("Contract/search", {"searchText": text, "live": live})
         return [parse_contract(c) for c in self._items(data, "contracts", "Contract/search")]
 
     def contract_by_id(self, contract_id: str) -> GatewayContract:
-        """``Contract/searchById`` (also resolves expired contracts, §2). Raises ContractNotFound."""
+        """``Contract/searchById`` (also resolves expired contracts, "REST endpoints"). Raises
+        ContractNotFound."""
         data = self._post("Contract/searchById", {"contractId": contract_id})
         if data.get("contract") is None:
             raise pxe.ContractNotFound("Contract/searchById", None, "ContractNotFound", contract_id)
         return parse_contract(data["contract"])
 
     def available_contracts(self, live: bool = False) -> list[GatewayContract]:
-        """``Contract/available`` (§2)."""
+        """``Contract/available`` ("REST endpoints")."""
         data = self._post("Contract/available", {"live": live})
         return [parse_contract(c) for c in self._items(data, "contracts", "Contract/available")]
 
     def resolve_front_month(self, symbol: str, live: bool = False) -> GatewayContract:
         """The one active contract for our ticker ``symbol`` (``ES``, ``MES``...), found by search,
-        never by building an id (§6): candidates are contracts whose ``symbolId`` root is the
-        instrument's ProjectX root (ES -> ``EP``, NQ -> ``ENQ``) or whose name is ``symbol`` + month
-        code + year digit(s); only ``activeContract`` ones are kept.
+        never by building an id ("Contract ids"): candidates are contracts whose ``symbolId`` root
+        is the instrument's ProjectX root (ES -> ``EP``, NQ -> ``ENQ``) or whose name is ``symbol`` +
+        month code + year digit(s); only ``activeContract`` ones are kept.
 
         Raises ContractResolutionError if none or more than one remains (ambiguity is refused).
         """
@@ -441,10 +449,10 @@ class ProjectXClient:
         """``History/retrieveBars`` over ``[start, end]`` as consecutive time pages, oldest first.
 
         Each page spans ``bars_per_request - 2`` bar periods, so even with both ends inclusive it holds
-        fewer bars than the 20,000-bar cap (§2.1) whatever the server's ordering or ``limit``
-        semantics; a page that still comes back full is split in two and re-read. Bars of a page are sorted ascending by
-        time and de-duplicated (the API returns newest first). Bars on a page boundary may appear
-        in two pages; :meth:`retrieve_bars` de-duplicates across pages.
+        fewer bars than the 20,000-bar cap ("History bars") whatever the server's ordering or
+        ``limit`` semantics; a page that still comes back full is split in two and re-read. Bars of
+        a page are sorted ascending by time and de-duplicated (the API returns newest first). Bars on
+        a page boundary may appear in two pages; :meth:`retrieve_bars` de-duplicates across pages.
 
         ``unit``: :class:`BarUnit` 1 Second .. 6 Month (7 Tick is not supported: pages are sized in time).
         Raises ValueError (naive datetimes, unknown unit, ``unit_number < 1``), ProjectXError, MalformedPayload.
@@ -494,9 +502,9 @@ class ProjectXClient:
                     limit_price: Decimal | None = None, stop_price: Decimal | None = None,
                     trail_price: Decimal | None = None, custom_tag: str | None = None,
                     risk_reducing: bool = False) -> int:
-        """``Order/place`` (§2.2): ``order_type`` 1 Limit / 2 Market / 4 Stop / 5 TrailingStop...,
-        ``side`` 0 buy / 1 sell, ``size`` contracts, absolute prices in points, ``custom_tag`` our
-        client order id (unique per account). Returns the gateway order id.
+        """``Order/place`` ("Order placement"): ``order_type`` 1 Limit / 2 Market / 4 Stop /
+        5 TrailingStop..., ``side`` 0 buy / 1 sell, ``size`` contracts, absolute prices in points,
+        ``custom_tag`` our client order id (unique per account). Returns the gateway order id.
 
         ``risk_reducing`` (not sent; the gateway has no such flag): the order can only shrink a
         position (a take-profit, a flatten's close); it may use the whole rate window and waits
@@ -546,7 +554,8 @@ class ProjectXClient:
     def modify_order(self, account_id: int, order_id: int, *, size: int | None = None,
                      limit_price: Decimal | None = None, stop_price: Decimal | None = None,
                      trail_price: Decimal | None = None) -> None:
-        """``Order/modify`` with absolute prices (§2.3); only the given fields are sent. Never retried."""
+        """``Order/modify`` with absolute prices ("Working orders, modify and cancel"); only the given
+        fields are sent. Never retried."""
         body: dict[str, Any] = {"accountId": account_id, "orderId": order_id}
         for key, value in (("size", size), ("limitPrice", limit_price), ("stopPrice", stop_price),
                            ("trailPrice", trail_price)):
@@ -555,7 +564,8 @@ class ProjectXClient:
         self._post("Order/modify", body)
 
     def cancel_order(self, account_id: int, order_id: int) -> None:
-        """``Order/cancel`` (§2.3; documented for simulated accounts only). Never retried."""
+        """``Order/cancel`` ("Working orders, modify and cancel"; documented for simulated accounts
+        only). Never retried."""
         self._post("Order/cancel", {"accountId": account_id, "orderId": order_id})
 
     def begin_cancel_order(self, account_id: int, order_id: int) -> Callable[[], None]:
@@ -589,15 +599,15 @@ class ProjectXClient:
         return [parse_order(o) for o in self._items(data, "orders", "Order/search")]
 
     def search_open_orders(self, account_id: int) -> list[GatewayOrder]:
-        """``Order/searchOpen``: status Open only, **without** Suspended bracket children (§2.3);
-        use :meth:`query_orders` for reconciliation."""
+        """``Order/searchOpen``: status Open only, **without** Suspended bracket children ("Working
+        orders, modify and cancel"); use :meth:`query_orders` for reconciliation."""
         data = self._post("Order/searchOpen", {"accountId": account_id})
         return [parse_order(o) for o in self._items(data, "orders", "Order/searchOpen")]
 
     def query_orders(self, account_id: int, statuses: Sequence[int] = WORKING_STATUSES, *,
                      contract_id: str | None = None, page_size: int = 500) -> list[GatewayOrder]:
-        """``Order/v2/query`` (§2.3): every order in ``statuses`` (default the working ones 1, 6, 7, 8,
-        Suspended bracket children included), all pages.
+        """``Order/v2/query`` ("Working orders, modify and cancel"): every order in ``statuses``
+        (default the working ones 1, 6, 7, 8, Suspended bracket children included), all pages.
 
         Paging does not rely on ``pageOffset`` (its base is unconfirmed): pages are sorted by creation
         time ascending and each next page asks ``createdAfter`` = the last creation time seen, until a

@@ -1,14 +1,14 @@
 """An httpx transport over the standard library's ``http.client``: the REST client's connection layer.
 
 Why: an order call spends most of its client CPU in httpx's default transport (httpcore's pool
-and the pure-Python h11 state machine), about 0.45-0.6 ms per ``Order/place`` on loopback, under
-the one GIL the whole live system shares. ``http.client`` does the same HTTP/1.1 exchange for
-about half of that, and in a burst (a grid rebuild sends ten orders from one quote) ten orders
-reached the sandbox in 5-6.5 ms instead of 8.5-10 ms (docs/projectx.md, "Transport"). Requests,
-responses and errors stay httpx's (:class:`httpx.BaseTransport` is httpx's extension point for
-this), so :mod:`infra.projectx.rest` and its error classification do not change.
+and the pure-Python h11 state machine), under the one GIL the whole live system shares.
+``http.client`` does the same HTTP/1.1 exchange for about half of that CPU, which counts most in a
+burst (a grid rebuild sends ten orders from one quote; the figures are in
+docs/decisions/0009-rest-transport-http-client-warm-connections.md). Requests, responses and
+errors stay httpx's (:class:`httpx.BaseTransport` is httpx's extension point for this), so
+:mod:`infra.projectx.rest` and its error classification do not change.
 
-Behaviour (what httpx's transport did that the REST client relies on, and one addition):
+Behaviour (what the REST client relies on, as httpx's transport does it, plus two extensions):
 
 - Keep-alive HTTP/1.1 connections, shared: a request takes an idle connection to its host (the
   most recently used) or opens one, and gives it back once the response is read, so there are
@@ -19,12 +19,12 @@ Behaviour (what httpx's transport did that the REST client relies on, and one ad
   used BEFORE the request is written. Without this an order sent on a connection the server had
   just closed would fail after it was written, an ambiguous outcome, instead of simply going out
   on a fresh connection.
-- Addition: :meth:`StdlibHTTPTransport.keep_warm` keeps ``n`` connections to a host open ahead of
+- Extension: :meth:`StdlibHTTPTransport.keep_warm` keeps ``n`` connections to a host open ahead of
   need (the live broker's orders: an order never waits for a TCP and TLS handshake).
-- Addition: :meth:`StdlibHTTPTransport.send` is a request in two halves, written now, its answer
+- Extension: :meth:`StdlibHTTPTransport.send` is a request in two halves, written now, its answer
   read later (possibly on another thread), so that one thread can write a decision's orders back
-  to back; with ``idle_only`` it sends only on an already open connection (docs/projectx.md,
-  "Orders written back to back").
+  to back; with ``idle_only`` it sends only on an already open connection
+  (docs/decisions/0010-orders-written-back-to-back.md).
 - Errors, by phase, as httpx's transport raises them (``infra.projectx.rest`` treats the first two
   as "not sent" and the rest as "may have been processed" for order-changing calls):
   connect: ``httpx.ConnectTimeout`` / ``httpx.ConnectError``; writing the request:
@@ -56,10 +56,11 @@ from loguru import logger
 KEEPALIVE_EXPIRY_S = 30.0
 """Idle connections older than this are not reused, seconds. httpx uses 5 s; servers close idle
 connections after 60 s (AWS load balancers), 75 s (nginx), 120-130 s (IIS, Kestrel, the ASP.NET Core
-server ProjectX runs on) or more, and the gateway's own value is unconfirmed (reference section 10).
-30 s stays under all of them, and a connection a server closes sooner is seen closed (readable)
-and replaced before it is used. At 5 s nearly every order after a quiet spell paid a new TCP and
-TLS handshake (docs/projectx.md, "Transport")."""
+server ProjectX runs on) or more, and the gateway's own value is unconfirmed
+(docs/reference/projectx-gateway.md#unconfirmed). 30 s stays under all of them, and a connection a
+server closes sooner is seen closed (readable) and replaced before it is used. At 5 s most orders
+after a quiet spell would pay a new TCP and TLS handshake
+(docs/decisions/0009-rest-transport-http-client-warm-connections.md)."""
 
 WARM_INTERVAL_S = 1.0
 """How often :meth:`StdlibHTTPTransport.keep_warm`'s thread checks the idle connections, seconds."""

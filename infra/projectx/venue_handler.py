@@ -3,7 +3,7 @@
 :class:`ProjectXVenueHandler` writes each ``Order/place`` as soon as the order's record is stored
 and each ``Order/cancel`` at once, and reads the answers on a pool of threads, which post them back
 into the broker actor's mailbox (:class:`VenueCallDone`). Design record:
-docs/decisions/ (the order path's split calls).
+docs/decisions/0010-orders-written-back-to-back.md.
 """
 
 from __future__ import annotations
@@ -42,14 +42,15 @@ class ProjectXVenueHandler(VenueHandler):
       this adapter's sender thread as soon as the order's record is stored (never before: it waits
       on the write-ahead queue, in decision order), a cancel by this actor's thread. The orders
       of one decision (a grid rebuild: nine cancels, ten places) so leave back to back, and none
-      waits for the answer to another; with a pool that made whole calls, the fifth order waited
-      for the first answer (a network round trip to the real gateway);
+      waits for the answer to another; a pool making whole calls would hold the fifth order until
+      the first answer, one network round trip to the real gateway
+      (docs/decisions/0010-orders-written-back-to-back.md);
     - the answer is read on a pool of ``workers`` threads, and comes back as :class:`VenueCallDone`.
 
     A call that cannot be written without waiting (no idle warm connection, no rate-limit slot, a
     token refresh due, a venue order id still to look up) is made whole on the pool instead.
     Ordering rules kept: a cancel waits for the answer of its own order's place (it needs the venue
-    order id); each call is sent once (no retry of order-changing calls, as before); an order whose
+    order id); each call is sent once (order-changing calls are never retried); an order whose
     write-ahead failed or took over 5 s is rejected and never sent. A place answer and a user-hub
     fill of the same order can reach the router in either order: the router's mirror never moves a
     terminal order back (``StateStore``), risk accepts a late acknowledgement, strategies ignore it.

@@ -8,7 +8,8 @@ a marketable order fills on arrival at the last price. Positions and per-fill re
 from :class:`domain.portfolio.Portfolio` (FIFO, exact Decimal). Fees per fill are the instrument's
 ``fee_per_side`` x size (dollars); balance = starting balance + realized P&L - fees.
 
-Gateway semantics modelled (reference ``projectx-gateway.md`` sections 2-4):
+Gateway semantics modelled (``docs/reference/projectx-gateway.md``, sections "REST endpoints" to
+"Error codes"):
 
 - Order types 1 Limit, 2 Market, 4 Stop; side 0 buy / 1 sell; statuses 1 Open, 2 Filled,
   3 Cancelled, 5 Rejected (a bracket leg whose price is invalid), 8 Suspended. Types 3, 5, 6, 7

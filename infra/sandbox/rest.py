@@ -1,6 +1,8 @@
-"""The sandbox gateway's REST API (aiohttp): every path of the reference's section 2.
+"""The sandbox gateway's REST API (aiohttp): every path of
+docs/reference/projectx-gateway.md#rest-endpoints.
 
-Conventions (reference sections 1, 4, 5):
+Conventions (docs/reference/projectx-gateway.md, sections "Conventions", "Error codes", "Rate
+limits"):
 
 - ``POST /api/<path>`` with a JSON body (reads included); ``GET /api/Status/ping`` answers
   ``pong`` (text/plain; the real body is undocumented).
@@ -9,7 +11,7 @@ Conventions (reference sections 1, 4, 5):
   below) and the payload field null (e.g. ``orderId: null``).
 - HTTP 400 with an RFC 7807 ProblemDetails body (``errors: {field: [message]}``) when the body is
   not a JSON object, a required field is missing or null, or a field has the wrong JSON type
-  (ASP.NET Core model validation). Required fields follow the reference's request columns:
+  (ASP.NET Core model validation). Required fields follow the request column of "REST endpoints":
   everything without a ``?`` (``Order/modify``: size/limitPrice/stopPrice/trailPrice optional;
   ``Order/place``: prices, customTag, brackets and linkedOrderId optional; ``endTimestamp``
   optional; ``Order/v2/query``: only ``filter.accountId``). ``linkedOrderId`` and ``live`` are
@@ -75,7 +77,8 @@ _CODES: dict[str, dict[Reason, int]] = {
                                       R.NO_PRICE: 6, R.ACCOUNT_REJECTED: 9},
     "Trade/search": _ACCOUNT_CODES,
 }
-"""Per-endpoint errorCode numbers (reference section 4) for each failure reason."""
+"""Per-endpoint errorCode numbers (docs/reference/projectx-gateway.md#error-codes) for each failure
+reason."""
 
 _PROBLEM_TYPE = "https://tools.ietf.org/html/rfc9110#section-15.5.1"
 _ACCOUNT = {"accountId": ("int", True)}

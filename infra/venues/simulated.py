@@ -2,9 +2,9 @@
 backtest and a paper run on the same data fill the same orders at the same prices.
 
 - :class:`SimulatedVenue` implements :class:`domain.ports.ExecutionVenue` over
-  :class:`infra.paper_broker.PaperBroker` (fill model: docs/strategy.md, "Replay model"), thread-safe
-  behind one lock so that the emergency flatten can use it without the actors, mirrored in the
-  state store (its small state whole, its fills and order ids appended).
+  :class:`infra.paper_broker.PaperBroker` (fill model: docs/strategies/grid-and-hedge.md, "Replay
+  model"), thread-safe behind one lock so that the emergency flatten can use it without the actors,
+  mirrored in the state store (its small state whole, its fills and order ids appended).
 """
 
 from __future__ import annotations
@@ -57,11 +57,15 @@ class SimulatedVenue:
             self.last_ts = 0
             self.last_key: tuple | None = None
         self._saved_minute = -1
-        # a snapshot written whole (older versions) has its history re-written to the log at the first save
+        # a snapshot that holds its fills inline has them re-written to the log at the first save
         self._saved_history = (0, 0) if saved and "fills" in saved["broker"] else self.broker.history_counts()
 
     def start(self) -> None:
         """Nothing to connect."""
+
+    def connected(self, timeout_s: float) -> bool:
+        """Always connected: the venue is in this process."""
+        return True
 
     def stop(self) -> None:
         """Nothing to disconnect."""
