@@ -20,7 +20,9 @@ live:     the same tree over the ProjectX Gateway (TopstepX, or the local sandbo
           (``simulated: false``) needs ``--confirm-funded``. Runs until SIGINT/SIGTERM.
 
 Exit codes: 0 normal end or SIGINT/SIGTERM (after cancel + flatten + persist), 2 bad config or
-arguments, missing or refused credentials, unknown/refused account or unresolvable contract
+arguments (the message names the field), replay data unreadable or without a trading day in
+``--start``..``--end`` (names the file and line, or the days the data covers), run or log directory
+not writable, Redis not reachable, missing or refused credentials, unknown/refused account or unresolvable contract
 (live), 3 supervision escalation (emergency flatten done), 4 gateway unreachable or failing at
 start (live), 1 unexpected error.
 """
@@ -66,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--account", help="live: account name or id")
     p.add_argument("--arm", action="store_true", help="live: start armed (orders may reach the gateway)")
     p.add_argument("--confirm-funded", action="store_true", help="live: allow a funded (simulated: false) account")
+    p.add_argument("--debug", action="store_true", help="variable values in logged tracebacks (still redacted)")
     return p.parse_args(argv)
 
 
@@ -98,7 +101,33 @@ def build_config(args: argparse.Namespace) -> AppConfig:
     return load_config(args.config, args.profile, overrides or None)
 
 
+def _os_detail(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def _unwritable_dirs(cfg: AppConfig, args: argparse.Namespace) -> str | None:
+    """Create the directories the run writes to (``runtime.run_dir``, ``runtime.log_dir``, the
+    ``--trades-csv`` folder) and write a probe file in each. Returns the first problem as
+    ``"<field>: cannot write to <dir>: <reason>"``, or None."""
+    import tempfile
+    dirs = [("runtime.run_dir", Path(cfg.runtime.run_dir)), ("runtime.log_dir", Path(cfg.runtime.log_dir))]
+    if args.trades_csv is not None:
+        dirs.append(("--trades-csv", Path(args.trades_csv).parent))
+    for field, d in dirs:
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=d):
+                pass
+        except (OSError, ValueError) as exc:
+            return f"{field}: cannot write to {d}: {_os_detail(exc)}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv``; returns the exit code (module docstring). Bad arguments,
+    configuration, data files (unreadable, no trading day in ``--start``..``--end``), a run or log
+    directory that cannot be written and an unreachable Redis all return 2 with a message naming
+    the field, file or line on stderr; only an unexpected error escapes (exit 1)."""
     try:
         args = parse_args(argv)
     except SystemExit as exc:
@@ -117,8 +146,16 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.projectx.account is None:
             print("config error: projectx.account: live mode needs an account (--account NAME_OR_ID)", file=sys.stderr)
             return EXIT_CONFIG
+    problem = _unwritable_dirs(cfg, args)
+    if problem:
+        print(f"config error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     from infra.logs import setup_logging
-    setup_logging(cfg.runtime.log_dir)
+    try:
+        setup_logging(cfg.runtime.log_dir, debug=args.debug)
+    except (OSError, ValueError) as exc:
+        print(f"config error: runtime.log_dir: cannot log to {cfg.runtime.log_dir}: {_os_detail(exc)}", file=sys.stderr)
+        return EXIT_CONFIG
     from actors.node import run
     from infra.projectx.session import LiveStartupError
     mode = "paper-live" if paper_on_live_data(args) else args.mode
@@ -129,9 +166,19 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("{} mode cannot start: {}", mode, exc)
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
-    except (FileNotFoundError, ValueError) as exc:
+    except ConfigError as exc:  # e.g. Redis not reachable (actors.node.open_store)
+        logger.error("cannot run: {}", exc)
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (FileNotFoundError, ValueError) as exc:  # replay data missing, unreadable, no trading day
         logger.error("cannot run: {}", exc)
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        logger.error("cannot run: {}: {}", exc.filename, _os_detail(exc))
+        print(f"error: {exc.filename}: {_os_detail(exc)}", file=sys.stderr)
         return EXIT_CONFIG
 
 

@@ -14,6 +14,7 @@ Timestamps are epoch ns UTC; trading days and sessions America/Chicago.
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import signal
 import threading
@@ -27,14 +28,14 @@ from loguru import logger
 from actors.core import ActorLoop, Directory, ask, wait_until
 from actors.dispatcher import Dispatcher
 from actors.supervision import ActorSpec, Supervisor, SupervisionTree
-from actors.tree import DECISION_LOOP, MODES, TREE, Child, ModeSpec, Sup
+from actors.tree import DECISION_LOOP, MODES, OWN_THREAD, TREE, Child, ModeSpec, Sup
 from domain.bars import BarBuilderHandler, aggregate_bars
 from domain.calendar import SessionCalendar, ns_to_ct, trading_day
 from domain.execution.reconciler import Reconciler, plain_view
 from domain.execution.router import OrderRouter
 from domain.handler import (BROKER, CLOCK_TOPIC, EXPOSURE_TOPIC, FEED, RECONCILED_TOPIC, RECONCILER, RISK,
                             RISK_STATE_TOPIC, ROUTER, STATUS_TOPIC, WATCHDOG, CounterIds, Out, bar_builder, bars_topic,
-                            ticks_topic)
+                            prints_topic, ticks_topic)
 from domain.messages import Alert, ReconcileRequest, SetArmed, Shutdown, WarmupBars
 from domain.orders import OrderStatus
 from domain.portfolio import Portfolio
@@ -74,6 +75,8 @@ class Node:
         gateway: the ProjectX session when the mode's data or venue is ProjectX.
         speed: replay speed factor (``inf`` = as fast as the actors go); default ``cfg.runtime.speed``.
         trades_csv: the trades CSV path (default ``{run_dir}/trades/{mode}_...csv``).
+        bar_path: a replay's intra-bar path (default ``cfg.runtime.bar_path``).
+        keep_trades: False keeps the trades CSV in memory (a backtest's second bar path).
     Raises:
         ProjectXError: the history warm-up failed (hub data).
         ValueError, FileNotFoundError: replay data missing for a configured instrument.
@@ -81,7 +84,7 @@ class Node:
 
     def __init__(self, cfg: Any, spec: ModeSpec, *, store: Any | None = None, alerter: Any | None = None,
                  metrics: Any | None = None, gateway: Gateway | None = None, speed: float | None = None,
-                 trades_csv: Path | None = None) -> None:
+                 trades_csv: Path | None = None, bar_path: str | None = None, keep_trades: bool = True) -> None:
         self.cfg, self.spec, self.store = cfg, spec, store
         self.alerter, self.metrics, self.gateway = alerter, metrics, gateway
         self.entries = cfg.enabled_strategies()
@@ -100,14 +103,16 @@ class Node:
             sp = cfg.runtime.speed if speed is None else speed
             self.speed = float("inf") if sp == "max" else float(sp)
             self.data: Any = ReplayData(open_replay(Path(cfg.runtime.data_dir), self.instruments, cfg.runtime.start,
-                                                    cfg.runtime.end), self.speed)
+                                                    cfg.runtime.end), self.speed, bar_path or cfg.runtime.bar_path,
+                                        self._venue_position)
         else:
             assert gateway is not None, "hub data needs a ProjectX gateway session"
             self.speed = 1.0
             self.data = HubData(gateway.client, gateway.contracts, cfg.projectx.hubs_url)
 
         if spec.venue == "simulated":
-            self.venue: Any = SimulatedVenue(store, cfg.runtime.slippage_ticks, cfg.runtime.fill_on_touch, self.writer)
+            self.venue: Any = SimulatedVenue(store, cfg.runtime.slippage_ticks, cfg.runtime.fill_on_touch, self.writer,
+                                             cfg.runtime.max_price_age_s)
             self.resumed = self.venue.last_ts > 0
         else:
             from infra.projectx.broker import ProjectXBroker
@@ -129,10 +134,13 @@ class Node:
             name = (f"backtest_{self.days[0]}_{self.days[-1]}.csv" if not actors
                     else f"{spec.shown}_{ns}_{self.days[0]}.csv")
             trades_csv = Path(cfg.runtime.run_dir) / "trades" / name
-        if not actors:
-            trades_csv.parent.mkdir(parents=True, exist_ok=True)
-            trades_csv.unlink(missing_ok=True)
-        self.trade_log = TradeLog(trades_csv)
+        if not keep_trades:
+            self.trade_log = TradeLog(None)
+        else:
+            if not actors or not self.resumed:  # a fresh session starts a fresh log; a resumed one appends
+                trades_csv.parent.mkdir(parents=True, exist_ok=True)
+                trades_csv.unlink(missing_ok=True)
+            self.trade_log = TradeLog(trades_csv)
 
         self.directory = Directory()
         self.done = threading.Event()
@@ -146,16 +154,23 @@ class Node:
         self.tree: SupervisionTree | None = None
         self.actor_loop: ActorLoop | None = None
 
+    def _venue_position(self, instrument: str) -> int:
+        """Signed contracts the venue holds in ``instrument`` (the ``adverse`` bar path reads it)."""
+        p = self.venue.positions().get(instrument)
+        return p.qty if p is not None else 0
+
     # ------------------------------------------------------------------ handlers
     def topics(self) -> dict[str, tuple[str, ...]]:
         """Topic -> subscriber names. Subscribers are listed in config order: the dispatcher
-        delivers in that order, so the backtest is deterministic."""
+        delivers in that order, so the backtest is deterministic. A venue that matches on our data
+        gets the prints first (``prints.<SYM>``, :class:`infra.feeds.FeedCore`)."""
         strategies = tuple(e.name for e in self.entries)
         venue = (BROKER,) if self.venue.matches_ticks else ()
         builders = tuple(bar_builder(sym) for sym in self.instruments)
         t: dict[str, tuple[str, ...]] = {}
         for sym in self.instruments:
-            t[ticks_topic(sym)] = venue + (bar_builder(sym), RISK)
+            t[prints_topic(sym)] = venue
+            t[ticks_topic(sym)] = (bar_builder(sym), RISK)
             t[bars_topic(sym)] = tuple(e.name for e in self.entries if sym in e.instruments)
         t[CLOCK_TOPIC] = builders + (RISK,) + strategies + (WATCHDOG,)
         t[RISK_STATE_TOPIC] = strategies + (WATCHDOG,)
@@ -302,26 +317,37 @@ class Node:
                         self.cfg.runtime.stale_data_s, restarts_reported=self._restarts_reported)
 
     # ------------------------------------------------------------------ backtest host
-    def run_backtest(self) -> SessionSummary:
-        """Every tick through the handlers on one thread, then the summary (deterministic)."""
+    def run_backtest(self, both_paths: bool = True) -> SessionSummary:
+        """Every tick through the handlers on one thread, then the summary (deterministic). With
+        ``both_paths`` the data is replayed once more under the other intra-bar path (trades kept in
+        memory) and the summary gives the net under each (``SessionSummary.path_nets``)."""
         t0 = time.perf_counter()
+        s = self._dispatch()
+        if both_paths and isinstance(self.data, ReplayData):
+            other = "adverse" if self.data.path == "adaptive" else "adaptive"
+            alt = Node(self.cfg, self.spec, trades_csv=self.trade_log.path, bar_path=other, keep_trades=False)
+            s.path_nets = {self.data.path: s.net_pnl, other: alt._dispatch().net_pnl}
+        s.seconds = time.perf_counter() - t0
+        return s
+
+    def _dispatch(self) -> SessionSummary:
+        """One backtest run on the dispatcher: a timestamp's ticks at a time, as the paper feed sends them."""
         handlers = {name: make() for name, make in self.factories().items()}
         disp = Dispatcher(handlers, self.topics())
         disp.send(self.warmup_out())
         disp.drain()
         core = FeedCore()
         n = 0
-        for tick in self.data.events():
-            disp.send(core.route(tick))
+        for _ts, group in itertools.groupby(self.data.events(), key=lambda t: t.ts_ns):
+            ticks = list(group)
+            disp.send(core.route_batch(ticks))
             disp.drain()
-            n += 1
+            n += len(ticks)
         disp.send([(RISK, Shutdown("end of data", core.last_ts))])
         disp.drain()
-        s = self._summary(handlers[RISK], {e.name: handlers[e.name].stats() for e in self.entries},
-                          handlers[ROUTER].fills)
-        s.rejected_inputs = dict(core.rejected)
+        s = self._summary(handlers[RISK], {e.name: handlers[e.name].stats() for e in self.entries})
+        s.rejected_inputs = {**self.data.rejected_rows(), **dict(core.rejected)}
         s.events = n
-        s.seconds = time.perf_counter() - t0
         return s
 
     # ------------------------------------------------------------------ actor host
@@ -341,7 +367,7 @@ class Node:
         persisted = {RISK} | {e.name for e in self.entries}
 
         def actor(child: Child, name: str) -> ActorSpec:
-            thread = self.spec.feed_thread if name == FEED else child.thread
+            thread = (OWN_THREAD if self.data.blocks else DECISION_LOOP) if name == FEED else child.thread
             kw: dict[str, Any] = {}
             if thread == DECISION_LOOP:
                 kw["loop"] = loop
@@ -495,14 +521,10 @@ class Node:
 
     # ------------------------------------------------------------------ shutdown
     def shutdown(self, reason: str, timeout: float = 20.0) -> None:
-        """Orderly stop: feed stopped, working orders cancelled and positions flattened through
-        risk, confirmed at the venue (else flattened there), state persisted."""
-        feed = self.directory.ref(FEED)
-        if feed is not None:
-            try:
-                feed.stop(block=True, timeout=5)
-            except Exception:  # noqa: BLE001 - a dead feed is a stopped feed
-                pass
+        """Orderly stop: risk HALTs the strategies for good, cancels working orders and flattens,
+        confirmed at the venue (else flattened there); then the feed stops and state is persisted.
+        Market data flows on until then: a simulated venue fills the closes only on later prints
+        (infra/paper_broker.py), and a replay that already ended has none to give."""
         if not self.escalation:
             self.directory.tell(RISK, Shutdown(reason, self.venue.last_ts))
             if not wait_until(self._flat, timeout=timeout, interval=0.05):
@@ -512,6 +534,12 @@ class Node:
                     self.directory.tell(ROUTER, ev)  # journal the emergency fills like any other
                 self.wait_drained(timeout=5)
             wait_until(self._risk_flat, timeout=5, interval=0.05)
+        feed = self.directory.ref(FEED)
+        if feed is not None:
+            try:
+                feed.stop(block=True, timeout=5)
+            except Exception:  # noqa: BLE001 - a dead feed is a stopped feed
+                pass
         if self.writer is not None:
             self.writer.flush()
 
@@ -557,12 +585,14 @@ class Node:
             logger.debug("risk's book not readable for the flat check: {!r}", e)
             return False
 
-    def _summary(self, risk: Any, stats: dict[str, dict], fills: int) -> SessionSummary:
+    def _summary(self, risk: Any, stats: dict[str, dict]) -> SessionSummary:
+        """The summary from risk's book and the session's trades CSV (which a resumed session
+        appends to, so its fills count every process of the session)."""
         s = SessionSummary(self.spec.shown, self.days)
         s.fill_from_risk(risk, self.cfg.profile.max_contracts_minis)
-        s.fills = fills
-        s.add_strategies([(e.name, e.kind, e.instruments, stats.get(e.name, {})) for e in self.entries],
-                         fills_from_trades_csv(self.trade_log.text()))
+        fills = fills_from_trades_csv(self.trade_log.text())
+        s.fills = len(fills)
+        s.add_strategies([(e.name, e.kind, e.instruments, stats.get(e.name, {})) for e in self.entries], fills)
         s.trades_csv = str(self.trade_log.path)
         return s
 
@@ -573,14 +603,15 @@ class Node:
         try:
             risk = self.risk_query(lambda r: r, timeout=5)
             stats = {e.name: ask(self.directory, e.name, lambda h: h.stats(), 5) for e in self.entries}
-            s = self._summary(risk, stats, ask(self.directory, ROUTER, lambda r: r.fills, 5))
+            s = self._summary(risk, stats)
         except Exception as exc:  # noqa: BLE001 - never report "none" for what could not be read
             logger.error("summary incomplete: {!r}", exc)
             s = SessionSummary(self.spec.shown, self.days, open_positions=None, trades_csv=str(self.trade_log.path))
         assert self.tree is not None
         s.restarts = dict(self.tree.restarts)
+        s.rejected_inputs = self.data.rejected_rows()
         if self.feed_handler is not None:
-            s.rejected_inputs = dict(self.feed_handler.core.rejected)
+            s.rejected_inputs.update(self.feed_handler.core.rejected)
             s.events = self.feed_handler.sent
         s.seconds = seconds
         s.exit_reason = reason
@@ -605,16 +636,58 @@ class Node:
 
 def open_store(cfg: Any) -> tuple[Any, Any]:
     """The state store: ``runtime.redis_url``, else ``$REDIS_URL``, else an embedded redis-server
-    under ``{run_dir}/redis`` (reused after a crash). Returns (store, embedded server or None)."""
+    under ``{run_dir}/redis`` (reused after a crash). Returns (store, embedded server or None).
+
+    The server is asked for PING (5 s connect and read timeout) before the store is returned.
+
+    Raises:
+        ConfigError: the URL is malformed or the server does not answer (field
+            ``runtime.redis_url``; the message names the URL without its password), or the
+            embedded server cannot start in ``{run_dir}/redis`` (field ``runtime.run_dir``:
+            not writable, no binary).
+    """
+    import redis
+    from urllib.parse import urlsplit, urlunsplit
+
+    from config.settings import ConfigError
     from infra.embedded_redis import EmbeddedRedis
     from infra.state_store import StateStore
+
+    def shown(u: str) -> str:  # the URL without user/password (REDIS_URL may carry a password)
+        try:
+            p = urlsplit(u)
+            host = p.hostname or ""
+            netloc = host + (f":{p.port}" if p.port else "")
+            return urlunsplit((p.scheme, netloc, p.path, "", ""))
+        except ValueError:
+            return "<unparsable URL>"
+
     url = cfg.runtime.redis_url or os.environ.get("REDIS_URL")
+    source = "runtime.redis_url" if cfg.runtime.redis_url else "REDIS_URL"
     embedded = None
     if not url:
-        embedded = EmbeddedRedis(Path(cfg.runtime.run_dir) / "redis")
-        url = embedded.ensure_running()
+        redis_dir = Path(cfg.runtime.run_dir) / "redis"
+        try:
+            embedded = EmbeddedRedis(redis_dir)
+            url = embedded.ensure_running()
+        except (OSError, RuntimeError, ValueError) as e:
+            raise ConfigError(f"runtime.run_dir: cannot start the embedded redis-server in {redis_dir}: "
+                              f"{getattr(e, 'strerror', None) or e} (set REDIS_URL to use another Redis)",
+                              field="runtime.run_dir") from None
         logger.info("embedded redis-server at {} (data in {})", url, embedded.data_dir)
-    return StateStore.from_url(url, cfg.runtime.namespace), embedded
+        source = "runtime.run_dir"
+    try:
+        probe = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+        try:
+            probe.ping()
+        finally:
+            probe.close()
+        store = StateStore.from_url(url, cfg.runtime.namespace)
+    except (redis.RedisError, OSError, ValueError) as e:
+        field = "runtime.redis_url" if source != "runtime.run_dir" else source
+        raise ConfigError(f"{field}: Redis at {shown(url)} (from {source}) is not usable: {type(e).__name__}: {e}",
+                          field=field) from None
+    return store, embedded
 
 
 def open_gateway(cfg: Any, spec: ModeSpec, credentials: tuple[str, str] | None) -> Gateway | None:
@@ -715,6 +788,6 @@ def run(cfg: Any, mode: str, *, fresh: bool = False, credentials: tuple[str, str
         store.update_meta(finished="1")
     node.stop()
     print(summary.render())
-    if embedded is not None and end_of_data:
-        embedded.stop()
+    if embedded is not None and not node.escalation:
+        embedded.stop()  # its data stays in {run_dir}/redis; the next start reloads it
     return EXIT_ESCALATED if node.escalation else EXIT_OK

@@ -38,8 +38,6 @@ class ModeSpec:
             time rules fire when data is quiet).
         host: ``dispatcher`` (one thread, deterministic: :class:`actors.dispatcher.Dispatcher`) or
             ``actors`` (the supervised tree).
-        feed_thread: the feed actor's thread: a paced replay sleeps, so it has its own; a hub feed
-            never blocks and shares the decision loop.
         broker_urgent: the broker runs in the loop's urgent lane (an order the router passed on is
             sent before the rest of a burst). Only with a venue that does not match our ticks: a
             tick must not overtake an intent queued before it, or simulated fills would change.
@@ -55,7 +53,6 @@ class ModeSpec:
     venue: Literal["simulated", "projectx"]
     clock: Literal["simulated", "wall"]
     host: Literal["dispatcher", "actors"]
-    feed_thread: str
     broker_urgent: bool
     arming: bool
     venue_read_interval_s: float
@@ -63,12 +60,11 @@ class ModeSpec:
 
 
 MODES: dict[str, ModeSpec] = {m.name: m for m in (
-    #        name          shown       data            venue        clock        host          feed thread   urgent arming reads ns
-    ModeSpec("backtest", "backtest", "replay", "simulated", "simulated", "dispatcher", DECISION_LOOP, False, False, 0.0, ""),
-    ModeSpec("paper", "paper", "replay", "simulated", "simulated", "actors", OWN_THREAD, False, False, 0.0, "tsx:paper"),
-    ModeSpec("paper-live", "paper", "projectx-hub", "simulated", "wall", "actors", DECISION_LOOP, False, False, 0.0,
-             "tsx:paper-live"),
-    ModeSpec("live", "live", "projectx-hub", "projectx", "wall", "actors", DECISION_LOOP, True, True, 1.0, "tsx:live"),
+    #        name          shown       data            venue        clock        host          urgent arming reads namespace
+    ModeSpec("backtest", "backtest", "replay", "simulated", "simulated", "dispatcher", False, False, 0.0, ""),
+    ModeSpec("paper", "paper", "replay", "simulated", "simulated", "actors", False, False, 0.0, "tsx:paper"),
+    ModeSpec("paper-live", "paper", "projectx-hub", "simulated", "wall", "actors", False, False, 0.0, "tsx:paper-live"),
+    ModeSpec("live", "live", "projectx-hub", "projectx", "wall", "actors", True, True, 1.0, "tsx:live"),
 )}
 
 
@@ -78,7 +74,10 @@ class Child:
 
     Attributes:
         name: actor name, or ``strategy:*`` / ``bars:*`` for one child per strategy / instrument.
-        thread: :data:`DECISION_LOOP` or :data:`OWN_THREAD`; ``feed`` takes the mode's ``feed_thread``.
+        thread: :data:`DECISION_LOOP` or :data:`OWN_THREAD`. The ``feed`` runs where its data source
+            says (``MarketDataSource.blocks``): a paced replay sleeps, so it has a thread of its
+            own; a replay at ``max`` speed (in lock step, so a paper run makes the backtest's fills)
+            and a hub feed never block and share the decision loop.
         restart: ``permanent`` (always restarted) or ``temporary`` (never restarted).
         shutdown_s: how long a stop waits for the actor, seconds.
     """
@@ -132,8 +131,7 @@ def render_tree(sup: Sup = TREE, indent: str = "") -> str:
             lines.append(render_tree(c, indent + "    "))
         else:
             if c.name == "feed":
-                extra = "  (per mode: " + ", ".join(f"{m.name} {m.feed_thread}" for m in MODES.values()
-                                                   if m.host == "actors") + ")"
+                extra = "  (thread for a paced replay; loop at max speed and for hub data)"
             else:
                 extra = "" if c.thread == DECISION_LOOP else f"  ({c.thread})"
             lines.append(f"{indent}    {c.name}{extra}")

@@ -9,7 +9,15 @@ Layers, later wins (:func:`load_config`):
 
 Everything is validated once at start (pydantic v2, unknown fields forbidden, models frozen); any
 problem raises :class:`ConfigError` whose message starts with the offending field path, e.g.
-``strategies.0.params.atr_multiplier: Input should be greater than 0``. Money is ``Decimal``. See docs/risk.md.
+``strategies.0.params.atr_multiplier: Input should be greater than 0``, and ends with the files
+involved. Money is ``Decimal``. See docs/risk.md.
+
+Numbers are refused when not finite (``.inf``, ``.nan``) or outside a sane range (runtime:
+:class:`RuntimeParams`; strategy params: each kind's params model, e.g.
+:class:`domain.strategies.grid.GridParams`), so a typo fails at load and never in a running actor.
+An unquoted impossible date (``start: 2026-13-45``) is read as text and reported under its field;
+YAML that cannot be read or parsed is reported naming the file. :func:`load_config` raises no
+other exception type.
 """
 
 from __future__ import annotations
@@ -36,7 +44,10 @@ DEFAULT_CONFIG_FILE = CONFIG_DIR / "default.yaml"
 
 Money = Annotated[Decimal, Field(gt=0)]
 PosInt = Annotated[int, Field(gt=0)]
-PosFloat = Annotated[float, Field(gt=0)]
+PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+MAX_SPEED = 1_000_000.0
+"""Largest replay speed factor accepted (about 11.6 trading days a second); ``"max"`` goes faster."""
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -79,6 +90,15 @@ class RiskProfile(BaseModel):
     consecutive_loss_limit: Annotated[int, Field(ge=1)] | None = None
     stress_move_pct: Annotated[Decimal, Field(gt=0, le=20)] | None = None
     stress_loss_cap: Money | None = None
+    personal_dll: Money | None = None
+    personal_dll_mode: Literal["fixed", "trailing"] = "fixed"
+    personal_dll_trail: Literal["unrealized", "realized"] = "unrealized"
+    personal_dll_action: Literal["none", "liquidate", "liquidate_and_block"] = "none"
+    consistency_share: Annotated[Decimal, Field(gt=0, le=1)] | None = None
+    mll_trailing: Literal["eod", "intraday"] = "eod"
+    sweep_atr_multiple: Annotated[Decimal, Field(gt=0, le=20)] | None = None
+    sweep_min_ticks: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    sweep_min_pct: Annotated[Decimal, Field(gt=0, le=20)] | None = None
     flat_margin_s: Annotated[int, Field(ge=0, le=3600)] = 300
     sources: dict[str, str] = Field(default_factory=dict)
 
@@ -94,6 +114,12 @@ class RiskProfile(BaseModel):
     def _consistent(self) -> "RiskProfile":
         if self.mll_amount >= self.starting_balance:
             raise ValueError(f"mll_amount: {self.mll_amount} must be below starting_balance {self.starting_balance}")
+        # a personal limit above Topstep's MLL can never act: the MLL fails the account first
+        for name in ("dll", "personal_dll", "daily_loss_cap", "session_loss_cap", "trailing_kill_switch"):
+            v = getattr(self, name)
+            if v is not None and v > self.mll_amount:
+                raise ValueError(f"{name}: {v} is above the maximum loss limit mll_amount {self.mll_amount}: "
+                                 f"the MLL would fail the account before this limit acts")
         return self
 
     def limits(self) -> RiskLimits:
@@ -113,6 +139,15 @@ class RiskProfile(BaseModel):
             profit_target=self.profit_target,
             stress_move_pct=self.stress_move_pct,
             stress_loss_cap=self.stress_loss_cap,
+            personal_dll=self.personal_dll,
+            personal_dll_mode=self.personal_dll_mode,
+            personal_dll_trail=self.personal_dll_trail,
+            personal_dll_action=self.personal_dll_action,
+            consistency_share=self.consistency_share,
+            mll_trailing=self.mll_trailing,
+            sweep_atr_multiple=self.sweep_atr_multiple,
+            sweep_min_ticks=self.sweep_min_ticks,
+            sweep_min_pct=self.sweep_min_pct,
         )
 
 
@@ -174,7 +209,7 @@ class StrategyEntry(BaseModel):
                 if err["type"] == "value_error" and m:
                     loc, msg = (f"{loc}.{m.group(1)}" if loc else m.group(1)), m.group(2)
                 elif "input" in err and not isinstance(err["input"], dict):
-                    msg += f" (got {err['input']!r})"
+                    msg += f" (got {_short(err['input'])})"
                 raise ValueError(f"params.{loc}: {msg}" if loc else f"params: {msg}") from None
             object.__setattr__(self, "params", params)
         return self
@@ -192,7 +227,13 @@ def _default_strategies() -> tuple[StrategyEntry, ...]:
 
 
 class RuntimeParams(BaseModel):
-    """Process settings. ``redis_url`` None = the caller decides (env ``REDIS_URL``, else embedded)."""
+    """Process settings. ``redis_url`` None = the caller decides (env ``REDIS_URL``, else embedded).
+
+    Numbers are bounded so that a typo cannot start a process that fails later: every float is
+    finite (``.inf`` / ``.nan`` are refused), ``speed`` is at most :data:`MAX_SPEED`,
+    ``heartbeat_s`` 0.05..60 s (the watchdog timer and the heartbeat key's TTL run on it),
+    ``stale_data_s`` 1..86400 s, ``slippage_ticks`` at most 100.
+    """
 
     model_config = _STRICT
 
@@ -200,17 +241,28 @@ class RuntimeParams(BaseModel):
     start: dt.date | None = None
     end: dt.date | None = None
     speed: float | Literal["max"] = 1440.0
-    """Replay speed factor (1440 = one trading day per minute) or ``"max"``."""
+    """Replay speed factor (1440 = one trading day per minute, at most :data:`MAX_SPEED`) or ``"max"``."""
     redis_url: str | None = None
-    namespace: Annotated[str, Field(min_length=1)] = "tsx:paper"
+    namespace: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S*[^\s:]$")] = "tsx:paper"
+    """Redis key prefix: no whitespace, not ending in ``:``."""
     metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = 9108
     """0 = any free port, None = no metrics endpoint."""
     log_dir: Path = Path("run/logs")
     run_dir: Path = Path("run")
-    slippage_ticks: Annotated[int, Field(ge=0)] = 1
+    slippage_ticks: Annotated[int, Field(ge=0, le=100)] = 1
     fill_on_touch: bool = False
-    heartbeat_s: PosFloat = 1.0
-    stale_data_s: PosFloat = 30.0
+    max_price_age_s: Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)] = 5.0
+    """The simulated venue never uses a last print older than this (event time, seconds) to judge an
+    arriving order marketable (infra/paper_broker.py)."""
+    bar_path: Literal["adaptive", "adverse"] = "adaptive"
+    """Order of high and low inside a replayed bar (infra/replay.py ``bar_path``): ``adaptive``
+    O-L-H-C on a bullish bar, O-H-L-C on a bearish one; ``adverse`` the move in favour of the
+    position held first (its exits fill before the entries on the other side: no round trip inside
+    a bar). A backtest also reports its net under the other path."""
+    heartbeat_s: Annotated[float, Field(ge=0.05, le=60, allow_inf_nan=False)] = 1.0
+    """Watchdog check / heartbeat period, seconds (0.05..60)."""
+    stale_data_s: Annotated[float, Field(ge=1, le=86_400, allow_inf_nan=False)] = 30.0
+    """Market data silent this long (wall seconds, in session) raises an alert (1..86400)."""
 
     @field_validator("speed", mode="before")
     @classmethod
@@ -219,11 +271,18 @@ class RuntimeParams(BaseModel):
             return v
         try:
             f = float(v)
-        except (TypeError, ValueError):
-            raise ValueError("speed must be a number > 0 or 'max'") from None
-        if isinstance(v, bool) or not (0 < f < float("inf")):
-            raise ValueError("speed must be a finite number > 0 or 'max'")
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"speed must be a number > 0 or 'max' (got {_short(v)})") from None
+        if isinstance(v, bool) or not (0 < f <= MAX_SPEED):
+            raise ValueError(f"speed must be a finite number > 0 and <= {MAX_SPEED:g}, or 'max' (got {_short(v)})")
         return f
+
+    @field_validator("data_dir", "log_dir", "run_dir")
+    @classmethod
+    def _path(cls, v: Path) -> Path:
+        if "\x00" in str(v):
+            raise ValueError("path contains a NUL byte")
+        return v
 
     @model_validator(mode="after")
     def _dates(self) -> "RuntimeParams":
@@ -330,15 +389,36 @@ def list_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 
 
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` whose timestamps never raise: an unquoted impossible date
+    (``start: 2026-13-45``) stays the string ``"2026-13-45"``, so validation reports it under its
+    field path (``runtime.start: Input should be a valid date ...``) instead of a traceback."""
+
+
+def _lenient_timestamp(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except (ValueError, OverflowError):
+        return loader.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _lenient_timestamp)
+
+
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    """Read a YAML mapping. Raises ConfigError naming the file (and the line for a syntax error)
+    when it cannot be read, is not YAML or not a mapping; never another exception type."""
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read {what}: {e.strerror or e}", field=str(path)) from None
+    except (OSError, ValueError) as e:  # ValueError: NUL in the path, UnicodeDecodeError
+        detail = getattr(e, "strerror", None) or e
+        raise ConfigError(f"{path}: cannot read {what}: {detail}", field=str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: malformed YAML in {what}: {e}", field=str(path)) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as e:  # a constructor refused a value
+        raise ConfigError(f"{path}: bad value in {what}: {type(e).__name__}: {e}", field=str(path)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -377,6 +457,12 @@ def _profile_layer(layer: Any, origin: str) -> dict[str, Any]:
 _FIELD_MSG = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*): (.*)$", re.S)
 
 
+def _short(v: Any, limit: int = 80) -> str:
+    """``repr(v)`` cut to ``limit`` characters (a fuzzed multi-megabyte value must not flood the message)."""
+    r = repr(v)
+    return r if len(r) <= limit else r[:limit - 3] + "..."
+
+
 def _format_errors(e: ValidationError, origins: list[str]) -> ConfigError:
     """One ``<field.path>: <message>`` per error. Model-level validators put the field name at the
     start of their message (``"end: ..."``); it is joined onto the model's location."""
@@ -390,7 +476,7 @@ def _format_errors(e: ValidationError, origins: list[str]) -> ConfigError:
             loc = f"{loc}.{m.group(1)}" if loc else m.group(1)
             msg = m.group(2)
         elif err["type"] not in ("missing", "value_error") and "input" in err and not isinstance(err["input"], dict):
-            msg += f" (got {err['input']!r})"
+            msg += f" (got {_short(err['input'])})"
         loc = loc or "<config>"
         first = first or loc
         parts.append(f"{loc}: {msg}")

@@ -42,6 +42,13 @@ def ticks_topic(instrument: str) -> str:
     return f"ticks.{instrument}"
 
 
+def prints_topic(instrument: str) -> str:
+    """Topic of the trade prints of ``instrument`` for a venue that matches on our market data (the
+    simulated venue). A timestamp's prints of every instrument go here before any goes to
+    :func:`ticks_topic`, so the venue has them before a strategy reacts to that timestamp."""
+    return f"prints.{instrument}"
+
+
 def bars_topic(instrument: str) -> str:
     """Topic of closed bars of ``instrument``."""
     return f"bars.{instrument}"

@@ -118,6 +118,20 @@ class SessionSummary:
     events: int = 0
     seconds: float = 0.0
     exit_reason: str = "end of data"
+    path_nets: dict = field(default_factory=dict)
+    """Backtest: net P&L (dollars) under each intra-bar path, this run's first (infra/replay.py
+    ``bar_path``): how much the result owes to the guessed order of high and low inside a bar."""
+    # --- per-day P&L and the two rule layers (filled by fill_from_risk)
+    day_pnls: list = field(default_factory=list)  # [(ISO trading day, net P&L after fees, fills)]
+    daily_loss_cap: Decimal | None = None
+    session_loss_cap: Decimal | None = None
+    profit_target: Decimal | None = None
+    effective_target: Decimal | None = None  # the target after the consistency raise
+    consistency_share: Decimal | None = None
+    best_day: Decimal = Decimal(0)
+    consistency_met: bool = True
+    target_reached: bool = False
+    denials_by_rule: dict = field(default_factory=dict)
 
     @property
     def rules_ok(self) -> bool:
@@ -140,6 +154,69 @@ class SessionSummary:
         self.breaches = list(risk.breaches)  # type: ignore[attr-defined]
         self.denials = risk.denials  # type: ignore[attr-defined]
         self.open_positions = pf.net_positions()
+        self._fill_days_and_layers(risk)
+
+    def _fill_days_and_layers(self, risk: object) -> None:
+        """Per-day P&L (risk's day table) and the Combine status (consistency, raised target)."""
+        from domain.risk_rules import best_day, consistency_met, effective_target, target_reached
+        lim = risk.limits  # type: ignore[attr-defined]
+        led = risk.ledger  # type: ignore[attr-defined]
+        unreal = risk.unrealized()  # type: ignore[attr-defined]
+        table = getattr(risk, "day_table", None)
+        self.day_pnls = list(table()) if table else []
+        self.daily_loss_cap = lim.daily_loss_cap
+        self.session_loss_cap = lim.session_loss_cap
+        self.profit_target = lim.profit_target
+        self.consistency_share = lim.consistency_share
+        self.effective_target = effective_target(led, unreal)
+        self.best_day = best_day(led, unreal)
+        self.consistency_met = consistency_met(led, unreal)
+        self.target_reached = target_reached(led, unreal)
+        self.denials_by_rule = dict(getattr(risk, "denials_by_rule", {}))
+
+    @property
+    def traded_days(self) -> list[tuple[str, Decimal, int]]:
+        """The days of :attr:`day_pnls` with at least one fill."""
+        return [d for d in self.day_pnls if d[2] > 0]
+
+    @property
+    def worst_day(self) -> tuple[str, Decimal, int] | None:
+        """The traded day with the lowest net P&L (None before any fill)."""
+        return min(self.traded_days, key=lambda d: d[1], default=None)
+
+    def days_beyond_cap(self, tolerance: Decimal = Decimal(0)) -> list[tuple[str, Decimal, int]]:
+        """Traded days whose net P&L is below ``-daily_loss_cap x (1 + tolerance)``."""
+        if self.daily_loss_cap is None:
+            return []
+        return [d for d in self.traded_days if d[1] < -self.daily_loss_cap * (1 + tolerance)]
+
+    def _combine_lines(self) -> list[str]:
+        """The "Combine passed" line: target (raised by consistency) reached and consistency met."""
+        if self.profit_target is None:
+            return ["Combine passed: n/a (no profit target)"]
+        share = f"{(self.consistency_share * 100).normalize():f}%" if self.consistency_share is not None else "off"
+        raised = self.effective_target is not None and self.effective_target > self.profit_target
+        return [f"Combine passed: {'YES' if self.target_reached else 'NO'} (net P&L ${self.net_pnl:,.2f} vs target "
+                f"${(self.effective_target or 0):,.2f}"
+                + (f", raised from ${self.profit_target:,.2f} by consistency" if raised else "")
+                + f"; consistency: best day ${self.best_day:,.2f} <= {share} of profit: "
+                + ("met" if self.consistency_met else "not met") + ")"]
+
+    def _day_lines(self) -> list[str]:
+        """The per-day P&L table against the daily loss cap (days with fills or P&L)."""
+        out: list[str] = []
+        if self.day_pnls:
+            cap = self.daily_loss_cap
+            beyond = self.days_beyond_cap()
+            out.append(f"daily loss cap ${cap:,.2f}: {len(self.traded_days)} traded days, {len(beyond)} beyond the cap"
+                       if cap is not None else "daily loss cap: none")
+            out.append("  day          net P&L     vs cap   fills")
+            for day, pnl, n in self.day_pnls:
+                if n == 0 and pnl == 0:
+                    continue
+                pct = f"{(-pnl / cap):>7.0%}" if cap is not None and pnl < 0 else "      -"
+                out.append(f"  {day}  {pnl:>10,.2f}  {pct}  {n:>6}")
+        return out
 
     def add_strategies(self, entries: list[tuple[str, str, tuple[str, ...], dict]], fills: list[Fill]) -> None:
         """One :class:`StrategyResult` per ``(name, kind, instruments, stats)``, P&L from ``fills``."""
@@ -161,13 +238,21 @@ class SessionSummary:
             f"exit: {self.exit_reason}",
             f"fills: {self.fills}",
             f"gross P&L: ${self.gross_pnl:,.2f}   fees: ${self.fees:,.2f}   net P&L: ${self.net_pnl:,.2f}",
+            *([("net P&L by intra-bar path: " + "   ".join(
+                f"{p} ${v:,.2f}" + (" (this run)" if i == 0 else "") for i, (p, v) in enumerate(self.path_nets.items())))]
+              if self.path_nets else []),
             f"max drawdown: ${self.max_drawdown:,.2f}   MLL floor: ${self.mll_floor:,.2f}   "
             f"min MLL headroom: ${(self.min_mll_headroom or Decimal(0)):,.2f}",
+            "Topstep rules (the account fails or halts on these; docs/reference/topstep-rules.md):",
             f"rule check - MLL floor never touched: {ok(not self.mll_touched)}",
             f"rule check - flat by 15:10 CT every day: {ok(self.flat_violations == 0)}",
             f"rule check - contract limit never exceeded: {ok(self.max_contracts_minis <= self.contract_limit)} "
             f"(max {self.max_contracts_minis} of {self.contract_limit} mini-equivalents)",
-            f"guardrail breaches: {len(self.breaches)} {[b[1] for b in self.breaches]}  risk denials: {self.denials}",
+            *self._combine_lines(),
+            "our guardrails (stricter, our own; docs/risk.md):",
+            f"guardrail breaches: {len(self.breaches)} {[b[1] for b in self.breaches]}  risk denials: {self.denials}"
+            + (f" {self.denials_by_rule}" if self.denials_by_rule else ""),
+            *self._day_lines(),
             f"open positions at exit: "
             f"{'UNKNOWN (risk not readable; check the venue)' if self.open_positions is None else self.open_positions or 'none'}",
         ]

@@ -6,14 +6,18 @@ Inputs and outputs (actor names from :mod:`domain.handler`):
   ``OrderDenied`` to its strategy. Checks in order: duplicate client order id, trading state
   (HALTED: nothing; REDUCING: only orders that shrink a position), trading window (flat by
   15:10 CT minus the margin), then :func:`domain.risk_rules.check_order` (max contracts with
-  micros 10:1 incl. working orders, per-trade risk, open-risk cap, net 1-ATR exposure cap).
+  micros 10:1 incl. working orders, per-trade risk, open-risk cap, net 1-ATR exposure cap), then
+  for an entry the sweep guard :func:`domain.risk_rules.check_sweep` (the loss of one move through
+  every working order plus this one must fit in what the day / session caps, kill switch, DLLs and
+  MLL leave).
 - ``CancelOrder``: always forwarded.
 - order events from the router: folded into the order book and the portfolio; fills update the
   :class:`~domain.risk_rules.AccountLedger`; the new net positions go out as ``ExposureUpdate``.
 - ``TradeTick``: marks; the account rules (MLL in real time on equity incl. unrealized, DLL,
   personal guardrails) are evaluated on every mark and every fill.
 - ``ClockTick`` / tick time: trading-day roll at 17:00 CT (end-of-day balance -> MLL floor),
-  sub-session roll at 08:30 CT, and the flatten at 15:10 CT minus the margin.
+  sub-session roll at 08:30 CT, and the flatten at 15:10 CT minus the margin. Each closed day's
+  net P&L (realized - fees, day roll at 17:00 CT) is kept in :attr:`RiskManager.day_history`.
 - ``Flatten`` / ``Shutdown``: cancel every working order, then close each position with a
   reduce-only market order once no other order of that instrument is working (so a take-profit
   cannot fill on top of the close and flip the position).
@@ -42,10 +46,14 @@ from domain.messages import (AccountStatus, Alert, CancelOrder, ClockTick, Expos
                              StrategyStatus, TradeTick)
 from domain.orders import OrderBook
 from domain.portfolio import Portfolio
-from domain.risk_rules import (AccountLedger, Action, Breach, OrderCheck, RiskLimits, check_order, evaluate_account,
-                               is_reducing, mini_equivalents, net_atr_exposure, sub_session_of)
+from domain.risk_rules import (AccountLedger, Action, Breach, OrderCheck, RiskLimits, WorkingOrder, check_order,
+                               check_sweep, evaluate_account, is_reducing, mini_equivalents, net_atr_exposure,
+                               sub_session_of)
 
 _SEVERITY = {RiskState.ACTIVE: 0, RiskState.REDUCING: 1, RiskState.HALTED: 2}
+PROCESS_HOLDS = frozenset({"reconcile", "shutdown"})
+"""Holds of one process, never mirrored: a restarted process sets its own (``reconcile`` until
+reconciled; ``shutdown`` only while it stops)."""
 UNARMED_HOLD = "unarmed"
 """The hold of a live account not armed by the operator (README, "Arming")."""
 
@@ -95,6 +103,8 @@ class RiskManager:
         self.peak_equity = limits.starting_balance
         self.max_drawdown = Decimal(0)
         self.denials = 0
+        self.denials_by_rule: dict[str, int] = {}
+        self.day_history: list[tuple[str, Decimal, int]] = []  # closed days: (ISO day, net P&L, fills)
         if halted_until_reconciled:
             self.holds["reconcile"] = (RiskState.HALTED, "waiting for reconciliation with the broker")
             self.state = RiskState.HALTED
@@ -120,6 +130,8 @@ class RiskManager:
 
     def _deny(self, intent: OrderIntent, reason: str) -> Out:
         self.denials += 1
+        rule = reason.split(":", 1)[0] if ":" in reason[:40] else "other"
+        self.denials_by_rule[rule] = self.denials_by_rule.get(rule, 0) + 1
         self.book.add(intent).apply(OrderDenied(intent.client_order_id, intent.strategy_id, reason, self.now_ns))
         return [(intent.strategy_id, OrderDenied(intent.client_order_id, intent.strategy_id, reason, self.now_ns))]
 
@@ -151,7 +163,10 @@ class RiskManager:
             return out
         if isinstance(msg, ClockTick):
             return out + [(WATCHDOG, self.account_status())] if self.emit_account_status else out
-        if isinstance(msg, (Flatten, Shutdown)):
+        if isinstance(msg, Shutdown):  # strategies stop for good; market data may flow on for the closes
+            out += self._set_hold("shutdown", RiskState.HALTED, f"shutting down: {msg.reason}")
+            return out + self.start_flatten(msg.reason)
+        if isinstance(msg, Flatten):
             return out + self.start_flatten(msg.reason)
         if isinstance(msg, Pause):
             return out + self._set_hold("operator", RiskState.REDUCING, f"paused: {msg.reason}")
@@ -230,6 +245,11 @@ class RiskManager:
                 worst[intent.instrument] = worst.get(intent.instrument, 0) + (buy if signed > 0 else -sell)
                 reason = check_order(OrderCheck(intent.instrument, signed, intent.reduce_only),
                                      worst, {}, self.atr, limits, self.marks)
+            if reason is None and not reducing and self.limits.sweep_guard:
+                reason = check_sweep(_working_order(intent.instrument, signed, intent), positions,
+                                     [_working_order(o.intent.instrument, o.intent.side.sign * o.leaves_qty, o.intent)
+                                      for o in self.book.open_orders() if o.leaves_qty],
+                                     self.marks, self.atr, self.ledger, self.unrealized())
             if reason:
                 return self._deny(intent, reason)
         self.book.add(intent)
@@ -279,7 +299,15 @@ class RiskManager:
         hold = {Action.LIQUIDATE: ("failed", RiskState.HALTED),
                 Action.FLATTEN_HALT_DAY: ("day", RiskState.HALTED),
                 Action.FLATTEN_REDUCE_SESSION: ("session", RiskState.REDUCING),
-                Action.REDUCE_DAY: ("day-reduce", RiskState.REDUCING)}[b.action]
+                Action.REDUCE_DAY: ("day-reduce", RiskState.REDUCING)}.get(b.action, ("", RiskState.ACTIVE))
+        if b.action in (Action.NOTIFY, Action.FLATTEN_ONCE):
+            # the personal DLL's "Do Nothing" / "Liquidate": act once, no hold, trading goes on
+            self.ledger.pdll_fired = True
+            self.breaches.append((self.now_ns, b.rule, b.detail))
+            out = [(WATCHDOG, Alert("warning", f"risk-{b.rule}", f"{b.rule} reached: {b.detail}", self.now_ns))]
+            return out + (self.start_flatten(b.rule) if b.action.flatten else [])
+        if b.rule == "personal_dll":
+            self.ledger.pdll_fired = True
         if hold[0] in self.holds:
             return []
         self.breaches.append((self.now_ns, b.rule, b.detail))
@@ -299,7 +327,9 @@ class RiskManager:
         if day != self.ledger.trading_day:
             if self.portfolio.net_positions():
                 self.flat_violations.append(self.now_ns)
-            self.ledger.roll_day(day, sub_session_of(self.now_ns))
+            closed = self.ledger.roll_day(day, sub_session_of(self.now_ns))
+            if closed is not None:
+                self.day_history.append((closed[0].isoformat(), closed[1], closed[2]))
             for hold in ("day", "day-reduce", "session", "flat-time"):
                 out += self._set_hold(hold, None, "new trading day")
             # a breach that still stands (the trailing kill switch is measured from the all-time
@@ -361,6 +391,12 @@ class RiskManager:
                              self.portfolio.realized, self.portfolio.fees, len(self.book.working()),
                              tuple(sorted(positions.items())), net_atr_exposure(positions, self.atr))
 
+    def day_table(self) -> list[tuple[str, Decimal, int]]:
+        """Net P&L per trading day (day roll at 17:00 CT): ``(ISO day, realized - fees, fills)`` of
+        every closed day, then the current day (its unrealized P&L included, 0 when flat)."""
+        return [*self.day_history, (self.ledger.trading_day.isoformat(), self.ledger.day_pnl(self.unrealized()),
+                                    self.ledger.day_fills)]
+
     @property
     def is_flat(self) -> bool:
         return not self.portfolio.net_positions() and not self.book.open_orders()
@@ -372,16 +408,18 @@ class RiskManager:
         Positions change only through fills, which :attr:`Portfolio.fills_applied` counts."""
         return (tuple(self.ledger.to_dict().items()), self.state, tuple(self.holds.items()),
                 self.portfolio.fills_applied, self.max_contracts_seen, self.min_headroom, self.peak_equity,
-                self.max_drawdown, len(self.flat_violations), len(self.breaches), tuple(self.atr.items()))
+                self.max_drawdown, len(self.flat_violations), len(self.breaches), tuple(self.atr.items()),
+                len(self.day_history))
 
     def snapshot(self) -> dict:
         return {"ledger": self.ledger.to_dict(), "portfolio": self.portfolio.to_dict(),
-                "holds": {k: [s.value, r] for k, (s, r) in self.holds.items() if k != "reconcile"},
+                "holds": {k: [s.value, r] for k, (s, r) in self.holds.items() if k not in PROCESS_HOLDS},
                 "now_ns": self.now_ns, "max_contracts_seen": str(self.max_contracts_seen),
                 "min_headroom": str(self.min_headroom) if self.min_headroom is not None else None,
                 "peak_equity": str(self.peak_equity), "max_drawdown": str(self.max_drawdown),
                 "flat_violations": self.flat_violations, "breaches": [list(b) for b in self.breaches[-100:]],
-                "atr": dict(self.atr)}
+                "atr": dict(self.atr),
+                "day_history": [[d, str(p), n] for d, p, n in self.day_history]}
 
     def restore(self, d: dict) -> None:
         """Load a :meth:`snapshot`; the ``reconcile`` hold set at construction stays."""
@@ -396,7 +434,14 @@ class RiskManager:
         self.max_drawdown = Decimal(d.get("max_drawdown", "0"))
         self.flat_violations = list(d.get("flat_violations", []))
         self.breaches = [tuple(b) for b in d.get("breaches", [])]
+        self.day_history = [(str(x), Decimal(p), int(n)) for x, p, n in d.get("day_history", [])]
         # the last ATR per instrument: without it checks 2-4 of check_order are skipped until the
         # strategy's next StrategyStatus, which a restored grid sends only on its next bar
         self.atr.update({k: float(v) for k, v in d.get("atr", {}).items() if float(v) > 0})
         self._set_hold("reconcile", self.holds.get("reconcile", (None, ""))[0], "restored")
+
+
+def _working_order(instrument: str, signed_qty: int, intent: OrderIntent) -> WorkingOrder:
+    """The sweep guard's view of an order: its limit price (LIMIT), stop price (STOP) or none (MARKET)."""
+    price = intent.limit_price if intent.order_type is OrderType.LIMIT else intent.stop_price
+    return WorkingOrder(instrument, signed_qty, intent.order_type.value, price)

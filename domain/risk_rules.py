@@ -15,6 +15,8 @@ rule                   breached when                                            
 =====================  ===========================================================  ========================
 mll                    equity <= MLL floor (or the ledger is already ``failed``)     LIQUIDATE
 dll                    day net P&L (incl. unrealized, after fees) <= -DLL            FLATTEN_HALT_DAY
+personal_dll           equity <= fixed / trailing personal DLL threshold             NOTIFY / FLATTEN_ONCE /
+                                                                                     FLATTEN_HALT_DAY
 daily_loss_cap         day net P&L <= -cap                                           FLATTEN_HALT_DAY
 trailing_kill_switch   equity <= high-water mark - X                                 FLATTEN_HALT_DAY
 session_loss_cap       sub-session (ETH/RTH) net P&L <= -cap                         FLATTEN_REDUCE_SESSION
@@ -24,6 +26,11 @@ consecutive_losses     N consecutive losing closed trades today                 
 Order checks (:func:`check_order`), in order: max contracts (mini-equivalents, worst case with
 working orders), per-trade risk, open-risk cap, net 1-ATR exposure cap. An order that strictly
 reduces its instrument's position passes every check.
+
+Sweep guard (:func:`check_sweep`, after :func:`check_order` for entries): the loss of one move
+through every working order to a stress distance beyond the farthest (:func:`sweep_loss`) must fit
+in :func:`loss_headroom` (daily / session caps, kill switch, DLLs, MLL). Topstep consistency:
+:func:`effective_target`, :func:`consistency_met`, :func:`target_reached`.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import enum
 import functools
 import math
 from dataclasses import dataclass, fields
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Mapping
 
 from domain.calendar import ns_to_ct, trading_day
@@ -84,6 +91,17 @@ class RiskLimits:
         stress_loss_cap: cap on the stress loss ``sum |q| * price * stress_move_pct/100 * point_value``
             of the worst-case position (every working order on the order's side filled).
         profit_target: Combine profit target (informational: :func:`target_reached`).
+        personal_dll: TopstepX personal daily loss limit (dollars), ``None`` = not set.
+        personal_dll_mode: ``fixed`` (day start balance - X) or ``trailing`` (today's peak - X).
+        personal_dll_trail: for ``trailing``: the peak of ``unrealized`` equity or of ``realized`` balance.
+        personal_dll_action: ``none`` (alert only), ``liquidate`` (flatten once, then nothing more that
+            day), ``liquidate_and_block`` (flatten and halt until 17:00 CT).
+        consistency_share: Combine consistency: best day <= share x total profit (0.55), ``None`` = off.
+        mll_trailing: ``eod`` (floor trails the highest end-of-day balance) or ``intraday`` (trails the
+            highest marked equity).
+        sweep_atr_multiple / sweep_min_ticks / sweep_min_pct: stress distance of the sweep guard
+            (:func:`sweep_distance`): ``max(k x ATR, n ticks, pct % of price)`` beyond the farthest
+            working entry; all ``None`` = guard off.
 
     Ints and strings are converted to Decimal; floats are rejected (no floats in money).
     """
@@ -102,13 +120,26 @@ class RiskLimits:
     profit_target: Decimal | None = None
     stress_move_pct: Decimal | None = None
     stress_loss_cap: Decimal | None = None
+    personal_dll: Decimal | None = None
+    personal_dll_mode: str = "fixed"
+    personal_dll_trail: str = "unrealized"
+    personal_dll_action: str = "none"
+    consistency_share: Decimal | None = None
+    mll_trailing: str = "eod"
+    sweep_atr_multiple: Decimal | None = None
+    sweep_min_ticks: int | None = None
+    sweep_min_pct: Decimal | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name == "consecutive_loss_limit":
+            if f.name in ("consecutive_loss_limit", "sweep_min_ticks"):
                 if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                    raise ValueError(f"RiskLimits.consecutive_loss_limit must be an int >= 1 or None, got {v!r}")
+                    raise ValueError(f"RiskLimits.{f.name} must be an int >= 1 or None, got {v!r}")
+                continue
+            if f.name in _CHOICES:
+                if v not in _CHOICES[f.name]:
+                    raise ValueError(f"RiskLimits.{f.name} must be one of {_CHOICES[f.name]}, got {v!r}")
                 continue
             if v is None:
                 if f.name in ("starting_balance", "mll_amount", "max_contracts_minis"):
@@ -117,7 +148,27 @@ class RiskLimits:
             d = _to_decimal(f.name, v)
             if d <= 0:
                 raise ValueError(f"RiskLimits.{f.name} must be > 0, got {d}")
+            if f.name == "consistency_share" and d > 1:
+                raise ValueError(f"RiskLimits.consistency_share must be in (0, 1], got {d}")
             object.__setattr__(self, f.name, d)
+
+    @property
+    def sweep_guard(self) -> bool:
+        """True when the working-entry sweep guard is on (:func:`sweep_loss`)."""
+        return (self.sweep_atr_multiple is not None or self.sweep_min_ticks is not None
+                or self.sweep_min_pct is not None)
+
+
+PDLL_MODES = ("fixed", "trailing")
+"""Personal DLL threshold: ``fixed`` (day start balance - X) or ``trailing`` (today's peak - X)."""
+PDLL_TRAILS = ("unrealized", "realized")
+"""What the trailing personal DLL trails: today's peak equity (incl. open profit) or peak balance."""
+PDLL_ACTIONS = ("none", "liquidate", "liquidate_and_block")
+"""TopstepX personal DLL actions: Do Nothing, Liquidate (once, then Do Nothing), Liquidate and Block."""
+MLL_TRAILING = ("eod", "intraday")
+"""MLL floor trails the highest end-of-day balance (``eod``, Topstep's article) or intraday equity."""
+_CHOICES = {"personal_dll_mode": PDLL_MODES, "personal_dll_trail": PDLL_TRAILS,
+            "personal_dll_action": PDLL_ACTIONS, "mll_trailing": MLL_TRAILING}
 
 
 class Action(enum.Enum):
@@ -127,35 +178,41 @@ class Action(enum.Enum):
     FLATTEN_HALT_DAY: cancel all, flatten, HALTED until the next trading day (17:00 CT).
     FLATTEN_REDUCE_SESSION: cancel all, flatten, REDUCING (no new exposure) until the next sub-session.
     REDUCE_DAY: no flatten; REDUCING for the rest of the trading day.
+    FLATTEN_ONCE: cancel all, flatten, no hold: trading goes on (TopstepX personal DLL "Liquidate").
+    NOTIFY: alert only (TopstepX personal DLL "Do Nothing").
     """
 
     LIQUIDATE = "LIQUIDATE"
     FLATTEN_HALT_DAY = "FLATTEN_HALT_DAY"
     FLATTEN_REDUCE_SESSION = "FLATTEN_REDUCE_SESSION"
     REDUCE_DAY = "REDUCE_DAY"
+    FLATTEN_ONCE = "FLATTEN_ONCE"
+    NOTIFY = "NOTIFY"
 
     @property
     def flatten(self) -> bool:
         """True when the action requires cancelling working orders and closing positions."""
-        return self is not Action.REDUCE_DAY
+        return self not in (Action.REDUCE_DAY, Action.NOTIFY)
 
     @property
     def risk_state(self) -> RiskState:
         """The risk state the action leads to."""
         if self in (Action.LIQUIDATE, Action.FLATTEN_HALT_DAY):
             return RiskState.HALTED
+        if self in (Action.FLATTEN_ONCE, Action.NOTIFY):
+            return RiskState.ACTIVE
         return RiskState.REDUCING
 
     @property
     def severity(self) -> int:
-        """Higher = stricter (LIQUIDATE 3 ... REDUCE_DAY 0)."""
+        """Higher = stricter (LIQUIDATE 3 ... REDUCE_DAY 0, FLATTEN_ONCE -1, NOTIFY -2)."""
         return {Action.LIQUIDATE: 3, Action.FLATTEN_HALT_DAY: 2, Action.FLATTEN_REDUCE_SESSION: 1,
-                Action.REDUCE_DAY: 0}[self]
+                Action.REDUCE_DAY: 0, Action.FLATTEN_ONCE: -1, Action.NOTIFY: -2}[self]
 
 
 @dataclass(frozen=True)
 class Breach:
-    """One breached rule. ``rule`` is one of ``mll``, ``dll``, ``daily_loss_cap``,
+    """One breached rule. ``rule`` is one of ``mll``, ``dll``, ``personal_dll``, ``daily_loss_cap``,
     ``trailing_kill_switch``, ``session_loss_cap``, ``consecutive_losses``; ``detail`` has the numbers."""
 
     rule: str
@@ -232,10 +289,19 @@ class AccountLedger:
             the day's starting balance).
         consecutive_losses: losing closed trades in a row today (reset by a winner and each day).
         failed: True once the MLL was touched (set by the handler after a LIQUIDATE breach).
+        best_day: highest net P&L (realized - fees) of a closed trading day, 0 before the first
+            winning day (Topstep consistency: losing days do not lower it).
+        day_peak_balance: highest balance (realized) of the current trading day (personal DLL
+            trailing on realized gains).
+        day_fills: fills folded in the current trading day (a day with fills is a traded day).
+        pdll_fired: the personal DLL acted today (``none``/``liquidate`` act once a day).
     """
 
     _DECIMALS = ("balance", "max_eod_balance", "floor", "day_start_balance", "day_realized", "day_fees",
-                 "sub_session_start_balance", "sub_session_start_unrealized", "intraday_peak_equity")
+                 "sub_session_start_balance", "sub_session_start_unrealized", "intraday_peak_equity",
+                 "best_day", "day_peak_balance")
+    _OPTIONAL = {"sub_session_start_unrealized": "0", "best_day": "0", "day_peak_balance": None}
+    """Fields a mirror written by an older version may lack, with their default (None: the day start balance)."""
 
     def __init__(self, limits: RiskLimits, trading_day: dt.date, sub_session: str) -> None:
         _check_sub_session(sub_session)
@@ -254,6 +320,10 @@ class AccountLedger:
         self.intraday_peak_equity: Decimal = start
         self.consecutive_losses: int = 0
         self.failed: bool = False
+        self.best_day: Decimal = ZERO
+        self.day_peak_balance: Decimal = start
+        self.day_fills: int = 0
+        self.pdll_fired: bool = False
 
     # ---- folding events
 
@@ -269,14 +339,20 @@ class AccountLedger:
         self.balance += realized - fee
         self.day_realized += realized
         self.day_fees += fee
+        self.day_fills += 1
+        if self.balance > self.day_peak_balance:
+            self.day_peak_balance = self.balance
         if closed_trade:
             if realized < 0:
                 self.consecutive_losses += 1
             elif realized > 0:
                 self.consecutive_losses = 0
 
-    def roll_day(self, new_day: dt.date, sub_session: str) -> None:
+    def roll_day(self, new_day: dt.date, sub_session: str) -> tuple[dt.date, Decimal, int] | None:
         """End of trading day ``self.trading_day``; start ``new_day`` in ``sub_session``.
+
+        Returns the closed day as ``(trading_day, net P&L = realized - fees, fills)``, or None when
+        nothing rolled. The closed day's net P&L raises :attr:`best_day` (consistency).
 
         The current balance is the end-of-day balance (positions are flat by 15:10 CT):
         ``max_eod_balance = max(max_eod_balance, balance)``, the floor is recomputed with
@@ -288,7 +364,9 @@ class AccountLedger:
         if new_day <= self.trading_day:
             if sub_session != self.sub_session:
                 self.roll_sub_session(sub_session)
-            return
+            return None
+        closed = (self.trading_day, self.day_realized - self.day_fees, self.day_fills)
+        self.best_day = max(self.best_day, closed[1])
         self.max_eod_balance = max(self.max_eod_balance, self.balance)
         self.floor = max(self.floor, mll_floor(self.limits.starting_balance, self.limits.mll_amount,
                                                self.max_eod_balance))
@@ -301,6 +379,10 @@ class AccountLedger:
         self.sub_session = sub_session
         self.sub_session_start_balance = self.balance
         self.sub_session_start_unrealized = ZERO
+        self.day_peak_balance = self.balance
+        self.day_fills = 0
+        self.pdll_fired = False
+        return closed
 
     def roll_sub_session(self, name: str, unrealized: Decimal = ZERO) -> None:
         """Start sub-session ``name`` (``"ETH"``/``"RTH"``). Pass the open position's
@@ -318,10 +400,16 @@ class AccountLedger:
         return self.balance + _dec(unrealized)
 
     def mark(self, unrealized: Decimal) -> Decimal:
-        """Equity at this mark; raises ``intraday_peak_equity`` if it is a new high. Returns equity."""
+        """Equity at this mark; raises ``intraday_peak_equity`` if it is a new high. Returns equity.
+
+        With ``limits.mll_trailing == "intraday"`` a new high also raises the MLL floor at once
+        (:func:`mll_floor` of the highest marked equity; it still locks at the starting balance)."""
         eq = self.equity(unrealized)
         if eq > self.intraday_peak_equity:
             self.intraday_peak_equity = eq
+            if self.limits.mll_trailing == "intraday":
+                self.floor = max(self.floor, mll_floor(self.limits.starting_balance, self.limits.mll_amount,
+                                                       max(eq, self.max_eod_balance)))
         return eq
 
     def day_pnl(self, unrealized: Decimal) -> Decimal:
@@ -353,6 +441,8 @@ class AccountLedger:
         d["sub_session"] = self.sub_session
         d["consecutive_losses"] = str(self.consecutive_losses)
         d["failed"] = "1" if self.failed else "0"
+        d["day_fills"] = str(self.day_fills)
+        d["pdll_fired"] = "1" if self.pdll_fired else "0"
         return d
 
     @classmethod
@@ -361,11 +451,15 @@ class AccountLedger:
         try:
             led = cls(limits, dt.date.fromisoformat(d["trading_day"]), d["sub_session"])
             for k in cls._DECIMALS:
-                if k == "sub_session_start_unrealized" and k not in d:
-                    continue  # a mirror without this field keeps the default 0
+                if k in cls._OPTIONAL and k not in d:
+                    continue  # a mirror without this field keeps the default
                 setattr(led, k, Decimal(d[k]))
+            if "day_peak_balance" not in d:
+                led.day_peak_balance = max(led.day_start_balance, led.balance)
             led.consecutive_losses = int(d["consecutive_losses"])
             led.failed = str(d["failed"]).lower() in ("1", "true")
+            led.day_fills = int(d.get("day_fills", "0"))
+            led.pdll_fired = str(d.get("pdll_fired", "0")).lower() in ("1", "true")
         except (KeyError, ArithmeticError, ValueError) as e:
             raise ValueError(f"malformed ledger mirror: {e!r}") from e
         return led
@@ -418,6 +512,13 @@ def evaluate_account(ledger: AccountLedger, unrealized: Decimal) -> list[Breach]
         out.append(Breach("dll", Action.FLATTEN_HALT_DAY,
                           f"day net P&L {day} <= -DLL {lim.dll} (realized {ledger.day_realized}, "
                           f"fees {ledger.day_fees}, unrealized {unrealized})"))
+    pdll = personal_dll_threshold(ledger)
+    if pdll is not None and eq <= pdll and not ledger.pdll_fired:
+        action = {"none": Action.NOTIFY, "liquidate": Action.FLATTEN_ONCE,
+                  "liquidate_and_block": Action.FLATTEN_HALT_DAY}[lim.personal_dll_action]
+        out.append(Breach("personal_dll", action,
+                          f"equity {eq} <= personal DLL threshold {pdll} ({lim.personal_dll_mode} "
+                          f"{lim.personal_dll}, action {lim.personal_dll_action})"))
     if lim.daily_loss_cap is not None and day <= -lim.daily_loss_cap:
         out.append(Breach("daily_loss_cap", Action.FLATTEN_HALT_DAY,
                           f"day net P&L {day} <= -daily cap {lim.daily_loss_cap} (realized {ledger.day_realized}, "
@@ -439,9 +540,59 @@ def evaluate_account(ledger: AccountLedger, unrealized: Decimal) -> list[Breach]
     return out
 
 
+def personal_dll_threshold(ledger: AccountLedger) -> Decimal | None:
+    """Equity at or below which the TopstepX personal DLL acts, or None when none is set.
+
+    ``fixed``: ``day start balance - X`` (HC 9772296). ``trailing``: ``today's peak - X`` where the
+    peak is today's highest marked equity (``unrealized``, incl. open profit) or highest balance
+    (``realized``), starting at the day start balance; it only rises during the day (HC 10490293).
+    """
+    lim = ledger.limits
+    if lim.personal_dll is None:
+        return None
+    if lim.personal_dll_mode == "fixed":
+        return ledger.day_start_balance - lim.personal_dll
+    peak = ledger.intraday_peak_equity if lim.personal_dll_trail == "unrealized" else ledger.day_peak_balance
+    return max(peak, ledger.day_start_balance) - lim.personal_dll
+
+
+def best_day(ledger: AccountLedger, unrealized: Decimal | None = ZERO) -> Decimal:
+    """Best day for consistency: the best closed day, and today's net P&L (incl. ``unrealized``)
+    unless ``unrealized`` is None. Losing days do not lower it; 0 before a winning day."""
+    b = ledger.best_day
+    if unrealized is not None:
+        b = max(b, ledger.day_pnl(unrealized))
+    return b
+
+
+def effective_target(ledger: AccountLedger, unrealized: Decimal | None = ZERO) -> Decimal | None:
+    """The profit target after the consistency raise: ``max(profit_target, best_day / share)``.
+
+    Topstep (HC 8284208): a best day above ``share`` of the total profit does not fail the Combine;
+    the target rises to ``best_day / share`` (50K, 55 %: a $1,800 best day -> $3,272.73).
+    None when the profile has no target."""
+    lim = ledger.limits
+    if lim.profit_target is None:
+        return None
+    if lim.consistency_share is None:
+        return lim.profit_target
+    return max(lim.profit_target, best_day(ledger, unrealized) / lim.consistency_share)
+
+
+def consistency_met(ledger: AccountLedger, unrealized: Decimal | None = ZERO) -> bool:
+    """``best_day <= share x total profit`` with a positive total profit (True when the rule is off)."""
+    share = ledger.limits.consistency_share
+    if share is None:
+        return True
+    total = ledger.total_pnl(unrealized or ZERO)
+    return total > 0 and best_day(ledger, unrealized) <= share * total
+
+
 def target_reached(ledger: AccountLedger, unrealized: Decimal = ZERO) -> bool:
-    """True when the profit target is set and ``equity - starting balance >= target``."""
-    t = ledger.limits.profit_target
+    """Combine passed on P&L: the target is set and ``equity - start >= effective_target`` (the
+    target raised by consistency, so a pass implies :func:`consistency_met`). Today's P&L counts
+    as a candidate best day."""
+    t = effective_target(ledger, unrealized)
     return t is not None and ledger.total_pnl(unrealized) >= t
 
 
@@ -506,6 +657,149 @@ def net_atr_exposure(positions: Mapping[str, int], atr_points: Mapping[str, floa
         if a is not None and q:
             total += q * _spec(s).point_value * a
     return abs(total)
+
+
+# --------------------------------------------------------------------------- sweep guard
+
+
+@dataclass(frozen=True)
+class WorkingOrder:
+    """A working order as the sweep guard sees it: instrument, signed leaves quantity (+ buy),
+    its type (``LIMIT``, ``STOP``, ``MARKET``...) and its limit or stop price in points (None for
+    a market order)."""
+
+    instrument: str
+    signed_qty: int
+    order_type: str
+    price: Decimal | None
+
+
+def sweep_distance(instrument: str, atr_points: Mapping[str, float], limits: RiskLimits,
+                   price: Decimal | None = None) -> Decimal:
+    """Stress distance S in points beyond the farthest working entry:
+    ``max(sweep_atr_multiple x ATR, sweep_min_ticks x tick_size, sweep_min_pct / 100 x price)``,
+    rounded up to a whole tick; a part whose input is missing (no ATR from the strategy, no price)
+    or whose parameter is None is left out (0 when nothing is left)."""
+    spec = _spec(instrument)
+    s = ZERO
+    a = _atr(atr_points, instrument)
+    if a is not None and limits.sweep_atr_multiple is not None:
+        s = limits.sweep_atr_multiple * a
+    if limits.sweep_min_ticks is not None:
+        s = max(s, limits.sweep_min_ticks * spec.tick_size)
+    if limits.sweep_min_pct is not None and price is not None and price > 0:
+        s = max(s, limits.sweep_min_pct / 100 * price)
+    return (s / spec.tick_size).to_integral_value(rounding=ROUND_CEILING) * spec.tick_size
+
+
+def _fills_in_move(o: WorkingOrder, mark: Decimal, down: bool) -> Decimal | None:
+    """Fill price of ``o`` if a move from ``mark`` far enough ``down`` (or up) fills it, else None.
+
+    Market orders fill at the mark. A buy limit and a sell stop fill in a fall, at
+    ``min(price, mark)``; a sell limit and a buy stop in a rise, at ``max(price, mark)``. In the
+    other direction an order fills (at the mark) only if it is already marketable / triggered."""
+    buy = o.signed_qty > 0
+    if o.price is None or o.order_type == "MARKET":
+        return mark
+    limit = o.order_type == "LIMIT"
+    falls = buy == limit  # buy limit or sell stop
+    if falls == down:
+        return min(o.price, mark) if down else max(o.price, mark)
+    marketable = (o.price >= mark) if falls else (o.price <= mark)
+    return mark if marketable else None
+
+
+def sweep_loss(positions: Mapping[str, int], orders: list[WorkingOrder], marks: Mapping[str, Decimal],
+               atr_points: Mapping[str, float], limits: RiskLimits) -> tuple[Decimal, str]:
+    """Worst-case loss, in dollars from the current marks, of one move through every working order.
+
+    Per instrument i and direction (down / up): every working order that such a move fills fills
+    at its price (:func:`_fills_in_move`), and price ends at ``X = farthest fill - S_i`` (down) or
+    ``+ S_i`` (up), with ``S_i`` = :func:`sweep_distance` (ATR from StrategyStatus, tick floor):
+
+        loss_i = -(p_i (X - M_i) + sum_j q_j (X - F_j)) x point_value_i
+                 + fee_per_side_i x (sum_j |q_j| + |p_i + sum_j q_j|)
+
+    (existing position p marked from M to X, each filled order q_j from its fill F_j to X, fees of
+    those fills and of closing the resulting position). All instruments move the same way (ES/NQ
+    correlation ~0.95), so the book's loss is ``max(sum_i loss_i(down), sum_i loss_i(up), 0)``: a
+    hedge leg's gain offsets. Instruments without a mark (and no priced order) are skipped.
+    Returns ``(loss, "down"|"up")``.
+    """
+    by_sym: dict[str, list[WorkingOrder]] = {}
+    for o in orders:
+        by_sym.setdefault(o.instrument, []).append(o)
+    totals = {"down": ZERO, "up": ZERO}
+    for sym in set(positions) | set(by_sym):
+        spec = _spec(sym)
+        mark = marks.get(sym)
+        if mark is None:
+            priced = [o.price for o in by_sym.get(sym, []) if o.price is not None]
+            if not priced:
+                continue
+            mark = priced[0]
+        p = positions.get(sym, 0)
+        dist = sweep_distance(sym, atr_points, limits, mark)
+        for direction, down in (("down", True), ("up", False)):
+            fills = [(o.signed_qty, f) for o in by_sym.get(sym, [])
+                     if (f := _fills_in_move(o, mark, down)) is not None]
+            if not fills and not p:
+                continue
+            far = min([mark] + [f for _, f in fills]) if down else max([mark] + [f for _, f in fills])
+            x = far - dist if down else far + dist
+            pnl = p * (x - mark) + sum((q * (x - f) for q, f in fills), ZERO)
+            filled = sum(abs(q) for q, _ in fills)
+            final = p + sum(q for q, _ in fills)
+            fees = spec.fee_per_side * (filled + abs(final))
+            totals[direction] += -pnl * spec.point_value + fees
+    worst = max(totals, key=lambda k: totals[k])
+    return max(totals[worst], ZERO), worst
+
+
+def loss_headroom(ledger: AccountLedger, unrealized: Decimal) -> tuple[Decimal, str] | None:
+    """Dollars the account may still lose from here before the nearest halting loss rule acts:
+    the minimum of ``daily_loss_cap + day P&L``, ``session_loss_cap + sub-session P&L``,
+    ``equity - (high-water mark - trailing_kill_switch)``, ``DLL + day P&L``, ``equity - personal DLL
+    threshold`` (unless its action is ``none``) and ``equity - MLL floor``. Returns
+    ``(headroom, rule)`` or None when no rule is set (the MLL always is)."""
+    lim = ledger.limits
+    eq = ledger.equity(unrealized)
+    day = ledger.day_pnl(unrealized)
+    cands = [(eq - ledger.floor, "mll")]
+    if lim.daily_loss_cap is not None:
+        cands.append((lim.daily_loss_cap + day, "daily_loss_cap"))
+    if lim.session_loss_cap is not None:
+        cands.append((lim.session_loss_cap + ledger.sub_session_pnl(unrealized), "session_loss_cap"))
+    if lim.trailing_kill_switch is not None:
+        cands.append((eq - (ledger.high_water_mark() - lim.trailing_kill_switch), "trailing_kill_switch"))
+    if lim.dll is not None:
+        cands.append((lim.dll + day, "dll"))
+    pdll = personal_dll_threshold(ledger)
+    if pdll is not None and lim.personal_dll_action != "none" and not ledger.pdll_fired:
+        cands.append((eq - pdll, "personal_dll"))
+    return min(cands, key=lambda c: c[0])
+
+
+def check_sweep(order: WorkingOrder, positions: Mapping[str, int], working: list[WorkingOrder],
+                marks: Mapping[str, Decimal], atr_points: Mapping[str, float], ledger: AccountLedger,
+                unrealized: Decimal) -> str | None:
+    """The sweep guard: deny ``order`` (a non-reducing entry) when the :func:`sweep_loss` of the
+    book with it exceeds the :func:`loss_headroom` and is larger than without it. A denial reason
+    (``sweep_guard: ...``) or None. Off unless the limits set a sweep distance."""
+    if not ledger.limits.sweep_guard:
+        return None
+    after, direction = sweep_loss(positions, [*working, order], marks, atr_points, ledger.limits)
+    room, rule = loss_headroom(ledger, unrealized)
+    if after <= room:
+        return None
+    before, _ = sweep_loss(positions, working, marks, atr_points, ledger.limits)
+    if after <= before:
+        return None
+    return (f"sweep_guard: a move {direction} through every working order "
+            f"(+ {order.signed_qty:+d} {order.instrument} @ {order.price}) to "
+            f"{sweep_distance(order.instrument, atr_points, ledger.limits, marks.get(order.instrument, order.price))} pt "
+            f"beyond the farthest would lose "
+            f"${after.quantize(Decimal('0.01'))} > ${room.quantize(Decimal('0.01'))} left before {rule}")
 
 
 # --------------------------------------------------------------------------- order checks

@@ -1,9 +1,14 @@
 """Operator alerts to a Slack incoming webhook, with de-duplication and a rate limit.
 
 Every alert that is not de-duplicated is also written to the loguru log at its level, so the log
-is the complete record and Slack only the notification channel. The webhook URL is a secret: it
-never appears in our log lines or in exception text (it is replaced by ``<webhook>``), and log
-records of the ``httpx`` logger mentioning it are redacted the same way.
+is the complete record and Slack only the notification channel.
+
+Secrets: the webhook URL is one (its path after ``/services/`` is the credential). It is registered
+with the process-wide :data:`infra.redact.REDACTOR`, so it never appears in our log lines, in our
+error descriptions (a webhook's error body may echo the path, or only its last segment: replaced by
+``<webhook>``) or in ``repr``; the ``httpx`` stdlib logger (it logs every request URL) gets the same
+redaction. Alert text is redacted too before it is posted or logged (an alert may quote an
+exception that quoted a token): one redaction, :mod:`infra.redact`, for log lines and alerts.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import httpx
 from loguru import logger
 
 from domain.messages import Alert
+from infra.redact import WEBHOOK, RedactFilter, redact, register_webhook
 
-REDACTED = "<webhook>"
+REDACTED = WEBHOOK
+"""What the webhook URL (or its path, or its secret segment) is replaced with."""
 
 _LEVELS = {
     "debug": "DEBUG",
@@ -34,23 +41,6 @@ _LEVELS = {
 def log_level(level: str) -> str:
     """loguru level name for an :class:`Alert` level (case-insensitive); unknown -> WARNING."""
     return _LEVELS.get(level.strip().lower(), "WARNING")
-
-
-class _RedactFilter(logging.Filter):
-    """Replace the secret in stdlib log records (httpx logs every request URL at INFO)."""
-
-    def __init__(self, secret: str) -> None:
-        super().__init__()
-        self._secret = secret
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            text = record.getMessage()
-        except Exception:  # malformed record: leave it to logging's own error handling
-            return True
-        if self._secret in text:
-            record.msg, record.args = text.replace(self._secret, REDACTED), ()
-        return True
 
 
 class SlackAlerter:
@@ -80,10 +70,11 @@ class SlackAlerter:
         self._unreported: Counter[str] = Counter()
         self.suppressed: Counter[str] = Counter()
         self._client: httpx.Client | None = None
-        self._filter: _RedactFilter | None = None
+        self._filter: RedactFilter | None = None
         if self._url:
+            register_webhook(self._url)  # before any request, so httpx's first log line is redacted
             self._client = httpx.Client(timeout=timeout_s)
-            self._filter = _RedactFilter(self._url)
+            self._filter = RedactFilter()
             logging.getLogger("httpx").addFilter(self._filter)
 
     def __repr__(self) -> str:
@@ -95,9 +86,6 @@ class SlackAlerter:
     def configured(self) -> bool:
         """True if a webhook URL was given."""
         return self._url is not None
-
-    def _redact(self, text: str) -> str:
-        return text.replace(self._url, REDACTED) if self._url else text
 
     @staticmethod
     def format(alert: Alert, suppressed: int = 0) -> str:
@@ -117,7 +105,7 @@ class SlackAlerter:
         """
         level = log_level(alert.level)
         if self._client is None:
-            logger.log(level, "ALERT {}", self.format(alert))
+            logger.log(level, "ALERT {}", redact(self.format(alert)))
             return "logged"
 
         with self._lock:
@@ -134,14 +122,14 @@ class SlackAlerter:
             if len(self._post_times) >= self.max_per_minute:
                 self.suppressed[alert.key] += 1
                 self._unreported[alert.key] += 1
-                logger.log(level, "ALERT (rate limited, not sent to Slack) {}", self.format(alert))
+                logger.log(level, "ALERT (rate limited, not sent to Slack) {}", redact(self.format(alert)))
                 return "rate_limited"
             # Reserve the slot and the key before posting, so concurrent senders see them.
             self._post_times.append(now)
             self._last_sent[alert.key] = now
             pending = self._unreported.pop(alert.key, 0)
 
-        text = self.format(alert, pending)
+        text = redact(self.format(alert, pending))
         error = self._post(text)
         if error is None:
             logger.log(level, "ALERT (sent to Slack) {}", text)
@@ -155,19 +143,20 @@ class SlackAlerter:
         return "failed"
 
     def _post(self, text: str) -> str | None:
-        """POST to the webhook; None on success, else a redacted error description."""
+        """POST ``text`` (already redacted) to the webhook; None on success, else a redacted error
+        description (exception text or status and body: either may contain the URL or its path)."""
         assert self._client is not None and self._url is not None
         try:
             resp = self._client.post(self._url, json={"text": text})
         except Exception as exc:  # httpx errors, invalid URL, ...: never propagate
-            return self._redact(f"{type(exc).__name__}: {exc}")
+            return redact(f"{type(exc).__name__}: {exc}")
         if not resp.is_success:
-            body = self._redact(resp.text[:200])
-            return f"HTTP {resp.status_code} {body!r}"
+            return f"HTTP {resp.status_code} {redact(resp.text)[:200]!r}"  # redact, then truncate
         return None
 
     def close(self) -> None:
-        """Close the HTTP client and detach the httpx log redaction filter. Idempotent."""
+        """Close the HTTP client and detach the httpx log redaction filter. Idempotent. (The URL
+        stays registered with the redactor: it is still a secret.)"""
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 from loguru import logger
 
 from domain.calendar import trading_day
-from domain.handler import CLOCK_TOPIC, FEED, RECONCILER, Out, RejectedMessage, ticks_topic
+from domain.handler import CLOCK_TOPIC, FEED, RECONCILER, Out, RejectedMessage, prints_topic, ticks_topic
 from domain.messages import ClockTick, QuoteTick, ReconcileRequest, ReconcileResult, TradeTick
 from domain.validation import MarketDataValidator
 from infra.replay import ReplaySource, bar_to_ticks
@@ -35,7 +35,14 @@ MINUTE_NS = 60 * NS
 
 
 class FeedCore:
-    """Validation + routing of raw ticks. ``route(tick) -> Out`` (empty for a rejected tick).
+    """Validation + routing of raw ticks: ``route_batch(ticks) -> Out`` for the ticks of one
+    timestamp (``route(tick)`` for one), empty for rejected ticks.
+
+    Event order: the prints of every instrument of a timestamp go to ``prints.<SYM>`` (the venue)
+    first; then, if a new minute of event time began, one ``ClockTick``; then each tick to
+    ``ticks.<SYM>`` (bar builders, risk, and through the bars the strategies). So an order decided
+    on a timestamp never meets a print of that timestamp the venue has not seen yet: it fills on a
+    later print (infra/paper_broker.py), in backtest, paper and paper on live data alike.
 
     Each rejection is counted per reason (:attr:`rejected`); the first ``LOG_FIRST`` of a reason
     and every ``LOG_EVERY``-th after that are logged with the tick and the running count.
@@ -50,6 +57,25 @@ class FeedCore:
         self.last_ts = 0
 
     def route(self, tick: TradeTick | QuoteTick) -> Out:
+        """One tick (a batch of one)."""
+        return self.route_batch((tick,))
+
+    def route_batch(self, ticks: Any) -> Out:
+        """The ticks of one timestamp, in replay order (module docstring for the event order)."""
+        good = [t for t in ticks if self._accept(t)]
+        if not good:
+            return []
+        out: Out = [(prints_topic(t.instrument), t) for t in good if isinstance(t, TradeTick)]
+        first = good[0]
+        minute = first.ts_ns // MINUTE_NS
+        if minute != self.minute:
+            self.minute = minute
+            out.append((CLOCK_TOPIC, ClockTick(first.ts_ns)))
+        self.last_ts = good[-1].ts_ns
+        out += [(ticks_topic(t.instrument), t) for t in good]
+        return out
+
+    def _accept(self, tick: Any) -> bool:
         reason = (self.validator.check_trade(tick) if isinstance(tick, TradeTick)
                   else self.validator.check_quote(tick))
         if reason:
@@ -57,15 +83,8 @@ class FeedCore:
             if n <= self.LOG_FIRST or n % self.LOG_EVERY == 0:  # a bad feed must not flood the log
                 logger.warning("feed rejected {} {} at ts_ns {}: {} ({} so far for this reason)", type(tick).__name__,
                                getattr(tick, "instrument", "?"), getattr(tick, "ts_ns", "?"), reason, n)
-            return []
-        out: Out = []
-        minute = tick.ts_ns // MINUTE_NS
-        if minute != self.minute:
-            self.minute = minute
-            out.append((CLOCK_TOPIC, ClockTick(tick.ts_ns)))
-        self.last_ts = tick.ts_ns
-        out.append((ticks_topic(tick.instrument), tick))
-        return out
+            return False
+        return True
 
     @property
     def rejected(self):
@@ -115,7 +134,10 @@ class ReplayFeed:
         self.batch = batch
         self.t0_wall: float | None = None
         self.t0_event: int | None = None
-        self.pending: TradeTick | None = None
+        self.pending: list | None = None  # a timestamp's ticks not yet due (paced replay)
+        self._peek: TradeTick | None = None  # the first tick of the next timestamp, read ahead
+        self.on_loop = False
+        """Hosted on the decision loop (a replay at ``max`` speed): lock step without sleeping."""
         self.done = False
         self.sent = 0
         self.sent_wall: dict[int, float] = {}  # ts_ns -> perf_counter at send (latency benchmark)
@@ -127,7 +149,6 @@ class ReplayFeed:
         self.start_timeout_s = start_timeout_s
         self._started_wall: float | None = None
         self.start_ts_ns = start_ts_ns
-        self._last_sent_ts = -1
 
     def now_ns(self) -> int:
         """Event time of the last tick sent (the start time before the first), epoch ns UTC."""
@@ -165,44 +186,61 @@ class ReplayFeed:
         if self.done:
             return []
         if self.t0_event is None and not self._ready():
-            time.sleep(0.002)
+            time.sleep(0.0005 if self.on_loop else 0.002)
             return [(FEED, Pump())]
         if self.lockstep:
             if self.backlog() > 0:
-                time.sleep(0.0003)  # lock step: the previous timestamp is still being handled
-                return [(FEED, Pump())]
+                if not self.on_loop:
+                    time.sleep(0.0003)  # lock step: the previous timestamp is still being handled
+                return [(FEED, Pump())]  # on the loop: behind everything queued, no sleep
         elif self.backlog is not None and self.backlog() > self.max_backlog:
             time.sleep(0.002)  # backpressure: consumers are behind; never drop ticks
             return [(FEED, Pump())]
         out: Out = []
-        for _ in range(self.batch):
-            tick = self.pending if self.pending is not None else next(self.events, None)
-            self.pending = None
-            if tick is None:
+        sent = 0
+        while sent < self.batch:
+            group = self._next_group()
+            if not group:
                 self.done = True
                 self.on_done()
                 return out
-            if self.lockstep and out and tick.ts_ns != self._last_sent_ts:
-                self.pending = tick  # next timestamp: after the consumers are done with this one
-                break
-            self._last_sent_ts = tick.ts_ns
             if self.t0_event is None:
-                self.t0_event, self.t0_wall = tick.ts_ns, time.monotonic()
+                self.t0_event, self.t0_wall = group[0].ts_ns, time.monotonic()
             if self.speed != float("inf"):
-                due = self.t0_wall + (tick.ts_ns - self.t0_event) / NS / self.speed
+                due = self.t0_wall + (group[0].ts_ns - self.t0_event) / NS / self.speed
                 wait = due - time.monotonic()
                 if wait > 0:
-                    self.pending = tick
+                    self.pending = group
                     if not out:
                         time.sleep(min(wait, 0.05))
                     break
-            routed = self.core.route(tick)
+            routed = self.core.route_batch(group)
             if self.record_latency and routed:
-                self.sent_wall[tick.ts_ns] = time.perf_counter()
+                self.sent_wall[group[0].ts_ns] = time.perf_counter()
             out += routed
-            self.sent += 1
+            self.sent += len(group)
+            sent += len(group)
+            if self.lockstep:
+                break  # the next timestamp after the consumers are done with this one
         out.append((FEED, Pump()))
         return out
+
+    def _next_group(self) -> list:
+        """The ticks of the next timestamp (every instrument's), in replay order; [] at the end."""
+        if self.pending is not None:
+            group, self.pending = self.pending, None
+            return group
+        first = self._peek if self._peek is not None else next(self.events, None)
+        self._peek = None
+        if first is None:
+            return []
+        group = [first]
+        for tick in self.events:
+            if tick.ts_ns != first.ts_ns:
+                self._peek = tick
+                break
+            group.append(tick)
+        return group
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,8 +323,14 @@ def open_replay(data_dir: Path, instruments: tuple[str, ...], start: Any = None,
     """The replay of ``instruments`` from ``data_dir``. Without ``start``, the first trading day of
     the data only warms the indicators up and trading starts on the second.
 
+    Rows the loader drops are counted by reason in the source's ``rejects`` (never an error).
+
     Raises:
-        ValueError: an instrument without a recorded file (:data:`DATA_FILES`).
+        ValueError: an instrument without a recorded file (:data:`DATA_FILES`); a file without a
+            single usable bar (the message names the file and the drop counts); no trading day
+            between ``start`` and ``end`` (the message names both and the days the data covers).
+        infra.replay.BadDataFile (a ValueError): a file that is not readable CSV (not gzip,
+            truncated, malformed line); the message names the file and the line.
         FileNotFoundError: a file missing in ``data_dir``.
     """
     files = {}
@@ -295,13 +339,23 @@ def open_replay(data_dir: Path, instruments: tuple[str, ...], start: Any = None,
         if name is None:
             raise ValueError(f"no recorded data file for {sym}; recorded: {sorted(DATA_FILES)}")
         path = Path(data_dir) / name
-        if not path.exists():
+        if not path.is_file():
             raise FileNotFoundError(f"market data file not found: {path}")
         files[sym] = path
+    whole = ReplaySource(files, warmup_days=0)
+    for sym in whole.instruments:
+        if not whole.bars(sym):
+            dropped = dict(whole.rejects_by_instrument.get(sym, {}))
+            raise ValueError(f"market data file {files[sym]}: no usable bar for {sym} "
+                             f"(rows dropped by reason: {dropped or 'none, the file has no rows'})")
+    days = whole.trading_days()
     if start is None:
-        days = ReplaySource(files, warmup_days=0).trading_days()
         start = days[1] if len(days) > 1 else None
-    return ReplaySource(files, start=start, end=end, warmup_days=1)
+    source = ReplaySource(files, start=start, end=end, warmup_days=1)
+    if not source.trading_days():
+        raise ValueError(f"no trading day in the data between {start or 'its start'} and {end or 'its end'}; "
+                         f"the data covers {days[0]}..{days[-1]} ({', '.join(str(f) for f in files.values())})")
+    return source
 
 
 class ReplayData:
@@ -312,12 +366,15 @@ class ReplayData:
         speed: replay speed factor (``inf`` = as fast as the actors go, in lock step).
     """
 
-    blocks = True
-
-    def __init__(self, source: ReplaySource, speed: float = float("inf")) -> None:
+    def __init__(self, source: ReplaySource, speed: float = float("inf"), path: str = "adaptive",
+                 position: Callable[[str], int] | None = None) -> None:
         self.source = source
         self.speed = speed
+        self.path = path
+        self.position = position
         self.instruments = tuple(source.instruments)
+        self.blocks = speed != float("inf")
+        """A paced replay sleeps (thread of its own); at ``max`` speed it runs on the decision loop."""
 
     def start_ns(self) -> int:
         """Start of the first replayed bar, epoch ns UTC."""
@@ -326,19 +383,25 @@ class ReplayData:
     def trading_days(self) -> list[str]:
         return [d.isoformat() for d in self.source.trading_days()]
 
+    def rejected_rows(self) -> dict[str, int]:
+        """Rows the loader dropped, by reason (``file row: <reason>``), for the summary."""
+        return {f"file row: {k}": v for k, v in sorted(self.source.rejects.items()) if v}
+
     def warmup_ticks(self) -> dict[str, list[TradeTick]]:
         """The warm-up day's bars as ticks, per instrument."""
         return {sym: [t for row in self.source.warmup_bars(sym) for t in bar_to_ticks(row)] for sym in self.instruments}
 
     def events(self, after_ns: int | None = None) -> Iterator[TradeTick]:
-        """Every tick in replay order, after ``after_ns`` when resuming."""
-        return self.source.events(after_ns=after_ns)
+        """Every tick in replay order (intra-bar path ``self.path``), after ``after_ns`` when resuming."""
+        return self.source.events(after_ns=after_ns, path=self.path, position=self.position)
 
     def make_handler(self, warmup: Out, after_ns: int | None, restarted: bool, backlog: Callable[[], int],
                      on_done: Callable[[], None], start_ts_ns: int) -> "ReplayFeed":
         """The feed actor's handler; a first start waits for the start-up reconciliation."""
-        return ReplayFeed(self.events(after_ns), self.speed, warmup, on_done, backlog=backlog,
+        feed = ReplayFeed(self.events(after_ns), self.speed, warmup, on_done, backlog=backlog,
                           wait_reconciled=not restarted, start_ts_ns=start_ts_ns)
+        feed.on_loop = not self.blocks
+        return feed
 
     def start(self, post: Callable[[Any], None]) -> None:
         """Nothing to connect: the feed handler pulls the ticks itself."""
@@ -385,6 +448,10 @@ class HubData:
 
     def warmup_ticks(self) -> dict[str, list[TradeTick]]:
         return self._warm
+
+    def rejected_rows(self) -> dict[str, int]:
+        """No file rows: hub payloads are checked by the feed (its counts are in the summary)."""
+        return {}
 
     def make_handler(self, warmup: Out, after_ns: int | None, restarted: bool, backlog: Callable[[], int],
                      on_done: Callable[[], None], start_ts_ns: int) -> "LiveFeed":

@@ -16,13 +16,20 @@ Matching model (all prices Decimal points on the instrument's tick grid, qty int
 - **Stop orders** trigger on a print at or beyond the stop (buy: ``price >= stop``, sell:
   ``price <= stop``; on quotes: buy ``ask >= stop``, sell ``bid <= stop``) and fill at that
   price moved ``slippage_ticks`` against the taker (buy higher, sell lower).
-- **Market orders** fill on arrival at the last trade price +/- ``slippage_ticks`` (worse for the
-  taker) if one is known for the instrument; otherwise they wait and fill on the next print
-  (+/- slippage) or quote (ask + slippage for a buy, bid - slippage for a sell).
-- **On arrival** a LIMIT order already marketable against the last trade price (buy
-  ``limit >= last``, sell ``limit <= last``) fills at the last price (never worse than its limit);
-  a STOP order already triggered by the last price (buy ``last >= stop``, sell ``last <= stop``)
-  fills at once like a market order. Without a known last price both simply rest.
+- **No fill on arrival.** An order fills only on a print (or quote) of its own instrument that the
+  venue sees after the order arrived, so never at a price from before the decision (the replay
+  hands every instrument's prints of a timestamp to the venue before any strategy reacts to that
+  timestamp: infra/feeds.py ``FeedCore.route_batch``).
+- **Market orders** fill on the next print +/- ``slippage_ticks`` (worse for the taker), or on the
+  next quote (ask + slippage for a buy, bid - slippage for a sell). With no print they wait: a
+  close on an instrument that does not trade stays unfilled until it does (the summary's flat
+  check shows it) rather than filling at a price nobody traded.
+- **Marketable on arrival** (aggressive): a LIMIT already marketable against the instrument's last
+  print (buy ``limit >= last``, sell ``limit <= last``) takes the next print that is still at or
+  better than its limit, at that print +/- slippage capped at the limit; if the market moved away
+  it rests as a passive limit. A STOP already triggered by the last print fills like a market
+  order on the next print. A last print older than ``max_price_age_ns`` (event time) is never used
+  to judge this: the order then rests as if not marketable.
 - Within one tick, orders fill in order of arrival (deterministic). A quote never updates the last
   trade price.
 - Fee per fill = the instrument's ``fee_per_side`` x qty (dollars).
@@ -62,6 +69,7 @@ _AVG_CTX = Context(prec=34, rounding=ROUND_HALF_EVEN)
 class _Working:
     intent: OrderIntent
     venue_order_id: str
+    aggressive: bool = False  # marketable when it arrived: takes the next print (module docstring)
 
 
 @dataclass(slots=True)
@@ -99,17 +107,27 @@ class PaperBroker:
         slippage_ticks: ticks added against the taker on market and stop fills (>= 0).
         fill_on_touch: also fill resting limits on a print/quote exactly at the limit price.
         id_prefix: prefix of venue order ids (``P-O1``) and trade ids (``P-T1``).
+        max_price_age_ns: a last print older than this (event time, ns) is not used to judge an
+            arriving order marketable; None = no limit.
+        fill_on_arrival: a marketable order fills at once at the last print (market and stop
+            +/- slippage, limit at the last print): an exchange with a standing book, as the
+            sandbox gateway models it (infra/sandbox/exchange.py). False (the simulated venue of
+            backtest and paper): it takes the next print.
 
     Raises:
         ValueError: ``slippage_ticks`` negative or not an int.
     """
 
-    def __init__(self, *, slippage_ticks: int = 1, fill_on_touch: bool = False, id_prefix: str = "P") -> None:
+    def __init__(self, *, slippage_ticks: int = 1, fill_on_touch: bool = False, id_prefix: str = "P",
+                 max_price_age_ns: int | None = None, fill_on_arrival: bool = False) -> None:
         if not isinstance(slippage_ticks, int) or isinstance(slippage_ticks, bool) or slippage_ticks < 0:
             raise ValueError(f"slippage_ticks must be an int >= 0, got {slippage_ticks!r}")
         self.slippage_ticks = slippage_ticks
         self.fill_on_touch = bool(fill_on_touch)
         self.id_prefix = id_prefix
+        self.max_price_age_ns = max_price_age_ns
+        self.fill_on_arrival = bool(fill_on_arrival)
+        self._last_ts: dict[str, int] = {}  # event time of the last trade price per instrument
         self._order_seq = 0
         self._trade_seq = 0
         self._working: dict[str, _Working] = {}  # insertion order = arrival order
@@ -154,8 +172,8 @@ class PaperBroker:
     def submit(self, intent: OrderIntent, ts_ns: int) -> list:
         """Place an order at event time ``ts_ns`` (epoch ns UTC).
 
-        Returns ``[OrderAccepted]``, followed by a :class:`Fill` if the order executes on arrival,
-        or ``[OrderRejected]`` (terminal: the client_order_id can never be used again) with reason
+        Returns ``[OrderAccepted]`` (it fills on a later print: module docstring),
+        or ``[OrderRejected] (terminal: the client_order_id can never be used again) with reason
         ``duplicate client_order_id``, ``unknown instrument``,
         ``qty <= 0``, ``missing or off-tick limit price``, ``missing or off-tick stop price``
         (or ``bad side`` / ``bad order type`` / ``missing client_order_id`` / ``not an OrderIntent``).
@@ -174,25 +192,36 @@ class PaperBroker:
         self._order_seq += 1
         w = _Working(intent, f"{self.id_prefix}-O{self._order_seq}")
         self._working[intent.client_order_id] = w
-        out: list = [OrderAccepted(intent.client_order_id, intent.strategy_id, w.venue_order_id, ts_ns)]
-        last = self._last.get(intent.instrument)
-        if last is not None:
-            price = self._arrival_price(intent, last)
-            if price is not None:
-                out.append(self._fill(w, price, ts_ns))
-        return out
+        w.aggressive = self._marketable(intent, ts_ns)
+        return [OrderAccepted(intent.client_order_id, intent.strategy_id, w.venue_order_id, ts_ns)] + self._on_arrival(w, ts_ns)
 
-    def _arrival_price(self, o: OrderIntent, last: Decimal) -> Decimal | None:
-        buy = o.side is Side.BUY
+    def _on_arrival(self, w: _Working, ts_ns: int) -> list:
+        """With ``fill_on_arrival``, the fill of a marketable order at the last print (else none)."""
+        last = self._fresh_last(w.intent.instrument, ts_ns)
+        if not (self.fill_on_arrival and w.aggressive and last is not None):
+            return []
+        o = w.intent
+        price = last if o.order_type is OrderType.LIMIT else self._slipped(o, last)
+        return [self._fill(w, price, ts_ns)]
+
+    def _fresh_last(self, instrument: str, ts_ns: int) -> Decimal | None:
+        """The instrument's last print if it is not older than ``max_price_age_ns`` at ``ts_ns``."""
+        last = self._last.get(instrument)
+        if last is None or self.max_price_age_ns is None:
+            return last
+        return last if ts_ns - self._last_ts.get(instrument, ts_ns) <= self.max_price_age_ns else None
+
+    def _marketable(self, o: OrderIntent, ts_ns: int) -> bool:
+        """Whether an order arriving at ``ts_ns`` takes the next print (module docstring)."""
         if o.order_type is OrderType.MARKET:
-            return self._slipped(o, last)
+            return True
+        last = self._fresh_last(o.instrument, ts_ns)
+        if last is None:
+            return False
+        buy = o.side is Side.BUY
         if o.order_type is OrderType.LIMIT:
-            if (buy and o.limit_price >= last) or (not buy and o.limit_price <= last):
-                return last
-            return None
-        if (buy and last >= o.stop_price) or (not buy and last <= o.stop_price):
-            return self._slipped(o, last)
-        return None
+            return (buy and o.limit_price >= last) or (not buy and o.limit_price <= last)
+        return (buy and last >= o.stop_price) or (not buy and last <= o.stop_price)
 
     def _slipped(self, o: OrderIntent, price: Decimal) -> Decimal:
         return price + o.side.sign * self.slippage_ticks * INSTRUMENTS[o.instrument].tick_size
@@ -217,10 +246,10 @@ class PaperBroker:
             limit_price: new limit in points, on the tick grid; LIMIT orders only.
             stop_price: new stop in points, on the tick grid; STOP orders only.
 
-        Returns ``[OrderModified]`` (the fields given), followed by a :class:`Fill` when the modified
-        order is marketable against the last trade price (arrival rules of the module docstring). The
-        order keeps its client and venue order ids and moves behind the other working orders (it
-        loses its time priority, as on the gateway).
+        Returns ``[OrderModified]`` (the fields given). The modified order is judged again as on
+        arrival (module docstring: marketable now = it takes the next print). It keeps its client
+        and venue order ids and moves behind the other working orders (it loses its time priority,
+        as on the gateway).
 
         Returns ``[]`` and leaves the order exactly as it was when the modify is refused: the id is
         not working (unknown, filled, cancelled, rejected), nothing to change, a qty that is not an
@@ -241,13 +270,9 @@ class PaperBroker:
         w.intent = dataclasses.replace(w.intent, **changes)
         del self._working[client_order_id]  # loses its time priority: matched after the others
         self._working[client_order_id] = w
-        out: list = [OrderModified(client_order_id, w.intent.strategy_id, ts_ns, qty, limit_price, stop_price)]
-        last = self._last.get(w.intent.instrument)
-        if last is not None:
-            price = self._arrival_price(w.intent, last)
-            if price is not None:
-                out.append(self._fill(w, price, ts_ns))
-        return out
+        w.aggressive = self._marketable(w.intent, ts_ns)
+        return [OrderModified(client_order_id, w.intent.strategy_id, ts_ns, qty, limit_price, stop_price)] + \
+            self._on_arrival(w, ts_ns)
 
     @staticmethod
     def _modify_refusal(o: OrderIntent, qty: Any, limit_price: Any, stop_price: Any) -> str | None:
@@ -287,24 +312,39 @@ class PaperBroker:
             return []
         px = tick.price
         self._last[tick.instrument] = px
+        self._last_ts[tick.instrument] = tick.ts_ns
         out: list[Fill] = []
         for w in [w for w in self._working.values() if w.intent.instrument == tick.instrument]:
-            o = w.intent
-            buy = o.side is Side.BUY
-            price: Decimal | None = None
-            if o.order_type is OrderType.MARKET:
-                price = self._slipped(o, px)
-            elif o.order_type is OrderType.LIMIT:
-                lim = o.limit_price
-                if buy and (px < lim or (self.fill_on_touch and px == lim)):
-                    price = lim
-                elif not buy and (px > lim or (self.fill_on_touch and px == lim)):
-                    price = lim
-            elif (buy and px >= o.stop_price) or (not buy and px <= o.stop_price):
-                price = self._slipped(o, px)
+            price = self._match(w, px, px, px)
             if price is not None:
                 out.append(self._fill(w, price, tick.ts_ns))
         return out
+
+    def _match(self, w: _Working, taker: Decimal, buy_through: Decimal, sell_through: Decimal) -> Decimal | None:
+        """The fill price of working order ``w`` at this print or quote, or None.
+
+        ``taker``: the price a marketable order of ``w``'s side trades at (the print; on a quote the
+        ask for a buy, the bid for a sell); ``buy_through`` / ``sell_through``: the price a resting
+        buy / sell limit is traded through by (the print; on a quote the ask / the bid)."""
+        o = w.intent
+        buy = o.side is Side.BUY
+        if o.order_type is OrderType.MARKET:
+            return self._slipped(o, taker)
+        if o.order_type is OrderType.LIMIT:
+            lim = o.limit_price
+            if w.aggressive:
+                if (buy and taker <= lim) or (not buy and taker >= lim):
+                    slipped = self._slipped(o, taker)
+                    return min(slipped, lim) if buy else max(slipped, lim)
+                w.aggressive = False  # the market moved away: it rests from now on
+            if buy and (buy_through < lim or (self.fill_on_touch and buy_through == lim)):
+                return lim
+            if not buy and (sell_through > lim or (self.fill_on_touch and sell_through == lim)):
+                return lim
+            return None
+        if w.aggressive or (buy and taker >= o.stop_price) or (not buy and taker <= o.stop_price):
+            return self._slipped(o, taker)
+        return None
 
     def on_quote(self, q: QuoteTick) -> list[Fill]:
         """Process a top-of-book quote: fill working orders the quote reaches, in arrival order
@@ -322,20 +362,8 @@ class PaperBroker:
             return []
         out: list[Fill] = []
         for w in [w for w in self._working.values() if w.intent.instrument == q.instrument]:
-            o = w.intent
-            buy = o.side is Side.BUY
-            touch = q.ask if buy else q.bid  # the side this order would trade against
-            price: Decimal | None = None
-            if o.order_type is OrderType.MARKET:
-                price = self._slipped(o, touch)
-            elif o.order_type is OrderType.LIMIT:
-                lim = o.limit_price
-                if buy and (q.ask < lim or (self.fill_on_touch and q.ask == lim)):
-                    price = lim
-                elif not buy and (q.bid > lim or (self.fill_on_touch and q.bid == lim)):
-                    price = lim
-            elif (buy and q.ask >= o.stop_price) or (not buy and q.bid <= o.stop_price):
-                price = self._slipped(o, touch)
+            touch = q.ask if w.intent.side is Side.BUY else q.bid  # the side this order trades against
+            price = self._match(w, touch, q.ask, q.bid)
             if price is not None:
                 out.append(self._fill(w, price, q.ts_ns))
         return out
@@ -401,9 +429,14 @@ class PaperBroker:
         """Last trade price per instrument (points)."""
         return dict(self._last)
 
-    def set_last_prices(self, prices: dict[str, Decimal]) -> None:
-        """Restore last trade prices newer than a snapshot (points)."""
+    def set_last_prices(self, prices: dict[str, Decimal], times: dict[str, int] | None = None) -> None:
+        """Restore last trade prices (points) newer than a snapshot, with their event times (ns)."""
         self._last.update(prices)
+        self._last_ts.update(times or {})
+
+    def last_times(self) -> dict[str, int]:
+        """Event time (ns) of the last trade price per instrument."""
+        return dict(self._last_ts)
 
     def working_orders(self) -> list[OrderIntent]:
         """Working orders in arrival order."""
@@ -435,12 +468,14 @@ class PaperBroker:
         d: dict[str, Any] = {
             "version": SNAPSHOT_VERSION,
             "config": {"slippage_ticks": self.slippage_ticks, "fill_on_touch": self.fill_on_touch,
-                       "id_prefix": self.id_prefix},
+                       "id_prefix": self.id_prefix, "max_price_age_ns": self.max_price_age_ns,
+                       "fill_on_arrival": self.fill_on_arrival},
             "order_seq": self._order_seq,
             "trade_seq": self._trade_seq,
-            "working": [{"intent": codec.encode(w.intent), "venue_order_id": w.venue_order_id}
-                        for w in self._working.values()],
+            "working": [{"intent": codec.encode(w.intent), "venue_order_id": w.venue_order_id,
+                         "aggressive": w.aggressive} for w in self._working.values()],
             "last": {i: str(p) for i, p in sorted(self._last.items())},
+            "last_ts": dict(sorted(self._last_ts.items())),
             "books": {i: {"lots": [[str(p), n] for p, n in b.lots], "realized": str(b.realized),
                           "fees": str(b.fees), "ts_ns": b.ts_ns} for i, b in sorted(self._books.items())},
             "rejects": dict(sorted(self.rejects.items())),
@@ -474,10 +509,11 @@ class PaperBroker:
             b._trade_seq = int(d["trade_seq"])
             for w in d["working"]:
                 intent = codec.decode(w["intent"])
-                b._working[intent.client_order_id] = _Working(intent, w["venue_order_id"])
+                b._working[intent.client_order_id] = _Working(intent, w["venue_order_id"], bool(w.get("aggressive")))
             for coid in d.get("seen", seen or []):
                 b._see(coid)
             b._last = {i: Decimal(p) for i, p in d["last"].items()}
+            b._last_ts = {i: int(t) for i, t in d.get("last_ts", {}).items()}
             b._books = {i: _Book([[Decimal(p), int(n)] for p, n in v["lots"]], Decimal(v["realized"]),
                                  Decimal(v["fees"]), int(v["ts_ns"])) for i, v in d["books"].items()}
             b._fills = [codec.decode(f) for f in d.get("fills", fills or [])]

@@ -15,8 +15,13 @@ Bar replay path (what the paper broker and the strategies see)
 ---------------------------------------------------------------
 A bar carries no intra-bar order of prices, so each bar is replayed as **four trade ticks**:
 
-- bullish or flat bar (``close >= open``): ``open -> low -> high -> close`` (assumed to dip first);
-- bearish bar (``close < open``): ``open -> high -> low -> close``;
+- ``adaptive`` (default): bullish or flat bar (``close >= open``): ``open -> low -> high -> close``
+  (assumed to dip first); bearish bar (``close < open``): ``open -> high -> low -> close``;
+- ``adverse`` (``runtime.bar_path``): the move in favour of the position held first, so its
+  resting exits fill before the entries on the other side (long: high first; short: low first;
+  flat: the reverse of adaptive): no round trip inside one bar. A backtest reports its net under
+  both paths, so how much a result owes to this guess is visible (actors/node.py
+  ``Node.run_backtest``);
 - tick times: bar start + 0, period/4, period/2 and 3*period/4 (for a 2-minute bar: +0 s, +30 s,
   +60 s, +90 s), so every tick lies inside ``[start, start + period)``;
 - sizes: ``volume // 4`` on each of the first three ticks, the remainder on the close tick, so the
@@ -32,8 +37,10 @@ This path is a modelling assumption: a resting limit order that the bar's range 
 reached, and the order of high and low inside the bar is the documented guess above.
 
 Bad input never crashes a loader: every dropped row is counted in a ``collections.Counter`` keyed
-by reason, returned next to the rows. Only a missing file (``FileNotFoundError``) or a file without
-the required header columns (``ValueError``) raise.
+by reason, returned next to the rows (:attr:`ReplaySource.rejects` sums them over the files). Only
+a missing file (``FileNotFoundError``) and a file that cannot be read as CSV at all raise: no
+header or required columns missing, not gzip, truncated gzip, not UTF-8, a malformed CSV line
+(:class:`BadDataFile`, a ``ValueError`` whose message names the file and the line).
 """
 
 from __future__ import annotations
@@ -47,15 +54,17 @@ import gzip
 import heapq
 import io
 import re
+import zlib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 from zoneinfo import ZoneInfo
 
 from domain.calendar import NS, trading_day
 from domain.instruments import INSTRUMENTS, MONTH_CODES, get_instrument
 from domain.messages import Bar, QuoteTick, TradeTick
+from domain.validation import plausible_range
 
 SYMBOL_MAP: dict[str, str] = {"ES": "MES", "NQ": "MNQ"}
 """Recorded mini symbol -> the micro instrument it stands for (same index, same 0.25 tick)."""
@@ -68,6 +77,30 @@ TRADE_COLUMNS = ("ts_event", "symbol", "price", "size")
 
 QUOTE_COLUMNS = ("ts_event", "symbol", "bid_px", "ask_px", "bid_sz", "ask_sz")
 """Required columns of a Databento MBP-1 CSV."""
+
+
+MAX_VOLUME = 10 ** 9
+"""Largest bar volume / print size accepted, contracts (a day of ES trades about 2 million); a
+larger one is dropped as ``volume_out_of_range``."""
+
+
+class BadDataFile(ValueError):
+    """A market data file that cannot be read as CSV: not gzip, truncated, not UTF-8, a malformed
+    line, no header or required columns missing. The message names the file (and the line number,
+    1 = the header, when the problem is at a line).
+
+    Attributes:
+        path: the file. line: the 1-based line number, or None for the whole file.
+    """
+
+    def __init__(self, path: Path | str, problem: str, line: int | None = None) -> None:
+        self.path, self.line = str(path), line
+        where = f"{path}" + (f", line {line}" if line is not None else "")
+        super().__init__(f"market data file {where}: {problem}")
+
+
+_READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error)
+"""What reading a corrupt ``.csv`` / ``.csv.gz`` raises (gzip.BadGzipFile is an OSError)."""
 
 
 # --------------------------------------------------------------------------- bars
@@ -113,9 +146,31 @@ def _open_text(path: Path | str) -> io.TextIOBase:
 
 
 def _require_columns(fieldnames: Iterable[str] | None, required: Iterable[str], path: Path | str) -> None:
+    """Raise :class:`BadDataFile` (a ValueError) naming the file and the missing column(s)."""
     missing = [c for c in required if c not in (fieldnames or ())]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+        raise BadDataFile(path, f"missing column(s) {', '.join(missing)} in the header (line 1)", 1)
+
+
+def _read_rows(path: Path | str, required: Iterable[str]) -> Iterator[tuple[int, dict]]:
+    """``(line number, record)`` of a CSV file, header checked. Every read failure becomes a
+    :class:`BadDataFile` naming the file and line; FileNotFoundError passes through."""
+    line = 1
+    try:
+        with _open_text(path) as fh:
+            reader = csv.DictReader(fh)
+            _require_columns(reader.fieldnames, required, path)
+            for rec in reader:
+                line = reader.line_num
+                yield line, rec
+    except FileNotFoundError:
+        raise
+    except BadDataFile:
+        raise
+    except _READ_ERRORS as e:
+        what = {EOFError: "truncated (compressed stream ends early)",
+                gzip.BadGzipFile: "not a gzip file"}.get(type(e), f"unreadable ({type(e).__name__}: {e})")
+        raise BadDataFile(path, what, line + 1 if line > 1 else None) from None
 
 
 def local_to_ns(naive: dt.datetime, tz: ZoneInfo, fold: int = 0) -> int | None:
@@ -151,21 +206,28 @@ def _dec(text: str | None) -> Decimal | None:
 
 
 def _int_field(text: str | None) -> int | str:
-    """Parse a non-negative integral count ("705" or "705.0"). Returns the int or a reject reason."""
+    """Parse a non-negative integral count ("705" or "705.0"), at most :data:`MAX_VOLUME`.
+    Returns the int or a reject reason."""
     v = _dec(text)
     if v is None:
         return "missing_or_bad_number"
     if not v.is_finite():
         return "nan"
-    if v != v.to_integral_value():
-        return "non_integral_size"
     if v < 0:
         return "negative_size"
+    if v > MAX_VOLUME:
+        return "volume_out_of_range"
+    if v != v.to_integral_value():
+        return "non_integral_size"
     return int(v)
 
 
-def _check_prices(prices: Iterable[Decimal | None], tick: Decimal) -> str | None:
-    """Reason a set of price fields is unusable (None if fine)."""
+def _check_prices(prices: Iterable[Decimal | None], tick: Decimal, instrument: str | None = None) -> str | None:
+    """Reason a set of price fields is unusable (None if fine): ``missing_or_bad_number``,
+    ``nan``, ``non_positive_price``, ``price_out_of_range`` (outside the instrument's plausible
+    range, :func:`domain.validation.plausible_range`; ``1e30`` or ``2**70``), ``off_tick``.
+    Never raises."""
+    prices = tuple(prices)
     for p in prices:
         if p is None:
             return "missing_or_bad_number"
@@ -174,9 +236,16 @@ def _check_prices(prices: Iterable[Decimal | None], tick: Decimal) -> str | None
     for p in prices:
         if p <= 0:
             return "non_positive_price"
+    if instrument is not None:
+        lo, hi = plausible_range(instrument)
+        if any(p < lo or p > hi for p in prices):
+            return "price_out_of_range"
     for p in prices:
-        if p % tick != 0:
-            return "off_tick"
+        try:
+            if p % tick != 0:
+                return "off_tick"
+        except ArithmeticError:  # beyond Decimal precision (only without an instrument's range)
+            return "price_out_of_range"
     return None
 
 
@@ -199,29 +268,61 @@ def _resolve_symbol(raw: str | None, micro: bool) -> str | None:
     return root if root in INSTRUMENTS else None
 
 
+def _symbol_matches(raw: str | None, instrument: str) -> bool:
+    """True if a row's ``symbol`` text may stand for ``instrument``: empty (no symbol column, or
+    blank), the instrument itself, or a recorded symbol mapped to it (``ES``/``ES=F``/``ESM6`` for
+    ``MES`` via :data:`SYMBOL_MAP`, or for ``ES``)."""
+    if raw is None or not raw.strip():
+        return True
+    return instrument in (_resolve_symbol(raw, micro=True), _resolve_symbol(raw, micro=False))
+
+
+def _bar_timestamp(text: str | None, zone: ZoneInfo) -> tuple[dt.datetime, int] | str:
+    """A bar file's timestamp text -> (naive local time, epoch ns) or a reject reason
+    (``bad_timestamp``, ``nonexistent_local_time``). Never raises."""
+    try:
+        naive = dt.datetime.fromisoformat((text or "").strip())
+        if naive.tzinfo is not None:
+            naive = naive.astimezone(zone).replace(tzinfo=None)
+        ts = local_to_ns(naive, zone)
+    except (ValueError, OverflowError, OSError):
+        return "bad_timestamp"
+    if ts is None:
+        return "nonexistent_local_time"
+    return naive, ts
+
+
 def load_bar_csv(path: Path | str, instrument: str | None = None, tz: str = "America/New_York",
                  period_s: int | None = None) -> tuple[list[BarRow], collections.Counter]:
     """Load a Yahoo-style bar file (naive local timestamps labelled by bar start).
 
     Args:
         path: ``.csv`` or ``.csv.gz`` with columns :data:`BAR_COLUMNS`.
-        instrument: our symbol for every row (e.g. ``"MES"``). If None, each row's ``symbol``
-            column is mapped (``ES`` -> ``MES``, ``NQ`` -> ``MNQ`` via :data:`SYMBOL_MAP`).
+        instrument: our symbol for every row (e.g. ``"MES"``); a row whose ``symbol`` stands for
+            another instrument (an ``NQ`` row in the ES file) is dropped as ``wrong_symbol``. If
+            None, each row's ``symbol`` column is mapped (``ES`` -> ``MES``, ``NQ`` -> ``MNQ`` via
+            :data:`SYMBOL_MAP`) and the first row's instrument is the file's.
         tz: IANA zone of the naive timestamps (Yahoo files: US/Eastern).
         period_s: bar length in seconds; None infers it as the most common positive difference
             between consecutive kept timestamps (ties -> the smaller).
 
     Returns:
-        ``(rows, rejects)``: rows in time order, and a Counter of dropped rows by reason:
-        ``missing_or_bad_number``, ``nan``, ``non_positive_price``, ``high_below_low``,
-        ``open_close_outside_range``, ``off_tick``, ``negative_size``, ``non_integral_size``,
-        ``bad_timestamp``, ``nonexistent_local_time``, ``unknown_instrument``,
-        ``symbol_mismatch`` (a second symbol in one file), ``duplicate_timestamp``,
-        ``out_of_order``, ``short_interval`` (closer than one period to the previous bar),
-        ``period_unknown`` (fewer than two rows and no ``period_s``).
+        ``(rows, rejects)``: rows in time order, and a Counter of dropped rows by reason (every
+        dropped row is counted once, under the first problem found, in this order):
+        ``unknown_instrument``, ``wrong_symbol`` (the row's symbol is not ``instrument``),
+        ``missing_or_bad_number``, ``nan``, ``non_positive_price``, ``price_out_of_range``
+        (outside the instrument's plausible range, :func:`domain.validation.plausible_range`),
+        ``off_tick``, ``high_below_low``, ``open_close_outside_range``, ``negative_size``,
+        ``volume_out_of_range`` (above :data:`MAX_VOLUME`), ``non_integral_size``,
+        ``bad_timestamp``, ``nonexistent_local_time``, ``symbol_mismatch`` (a second symbol in a
+        file read without ``instrument``), ``duplicate_timestamp``, ``out_of_order``,
+        ``short_interval`` (closer than one period to the previous bar), ``period_unknown``
+        (fewer than two rows and no ``period_s``).
 
     Raises:
-        FileNotFoundError: no such file. ValueError: required columns missing.
+        FileNotFoundError: no such file.
+        BadDataFile (a ValueError): not gzip, truncated gzip, not UTF-8, malformed CSV, required
+            columns missing; the message names the file and the line.
         UnknownInstrumentError: ``instrument`` is given but unknown.
     """
     zone = ZoneInfo(tz)
@@ -230,59 +331,56 @@ def load_bar_csv(path: Path | str, instrument: str | None = None, tz: str = "Ame
     rejects: collections.Counter = collections.Counter()
     parsed: list[tuple[int, str, Decimal, Decimal, Decimal, Decimal, int]] = []
     file_symbol: str | None = None
-    with _open_text(path) as fh:
-        reader = csv.DictReader(fh)
-        required = BAR_COLUMNS if instrument is None else BAR_COLUMNS[:-1]
-        _require_columns(reader.fieldnames, required, path)
-        for rec in reader:
-            sym = instrument if instrument is not None else _resolve_symbol(rec.get("symbol"), micro=True)
+    required = BAR_COLUMNS if instrument is None else BAR_COLUMNS[:-1]
+    for _line, rec in _read_rows(path, required):
+        if instrument is not None:
+            if not _symbol_matches(rec.get("symbol"), instrument):
+                rejects["wrong_symbol"] += 1
+                continue
+            sym = instrument
+        else:
+            sym = _resolve_symbol(rec.get("symbol"), micro=True)
             if sym is None:
                 rejects["unknown_instrument"] += 1
                 continue
-            tick = INSTRUMENTS[sym].tick_size
-            o, h, lo, c = (_dec(rec.get(k)) for k in ("open", "high", "low", "close"))
-            reason = _check_prices((o, h, lo, c), tick)
-            if reason:
-                rejects[reason] += 1
-                continue
-            if h < lo:
-                rejects["high_below_low"] += 1
-                continue
-            if not (lo <= o <= h and lo <= c <= h):
-                rejects["open_close_outside_range"] += 1
-                continue
-            vol = _int_field(rec.get("volume"))
-            if isinstance(vol, str):
-                rejects[vol] += 1
-                continue
-            try:
-                naive = dt.datetime.fromisoformat((rec.get("datetime") or "").strip())
-            except ValueError:
-                rejects["bad_timestamp"] += 1
-                continue
-            if naive.tzinfo is not None:
-                naive = naive.astimezone(zone).replace(tzinfo=None)
-            ts = local_to_ns(naive, zone)
-            if ts is None:
-                rejects["nonexistent_local_time"] += 1
-                continue
-            if parsed and ts <= parsed[-1][0]:
-                # DST fall-back: the repeated hour is the second occurrence of the local time.
-                ts2 = local_to_ns(naive, zone, fold=1)
-                if ts2 is not None and ts2 > parsed[-1][0]:
-                    ts = ts2
-            if file_symbol is None:
-                file_symbol = sym
-            elif sym != file_symbol:
-                rejects["symbol_mismatch"] += 1
-                continue
-            if parsed and ts == parsed[-1][0]:
-                rejects["duplicate_timestamp"] += 1
-                continue
-            if parsed and ts < parsed[-1][0]:
-                rejects["out_of_order"] += 1
-                continue
-            parsed.append((ts, sym, o, h, lo, c, vol))
+        tick = INSTRUMENTS[sym].tick_size
+        o, h, lo, c = (_dec(rec.get(k)) for k in ("open", "high", "low", "close"))
+        reason = _check_prices((o, h, lo, c), tick, sym)
+        if reason:
+            rejects[reason] += 1
+            continue
+        if h < lo:
+            rejects["high_below_low"] += 1
+            continue
+        if not (lo <= o <= h and lo <= c <= h):
+            rejects["open_close_outside_range"] += 1
+            continue
+        vol = _int_field(rec.get("volume"))
+        if isinstance(vol, str):
+            rejects[vol] += 1
+            continue
+        when = _bar_timestamp(rec.get("datetime"), zone)
+        if isinstance(when, str):
+            rejects[when] += 1
+            continue
+        naive, ts = when
+        if parsed and ts <= parsed[-1][0]:
+            # DST fall-back: the repeated hour is the second occurrence of the local time.
+            ts2 = local_to_ns(naive, zone, fold=1)
+            if ts2 is not None and ts2 > parsed[-1][0]:
+                ts = ts2
+        if file_symbol is None:
+            file_symbol = sym
+        elif sym != file_symbol:
+            rejects["symbol_mismatch"] += 1
+            continue
+        if parsed and ts == parsed[-1][0]:
+            rejects["duplicate_timestamp"] += 1
+            continue
+        if parsed and ts < parsed[-1][0]:
+            rejects["out_of_order"] += 1
+            continue
+        parsed.append((ts, sym, o, h, lo, c, vol))
 
     if period_s is None:
         diffs = collections.Counter(b[0] - a[0] for a, b in zip(parsed, parsed[1:]))
@@ -302,19 +400,39 @@ def load_bar_csv(path: Path | str, instrument: str | None = None, tz: str = "Ame
     return rows, rejects
 
 
-def bar_path(row: BarRow) -> tuple[Decimal, Decimal, Decimal, Decimal]:
-    """The four replay prices of a bar: O-L-H-C if ``close >= open`` else O-H-L-C."""
-    if row.close >= row.open:
+BAR_PATHS = ("adaptive", "adverse")
+"""The intra-bar paths :func:`bar_path` knows (module docstring)."""
+
+
+def bar_path(row: BarRow, mode: str = "adaptive", position: int = 0) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    """The four replay prices of a bar.
+
+    ``adaptive``: O-L-H-C if ``close >= open`` else O-H-L-C (the bar's direction comes last).
+    ``adverse``: the move in favour of ``position`` (signed contracts held when the bar opens) first
+    (long: O-H-L-C; short: O-L-H-C), so the resting exits above a long (below a short) fill before
+    the resting entries on the other side, and no entry and its exit both fill inside one bar;
+    flat: the reverse of ``adaptive`` (the bar's direction first).
+    Raises ValueError for an unknown mode.
+    """
+    if mode not in BAR_PATHS:
+        raise ValueError(f"unknown bar path {mode!r}; use one of {BAR_PATHS}")
+    adaptive_low_first = row.close >= row.open
+    if mode == "adaptive":
+        low_first = adaptive_low_first
+    else:
+        low_first = position < 0 if position else not adaptive_low_first
+    if low_first:
         return row.open, row.low, row.high, row.close
     return row.open, row.high, row.low, row.close
 
 
-def bar_to_ticks(row: BarRow, seq_start: int = 0) -> list[TradeTick]:
+def bar_to_ticks(row: BarRow, seq_start: int = 0, path: tuple[Decimal, ...] | None = None) -> list[TradeTick]:
     """Replay one bar as 4 trade ticks (see the module docstring for the path, times and sizes).
 
     Args:
         row: the bar.
         seq_start: ``seq`` of the first tick; the others get ``seq_start + 1 .. + 3``.
+        path: the four prices (:func:`bar_path`); default the ``adaptive`` path.
     Returns: 4 ticks with ``ts_ns`` = start + k * period / 4 (k = 0..3, integer ns), sizes summing
         to ``row.volume`` (each at least 1 contract, see the module docstring).
     """
@@ -322,7 +440,7 @@ def bar_to_ticks(row: BarRow, seq_start: int = 0) -> list[TradeTick]:
     base = row.volume // 4
     sizes = tuple(max(1, q) for q in (base, base, base, row.volume - 3 * base))
     return [TradeTick(row.instrument, row.start_ns + k * period_ns // 4, price, sizes[k], seq_start + k)
-            for k, price in enumerate(bar_path(row))]
+            for k, price in enumerate(path or bar_path(row))]
 
 
 @functools.lru_cache(maxsize=8)
@@ -345,8 +463,8 @@ def parse_utc_ns(text: str) -> int | None:
     no offset (taken as UTC), or a bare integer of epoch nanoseconds. Returns None if unparsable.
     """
     text = (text or "").strip()
-    if text.isdigit():
-        return int(text)
+    if text.isascii() and text.isdigit():
+        return int(text) if len(text) <= 19 else None
     m = _TS_RE.fullmatch(text)
     if not m:
         return None
@@ -379,43 +497,42 @@ def load_databento_trades(path: Path | str, micro: bool = True) -> tuple[list[Tr
 
     Returns ``(ticks, rejects)``; reject reasons: ``unknown_instrument``, ``not_a_trade`` (action
     other than ``T``), ``bad_timestamp``, ``out_of_order``, ``missing_or_bad_number``, ``nan``,
-    ``non_positive_price``, ``off_tick``, ``negative_size``, ``non_integral_size``, ``zero_size``.
-    Raises FileNotFoundError, or ValueError if required columns are missing.
+    ``non_positive_price``, ``price_out_of_range``, ``off_tick``, ``negative_size``,
+    ``volume_out_of_range``, ``non_integral_size``, ``zero_size``.
+    Raises FileNotFoundError, or :class:`BadDataFile` (a ValueError naming the file and line) if
+    the file is unreadable or required columns are missing.
     """
     rejects: collections.Counter = collections.Counter()
     out: list[TradeTick] = []
-    with _open_text(path) as fh:
-        reader = csv.DictReader(fh)
-        _require_columns(reader.fieldnames, TRADE_COLUMNS, path)
-        for i, rec in enumerate(reader):
-            sym = _resolve_symbol(rec.get("symbol"), micro)
-            if sym is None:
-                rejects["unknown_instrument"] += 1
-                continue
-            action = (rec.get("action") or "T").strip()
-            if action != "T":
-                rejects["not_a_trade"] += 1
-                continue
-            ts = parse_utc_ns(rec.get("ts_event") or "")
-            if ts is None:
-                rejects["bad_timestamp"] += 1
-                continue
-            price = _dec(rec.get("price"))
-            reason = _check_prices((price,), INSTRUMENTS[sym].tick_size)
-            if reason:
-                rejects[reason] += 1
-                continue
-            size = _int_field(rec.get("size"))
-            if isinstance(size, str):
-                rejects[size] += 1
-                continue
-            if size == 0:
-                rejects["zero_size"] += 1
-                continue
-            if out and ts < out[-1].ts_ns:
-                rejects["out_of_order"] += 1
-                continue
-            out.append(TradeTick(sym, ts, price, size, _seq(rec, i)))
+    for i, (_line, rec) in enumerate(_read_rows(path, TRADE_COLUMNS)):
+        sym = _resolve_symbol(rec.get("symbol"), micro)
+        if sym is None:
+            rejects["unknown_instrument"] += 1
+            continue
+        action = (rec.get("action") or "T").strip()
+        if action != "T":
+            rejects["not_a_trade"] += 1
+            continue
+        ts = parse_utc_ns(rec.get("ts_event") or "")
+        if ts is None:
+            rejects["bad_timestamp"] += 1
+            continue
+        price = _dec(rec.get("price"))
+        reason = _check_prices((price,), INSTRUMENTS[sym].tick_size, sym)
+        if reason:
+            rejects[reason] += 1
+            continue
+        size = _int_field(rec.get("size"))
+        if isinstance(size, str):
+            rejects[size] += 1
+            continue
+        if size == 0:
+            rejects["zero_size"] += 1
+            continue
+        if out and ts < out[-1].ts_ns:
+            rejects["out_of_order"] += 1
+            continue
+        out.append(TradeTick(sym, ts, price, size, _seq(rec, i)))
     return out, rejects
 
 
@@ -427,39 +544,38 @@ def load_databento_quotes(path: Path | str, micro: bool = True) -> tuple[list[Qu
 
     Returns ``(quotes, rejects)``; reject reasons: ``unknown_instrument``, ``bad_timestamp``,
     ``out_of_order``, ``missing_or_bad_number``, ``nan`` (e.g. an empty book side),
-    ``non_positive_price``, ``off_tick``, ``crossed`` (bid >= ask), ``negative_size``,
-    ``non_integral_size``. Raises FileNotFoundError, or ValueError if required columns are missing.
+    ``non_positive_price``, ``price_out_of_range``, ``off_tick``, ``crossed`` (bid >= ask),
+    ``negative_size``, ``volume_out_of_range``, ``non_integral_size``. Raises FileNotFoundError,
+    or :class:`BadDataFile` (a ValueError naming the file and line) if the file is unreadable or
+    required columns are missing.
     """
     rejects: collections.Counter = collections.Counter()
     out: list[QuoteTick] = []
-    with _open_text(path) as fh:
-        reader = csv.DictReader(fh)
-        _require_columns(reader.fieldnames, QUOTE_COLUMNS, path)
-        for i, rec in enumerate(reader):
-            sym = _resolve_symbol(rec.get("symbol"), micro)
-            if sym is None:
-                rejects["unknown_instrument"] += 1
-                continue
-            ts = parse_utc_ns(rec.get("ts_event") or "")
-            if ts is None:
-                rejects["bad_timestamp"] += 1
-                continue
-            bid, ask = _dec(rec.get("bid_px")), _dec(rec.get("ask_px"))
-            reason = _check_prices((bid, ask), INSTRUMENTS[sym].tick_size)
-            if reason:
-                rejects[reason] += 1
-                continue
-            if bid >= ask:
-                rejects["crossed"] += 1
-                continue
-            bsz, asz = _int_field(rec.get("bid_sz")), _int_field(rec.get("ask_sz"))
-            if isinstance(bsz, str) or isinstance(asz, str):
-                rejects[bsz if isinstance(bsz, str) else asz] += 1
-                continue
-            if out and ts < out[-1].ts_ns:
-                rejects["out_of_order"] += 1
-                continue
-            out.append(QuoteTick(sym, ts, bid, ask, bsz, asz, _seq(rec, i)))
+    for i, (_line, rec) in enumerate(_read_rows(path, QUOTE_COLUMNS)):
+        sym = _resolve_symbol(rec.get("symbol"), micro)
+        if sym is None:
+            rejects["unknown_instrument"] += 1
+            continue
+        ts = parse_utc_ns(rec.get("ts_event") or "")
+        if ts is None:
+            rejects["bad_timestamp"] += 1
+            continue
+        bid, ask = _dec(rec.get("bid_px")), _dec(rec.get("ask_px"))
+        reason = _check_prices((bid, ask), INSTRUMENTS[sym].tick_size, sym)
+        if reason:
+            rejects[reason] += 1
+            continue
+        if bid >= ask:
+            rejects["crossed"] += 1
+            continue
+        bsz, asz = _int_field(rec.get("bid_sz")), _int_field(rec.get("ask_sz"))
+        if isinstance(bsz, str) or isinstance(asz, str):
+            rejects[bsz if isinstance(bsz, str) else asz] += 1
+            continue
+        if out and ts < out[-1].ts_ns:
+            rejects["out_of_order"] += 1
+            continue
+        out.append(QuoteTick(sym, ts, bid, ask, bsz, asz, _seq(rec, i)))
     return out, rejects
 
 
@@ -539,7 +655,8 @@ class ReplaySource:
         """Bars of the ``warmup_days`` trading days before the first replayed day (may be empty)."""
         return list(self._warmup.get(instrument, ()))
 
-    def _ticks(self, instrument: str, after_ns: int | None) -> Iterator[TradeTick]:
+    def _ticks(self, instrument: str, after_ns: int | None, path: str = "adaptive",
+               position: Callable[[str], int] | None = None) -> Iterator[TradeTick]:
         bars = self._bars[instrument]
         first = 0
         if after_ns is not None:
@@ -547,17 +664,28 @@ class ReplaySource:
             first = bisect.bisect_right(bars, after_ns, key=lambda r: r.start_ns + 3 * r.period_s * NS // 4)
         seq0 = self._seq0[instrument]
         for i in range(first, len(bars)):
-            for t in bar_to_ticks(bars[i], seq0 + 4 * i):
+            row = bars[i]
+            held = position(instrument) if position is not None and path != "adaptive" else 0
+            for t in bar_to_ticks(row, seq0 + 4 * i, bar_path(row, path, held)):
                 if after_ns is None or t.ts_ns > after_ns:
                     yield t
 
-    def events(self, after_ns: int | None = None) -> Iterator[TradeTick]:
+    def events(self, after_ns: int | None = None, path: str = "adaptive",
+               position: Callable[[str], int] | None = None) -> Iterator[TradeTick]:
         """All instruments' ticks merged by ``(ts_ns, instrument, seq)``.
 
         Args:
             after_ns: epoch ns UTC; ticks with ``ts_ns <= after_ns`` are skipped (resume after a
                 crash from the last processed event time). None replays everything.
+            path: intra-bar path mode (:func:`bar_path`).
+            position: ``f(instrument) -> signed contracts`` held (``adverse``), read when a bar's
+                ticks are made: the merge reads them as soon as the instrument's previous print is
+                handed out, so it is the position before that print (the previous bar's close) is
+                matched.
+        Raises ValueError for an unknown path mode.
         """
-        streams = [self._ticks(inst, after_ns) for inst in self.instruments]
+        if path not in BAR_PATHS:
+            raise ValueError(f"unknown bar path {path!r}; use one of {BAR_PATHS}")
+        streams = [self._ticks(inst, after_ns, path, position) for inst in self.instruments]
         return heapq.merge(*streams, key=lambda t: (t.ts_ns, t.instrument, t.seq))
 

@@ -4,7 +4,15 @@ Columns: ``time_ct`` (ISO-8601, America/Chicago), ``trading_day``, ``client_orde
 ``strategy``, ``instrument``, ``side``, ``qty`` (contracts), ``price`` (points), ``fee`` (dollars),
 ``trade_id``, ``purpose`` (``grid-entry``, ``grid-tp``, ``hedge-open``..., ``flatten: <reason>``; the
 router reads it from the order's Redis record for an order sent before a restart, and leaves it
-empty for an order that is not ours). Two backtests on the same input write byte-identical files.
+empty for an order that is not ours), ``day_pnl`` (dollars: the trading day's realized net P&L
+after fees, running, up to and including this fill; the day rolls at 17:00 CT as in
+:class:`domain.risk_rules.AccountLedger`, so a day's last row is the day's net P&L that risk's
+per-day table and the session summary show). Two backtests on the same input write
+byte-identical files.
+
+``day_pnl`` is folded here from the fills themselves (:class:`domain.portfolio.Portfolio`, the same
+FIFO fold risk uses), not read from risk: the router writes this file and does not see risk. When
+the file already exists (a restart), its rows are folded first so the running value continues.
 """
 
 from __future__ import annotations
@@ -13,11 +21,14 @@ import csv
 import io
 from pathlib import Path
 
+from decimal import Decimal
+
 from domain.calendar import ns_to_ct, trading_day
-from domain.messages import Fill
+from domain.messages import Fill, Side
+from domain.portfolio import Portfolio
 
 COLUMNS = ("time_ct", "trading_day", "client_order_id", "strategy", "instrument", "side", "qty", "price", "fee",
-           "trade_id", "purpose")
+           "trade_id", "purpose", "day_pnl")
 
 
 class TradeLog:
@@ -27,6 +38,9 @@ class TradeLog:
         self.path = path
         self.rows = 0
         self._buf: io.StringIO | None = None
+        self._book = Portfolio()  # account-wide fold for the running day_pnl
+        self._day: str | None = None
+        self._day_pnl = Decimal(0)
         if path is None:
             self._buf = io.StringIO()
             csv.writer(self._buf, lineterminator="\n").writerow(COLUMNS)
@@ -35,11 +49,27 @@ class TradeLog:
         if not path.exists() or path.stat().st_size == 0:
             with path.open("w", newline="") as fh:
                 csv.writer(fh, lineterminator="\n").writerow(COLUMNS)
+            return
+        for r in csv.DictReader(io.StringIO(path.read_text())):  # a restart: continue the fold
+            self._fold(r["trading_day"], Fill(r["client_order_id"], r["strategy"], r["trade_id"], r["instrument"],
+                                              Side(r["side"]), int(r["qty"]), Decimal(r["price"]),
+                                              Decimal(r["fee"]), 0, 0))
+
+    def _fold(self, day: str, fill: Fill) -> Decimal:
+        """Apply ``fill`` to the running day P&L of ``day``; returns it."""
+        if day != self._day:
+            self._day, self._day_pnl = day, Decimal(0)
+        effect = self._book.apply_fill(fill)
+        if effect is not None:
+            self._day_pnl += effect.realized - effect.fee
+        return self._day_pnl
 
     def write(self, fill: Fill, purpose: str = "") -> None:
-        row = (ns_to_ct(fill.ts_ns).isoformat(), trading_day(fill.ts_ns).isoformat(), fill.client_order_id,
+        day = trading_day(fill.ts_ns).isoformat()
+        day_pnl = self._fold(day, fill)
+        row = (ns_to_ct(fill.ts_ns).isoformat(), day, fill.client_order_id,
                fill.strategy_id, fill.instrument, fill.side.value, fill.qty, str(fill.price), str(fill.fee),
-               fill.trade_id, purpose)
+               fill.trade_id, purpose, str(day_pnl))
         self.rows += 1
         if self._buf is not None:
             csv.writer(self._buf, lineterminator="\n").writerow(row)

@@ -62,6 +62,7 @@ class Watchdog:
         self.restarts_reported: dict[str, int] = {} if restarts_reported is None else restarts_reported
         self.last_status: AccountStatus | None = None
         self._missing: set[str] = set()
+        self._exposed: set[str] = set()  # instruments whose exposure gauge was set
 
     def _alert(self, alert: Alert) -> None:
         self.alerts.append(alert)
@@ -98,8 +99,12 @@ class Watchdog:
                                   msg.ts_ns))
         elif isinstance(msg, ExposureUpdate):
             if m is not None:
-                for sym, q in msg.positions:
+                now = dict(msg.positions)
+                for sym in self._exposed - now.keys():  # flat now: the gauge must not keep the old size
+                    m.exposure_contracts.labels(instrument=sym).set(0)
+                for sym, q in now.items():
                     m.exposure_contracts.labels(instrument=sym).set(q)
+                self._exposed = set(now)
         elif isinstance(msg, WatchdogCheck):
             self._check(msg.ts_ns)
         else:

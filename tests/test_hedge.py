@@ -513,9 +513,6 @@ def test_restore_of_an_empty_manager():
     assert r.snapshot() == h.snapshot() and r.mid is None and r.spacing is None and not r.active
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: snapshot() does not persist low_corr / low_corr_since: a hedge "
-                                       "halved for low correlation doubles back to full after a restart "
-                                       "and stays there for another low_corr_minutes")
 def test_low_correlation_halving_survives_a_restart():
     cfg = HedgeConfig(window=5, low_corr_minutes=3, min_ratio=1.0, max_ratio=1.0)
     h = HedgeManager(cfg, CounterIds())
@@ -536,10 +533,6 @@ def test_low_correlation_halving_survives_a_restart():
     assert exposure(r, 6, -2, ts=ts) == [] and r.target(ts) == -2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: WarmupBars arrive one message per instrument (domain.bars."
-                                       "warmup_messages), but _update_corr pairs returns only when both legs "
-                                       "of the same minute are pending at once: warm-up yields at most 1 pair "
-                                       "and the ratio stays unestimated for `window` live minutes")
 def test_warmup_bars_per_instrument_seed_the_correlation():
     h = make(window=5)
     mes = tuple(bar("MES", m, "6710" if m % 2 else "6700") for m in range(8))
@@ -593,8 +586,6 @@ def test_plugin_defaults_and_validation():
     PLUGIN.check(HedgeParams(), ("MES", "MNQ"), LIMITS)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: HedgeParams.low_corr_minutes is a float but build() truncates it "
-                                       "with int(): 1.5 becomes 1 (and 0.5 becomes 0, halving at once)")
 def test_build_keeps_fractional_low_corr_minutes():
     ctx = StrategyContext("hedge", ("MES", "MNQ"), CounterIds(), SessionCalendar(), LIMITS)
     h = PLUGIN.build(ctx, HedgeParams(low_corr_minutes=1.5))

@@ -57,8 +57,9 @@ def test_live_feed_wall_clock_ticks_when_data_is_quiet(monkeypatch):
     mono = [10**12]
     monkeypatch.setattr("infra.feeds.time.monotonic_ns", lambda: mono[0])
     feed = LiveFeed([], t0)
-    out = feed.handle(TradeTick("MES", t0 + 10**9, Decimal("5000.25"), 1))
-    assert out[0] == (CLOCK_TOPIC, ClockTick(t0 + 10**9))
+    tick = TradeTick("MES", t0 + 10**9, Decimal("5000.25"), 1)
+    out = feed.handle(tick)  # the print to the venue first, then the new minute, then bars and risk
+    assert out == [("prints.MES", tick), (CLOCK_TOPIC, ClockTick(t0 + 10**9)), ("ticks.MES", tick)]
     assert feed.handle(WallClock()) == []  # same minute
     mono[0] += 95 * 10**9  # 95 s of silence: 15:10:06 CT
     out = feed.handle(WallClock())

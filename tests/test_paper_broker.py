@@ -95,9 +95,15 @@ def test_stops_trigger_and_fill_with_slippage(base):
     [f] = b2.on_trade(trade(base + 1, 2))                       # at the stop: triggers
     assert (f.price, f.qty) == (base + Decimal("1.5"), 2)
 
-    # a stop already through the market on arrival fills at once, like a market order
-    [acc, f] = b2.submit(order(Side.SELL, OrderType.STOP, stop=base + 2), 3)
-    assert isinstance(acc, OrderAccepted) and f.price == base + 1 - 2 * TICK
+    # a stop already through the market on arrival takes the next print, like a market order
+    [acc] = b2.submit(order(Side.SELL, OrderType.STOP, stop=base + 2), 3)
+    [f] = b2.on_trade(trade(base + 3, 4))                       # above the stop, still fills: triggered
+    assert isinstance(acc, OrderAccepted) and f.price == base + 3 - 2 * TICK
+    # ... or at once on an exchange with a standing book (the sandbox's model)
+    x = PaperBroker(slippage_ticks=2, fill_on_arrival=True)
+    x.on_trade(trade(base))
+    [acc, f] = x.submit(order(Side.SELL, OrderType.STOP, stop=base + 2), 3)
+    assert isinstance(acc, OrderAccepted) and f.price == base - 2 * TICK
 
     # stops on quotes: buy triggers on the ask, sell on the bid
     b3 = PaperBroker()
@@ -119,8 +125,10 @@ def test_market_orders(base):
     [f] = b.on_trade(trade(base, 7))
     assert (f.price, f.qty, f.ts_ns) == (base + TICK, 2, 7) and b.working_orders() == []
 
-    [acc, f] = b.submit(order(Side.SELL, OrderType.MARKET), 8)  # last known: fills on arrival
-    assert isinstance(acc, OrderAccepted) and (f.price, f.ts_ns) == (base - TICK, 8)
+    [acc] = b.submit(order(Side.SELL, OrderType.MARKET), 8)    # never at a price from before it arrived
+    assert isinstance(acc, OrderAccepted)
+    [f] = b.on_trade(trade(base - 1, 9))                        # ... but on the next print
+    assert (f.price, f.ts_ns) == (base - 1 - TICK, 9)
 
     q = PaperBroker(slippage_ticks=1)
     q.submit(order(Side.SELL, OrderType.MARKET), 1)
@@ -129,11 +137,29 @@ def test_market_orders(base):
     assert [(f.side, f.price) for f in fills] == [(Side.SELL, base - TICK), (Side.BUY, base + 2 * TICK)]
     assert q.last_price("MES") is None                         # quotes are not trades
 
-    # a marketable limit fills at the last price, never worse than its limit
-    [_, f] = b.submit(order(Side.BUY, OrderType.LIMIT, limit=base + 3), 9)
-    assert f.price == base
-    [_, f] = b.submit(order(Side.SELL, OrderType.LIMIT, limit=base), 10)
-    assert f.price == base
+    # a limit marketable on arrival takes the next print still at or better than its limit, with
+    # slippage capped at the limit; if the market moved away it rests as a passive limit
+    b.on_trade(trade(base, 10))
+    [_] = b.submit(order(Side.BUY, OrderType.LIMIT, limit=base + 3), 11)
+    [f] = b.on_trade(trade(base + 1, 12))
+    assert f.price == base + 1 + TICK
+    capped = order(Side.BUY, OrderType.LIMIT, limit=base + 1)
+    b.submit(capped, 13)
+    [f] = b.on_trade(trade(base + 1, 14))
+    assert f.price == base + 1                                  # slippage never past the limit
+    away = order(Side.SELL, OrderType.LIMIT, limit=base + 1)
+    b.submit(away, 15)                                          # marketable against the last print
+    assert b.on_trade(trade(base, 16)) == []                    # the market moved away: it rests
+    assert b.on_trade(trade(base + 1, 17)) == []                # a passive sell needs a print through it
+    [f] = b.on_trade(trade(base + 2, 18))
+    assert (f.client_order_id, f.price) == (away.client_order_id, base + 1)
+    # a last print older than max_price_age_ns is not used to judge marketability: it rests
+    aged = PaperBroker(slippage_ticks=0, max_price_age_ns=5)
+    aged.on_trade(trade(base, 100))
+    stale = order(Side.BUY, OrderType.LIMIT, limit=base + 1)
+    aged.submit(stale, 200)
+    [f] = aged.on_trade(trade(base, 201))                       # a resting limit: filled at its limit
+    assert f.price == base + 1
 
 
 def test_limits_on_quotes(base):
@@ -154,43 +180,43 @@ def test_limits_on_quotes(base):
 
 def test_fees_per_side_times_qty(base):
     b = PaperBroker(slippage_ticks=0)
-    b.on_trade(trade(base))
-    b.on_trade(trade(base * 4, inst="MNQ"))
-    [_, f1] = b.submit(order(Side.BUY, OrderType.MARKET, qty=3), 1)
-    [_, f2] = b.submit(order(Side.SELL, OrderType.MARKET, qty=2, inst="MNQ"), 1)
+    b.submit(order(Side.BUY, OrderType.MARKET, qty=3), 1)
+    b.submit(order(Side.SELL, OrderType.MARKET, qty=2, inst="MNQ"), 1)
+    [f1] = b.on_trade(trade(base, 2))
+    [f2] = b.on_trade(trade(base * 4, 2, inst="MNQ"))
     assert f1.fee == Decimal("1.83") == get_instrument("MES").fee_per_side * 3
     assert f2.fee == Decimal("1.22")
     assert b.fees_paid() == Decimal("3.05") and b.fees_paid("MNQ") == Decimal("1.22")
-    b.on_trade(trade(base, inst="ES"))
-    [_, f3] = b.submit(order(Side.BUY, OrderType.MARKET, inst="ES"), 2)
+    b.submit(order(Side.BUY, OrderType.MARKET, inst="ES"), 2)
+    [f3] = b.on_trade(trade(base, 3, inst="ES"))
     assert f3.fee == Decimal("1.89")
 
 
 def test_position_average_price_and_realized_flip(base):
     b = PaperBroker(slippage_ticks=0)
     for px, side, qty in ((base, Side.BUY, 1), (base + 1, Side.BUY, 1)):
-        b.on_trade(trade(px))
         b.submit(order(side, OrderType.MARKET, qty=qty), 1)
+        b.on_trade(trade(px))
     assert b.positions()["MES"].avg_price == base + Decimal("0.5") and b.position("MES") == 2
-    b.on_trade(trade(base + 2, 5))
     b.submit(order(Side.SELL, OrderType.MARKET, qty=3), 5)     # closes 2 and opens 1 short
+    b.on_trade(trade(base + 2, 5))
     pos = b.positions()["MES"]
     assert (pos.qty, pos.avg_price) == (-1, base + 2)
     assert b.realized_pnl("MES") == Decimal("15.00")            # (2 + 1) points x $5
-    b.on_trade(trade(base + 3, 6))
     b.submit(order(Side.BUY, OrderType.MARKET), 6)              # short loses a point
+    b.on_trade(trade(base + 3, 6))
     assert b.positions() == {} and b.realized_pnl() == Decimal("10.00")
 
     # FIFO partial close: realized is exact, the average of the remaining lots is exact
     f = PaperBroker(slippage_ticks=0)
-    f.on_trade(trade(base))
     f.submit(order(Side.BUY, OrderType.MARKET), 1)
-    f.on_trade(trade(base + TICK))
+    f.on_trade(trade(base))
     f.submit(order(Side.BUY, OrderType.MARKET, qty=2), 1)
+    f.on_trade(trade(base + TICK))
     avg = f.positions()["MES"].avg_price
     assert abs(avg * 3 - (3 * base + 2 * TICK)) < Decimal("1e-25")   # base + 1/6 point
-    f.on_trade(trade(base + 1))
     f.submit(order(Side.SELL, OrderType.MARKET), 2)
+    f.on_trade(trade(base + 1))
     assert f.realized_pnl() == Decimal("5.00")                  # the oldest lot (base) closes first
     assert f.positions()["MES"].avg_price == base + TICK
 
@@ -205,7 +231,7 @@ def test_cancel_is_idempotent(base):
     assert b.cancel("never-seen", 3) == []
     assert b.on_trade(trade(base - 5, 4)) == []                 # a cancelled order never fills
     filled = order(Side.BUY, OrderType.LIMIT, limit=base)
-    assert len(b.submit(filled, 5)) == 2
+    assert len(b.submit(filled, 5)) == 1 and len(b.on_trade(trade(base - 1, 5))) == 1
     assert b.cancel(filled.client_order_id, 6) == []
     a1, a2 = (order(Side.SELL, OrderType.LIMIT, limit=base + k) for k in (1, 2))
     b.submit(a1, 7)

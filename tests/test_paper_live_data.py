@@ -11,13 +11,14 @@ import time
 import uuid
 
 from infra.state_store import StateStore
-from tests.live_support import ROOT, supervisor_env
+from tests.live_support import E2E_PROFILE, ROOT, supervisor_env
 
 
 def test_paper_mode_trades_live_hub_data_with_simulated_fills(gw, redis_url, tmp_path):
     ns = f"test:pl:{uuid.uuid4().hex[:6]}"
     env = supervisor_env(redis_url)
-    args = ["--mode", "paper", "--base-url", gw.base_url, "--namespace", ns, "--run-dir", str(tmp_path),
+    args = ["--mode", "paper", "--profile", E2E_PROFILE, "--base-url", gw.base_url, "--namespace", ns,
+            "--run-dir", str(tmp_path),
             "--metrics-port", "0"]
     proc = subprocess.Popen([sys.executable, str(ROOT / "supervisor.py"), *args], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -12,12 +12,14 @@ import uuid
 from pathlib import Path
 
 from infra.state_store import StateStore
+from tests.live_support import E2E_PROFILE
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(args, env, **kw):
-    return subprocess.Popen([sys.executable, str(ROOT / "supervisor.py"), "--mode", "paper", *args], env=env,
+    return subprocess.Popen([sys.executable, str(ROOT / "supervisor.py"), "--mode", "paper",
+                             "--profile", E2E_PROFILE, *args], env=env,
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 

@@ -165,8 +165,10 @@ def test_a_fill_of_an_order_sent_before_a_restart_keeps_its_purpose_in_the_trade
     restarted = OrderRouter(store, log)
     fill = Fill("grid-MES-1-7", "grid-MES", "T7", "MES", Side.SELL, 1, D("5010.00"), D("0.37"), 0, 2_000)
     assert restarted.handle(fill)
-    row = log.text().splitlines()[-1].split(",")
-    assert (row[2], row[-1]) == ("grid-MES-1-7", "grid-tp")
+    import csv
+    import io
+    row = list(csv.DictReader(io.StringIO(log.text())))[-1]
+    assert (row["client_order_id"], row["purpose"]) == ("grid-MES-1-7", "grid-tp")
 
 
 def test_closing_the_live_broker_finishes_calls_in_flight_then_its_threads_exit(store: StateStore) -> None:

@@ -86,14 +86,17 @@ class EmaCrossParams(BaseModel):
         bar_s: bar period, seconds (120, the peers' 2-minute bars); the node's bar builder makes
             bars of this period for the strategy.
         seed: ``"sma"`` (TA-Lib / backtrader, default) or ``"first"`` (NautilusTrader / pandas).
+
+    Bounds (refused at load beyond them): ``fast``/``slow`` at most 10,000 bars, ``qty`` at most
+    1000 contracts (risk's contract cap applies anyway), ``bar_s`` at most a day (86,400 s).
     """
 
     model_config = STRICT
 
-    fast: Annotated[int, Field(ge=1)] = 10
-    slow: Annotated[int, Field(ge=2)] = 30
-    qty: Annotated[int, Field(ge=1)] = 1
-    bar_s: Annotated[int, Field(gt=0)] = 120
+    fast: Annotated[int, Field(ge=1, le=10_000)] = 10
+    slow: Annotated[int, Field(ge=2, le=10_000)] = 30
+    qty: Annotated[int, Field(ge=1, le=1000)] = 1
+    bar_s: Annotated[int, Field(gt=0, le=86_400)] = 120
     seed: Seed = "sma"
 
     @model_validator(mode="after")

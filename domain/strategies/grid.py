@@ -62,28 +62,34 @@ PosFloat = Annotated[float, Field(gt=0)]
 
 class GridParams(BaseModel):
     """The grid's ``params:`` section (defaults: docs/reference/strategy-seeds.md#parameters; our own
-    choices: docs/strategies/grid-and-hedge.md, "Grid")."""
+    choices: docs/strategies/grid-and-hedge.md, "Grid").
+
+    Every number is bounded: floats finite (``.inf`` / ``.nan`` refused) and every field below an
+    upper bound far outside any sensible setting (e.g. ``atr_multiplier`` <= 10: a spacing of ten
+    ATRs puts no level within a day's range), so a typo such as ``1e300`` is refused at load
+    instead of overflowing the spacing or lot arithmetic of the running actor.
+    """
 
     model_config = STRICT
 
     levels_each_side: Annotated[int, Field(ge=1, le=20)] = 5
-    atr_period: PosInt = 14
-    atr_bar_s: PosInt = 900
-    atr_multiplier: PosFloat = 0.45
-    take_profit_atr: PosFloat = 0.5
+    atr_period: Annotated[int, Field(ge=1, le=1000)] = 14
+    atr_bar_s: Annotated[int, Field(ge=1, le=86_400)] = 900
+    atr_multiplier: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] = 0.45
+    take_profit_atr: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] = 0.5
     """Take-profit distance per leg = take_profit_atr x ATR (points)."""
-    risk_per_lot: Annotated[Decimal, Field(gt=0)] = Decimal(150)
+    risk_per_lot: Annotated[Decimal, Field(gt=0, le=1_000_000, allow_inf_nan=False)] = Decimal(150)
     """R, dollars of 1-ATR risk per base lot."""
-    pyramid_alpha: Annotated[float, Field(ge=0)] = 0.2
-    max_lot: PosInt = 3
-    min_spacing_ticks: PosInt = 4
-    rebuild_shift_spacings: PosFloat = 1.0
-    surge_ratio: PosFloat = 1.5
+    pyramid_alpha: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = 0.2
+    max_lot: Annotated[int, Field(ge=1, le=1000)] = 3
+    min_spacing_ticks: Annotated[int, Field(ge=1, le=100_000)] = 4
+    rebuild_shift_spacings: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 1.0
+    surge_ratio: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 1.5
     """ATR above surge_ratio x its slow EMA = volatility surge."""
-    surge_lot_factor: Annotated[float, Field(gt=0, le=1)] = 0.5
-    surge_spacing_factor: PosFloat = 1.5
-    surge_ema_bars: PosInt = 20
-    recalc_interval_s: PosInt = 60
+    surge_lot_factor: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.5
+    surge_spacing_factor: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] = 1.5
+    surge_ema_bars: Annotated[int, Field(ge=1, le=10_000)] = 20
+    recalc_interval_s: Annotated[int, Field(ge=1, le=86_400)] = 60
 
 
 @dataclass(frozen=True)

@@ -46,18 +46,22 @@ class HedgeParams(BaseModel):
     """The hedge's ``params:`` section (defaults: docs/reference/strategy-seeds.md#hedge-ratio to
     #correlation-breakdown; our own choices: docs/strategies/grid-and-hedge.md, "Hedge").
     The entry's ``instruments`` are ``[primary, hedge]``: the instrument whose net position is
-    hedged (the grid's) and the one traded."""
+    hedged (the grid's) and the one traded.
+
+    Every number is bounded: floats finite (``.inf`` / ``.nan`` refused), ratios at most 10,
+    ``low_corr_minutes`` at most a day (1440), ``window`` at most 10,000 bars, ``bar_s`` at most a
+    day, so a typo is refused at load instead of crashing the running actor."""
 
     model_config = STRICT
 
-    activation_spacings: Annotated[float, Field(gt=0)] = 1.5
-    min_ratio: Annotated[float, Field(gt=0)] = 0.5
-    max_ratio: Annotated[float, Field(gt=0)] = 1.25
-    window: Annotated[int, Field(ge=2)] = 100
-    bar_s: Annotated[int, Field(gt=0)] = 60
-    low_corr: Annotated[float, Field(ge=-1, le=1)] = 0.6
-    low_corr_minutes: Annotated[float, Field(gt=0)] = 15.0
-    low_corr_factor: Annotated[float, Field(gt=0, le=1)] = 0.5
+    activation_spacings: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 1.5
+    min_ratio: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] = 0.5
+    max_ratio: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] = 1.25
+    window: Annotated[int, Field(ge=2, le=10_000)] = 100
+    bar_s: Annotated[int, Field(gt=0, le=86_400)] = 60
+    low_corr: Annotated[float, Field(ge=-1, le=1, allow_inf_nan=False)] = 0.6
+    low_corr_minutes: Annotated[float, Field(gt=0, le=1440, allow_inf_nan=False)] = 15.0
+    low_corr_factor: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.5
     rebalance_band: Annotated[int, Field(ge=0, le=10)] = 1
     min_hold_s: Annotated[int, Field(ge=0, le=14400)] = 600
 
@@ -81,7 +85,7 @@ class HedgeConfig:
     window: int = 100
     bar_s: int = 60
     low_corr: float = 0.6
-    low_corr_minutes: int = 15
+    low_corr_minutes: float = 15.0
     low_corr_factor: float = 0.5
     aggressive_ticks: int = 2
     order_timeout_s: int = 60
@@ -133,6 +137,7 @@ class HedgeManager:
         self.ratio = 1.0
         self.low_corr_since: int | None = None
         self.low_corr = False
+        self._warm: dict[str, list[Bar]] = {}  # warm-up bars of bar_s per leg, until both legs arrived
         self.risk_state = RiskState.ACTIVE
         self.working: dict[str, int] = {}  # client order id -> placement ts
         self.activations = 0
@@ -146,9 +151,7 @@ class HedgeManager:
         if isinstance(msg, Bar):
             return self._on_bar(msg)
         if isinstance(msg, WarmupBars):
-            for b in msg.bars:
-                self._update_corr(b)
-            return []
+            return self._on_warmup(msg)
         if isinstance(msg, StrategyStatus):
             if msg.instrument == self.cfg.primary and msg.spacing > 0:
                 self.mid = Decimal(str(msg.grid_mid))
@@ -174,6 +177,23 @@ class HedgeManager:
         raise RejectedMessage(f"hedge: unexpected message {type(msg).__name__}")
 
     # ------------------------------------------------------------------ estimation
+    def _on_warmup(self, msg: WarmupBars) -> Out:
+        """History seeds the correlation and the last prices, never an order. The node sends one
+        ``WarmupBars`` per instrument and period; returns pair up only minute by minute, so the bars
+        of both legs are kept until both arrived, then fed in time order."""
+        for b in msg.bars:
+            if b.period_s == self.cfg.bar_s and b.instrument in (self.cfg.primary, self.cfg.hedge):
+                self._warm.setdefault(b.instrument, []).append(b)
+        if self.cfg.primary in self._warm and self.cfg.hedge in self._warm:
+            legs = (self.cfg.primary, self.cfg.hedge)
+            for b in sorted((b for sym in legs for b in self._warm[sym]),
+                            key=lambda b: (b.start_ns, legs.index(b.instrument))):
+                self._update_corr(b)
+            for sym in legs:
+                self.last[sym] = self._warm[sym][-1].close  # the newest close, not the first
+            self._warm.clear()
+        return []
+
     def _update_corr(self, bar: Bar) -> None:
         if bar.period_s != self.cfg.bar_s or bar.instrument not in (self.cfg.primary, self.cfg.hedge):
             return
@@ -282,7 +302,8 @@ class HedgeManager:
         return {"corr": self.corr.snapshot(), "last_close": {k: str(v) for k, v in self.last_close.items()},
                 "active": self.active, "activated_ns": self.activated_ns, "ratio": self.ratio, "activations": self.activations,
                 "working": dict(self.working), "mid": str(self.mid) if self.mid is not None else None,
-                "spacing": str(self.spacing) if self.spacing is not None else None}
+                "spacing": str(self.spacing) if self.spacing is not None else None,
+                "low_corr": self.low_corr, "low_corr_since": self.low_corr_since}
 
     def restore(self, d: dict) -> None:
         self.corr = RollingCorrelation.restore(d["corr"])
@@ -294,6 +315,8 @@ class HedgeManager:
         self.working = {k: int(v) for k, v in d.get("working", {}).items()}
         self.mid = Decimal(d["mid"]) if d.get("mid") else None
         self.spacing = Decimal(d["spacing"]) if d.get("spacing") else None
+        self.low_corr = bool(d.get("low_corr", False))
+        self.low_corr_since = d.get("low_corr_since")
 
     def forget_orders(self, client_order_ids: list[str]) -> None:
         """Drop restored working orders that never reached the router."""
@@ -309,7 +332,7 @@ def build(ctx: StrategyContext, p: HedgeParams) -> HedgeManager:
     """The hedge of ``ctx.instruments[0]``'s net position with ``ctx.instruments[1]``."""
     cfg = HedgeConfig(primary=ctx.instruments[0], hedge=ctx.instruments[1], activation_spacings=p.activation_spacings,
                       min_ratio=p.min_ratio, max_ratio=p.max_ratio, window=p.window, bar_s=p.bar_s,
-                      low_corr=p.low_corr, low_corr_minutes=int(p.low_corr_minutes),
+                      low_corr=p.low_corr, low_corr_minutes=p.low_corr_minutes,
                       low_corr_factor=p.low_corr_factor, rebalance_band=p.rebalance_band, min_hold_s=p.min_hold_s)
     return HedgeManager(cfg, ctx.ids, ctx.calendar, strategy_id=ctx.strategy_id)
 

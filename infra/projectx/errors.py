@@ -22,6 +22,8 @@ validation in :mod:`infra.projectx.mapping`; ``reason`` is a short counter key.
 
 from __future__ import annotations
 
+from infra.redact import redact
+
 
 class ProjectXError(Exception):
     """Base of every gateway client error.
@@ -39,7 +41,7 @@ class ProjectXError(Exception):
         self.endpoint = endpoint
         self.code = code
         self.code_name = code_name
-        self.message = message or ""
+        self.message = redact(message or "")  # a gateway message may echo the request (the API key)
         super().__init__(f"{endpoint}: {code_name}" + (f" (code {code})" if code is not None else "")
                          + (f": {self.message}" if self.message else ""))
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
-import re
 import socket
 import threading
 import time
@@ -50,6 +49,7 @@ from infra.projectx.errors import MalformedPayload
 from infra.projectx.mapping import (DepthEntry, GatewayAccount, GatewayOrder, GatewayPosition, GatewayTrade,
                                     parse_account, parse_depth, parse_order, parse_position, parse_trade,
                                     quote_to_tick, trade_print_to_tick, unwrap)
+from infra.redact import RedactFilter
 
 DEFAULT_RTC_URL = "https://rtc.topstepx.com"
 """TopstepX hub host (docs/reference/projectx-gateway.md#hosts); hubs live at ``/hubs/market`` and ``/hubs/user``."""
@@ -59,17 +59,9 @@ TokenProvider = Callable[[bool], str]
 e.g. :meth:`infra.projectx.rest.ProjectXClient.token`."""
 
 
-class _RedactTokens(logging.Filter):
-    """signalrcore logs URLs at DEBUG (``start url:...?access_token=...``): never let a token out."""
-
-    _PATTERN = re.compile(r"(access_token=)[^&\s'\"]+|(Bearer )[^\s'\"]+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if "access_token=" in text or "Bearer " in text:
-            record.msg = self._PATTERN.sub(lambda m: (m.group(1) or m.group(2)) + "<redacted>", text)
-            record.args = None
-        return True
+class _RedactTokens(RedactFilter):
+    """signalrcore logs URLs at DEBUG (``start url:...?access_token=...``): never let a token out
+    (the one redaction of log lines and alerts, :mod:`infra.redact`)."""
 
 
 logging.getLogger("SignalRCoreClient").addFilter(_RedactTokens())

@@ -7,7 +7,12 @@ Two layers:
    (REST bodies are decoded with ``parse_float=Decimal``; hub floats go through ``str`` so ``6650.25``
    stays ``6650.25``), timestamps become epoch ns UTC. Anything missing, non-finite, negative or of
    the wrong type raises :class:`~infra.projectx.errors.MalformedPayload` with a short ``reason``
-   (the hubs count and drop those; REST callers see the exception).
+   (the hubs count and drop those; REST callers see the exception). So does a number whose
+   magnitude exceeds :data:`MAX_NUMBER` (``out_of_range:<key>``: a price of ``1e308`` is not a
+   price, and Decimal arithmetic on it would overflow), a numeric text longer than
+   :data:`MAX_TEXT` characters, a string field longer than :data:`MAX_TEXT` and an unparsable or
+   out-of-range timestamp (``bad_timestamp:<key>``). No other exception type leaves a parser or
+   mapper for any JSON input.
 2. domain mapping: quotes/prints -> :class:`QuoteTick`/:class:`TradeTick`, HalfTrade ->
    :class:`Fill`, order -> status event, position -> :class:`PositionSnapshot`,
    :class:`OrderIntent` -> ``Order/place`` arguments.
@@ -103,6 +108,16 @@ EXTERNAL_STRATEGY = "external"
 
 # --------------------------------------------------------------------------- field validation
 
+MAX_NUMBER = Decimal(10) ** 15
+"""Largest magnitude of any gateway number (prices, sizes, ids, dollars): far above every real
+value (ids are 32/64-bit, balances below 1e12 dollars), far below where Decimal arithmetic overflows."""
+
+MAX_TEXT = 256
+"""Longest numeric text or string field accepted (ids, names, contract ids, tags are short)."""
+
+MAX_TS_NS = 2 ** 63 - 1
+"""Latest timestamp accepted, epoch ns (int64, year 2262)."""
+
 def _field(obj: Mapping[str, Any], key: str) -> Any:
     if not isinstance(obj, Mapping):
         raise MalformedPayload("not_an_object", type(obj).__name__)
@@ -120,16 +135,29 @@ def to_decimal(value: Any, key: str = "value") -> Decimal:
         raise MalformedPayload(f"bad_number:{key}", repr(value))
     if isinstance(value, Decimal):
         d = value
+    elif isinstance(value, str) and len(value) > MAX_TEXT:
+        raise MalformedPayload(f"bad_number:{key}", f"text of {len(value)} characters")
     elif isinstance(value, (int, float, str)):
         try:
             d = Decimal(str(value).strip())
-        except InvalidOperation:
-            raise MalformedPayload(f"bad_number:{key}", repr(value)) from None
+        except (InvalidOperation, ValueError):  # ValueError: an int beyond the str conversion limit
+            raise MalformedPayload(f"bad_number:{key}", _short(value)) from None
     else:
-        raise MalformedPayload(f"bad_number:{key}", repr(value))
+        raise MalformedPayload(f"bad_number:{key}", _short(value))
     if not d.is_finite():
-        raise MalformedPayload(f"nan:{key}", repr(value))
+        raise MalformedPayload(f"nan:{key}", _short(value))
+    if abs(d) > MAX_NUMBER:
+        raise MalformedPayload(f"out_of_range:{key}", _short(value))
     return d
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters (error messages and logs stay short)."""
+    try:
+        r = repr(value)
+    except Exception:  # noqa: BLE001 - a repr must not raise out of a parser
+        r = f"<{type(value).__name__}>"
+    return r if len(r) <= limit else r[:limit - 3] + "..."
 
 
 def _dec(obj: Mapping[str, Any], key: str, *, positive: bool = False) -> Decimal:
@@ -149,7 +177,7 @@ def _int(obj: Mapping[str, Any], key: str, *, minimum: int | None = 0) -> int:
         raise MalformedPayload(f"bad_int:{key}", repr(value))
     d = to_decimal(value, key)
     if d != d.to_integral_value():
-        raise MalformedPayload(f"bad_int:{key}", repr(value))
+        raise MalformedPayload(f"bad_int:{key}", _short(value))
     if minimum is not None and d < minimum:
         raise MalformedPayload(f"negative:{key}" if minimum == 0 else f"out_of_range:{key}", str(d))
     return int(d)
@@ -157,15 +185,20 @@ def _int(obj: Mapping[str, Any], key: str, *, minimum: int | None = 0) -> int:
 
 def _str(obj: Mapping[str, Any], key: str) -> str:
     value = _field(obj, key)
-    if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value) == "":
-        raise MalformedPayload(f"bad_string:{key}", repr(value))
-    return str(value)
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise MalformedPayload(f"bad_string:{key}", _short(value))
+    if isinstance(value, int) and abs(value) > MAX_NUMBER:
+        raise MalformedPayload(f"out_of_range:{key}", _short(value))
+    text = str(value)
+    if text == "" or len(text) > MAX_TEXT:
+        raise MalformedPayload(f"bad_string:{key}", _short(value))
+    return text
 
 
 def _bool(obj: Mapping[str, Any], key: str, default: bool | None = None) -> bool:
     value = obj.get(key, default) if isinstance(obj, Mapping) else None
     if not isinstance(value, bool):
-        raise MalformedPayload(f"missing:{key}" if value is None else f"bad_bool:{key}", repr(value))
+        raise MalformedPayload(f"missing:{key}" if value is None else f"bad_bool:{key}", _short(value))
     return value
 
 
@@ -179,16 +212,23 @@ def _enum(obj: Mapping[str, Any], key: str, enum_cls: type[enum.IntEnum]) -> Any
 
 def _ts(obj: Mapping[str, Any], key: str) -> int:
     value = _field(obj, key)
-    ns = parse_utc_ns(value) if isinstance(value, str) else None
-    if ns is None:
-        raise MalformedPayload(f"bad_timestamp:{key}", repr(value))
+    try:
+        ns = parse_utc_ns(value) if isinstance(value, str) and len(value) <= MAX_TEXT else None
+    except (ValueError, OverflowError):
+        ns = None
+    if ns is None or not 0 <= ns <= MAX_TS_NS:
+        raise MalformedPayload(f"bad_timestamp:{key}", _short(value))
     return ns
 
 
 def _on_tick(price: Decimal, tick_size: Decimal, key: str) -> Decimal:
     if price <= 0:
         raise MalformedPayload(f"non_positive:{key}", str(price))
-    if price % tick_size != 0:
+    try:
+        off = price % tick_size != 0
+    except ArithmeticError:  # beyond Decimal precision: cannot be on any tick grid we trade
+        off = True
+    if off:
         raise MalformedPayload(f"off_tick:{key}", f"{price} not a multiple of {tick_size}")
     return price
 

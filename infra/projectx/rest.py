@@ -46,6 +46,7 @@ from infra.projectx.mapping import (UNIT_SECONDS, WORKING_STATUSES, BarUnit, Gat
 from infra.projectx.ratelimit import (DEFAULT_BARS, DEFAULT_GENERAL, RateLimit, SlidingWindowLimiter,
                                      default_entry_headroom)
 from infra.projectx.transport import StdlibHTTPTransport
+from infra.redact import redact, register
 
 DEFAULT_BASE_URL = "https://api.topstepx.com"
 """TopstepX REST host (docs/reference/projectx-gateway.md#hosts)."""
@@ -139,7 +140,7 @@ class ProjectXClient:
             raise ValueError(f"bars_per_request must be 3..{MAX_BARS_PER_REQUEST}")
         self.base_url = base_url.rstrip("/")
         self._username = username
-        self._api_key = api_key
+        self._api_key = register(api_key)  # redacted from every log line and alert
         # An httpx transport called directly: httpx.Client's per-request machinery (URL merging,
         # cookies, auth and redirect flows, event hooks) costs ~0.3 ms of CPU per call, and this API
         # needs none of it; the transport is http.client's (infra/projectx/transport.py), about half
@@ -203,7 +204,7 @@ class ProjectXClient:
         token = data.get("token")
         if not isinstance(token, str) or not token:
             raise pxe.AuthenticationFailed("Auth/loginKey", None, "NoToken", "login succeeded without a token")
-        self._token, self._token_at = token, self._clock()
+        self._token, self._token_at = register(token), self._clock()
         logger.info("ProjectX: logged in as {}", self._username)
 
     def _refresh(self) -> None:
@@ -213,7 +214,7 @@ class ProjectXClient:
             token = data.get("newToken")
             if not isinstance(token, str) or not token:
                 raise pxe.AuthenticationFailed("Auth/validate", None, "NoToken", "validate returned no newToken")
-            self._token, self._token_at = token, self._clock()
+            self._token, self._token_at = register(token), self._clock()
             logger.info("ProjectX: session token refreshed (validate)")
         except pxe.ProjectXError as e:
             logger.warning("ProjectX: validate failed ({}), logging in again", e.code_name)
@@ -357,9 +358,9 @@ class ProjectXClient:
                     failure = pxe.RateLimited(endpoint, "HTTP 429 Too Many Requests", _retry_after(resp))
                 elif status >= 500:
                     kind = pxe.AmbiguousOutcome if write else pxe.TransportFailure
-                    failure = kind(endpoint, status, f"HTTP{status}", resp.text[:200])
+                    failure = kind(endpoint, status, f"HTTP{status}", redact(resp.text)[:200])
                 elif status != 200:
-                    raise pxe.RequestNotSent(endpoint, status, f"HTTP{status}", resp.text[:200])
+                    raise pxe.RequestNotSent(endpoint, status, f"HTTP{status}", redact(resp.text)[:200])
                 else:
                     try:
                         data = resp.json(parse_float=Decimal)
@@ -367,7 +368,7 @@ class ProjectXClient:
                         data = None
                     if not isinstance(data, dict) or not isinstance(data.get("success"), bool):
                         kind = pxe.AmbiguousOutcome if write else pxe.TransportFailure
-                        failure = kind(endpoint, 200, "MalformedResponse", resp.text[:200])
+                        failure = kind(endpoint, 200, "MalformedResponse", redact(resp.text)[:200])
                     elif not data["success"]:
                         code = data.get("errorCode")
                         raise pxe.error_for(endpoint, code if isinstance(code, int) else None,

@@ -1,7 +1,7 @@
 """The sandbox venue: accounts, orders (with OCO brackets), positions and half-trades in gateway shapes.
 
 Matching is :class:`infra.paper_broker.PaperBroker` (one per account) with ``slippage_ticks=0``
-and ``fill_on_touch=False``: full fills only; a resting limit fills at its limit when a print
+and ``fill_on_touch=False`` and ``fill_on_arrival=True`` (an exchange has a standing book): full fills only; a resting limit fills at its limit when a print
 trades *through* it; a stop triggers on a print at or beyond it and fills at that print; a market
 order fills at the last trade price (or, before the first tick of the replay, at the next print);
 a marketable order fills on arrival at the last price. Positions and per-fill realized P&L come
@@ -168,7 +168,7 @@ class _Account:
     def __init__(self, spec: AccountSpec) -> None:
         self.spec = spec
         self.balance = spec.balance
-        self.broker = PaperBroker(slippage_ticks=0, fill_on_touch=False, id_prefix=f"A{spec.id}")
+        self.broker = PaperBroker(slippage_ticks=0, fill_on_touch=False, id_prefix=f"A{spec.id}", fill_on_arrival=True)
         self.portfolio = Portfolio()
         self.orders: dict[int, _Order] = {}
         self.by_paper_id: dict[str, int] = {}

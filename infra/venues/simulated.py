@@ -30,6 +30,8 @@ class SimulatedVenue:
         slippage_ticks: market and stop orders fill this many ticks worse than the trigger print.
         fill_on_touch: a limit fills when touched (True) or only when traded through (False).
         writer: the :class:`infra.persistence.WriteBehind` for the once-a-minute clock record.
+        max_price_age_s: a last print older than this (event time, seconds) never decides whether
+            an arriving order is marketable (:class:`PaperBroker`); None = no limit.
     """
 
     BLOB = "paper_broker"
@@ -37,7 +39,7 @@ class SimulatedVenue:
     matches_ticks = True
 
     def __init__(self, store: Any | None, slippage_ticks: int = 1, fill_on_touch: bool = False,
-                 writer: Any | None = None) -> None:
+                 writer: Any | None = None, max_price_age_s: float | None = None) -> None:
         self.store = store
         self.writer = writer
         self.lock = threading.RLock()
@@ -51,9 +53,12 @@ class SimulatedVenue:
             if clock.get("last_key") and (self.last_key is None or tuple(clock["last_key"]) > self.last_key):
                 # ticks without fills after the last full save: how far matching got, last prices
                 self.last_key, self.last_ts = tuple(clock["last_key"]), int(clock["last_ts"])
-                self.broker.set_last_prices({k: Decimal(v) for k, v in clock.get("last", {}).items()})
+                self.broker.set_last_prices({k: Decimal(v) for k, v in clock.get("last", {}).items()},
+                                            {k: int(v) for k, v in clock.get("last_times", {}).items()})
         else:
-            self.broker = PaperBroker(slippage_ticks=slippage_ticks, fill_on_touch=fill_on_touch)
+            self.broker = PaperBroker(slippage_ticks=slippage_ticks, fill_on_touch=fill_on_touch,
+                                      max_price_age_ns=None if max_price_age_s is None
+                                      else int(max_price_age_s * 1_000_000_000))
             self.last_ts = 0
             self.last_key: tuple | None = None
         self._saved_minute = -1
@@ -125,7 +130,8 @@ class SimulatedVenue:
                 # snapshot (every fill of the session) is written when orders or fills change
                 self._saved_minute = minute
                 clock = {"last_ts": self.last_ts, "last_key": list(self.last_key),
-                         "last": {k: str(v) for k, v in self.broker.last_prices().items()}}
+                         "last": {k: str(v) for k, v in self.broker.last_prices().items()},
+                         "last_times": self.broker.last_times()}
                 write = lambda: self.store.save_blob(self.CLOCK_BLOB, clock)  # noqa: E731
                 self.writer.put(self.CLOCK_BLOB, write) if self.writer is not None else write()
             return fills
