@@ -256,9 +256,9 @@ class RuntimeParams(BaseModel):
     arriving order marketable (infra/paper_broker.py)."""
     bar_path: Literal["adaptive", "adverse"] = "adaptive"
     """Order of high and low inside a replayed bar (infra/replay.py ``bar_path``): ``adaptive``
-    O-L-H-C on a bullish bar, O-H-L-C on a bearish one; ``adverse`` the move in favour of the
-    position held first (its exits fill before the entries on the other side: no round trip inside
-    a bar). A backtest also reports its net under the other path."""
+    O-L-H-C on a bullish bar, O-H-L-C on a bearish one; ``adverse`` the extreme against the position
+    held first (flat: the bar's direction first). A backtest also reports its net under the other
+    path."""
     heartbeat_s: Annotated[float, Field(ge=0.05, le=60, allow_inf_nan=False)] = 1.0
     """Watchdog check / heartbeat period, seconds (0.05..60)."""
     stale_data_s: Annotated[float, Field(ge=1, le=86_400, allow_inf_nan=False)] = 30.0

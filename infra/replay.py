@@ -17,11 +17,10 @@ A bar carries no intra-bar order of prices, so each bar is replayed as **four tr
 
 - ``adaptive`` (default): bullish or flat bar (``close >= open``): ``open -> low -> high -> close``
   (assumed to dip first); bearish bar (``close < open``): ``open -> high -> low -> close``;
-- ``adverse`` (``runtime.bar_path``): the move in favour of the position held first, so its
-  resting exits fill before the entries on the other side (long: high first; short: low first;
-  flat: the reverse of adaptive): no round trip inside one bar. A backtest reports its net under
-  both paths, so how much a result owes to this guess is visible (actors/node.py
-  ``Node.run_backtest``);
+- ``adverse`` (``runtime.bar_path``): the extreme against the position held first (long: low
+  first; short: high first; flat: the reverse of adaptive), so a loss rule meets the bar's worst
+  price before its recovery. A backtest reports its net under both paths, so how much a result
+  owes to this guess is visible (actors/node.py ``Node.run_backtest``);
 - tick times: bar start + 0, period/4, period/2 and 3*period/4 (for a 2-minute bar: +0 s, +30 s,
   +60 s, +90 s), so every tick lies inside ``[start, start + period)``;
 - sizes: ``volume // 4`` on each of the first three ticks, the remainder on the close tick, so the
@@ -408,10 +407,10 @@ def bar_path(row: BarRow, mode: str = "adaptive", position: int = 0) -> tuple[De
     """The four replay prices of a bar.
 
     ``adaptive``: O-L-H-C if ``close >= open`` else O-H-L-C (the bar's direction comes last).
-    ``adverse``: the move in favour of ``position`` (signed contracts held when the bar opens) first
-    (long: O-H-L-C; short: O-L-H-C), so the resting exits above a long (below a short) fill before
-    the resting entries on the other side, and no entry and its exit both fill inside one bar;
-    flat: the reverse of ``adaptive`` (the bar's direction first).
+    ``adverse``: the extreme against ``position`` (signed contracts held when the bar opens) first:
+    long -> O-L-H-C, short -> O-H-L-C (the deepest drawdown of the bar comes before its recovery,
+    so a loss limit or a stop meets the worst price first); flat -> the reverse of ``adaptive``
+    (the bar's direction first).
     Raises ValueError for an unknown mode.
     """
     if mode not in BAR_PATHS:
@@ -420,7 +419,7 @@ def bar_path(row: BarRow, mode: str = "adaptive", position: int = 0) -> tuple[De
     if mode == "adaptive":
         low_first = adaptive_low_first
     else:
-        low_first = position < 0 if position else not adaptive_low_first
+        low_first = position > 0 if position else not adaptive_low_first
     if low_first:
         return row.open, row.low, row.high, row.close
     return row.open, row.high, row.low, row.close

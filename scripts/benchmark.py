@@ -84,7 +84,7 @@ def bench_backtest(data: Path, run_dir: Path) -> dict:
     from infra.replay import _load_bars_cached
     _load_bars_cached.cache_clear()  # time the file parsing too, as a user's run pays it
     t0 = time.perf_counter()
-    summary = Node(cfg, MODES["backtest"], trades_csv=run_dir / "bench_trades.csv").run_backtest()
+    summary = Node(cfg, MODES["backtest"], trades_csv=run_dir / "bench_trades.csv").run_backtest(both_paths=False)
     secs = time.perf_counter() - t0
     return {"sessions": days, "bars": bars, "events": summary.events, "seconds": secs,
             "bars_per_s": bars / secs, "events_per_s": summary.events / secs, "fills": summary.fills,

@@ -143,8 +143,8 @@ def test_adaptive_path(close, position, expected):
 
 
 @pytest.mark.parametrize("close, position, expected", [
-    ("up", 2, "OHLC"), ("down", 2, "OHLC"),      # long: the move in its favour first (exits before entries)
-    ("up", -1, "OLHC"), ("down", -1, "OLHC"),    # short: down first
+    ("up", 2, "OLHC"), ("down", 2, "OLHC"),      # long: the extreme against it (the low) first
+    ("up", -1, "OHLC"), ("down", -1, "OHLC"),    # short: the high first
     ("up", 0, "OHLC"), ("down", 0, "OLHC"),      # flat: the reverse of adaptive
 ])
 def test_adverse_path(close, position, expected):
