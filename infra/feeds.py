@@ -314,14 +314,18 @@ class LiveFeed:
 
 # --------------------------------------------------------------------------- sources
 
-DATA_FILES = {"MES": "ES_2min.csv.gz", "ES": "ES_2min.csv.gz", "MNQ": "NQ_2min.csv.gz", "NQ": "NQ_2min.csv.gz"}
-"""Recorded file per instrument: ES prices stand for ES and MES, NQ prices for NQ and MNQ
-(data/demo/README.md)."""
+DATA_FILES = {sym: (f"{root}_1min.csv.gz", f"{root}_2min.csv.gz")
+              for sym, root in (("MES", "ES"), ("ES", "ES"), ("MNQ", "NQ"), ("NQ", "NQ"))}
+"""Recorded files per instrument, finest first: ES prices stand for ES and MES, NQ prices for NQ
+and MNQ (data/demo/README.md). The finest file in the folder is replayed: 1-minute bars, when
+there, give the intra-bar path twice the resolution of 2-minute bars (the strategies build their
+own 1/5/15-minute bars from the prints either way)."""
 
 
 def open_replay(data_dir: Path, instruments: tuple[str, ...], start: Any = None, end: Any = None) -> ReplaySource:
-    """The replay of ``instruments`` from ``data_dir``. Without ``start``, the first trading day of
-    the data only warms the indicators up and trading starts on the second.
+    """The replay of ``instruments`` from ``data_dir`` (the finest file of each, :data:`DATA_FILES`).
+    Without ``start``, the first trading day of the data only warms the indicators up and trading
+    starts on the second.
 
     Rows the loader drops are counted by reason in the source's ``rejects`` (never an error).
 
@@ -335,12 +339,13 @@ def open_replay(data_dir: Path, instruments: tuple[str, ...], start: Any = None,
     """
     files = {}
     for sym in instruments:
-        name = DATA_FILES.get(sym)
-        if name is None:
+        names = DATA_FILES.get(sym)
+        if names is None:
             raise ValueError(f"no recorded data file for {sym}; recorded: {sorted(DATA_FILES)}")
-        path = Path(data_dir) / name
-        if not path.is_file():
-            raise FileNotFoundError(f"market data file not found: {path}")
+        path = next((Path(data_dir) / n for n in names if (Path(data_dir) / n).is_file()), None)
+        if path is None:
+            raise FileNotFoundError(f"market data file not found: {Path(data_dir) / names[-1]} "
+                                    f"(nor {', '.join(names[:-1])})")
         files[sym] = path
     whole = ReplaySource(files, warmup_days=0)
     for sym in whole.instruments:

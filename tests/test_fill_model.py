@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -174,3 +175,38 @@ def test_a_timestamps_prints_reach_the_venue_before_any_strategy_reacts():
     t = 1_775_660_400_000_000_000
     out = FeedCore().route_batch([TradeTick("MES", t, D("6600.00"), 1, 1), TradeTick("MNQ", t, D("24600.00"), 1, 1)])
     assert [d for d, _ in out] == ["prints.MES", "prints.MNQ", "clock", "ticks.MES", "ticks.MNQ"]
+
+
+DATABENTO_1M = next((p / "databento_es_nq_samples" / "ES_NQ_U4_ohlcv-1m_2024-07-01T23-40Z_2024-07-02T00-10Z.csv"
+                     for p in (ROOT.parent / "shared" / "data", Path("/work/shared/data")) if p.exists()), None)
+
+
+@pytest.mark.skipif(DATABENTO_1M is None or not DATABENTO_1M.exists(), reason="shared Databento sample not found")
+def test_finer_bars_in_the_folder_give_the_path(tmp_path):
+    """With ES_1min/NQ_1min files beside (or instead of) the 2-minute ones, the replay uses them:
+    four prints 15 s apart per 1-minute bar. Real ES/NQ 1-minute bars (Databento sample), written in
+    the recorded files' format (US/Eastern wall-clock time, symbol column)."""
+    import csv
+    import gzip
+    from zoneinfo import ZoneInfo
+
+    from infra.feeds import open_replay
+    et = ZoneInfo("America/New_York")
+    rows: dict[str, list] = {"ES": [], "NQ": []}
+    with DATABENTO_1M.open() as fh:
+        for r in csv.DictReader(fh):
+            root = r["symbol"][:2]
+            when = dt.datetime.fromisoformat(r["ts_event"]).astimezone(et).strftime("%Y-%m-%d %H:%M:%S")
+            rows[root].append([when, r["open"], r["high"], r["low"], r["close"], r["volume"], root])
+    for root, data in rows.items():
+        with gzip.open(tmp_path / f"{root}_1min.csv.gz", "wt", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["datetime", "open", "high", "low", "close", "volume", "symbol"])
+            w.writerows(data)
+    source = open_replay(tmp_path, ("MES", "MNQ"))
+    assert {r.period_s for sym in source.instruments for r in source.bars(sym)} == {60}
+    es = [t for t in source.events() if t.instrument == "MES"][:4]
+    assert [t.ts_ns - es[0].ts_ns for t in es] == [0, 15 * 10**9, 30 * 10**9, 45 * 10**9]
+    cfg = load_config(None, PROFILE, {"runtime": {"data_dir": str(tmp_path), "run_dir": str(tmp_path)}})
+    s = Node(cfg, MODES["backtest"], trades_csv=tmp_path / "t.csv").run_backtest()
+    assert s.events == sum(4 * len(source.bars(sym)) for sym in source.instruments) and s.rules_ok

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import itertools
 import queue
-import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
+
+from actors.core import wait_until
 
 from domain.messages import (Fill, OrderAccepted, OrderCancelled, OrderIntent, OrderModified, OrderRejected,
                              OrderType, Side, TradeTick)
@@ -56,14 +57,9 @@ def px(ticks: int) -> Decimal:
     return BASE + ticks * TICK
 
 
-def wait(cond: Callable[[], bool], timeout: float = 3.0, interval: float = 0.01) -> bool:
+def wait(cond: Callable[[], bool], timeout: float = 3.0) -> bool:
     """Poll ``cond`` until it holds (True) or ``timeout`` seconds passed (its last value)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(interval)
-    return cond()
+    return wait_until(cond, timeout=timeout, interval=0.01)
 
 
 # --------------------------------------------------------------------------- drivers
