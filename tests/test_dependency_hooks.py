@@ -528,7 +528,30 @@ def _contains(spec: str, version: str) -> bool:
     return True
 
 
-@pytest.mark.parametrize("package", ["pykka", "signalrcore"])
+def test_loguru_file_sink_is_where_the_redacting_log_setup_builds_it(tmp_path) -> None:
+    """infra/logs.py builds loguru's private ``loguru._file_sink.FileSink`` (what ``logger.add(path,
+    rotation=, retention=)`` builds) to wrap it in the redaction of infra/redact.py, which calls its
+    ``write``, ``stop`` (and ``flush`` when present)."""
+    try:
+        from loguru._file_sink import FileSink
+    except ImportError as e:  # pragma: no cover - the loud failure
+        raise AssertionError(f"loguru {importlib.metadata.version('loguru')} moved loguru._file_sink.FileSink, used "
+                             f"by infra/logs.py setup_logging: build the file sink another way or pin loguru lower") from e
+    sink = FileSink(str(tmp_path / "x_{time:YYYY-MM-DD}.log"), rotation="00:00", retention=14)
+    for name in ("write", "stop"):
+        assert callable(getattr(sink, name, None)), (
+            f"loguru FileSink lost {name}(), which infra/redact.py RedactingSink calls: update it or pin loguru lower")
+    from loguru import logger
+    handler = logger.add(sink, format="{message}", level="INFO", filter=lambda r: r["extra"].get("hook_test"))
+    try:
+        logger.bind(hook_test=True).info("a line")  # loguru hands the sink its Message (a str with .record)
+    finally:
+        logger.remove(handler)
+        sink.stop()
+    assert [p.read_text() for p in tmp_path.glob("x_*.log")] == ["a line\n"]
+
+
+@pytest.mark.parametrize("package", ["pykka", "signalrcore", "loguru"])
 def test_installed_version_is_inside_the_pin(package: str) -> None:
     """Both pins carry an upper bound, and the installed version satisfies them: a resolver or a
     hand-run ``pip install -U`` that ignored the pin is noticed here."""
