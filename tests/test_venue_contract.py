@@ -34,7 +34,7 @@ from domain.messages import (Fill, OrderAccepted, OrderCancelled, OrderIntent, O
 from domain.ports import ExecutionVenue
 from infra.projectx.broker import ProjectXBroker
 from infra.projectx.rest import ProjectXClient
-from infra.sandbox.exchange import EventAction, UserEvent
+from infra.sandbox.exchange import EventAction
 from infra.sandbox.server import SandboxConfig, SandboxGateway
 from infra.sandbox.wire import iso
 from infra.venues.simulated import SimulatedVenue
@@ -241,37 +241,6 @@ class SimulatedDriver(Driver):
         self.venue = SimulatedVenue(self.store, slippage_ticks=self.slippage_ticks, fill_on_touch=False)
 
 
-def _print_trade(gw: SandboxGateway, instrument: str, price: Decimal, size: int, seq: int, *,
-                 drop_user_hub: bool = False) -> None:
-    """Make the sandbox's exchange trade ``size`` at ``price`` now (1 ms after its clock) and push
-    the user events of the fills, as one replayed tick does (``SandboxGateway._emit``). The
-    sandbox has no public API for a chosen print (its market is a replay of recorded bars), so
-    this reaches into it; only the market hub's quote is not sent (the broker does not use it).
-
-    ``drop_user_hub``: first abort the user hub's sockets, as the ``drop_connections("user")``
-    fault does, in the same turn of the gateway's event loop: the client reconnects at once after
-    a drop, so only this way is the fill surely made while no connection is subscribed."""
-    ts = (gw.now_ns() // 1000 + 1000) * 1000
-
-    async def emit() -> None:
-        if drop_user_hub:
-            gw._hubs.abort_all("user")
-        gw._clock.emitted(ts)
-        gw._hubs.publish_user(gw._exchange.on_trade(TradeTick(instrument, ts, price, size, seq)))
-    gw._call(emit)
-
-
-def _publish(gw: SandboxGateway, kind: str, data: dict[str, Any], action: EventAction,
-             clock_ns: int | None = None) -> None:
-    """Push one user event to the user hub's subscribers, as the gateway would (first moving the
-    sandbox clock to ``clock_ns`` when given)."""
-    async def emit() -> None:
-        if clock_ns is not None:
-            gw._clock.emitted(clock_ns)
-        gw._hubs.publish_user([UserEvent(ACCOUNT, kind, data, action)])
-    gw._call(emit)
-
-
 class ProjectXDriver(Driver):
     """ProjectXBroker over the sandbox gateway (manual mode, fresh per test)."""
 
@@ -326,7 +295,7 @@ class ProjectXDriver(Driver):
         if disorder:
             self.gw.faults.reorder_events(4)
         drop, self._drop_at_next_print = self._drop_at_next_print, False
-        _print_trade(self.gw, INSTRUMENT, price, size, next(self._seq), drop_user_hub=drop)
+        self.gw.print_trade(INSTRUMENT, price, size, next(self._seq), drop_user_hub=drop)
 
     def partial_fill(self, accepted: OrderAccepted, price: Decimal, sizes: list[int]) -> None:
         """The sandbox's exchange never fills partially (docs/sandbox.md, "Not modelled"), so the
@@ -335,7 +304,7 @@ class ProjectXDriver(Driver):
         does not see them (its REST searches do not show these fills)."""
         for size in sizes:
             ts = (self.gw.now_ns() // 1000 + 1000) * 1000
-            _publish(self.gw, "trade", {
+            self.gw.publish_user_event(ACCOUNT, "trade", {
                 "id": next(self._synthetic), "accountId": ACCOUNT, "contractId": self.contract,
                 "creationTimestamp": iso(ts), "price": price, "profitAndLoss": None, "fees": Decimal("0.61") * size,
                 "commissions": Decimal(0), "side": 0, "size": size, "voided": False,
@@ -344,7 +313,7 @@ class ProjectXDriver(Driver):
     def lose_connection(self, during: Callable[[], None]) -> None:
         """Abort the user hub's socket (the sandbox's ``drop_connections`` fault) and run ``during``
         in the gap: a print in ``during`` aborts the socket in the same loop turn as its fills
-        (:func:`_print_trade`), otherwise the socket is aborted after ``during``. Returns once the
+        (``SandboxGateway.print_trade``), otherwise the socket is aborted after ``during``. Returns once the
         hub is back and has asked for a reconciliation."""
         connects = self.venue.hub.connects
         self._drop_at_next_print = True
@@ -360,7 +329,7 @@ class ProjectXDriver(Driver):
         broker ignores it, but takes its time as its ``last_ts``) and wait until the broker's event
         worker reached it; the hub and the worker keep order, so every earlier event is handled."""
         marker = (max(self.venue.last_ts, self.gw.now_ns()) // 1000 + 1) * 1000
-        _publish(self.gw, "order", {
+        self.gw.publish_user_event(ACCOUNT, "order", {
             "id": 199_999_999, "accountId": ACCOUNT, "contractId": self.contract, "creationTimestamp": iso(marker),
             "updateTimestamp": iso(marker), "status": 3, "type": 1, "side": 0, "size": 1, "limitPrice": BASE,
             "fillVolume": 0, "customTag": None}, EventAction.DELETE)

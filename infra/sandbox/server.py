@@ -333,6 +333,40 @@ class SandboxGateway:
     async def _abort(self, hub: str | None) -> None:
         self._hubs.abort_all(hub)
 
+    # ------------------------------------------------------------------ manual market (tests)
+
+    def print_trade(self, instrument: str, price: Any, size: int = 1, seq: int = 0, *,
+                    drop_user_hub: bool = False) -> int:
+        """Make the exchange trade ``size`` contracts of ``instrument`` at ``price`` (points) now,
+        1 ms after the sandbox clock, and push the user events of the fills, as one replayed tick
+        does (only the market hub's quote is not sent). For tests that need a chosen print.
+
+        ``drop_user_hub``: first abort the user hub's sockets, in the same turn of the gateway's
+        loop, so the fill is surely made while no client is subscribed (a client reconnects at
+        once after a plain drop). Returns the print's time, epoch ns UTC."""
+        ts = (self.now_ns() // 1000 + 1000) * 1000
+
+        async def emit() -> None:
+            if drop_user_hub:
+                self._hubs.abort_all("user")
+            self._clock.emitted(ts)
+            self._hubs.publish_user(self._exchange.on_trade(TradeTick(instrument, ts, price, size, seq)))
+        self._call(emit)
+        return ts
+
+    def publish_user_event(self, account_id: int, kind: str, data: dict[str, Any], action: Any,
+                           clock_ns: int | None = None) -> None:
+        """Push one user-hub event (``GatewayUserOrder`` / ``...Trade`` / ``...Position`` payload
+        ``data``) to the account's subscribers, first moving the sandbox clock to ``clock_ns`` when
+        given. For tests of duplicate and out-of-order delivery."""
+        from infra.sandbox.exchange import UserEvent
+
+        async def emit() -> None:
+            if clock_ns is not None:
+                self._clock.emitted(clock_ns)
+            self._hubs.publish_user([UserEvent(account_id, kind, data, action)])
+        self._call(emit)
+
     # ------------------------------------------------------------------ replay
 
     def _start_replay(self) -> None:
