@@ -3,7 +3,8 @@
 Adding a strategy is adding a module here: the config names its kind, and the node gives each
 configured strategy its own actor (docs/strategies/README.md). Shipped kinds: ``grid``
 (volatility-adaptive grid), ``hedge`` (cross-asset hedge of another strategy's inventory),
-``ema_cross`` (EMA fast/slow cross, the peer benchmark's reference strategy).
+``ema_cross`` (EMA fast/slow cross) and ``ref_grid`` (the reference grid), the peer benchmark's
+two reference strategies.
 """
 
 from __future__ import annotations
