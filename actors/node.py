@@ -39,7 +39,7 @@ from domain.handler import (BROKER, CLOCK_TOPIC, EXPOSURE_TOPIC, FEED, RECONCILE
 from domain.messages import Alert, ReconcileRequest, SetArmed, Shutdown, WarmupBars
 from domain.orders import OrderStatus
 from domain.portfolio import Portfolio
-from domain.report import SessionSummary, fills_from_trades_csv
+from domain.report import SessionSummary
 from domain.risk import RiskManager
 from domain.strategies.base import StrategyContext
 from infra.feeds import FeedCore, HubData, ReplayData, open_replay
@@ -590,7 +590,7 @@ class Node:
         appends to, so its fills count every process of the session)."""
         s = SessionSummary(self.spec.shown, self.days)
         s.fill_from_risk(risk, self.cfg.profile.max_contracts_minis)
-        fills = fills_from_trades_csv(self.trade_log.text())
+        fills = self.trade_log.fills()
         s.fills = len(fills)
         s.add_strategies([(e.name, e.kind, e.instruments, stats.get(e.name, {})) for e in self.entries], fills)
         s.trades_csv = str(self.trade_log.path)
@@ -646,21 +646,9 @@ def open_store(cfg: Any) -> tuple[Any, Any]:
             embedded server cannot start in ``{run_dir}/redis`` (field ``runtime.run_dir``:
             not writable, no binary).
     """
-    import redis
-    from urllib.parse import urlsplit, urlunsplit
-
     from config.settings import ConfigError
     from infra.embedded_redis import EmbeddedRedis
-    from infra.state_store import StateStore
-
-    def shown(u: str) -> str:  # the URL without user/password (REDIS_URL may carry a password)
-        try:
-            p = urlsplit(u)
-            host = p.hostname or ""
-            netloc = host + (f":{p.port}" if p.port else "")
-            return urlunsplit((p.scheme, netloc, p.path, "", ""))
-        except ValueError:
-            return "<unparsable URL>"
+    from infra.state_store import StateStore, StoreUnavailable
 
     url = cfg.runtime.redis_url or os.environ.get("REDIS_URL")
     source = "runtime.redis_url" if cfg.runtime.redis_url else "REDIS_URL"
@@ -677,17 +665,10 @@ def open_store(cfg: Any) -> tuple[Any, Any]:
         logger.info("embedded redis-server at {} (data in {})", url, embedded.data_dir)
         source = "runtime.run_dir"
     try:
-        probe = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
-        try:
-            probe.ping()
-        finally:
-            probe.close()
-        store = StateStore.from_url(url, cfg.runtime.namespace)
-    except (redis.RedisError, OSError, ValueError) as e:
+        return StateStore.open(url, cfg.runtime.namespace), embedded
+    except StoreUnavailable as e:
         field = "runtime.redis_url" if source != "runtime.run_dir" else source
-        raise ConfigError(f"{field}: Redis at {shown(url)} (from {source}) is not usable: {type(e).__name__}: {e}",
-                          field=field) from None
-    return store, embedded
+        raise ConfigError(f"{field}: {e} (from {source})", field=field) from None
 
 
 def open_gateway(cfg: Any, spec: ModeSpec, credentials: tuple[str, str] | None) -> Gateway | None:

@@ -14,8 +14,6 @@ account's realized P&L and fees.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Iterable
@@ -79,16 +77,6 @@ def attribute_fills(fills: Iterable[Fill], strategies: list[str]) -> dict[str, P
                                            trade_id=f"{f.trade_id}/{name}"))
             left -= take
     return books
-
-
-def fills_from_trades_csv(text: str) -> list[Fill]:
-    """The fills of a trades CSV (:mod:`infra.trade_log` columns), in file order."""
-    out: list[Fill] = []
-    for row in csv.DictReader(io.StringIO(text)):
-        out.append(Fill(client_order_id=row["client_order_id"], strategy_id=row["strategy"], trade_id=row["trade_id"],
-                        instrument=row["instrument"], side=Side(row["side"]), qty=int(row["qty"]),
-                        price=Decimal(row["price"]), fee=Decimal(row["fee"]), leaves_qty=0, ts_ns=0))
-    return out
 
 
 @dataclass

@@ -57,11 +57,26 @@ import enum
 import json
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
 from domain import codec
 from domain.messages import Fill, OrderIntent
+
+class StoreUnavailable(ConnectionError):
+    """Redis cannot be reached or the URL is malformed (:meth:`StateStore.open`)."""
+
+
+def shown_url(url: str) -> str:
+    """``url`` without user and password (``REDIS_URL`` may carry a password), for messages."""
+    try:
+        p = urlsplit(url)
+        netloc = (p.hostname or "") + (f":{p.port}" if p.port else "")
+        return urlunsplit((p.scheme, netloc, p.path, "", ""))
+    except ValueError:
+        return "<unparsable URL>"
+
 
 TERMINAL_STATUSES = frozenset({"FILLED", "CANCELLED", "REJECTED", "DENIED"})
 """Order statuses after which an order is no longer in ``{ns}:orders:working``."""
@@ -168,6 +183,24 @@ class StateStore:
     def from_url(cls, url: str, namespace: str) -> "StateStore":
         """Connect to ``url`` (e.g. from :meth:`EmbeddedRedis.ensure_running`)."""
         return cls(redis.Redis.from_url(url, decode_responses=True), namespace)
+
+    @classmethod
+    def open(cls, url: str, namespace: str, timeout_s: float = 5.0) -> "StateStore":
+        """:meth:`from_url` once the server has answered PING within ``timeout_s`` (connect and read).
+
+        Raises:
+            StoreUnavailable: a malformed URL or no answer; the message names the URL without its
+                user and password (:func:`shown_url`).
+        """
+        try:
+            probe = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+            try:
+                probe.ping()
+            finally:
+                probe.close()
+            return cls.from_url(url, namespace)
+        except (redis.RedisError, OSError, ValueError) as e:
+            raise StoreUnavailable(f"Redis at {shown_url(url)} is not usable: {type(e).__name__}: {e}") from None
 
     def key(self, *parts: str) -> str:
         """Full key name: ``key("order", "x")`` -> ``"{ns}:order:x"``."""

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
-
 from decimal import Decimal
+from pathlib import Path
 
 from domain.calendar import ns_to_ct, trading_day
 from domain.messages import Fill, Side
@@ -29,6 +28,14 @@ from domain.portfolio import Portfolio
 
 COLUMNS = ("time_ct", "trading_day", "client_order_id", "strategy", "instrument", "side", "qty", "price", "fee",
            "trade_id", "purpose", "day_pnl")
+
+
+def read_rows(text: str) -> list[tuple[str, Fill]]:
+    """``(trading_day, Fill)`` per row of a trades CSV, in file order (the fill's ``ts_ns`` and
+    ``leaves_qty`` are not in the file: 0)."""
+    return [(r["trading_day"], Fill(r["client_order_id"], r["strategy"], r["trade_id"], r["instrument"],
+                                    Side(r["side"]), int(r["qty"]), Decimal(r["price"]), Decimal(r["fee"]), 0, 0))
+            for r in csv.DictReader(io.StringIO(text))]
 
 
 class TradeLog:
@@ -50,10 +57,8 @@ class TradeLog:
             with path.open("w", newline="") as fh:
                 csv.writer(fh, lineterminator="\n").writerow(COLUMNS)
             return
-        for r in csv.DictReader(io.StringIO(path.read_text())):  # a restart: continue the fold
-            self._fold(r["trading_day"], Fill(r["client_order_id"], r["strategy"], r["trade_id"], r["instrument"],
-                                              Side(r["side"]), int(r["qty"]), Decimal(r["price"]),
-                                              Decimal(r["fee"]), 0, 0))
+        for day, fill in read_rows(path.read_text()):  # a restart: continue the fold
+            self._fold(day, fill)
 
     def _fold(self, day: str, fill: Fill) -> Decimal:
         """Apply ``fill`` to the running day P&L of ``day``; returns it."""
@@ -77,6 +82,10 @@ class TradeLog:
         assert self.path is not None
         with self.path.open("a", newline="") as fh:
             csv.writer(fh, lineterminator="\n").writerow(row)
+
+    def fills(self) -> list[Fill]:
+        """Every fill in the CSV (a resumed session's earlier processes included), in file order."""
+        return [fill for _, fill in read_rows(self.text())]
 
     def text(self) -> str:
         """The whole CSV as text."""

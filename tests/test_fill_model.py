@@ -23,7 +23,6 @@ from actors.node import Node
 from actors.tree import MODES
 from config.settings import load_config
 from domain.messages import OrderIntent, OrderType, Side, TradeTick
-from domain.report import fills_from_trades_csv
 from infra.paper_broker import PaperBroker
 from infra.replay import BarRow, bar_path
 from infra.venues.simulated import SimulatedVenue
@@ -81,7 +80,7 @@ def test_no_fill_before_arrival_or_on_another_instruments_print(tmp_path, monkey
     monkeypatch.setattr(PaperBroker, "_fill", record)
     node.run_backtest(both_paths=False)
     prints = {(t.instrument, t.ts_ns): t.price for t in node.data.events()}
-    fills = fills_from_trades_csv(node.trade_log.text())
+    fills = node.trade_log.fills()
     assert len(fills) == len(fills_ts) and {f.strategy_id for f in fills} >= {"grid-MES", "hedge"}
     tick = D("0.25")
     for f, ts in zip(fills, fills_ts):

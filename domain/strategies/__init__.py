@@ -9,9 +9,9 @@ two reference strategies.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
-import re
 from pathlib import Path
 
 from domain.strategies.base import StrategyPlugin
@@ -21,8 +21,14 @@ _NOT_KINDS = frozenset({"base"})
 
 def available() -> list[str]:
     """Kinds shipped in this package (module names with a ``PLUGIN``), sorted."""
-    return sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
-                  if not m.name.startswith("_") and m.name not in _NOT_KINDS)
+    return list(_kinds())
+
+
+@functools.cache
+def _kinds() -> tuple[str, ...]:
+    """The package listing, read once per process."""
+    return tuple(sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+                        if not m.name.startswith("_") and m.name not in _NOT_KINDS))
 
 
 def load_plugin(kind: str) -> StrategyPlugin:
@@ -31,8 +37,14 @@ def load_plugin(kind: str) -> StrategyPlugin:
     Raises:
         ValueError: unknown kind (the message lists the available ones) or a module without ``PLUGIN``.
     """
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", kind) or kind in _NOT_KINDS or kind not in available():
+    if not isinstance(kind, str) or kind not in _kinds():
         raise ValueError(f"unknown strategy kind {kind!r}; available: {', '.join(available())}")
+    return _plugin(kind)
+
+
+@functools.cache
+def _plugin(kind: str) -> StrategyPlugin:
+    """The ``PLUGIN`` of a listed kind, imported once per process."""
     module = importlib.import_module(f"domain.strategies.{kind}")
     plugin = getattr(module, "PLUGIN", None)
     if not isinstance(plugin, StrategyPlugin):

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict
 
 from domain.calendar import SessionCalendar
 from domain.handler import IdGenerator, Out
+from domain.messages import ExposureUpdate, Fill
 from domain.risk_rules import RiskLimits
 
 STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -116,3 +117,55 @@ class StrategyPlugin:
     held_orders: Callable[[dict], dict[str, int]] = lambda snapshot: {}
     check: Callable[[Any, tuple[str, ...], RiskLimits], None] | None = None
     summary: tuple[str, ...] = ()
+
+
+class OwnPosition:
+    """A single-instrument strategy's position, folded from its own fills.
+
+    A fill is applied once (the latest ``keep`` trade ids are remembered: reconciliation after a
+    restart or a gap may deliver one again). Risk's own orders (the 15:10 CT flatten, loss-limit
+    liquidations) are not the strategy's, so it learns of them from the account's
+    ``ExposureUpdate``: the account flat in the instrument while the strategy holds a position and
+    has no order working means risk flattened it. That assumes no other strategy trades the same
+    instrument on the account.
+
+    Args:
+        strategy_id: whose fills count; instrument: the one traded; keep: trade ids remembered.
+    Attributes:
+        qty: signed contracts (+ long).
+    """
+
+    def __init__(self, strategy_id: str, instrument: str, keep: int) -> None:
+        self.strategy_id = strategy_id
+        self.instrument = instrument
+        self.keep = keep
+        self.qty = 0
+        self.seen_trades: list[str] = []
+
+    def apply(self, fill: Fill) -> bool:
+        """Fold ``fill`` in; False (nothing changed) for another strategy's or instrument's fill or
+        a trade id already applied."""
+        if fill.strategy_id != self.strategy_id or fill.instrument != self.instrument:
+            return False
+        if fill.trade_id in self.seen_trades:
+            return False
+        self.seen_trades.append(fill.trade_id)
+        del self.seen_trades[:-self.keep]
+        self.qty += fill.side.sign * fill.qty
+        return True
+
+    def flattened_by_risk(self, msg: ExposureUpdate, orders_working: bool) -> bool:
+        """True (and the position set to 0) when ``msg`` shows risk closed it (see the class)."""
+        if self.qty != 0 and not orders_working and msg.qty(self.instrument) == 0:
+            self.qty = 0
+            return True
+        return False
+
+    def snapshot(self) -> dict:
+        """``{"position", "seen_trades"}``, JSON-safe."""
+        return {"position": self.qty, "seen_trades": list(self.seen_trades)}
+
+    def restore(self, d: dict) -> None:
+        """Load the keys of :meth:`snapshot` from a strategy's snapshot ``d``."""
+        self.qty = int(d.get("position", 0))
+        self.seen_trades = [str(t) for t in d.get("seen_trades", [])][-self.keep:]

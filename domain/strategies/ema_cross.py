@@ -68,7 +68,7 @@ from domain.messages import (
     WarmupBars,
 )
 from domain.risk_rules import RiskLimits
-from domain.strategies.base import STRICT, StrategyContext, StrategyPlugin
+from domain.strategies.base import STRICT, OwnPosition, StrategyContext, StrategyPlugin
 
 Seed = Literal["first", "sma"]
 
@@ -194,12 +194,16 @@ class EmaCrossStrategy:
         self.target = 0
         self.last_cross_ns = 0
         self.last_bar_start_ns = -1
-        self.position = 0
+        self.book = OwnPosition(strategy_id, instrument, _SEEN_TRADES)
         self.working: dict[str, Any] | None = None
-        self.seen_trades: list[str] = []
         self.risk_state = RiskState.ACTIVE
         self.counters: dict[str, int] = {"crosses": 0, "orders": 0, "fills": 0, "denied": 0, "rejected": 0,
                                          "cancelled": 0, "flattened": 0}
+
+    @property
+    def position(self) -> int:
+        """Own signed position, contracts (:class:`OwnPosition`)."""
+        return self.book.qty
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, msg: Any) -> Out:
@@ -283,13 +287,8 @@ class EmaCrossStrategy:
 
     # ------------------------------------------------------------------ order events
     def _on_fill(self, fill: Fill) -> Out:
-        if fill.strategy_id != self.strategy_id or fill.instrument != self.instrument:
-            return []
-        if fill.trade_id in self.seen_trades:
-            return []  # delivered again (reconciliation after a restart or a gap)
-        self.seen_trades.append(fill.trade_id)
-        del self.seen_trades[:-_SEEN_TRADES]
-        self.position += fill.side.sign * fill.qty
+        if not self.book.apply(fill):
+            return []  # not ours, or delivered again (reconciliation after a restart or a gap)
         self.counters["fills"] += 1
         w = self.working
         if w is not None and w["coid"] == fill.client_order_id:
@@ -307,8 +306,7 @@ class EmaCrossStrategy:
         return []  # re-evaluated on the next bar
 
     def _on_exposure(self, msg: ExposureUpdate) -> Out:
-        if self.position != 0 and self.working is None and msg.qty(self.instrument) == 0:
-            self.position = 0  # risk flattened the account (its orders, not ours)
+        if self.book.flattened_by_risk(msg, orders_working=self.working is not None):
             self.counters["flattened"] += 1
         return []
 
@@ -318,9 +316,9 @@ class EmaCrossStrategy:
         return {
             "fast": self.fast.snapshot(), "slow": self.slow.snapshot(),
             "sign": self.sign, "target": self.target, "last_cross_ns": self.last_cross_ns,
-            "last_bar_start_ns": self.last_bar_start_ns, "position": self.position,
+            "last_bar_start_ns": self.last_bar_start_ns, **self.book.snapshot(),
             "working": dict(self.working) if self.working is not None else None,
-            "seen_trades": list(self.seen_trades), "stats": dict(self.counters),
+            "stats": dict(self.counters),
         }
 
     def restore(self, d: dict) -> None:
@@ -331,11 +329,10 @@ class EmaCrossStrategy:
         self.target = int(d.get("target", 0))
         self.last_cross_ns = int(d.get("last_cross_ns", 0))
         self.last_bar_start_ns = int(d.get("last_bar_start_ns", -1))
-        self.position = int(d.get("position", 0))
+        self.book.restore(d)
         w = d.get("working")
         self.working = ({"coid": str(w["coid"]), "side": str(w["side"]), "qty": int(w["qty"]),
                          "filled": int(w.get("filled", 0))} if w else None)
-        self.seen_trades = [str(t) for t in d.get("seen_trades", [])][-_SEEN_TRADES:]
         self.counters.update({k: int(v) for k, v in d.get("stats", {}).items()})
 
     @staticmethod

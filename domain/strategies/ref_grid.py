@@ -66,7 +66,7 @@ from domain.messages import (
     TradeTick,
     WarmupBars,
 )
-from domain.strategies.base import STRICT, StrategyContext, StrategyPlugin
+from domain.strategies.base import STRICT, OwnPosition, StrategyContext, StrategyPlugin
 
 _SEEN_TRADES = 256
 """How many recent own trade ids the strategy remembers (a fill delivered twice is applied once)."""
@@ -123,12 +123,16 @@ class RefGridStrategy:
         self.mid: Decimal | None = None
         self.spacing: Decimal | None = None
         self.last_bar_start_ns = -1
-        self.position = 0
+        self.book = OwnPosition(strategy_id, instrument, _SEEN_TRADES)
         self.orders: dict[str, dict[str, Any]] = {}
-        self.seen_trades: list[str] = []
         self.risk_state = RiskState.ACTIVE
         self.counters: dict[str, int] = {"recentres": 0, "orders": 0, "fills": 0, "cancels": 0, "denied": 0,
                                          "rejected": 0, "cancelled": 0, "flattened": 0}
+
+    @property
+    def position(self) -> int:
+        """Own signed position, contracts (:class:`OwnPosition`)."""
+        return self.book.qty
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, msg: Any) -> Out:
@@ -237,13 +241,8 @@ class RefGridStrategy:
 
     # ------------------------------------------------------------------ order events
     def _on_fill(self, fill: Fill) -> Out:
-        if fill.strategy_id != self.strategy_id or fill.instrument != self.instrument:
-            return []
-        if fill.trade_id in self.seen_trades:
-            return []  # delivered again (reconciliation after a restart or a gap)
-        self.seen_trades.append(fill.trade_id)
-        del self.seen_trades[:-_SEEN_TRADES]
-        self.position += fill.side.sign * fill.qty
+        if not self.book.apply(fill):
+            return []  # not ours, or delivered again (reconciliation after a restart or a gap)
         self.counters["fills"] += 1
         o = self.orders.get(fill.client_order_id)
         if o is not None:
@@ -260,8 +259,7 @@ class RefGridStrategy:
         return []  # the level is free: placed again on the next bar
 
     def _on_exposure(self, msg: ExposureUpdate) -> Out:
-        if self.position != 0 and not self.orders and msg.qty(self.instrument) == 0:
-            self.position = 0  # risk flattened the account (its orders, not ours)
+        if self.book.flattened_by_risk(msg, orders_working=bool(self.orders)):
             self.counters["flattened"] += 1
         return []
 
@@ -272,9 +270,9 @@ class RefGridStrategy:
             "atr": self.atr.snapshot(),
             "mid": str(self.mid) if self.mid is not None else None,
             "spacing": str(self.spacing) if self.spacing is not None else None,
-            "last_bar_start_ns": self.last_bar_start_ns, "position": self.position,
+            "last_bar_start_ns": self.last_bar_start_ns, **self.book.snapshot(),
             "orders": {c: dict(o) for c, o in self.orders.items()},
-            "seen_trades": list(self.seen_trades), "stats": dict(self.counters),
+            "stats": dict(self.counters),
         }
 
     def restore(self, d: dict) -> None:
@@ -283,11 +281,10 @@ class RefGridStrategy:
         self.mid = Decimal(d["mid"]) if d.get("mid") else None
         self.spacing = Decimal(d["spacing"]) if d.get("spacing") else None
         self.last_bar_start_ns = int(d.get("last_bar_start_ns", -1))
-        self.position = int(d.get("position", 0))
+        self.book.restore(d)
         self.orders = {str(c): {"side": str(o["side"]), "level": int(o["level"]), "price": str(o["price"]),
                                 "filled": int(o.get("filled", 0)), "cancelling": bool(o.get("cancelling", False))}
                        for c, o in (d.get("orders") or {}).items()}
-        self.seen_trades = [str(t) for t in d.get("seen_trades", [])][-_SEEN_TRADES:]
         self.counters.update({k: int(v) for k, v in d.get("stats", {}).items()})
 
     @staticmethod

@@ -28,6 +28,7 @@ callbacks run; callbacks must be quick and thread-safe (e.g. an actor ``tell``).
 
 from __future__ import annotations
 
+import abc
 import collections
 import itertools
 import logging
@@ -99,7 +100,7 @@ def _kill(conn: _Connection, join_s: float = 2.0) -> None:
             pass
 
 
-class _Hub:
+class _Hub(abc.ABC):
     """Connection supervisor shared by :class:`MarketHub` and :class:`UserHub`.
 
     Args:
@@ -194,13 +195,13 @@ class _Hub:
 
     # ------------------------------------------------------------------ subclass hooks
 
+    @abc.abstractmethod
     def _handlers(self) -> Mapping[str, Callable[[list], None]]:
         """Event name -> handler of the argument list."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _subscriptions(self) -> list[tuple[str, list]]:
         """``(method, arguments)`` to invoke after every (re)connect."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ helpers for subclasses
 
