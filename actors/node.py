@@ -327,6 +327,7 @@ class Node:
             other = "adverse" if self.data.path == "adaptive" else "adaptive"
             alt = Node(self.cfg, self.spec, trades_csv=self.trade_log.path, bar_path=other, keep_trades=False)
             s.path_nets = {self.data.path: s.net_pnl, other: alt._dispatch().net_pnl}
+            s.trade_paths = {"bars replayed": self.data.source.bar_count, **self.data.source.trade_paths}
         s.seconds = time.perf_counter() - t0
         return s
 

@@ -101,6 +101,9 @@ class SessionSummary:
     strategies: list[StrategyResult] = field(default_factory=list)
     restarts: dict = field(default_factory=dict)
     rejected_inputs: dict = field(default_factory=dict)
+    trade_paths: dict = field(default_factory=dict)
+    """Bars replayed from recorded trades instead of a path, and bars the trades did not match
+    (infra/replay.py ``ReplaySource.trade_paths``); empty when no trade file was given."""
     open_positions: dict | None = field(default_factory=dict)  # None: could not be read
     trades_csv: str = ""
     events: int = 0
@@ -229,6 +232,12 @@ class SessionSummary:
             *([("net P&L by intra-bar path: " + "   ".join(
                 f"{p} ${v:,.2f}" + (" (this run)" if i == 0 else "") for i, (p, v) in enumerate(self.path_nets.items())))]
               if self.path_nets else []),
+            *([f"bars replayed from recorded trades (the same under both paths): "
+               f"{self.trade_paths.get('bars from trades', 0)} of {self.trade_paths.get('bars replayed', 0)}"
+               + (f" ({self.trade_paths['bars not matched by trades']} reached by the trades did not match them)"
+                  if self.trade_paths.get('bars not matched by trades') else "")]
+              if self.trade_paths.get('bars from trades') or self.trade_paths.get('bars not matched by trades')
+              else []),
             f"max drawdown: ${self.max_drawdown:,.2f}   MLL floor: ${self.mll_floor:,.2f}   "
             f"min MLL headroom: ${(self.min_mll_headroom or Decimal(0)):,.2f}",
             "Topstep rules (the account fails or halts on these; docs/reference/topstep-rules.md):",

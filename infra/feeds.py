@@ -322,8 +322,16 @@ there, give the intra-bar path twice the resolution of 2-minute bars (the strate
 own 1/5/15-minute bars from the prints either way)."""
 
 
+TRADE_FILES = {sym: (f"{root}_trades.csv.gz", f"{root}_trades.csv")
+               for sym, root in (("MES", "ES"), ("ES", "ES"), ("MNQ", "NQ"), ("NQ", "NQ"))}
+"""Recorded trade prints per instrument (Databento trades CSV, ``infra.replay.load_databento_trades``),
+optional: where one is in the data folder, every bar its prints reproduce is replayed as those
+prints instead of a four-point path (infra/replay.py, "Recorded trades replace the guess")."""
+
+
 def open_replay(data_dir: Path, instruments: tuple[str, ...], start: Any = None, end: Any = None) -> ReplaySource:
-    """The replay of ``instruments`` from ``data_dir`` (the finest file of each, :data:`DATA_FILES`).
+    """The replay of ``instruments`` from ``data_dir`` (the finest file of each, :data:`DATA_FILES`;
+    recorded trades where :data:`TRADE_FILES` has one).
     Without ``start``, the first trading day of the data only warms the indicators up and trading
     starts on the second.
 
@@ -356,7 +364,10 @@ def open_replay(data_dir: Path, instruments: tuple[str, ...], start: Any = None,
     days = whole.trading_days()
     if start is None:
         start = days[1] if len(days) > 1 else None
-    source = ReplaySource(files, start=start, end=end, warmup_days=1)
+    trades = {sym: p for sym in instruments
+              for p in [next((Path(data_dir) / n for n in TRADE_FILES.get(sym, ()) if (Path(data_dir) / n).is_file()),
+                             None)] if p is not None}
+    source = ReplaySource(files, start=start, end=end, warmup_days=1, trade_files=trades)
     if not source.trading_days():
         raise ValueError(f"no trading day in the data between {start or 'its start'} and {end or 'its end'}; "
                          f"the data covers {days[0]}..{days[-1]} ({', '.join(str(f) for f in files.values())})")

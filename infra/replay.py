@@ -35,6 +35,13 @@ A bar carries no intra-bar order of prices, so each bar is replayed as **four tr
 This path is a modelling assumption: a resting limit order that the bar's range touches is assumed
 reached, and the order of high and low inside the bar is the documented guess above.
 
+**Recorded trades replace the guess** where they exist: given a Databento trades file for an
+instrument (``ReplaySource(trade_files=...)``; :func:`infra.feeds.open_replay` picks up
+``ES_trades.csv[.gz]`` / ``NQ_trades.csv[.gz]`` beside the bar files), every bar whose trades
+reproduce it exactly (open, high, low, close and volume) is replayed as those trades: real prices,
+sizes and times, the same under both path modes. A bar the recording covers only in part keeps the
+four-point path. The summary counts both (``SessionSummary.trade_paths``).
+
 Bad input never crashes a loader: every dropped row is counted in a ``collections.Counter`` keyed
 by reason, returned next to the rows (:attr:`ReplaySource.rejects` sums them over the files). Only
 a missing file (``FileNotFoundError``) and a file that cannot be read as CSV at all raise: no
@@ -591,18 +598,23 @@ class ReplaySource:
             start). None = from the first / to the last day in the data.
         warmup_days: number of trading days before the first replayed day whose bars
             :meth:`warmup_bars` returns (for seeding indicators; never replayed as ticks).
+        trade_files: instrument -> Databento trades CSV (:func:`load_databento_trades`): bars
+            whose trades reproduce them are replayed as those trades (module docstring).
 
     Attributes:
         rejects: Counter of dropped rows by reason, summed over all files
             (``rejects_by_instrument`` keeps them per instrument).
         bar_count: number of bars replayed (all instruments, inside ``[start, end]``).
+        trade_paths: Counter of replayed bars ``bars from trades`` / ``bars not matched by trades``
+            (bars the trade files reach; the others take the four-point path).
 
     Raises FileNotFoundError / ValueError / UnknownInstrumentError as :func:`load_bar_csv`, and
     ValueError if ``warmup_days < 0`` or ``start > end``.
     """
 
     def __init__(self, bar_files: dict[str, Path | str], *, start: dt.date | None = None,
-                 end: dt.date | None = None, warmup_days: int = 1) -> None:
+                 end: dt.date | None = None, warmup_days: int = 1,
+                 trade_files: dict[str, Path | str] | None = None) -> None:
         if warmup_days < 0:
             raise ValueError("warmup_days must be >= 0")
         if start is not None and end is not None and start > end:
@@ -636,6 +648,46 @@ class ReplaySource:
             self._seq0[inst] = 4 * idx[0] if idx else 0
             self._warmup[inst] = [r for r, d in zip(rows, days) if d in warm_days]
         self.bar_count = sum(len(b) for b in self._bars.values())
+        self.trade_paths: collections.Counter = collections.Counter()
+        self._bar_trades: dict[str, dict[int, list[TradeTick]]] = {}
+        for inst, path in sorted((trade_files or {}).items()):
+            if inst in self._bars:
+                self._bar_trades[inst] = self._match_trades(inst, Path(path))
+
+    def _match_trades(self, inst: str, path: Path) -> dict[int, list[TradeTick]]:
+        """Bar index -> the recorded trades replayed for it instead of a four-point path.
+
+        A bar takes its trades (those with ``start <= ts_event < end``) only when they reproduce
+        the bar exactly: first / highest / lowest / last price = open / high / low / close and the
+        sizes sum to its volume. A bar the recording covers only in part (its edges) fails that
+        test and keeps the path. Counted in :attr:`trade_paths` (``bars from trades``,
+        ``bars not matched by trades``); the file's dropped rows in :attr:`rejects`."""
+        ticks, rej = load_databento_trades(path, micro=inst in SYMBOL_MAP.values())
+        rej = collections.Counter(rej)
+        other = sum(1 for t in ticks if t.instrument != inst)
+        if other:
+            rej["trades_of_another_instrument"] += other
+        ticks = [t for t in ticks if t.instrument == inst]
+        self.rejects.update(rej)
+        self.rejects_by_instrument.setdefault(inst, collections.Counter()).update(rej)
+        times = [t.ts_ns for t in ticks]
+        out: dict[int, list[TradeTick]] = {}
+        if not ticks:
+            return out
+        for i, row in enumerate(self._bars[inst]):
+            if row.end_ns <= times[0] or row.start_ns > times[-1]:
+                continue
+            lo, hi = bisect.bisect_left(times, row.start_ns), bisect.bisect_left(times, row.end_ns)
+            inside = ticks[lo:hi]
+            prices = [t.price for t in inside]
+            if inside and (prices[0], max(prices), min(prices), prices[-1], sum(t.size for t in inside)) == \
+                    (row.open, row.high, row.low, row.close, row.volume):
+                seq = self._seq0[inst] + 4 * i
+                out[i] = [TradeTick(inst, t.ts_ns, t.price, t.size, seq + k) for k, t in enumerate(inside)]
+                self.trade_paths["bars from trades"] += 1
+            else:
+                self.trade_paths["bars not matched by trades"] += 1
+        return out
 
     @property
     def instruments(self) -> list[str]:
@@ -659,13 +711,17 @@ class ReplaySource:
         bars = self._bars[instrument]
         first = 0
         if after_ns is not None:
-            # skip whole bars whose last tick (start + 3/4 period) is <= after_ns
-            first = bisect.bisect_right(bars, after_ns, key=lambda r: r.start_ns + 3 * r.period_s * NS // 4)
+            # skip whole bars that end at or before after_ns (no tick of theirs can be later)
+            first = bisect.bisect_right(bars, after_ns, key=lambda r: r.end_ns - 1)
         seq0 = self._seq0[instrument]
+        recorded = self._bar_trades.get(instrument, {})
         for i in range(first, len(bars)):
             row = bars[i]
-            held = position(instrument) if position is not None and path != "adaptive" else 0
-            for t in bar_to_ticks(row, seq0 + 4 * i, bar_path(row, path, held)):
+            ticks = recorded.get(i)
+            if ticks is None:
+                held = position(instrument) if position is not None and path != "adaptive" else 0
+                ticks = bar_to_ticks(row, seq0 + 4 * i, bar_path(row, path, held))
+            for t in ticks:
                 if after_ns is None or t.ts_ns > after_ns:
                     yield t
 
