@@ -104,7 +104,7 @@ class Node:
             self.speed = float("inf") if sp == "max" else float(sp)
             self.data: Any = ReplayData(open_replay(Path(cfg.runtime.data_dir), self.instruments, cfg.runtime.start,
                                                     cfg.runtime.end), self.speed, bar_path or cfg.runtime.bar_path,
-                                        self._venue_position)
+                                        self._venue_position, cfg.runtime.path_step_bp)
         else:
             assert gateway is not None, "hub data needs a ProjectX gateway session"
             self.speed = 1.0

@@ -259,6 +259,11 @@ class RuntimeParams(BaseModel):
     O-L-H-C on a bullish bar, O-H-L-C on a bearish one; ``adverse`` the extreme against the position
     held first (flat: the bar's direction first). A backtest also reports its net under the other
     path."""
+    path_step_bp: Annotated[float, Field(ge=0.1, le=1000, allow_inf_nan=False)] | None = 4.0
+    """Longest move between two replayed prints inside a bar, basis points of the bar's open
+    (4 bp: ES ~2.5, NQ ~10 points): a longer move between two points of the bar's path is replayed
+    as prints this far apart, so risk, stops and strategies meet a fast bar step by step as a live
+    system meets it tick by tick (infra/replay.py, "Continuous path"). None = four prints a bar."""
     heartbeat_s: Annotated[float, Field(ge=0.05, le=60, allow_inf_nan=False)] = 1.0
     """Watchdog check / heartbeat period, seconds (0.05..60)."""
     stale_data_s: Annotated[float, Field(ge=1, le=86_400, allow_inf_nan=False)] = 30.0

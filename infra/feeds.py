@@ -380,13 +380,18 @@ class ReplayData:
     Args:
         source: the :class:`infra.replay.ReplaySource`.
         speed: replay speed factor (``inf`` = as fast as the actors go, in lock step).
+        path: intra-bar path mode (``infra.replay.bar_path``).
+        position: ``f(instrument) -> signed contracts`` held (the ``adverse`` path reads it).
+        step_bp: longest step of the continuous intra-bar path, basis points of the bar's open
+            (``infra.replay.bar_to_ticks``); None = four prints per bar.
     """
 
     def __init__(self, source: ReplaySource, speed: float = float("inf"), path: str = "adaptive",
-                 position: Callable[[str], int] | None = None) -> None:
+                 position: Callable[[str], int] | None = None, step_bp: float | None = None) -> None:
         self.source = source
         self.speed = speed
         self.path = path
+        self.step_bp = step_bp
         self.position = position
         self.instruments = tuple(source.instruments)
         self.blocks = speed != float("inf")
@@ -409,7 +414,7 @@ class ReplayData:
 
     def events(self, after_ns: int | None = None) -> Iterator[TradeTick]:
         """Every tick in replay order (intra-bar path ``self.path``), after ``after_ns`` when resuming."""
-        return self.source.events(after_ns=after_ns, path=self.path, position=self.position)
+        return self.source.events(after_ns=after_ns, path=self.path, position=self.position, step_bp=self.step_bp)
 
     def make_handler(self, warmup: Out, after_ns: int | None, restarted: bool, backlog: Callable[[], int],
                      on_done: Callable[[], None], start_ts_ns: int) -> "ReplayFeed":

@@ -35,6 +35,17 @@ A bar carries no intra-bar order of prices, so each bar is replayed as **four tr
 This path is a modelling assumption: a resting limit order that the bar's range touches is assumed
 reached, and the order of high and low inside the bar is the documented guess above.
 
+**Continuous path** (``runtime.path_step_bp``, default 4 bp): between two of those points price
+is taken to move through the levels in between, as a liquid future trades, so a move longer than
+``path_step_bp`` basis points of the bar's open (ES ~2.5, NQ ~10 points) is replayed as prints at
+most that far apart, evenly spaced in time between the two points, each of size 1 (taken from
+the point it leads to while that keeps at least 1), with the ``seq`` of that point. Without it a
+decision taken at one point could only fill at the next, up to 30 s and a whole bar's range
+later: a hedge sold at the bar's low filled at its high, and a loss cap crossed on the way to a
+news bar's high was flattened only at the high (2026-03-23 07:04 ET, ES +139.5 points in one bar:
+the 150K day ended at 191 % of its cap, docs/decisions/0018-continuous-intra-bar-path.md). A bar's
+open is never interpolated from the previous close: a gap between bars (a data hole) stays a gap.
+
 **Recorded trades replace the guess** where they exist: given a Databento trades file for an
 instrument (``ReplaySource(trade_files=...)``; :func:`infra.feeds.open_replay` picks up
 ``ES_trades.csv[.gz]`` / ``NQ_trades.csv[.gz]`` beside the bar files), every bar whose trades
@@ -432,21 +443,53 @@ def bar_path(row: BarRow, mode: str = "adaptive", position: int = 0) -> tuple[De
     return row.open, row.high, row.low, row.close
 
 
-def bar_to_ticks(row: BarRow, seq_start: int = 0, path: tuple[Decimal, ...] | None = None) -> list[TradeTick]:
-    """Replay one bar as 4 trade ticks (see the module docstring for the path, times and sizes).
+def path_step(price: Decimal, step_bp: float, tick: Decimal) -> Decimal:
+    """The longest move between two replayed prints of a bar: ``step_bp`` basis points of
+    ``price``, rounded down to the tick grid, at least one tick (points)."""
+    step = (price * Decimal(str(step_bp)) / 10_000 // tick) * tick
+    return max(step, tick)
+
+
+def bar_to_ticks(row: BarRow, seq_start: int = 0, path: tuple[Decimal, ...] | None = None,
+                 step_bp: float | None = None) -> list[TradeTick]:
+    """Replay one bar as trade ticks (see the module docstring for the path, times and sizes).
 
     Args:
         row: the bar.
-        seq_start: ``seq`` of the first tick; the others get ``seq_start + 1 .. + 3``.
+        seq_start: ``seq`` of the first path point; the others get ``seq_start + 1 .. + 3``.
         path: the four prices (:func:`bar_path`); default the ``adaptive`` path.
-    Returns: 4 ticks with ``ts_ns`` = start + k * period / 4 (k = 0..3, integer ns), sizes summing
-        to ``row.volume`` (each at least 1 contract, see the module docstring).
+        step_bp: when given, a move between two path points longer than :func:`path_step` (basis
+            points of the open) is replayed as prints at most that far apart, spread evenly in time
+            between the two points (module docstring, "Continuous path"); None = the four points only.
+    Returns: the 4 path points with ``ts_ns`` = start + k * period / 4 (k = 0..3, integer ns),
+        sizes summing to ``row.volume`` (each at least 1 contract, see the module docstring), and
+        with ``step_bp`` the prints in between (size 1 each, taken from the point they lead to
+        while it keeps at least 1; ``seq`` of that point).
     """
     period_ns = row.period_s * NS
     base = row.volume // 4
-    sizes = tuple(max(1, q) for q in (base, base, base, row.volume - 3 * base))
-    return [TradeTick(row.instrument, row.start_ns + k * period_ns // 4, price, sizes[k], seq_start + k)
-            for k, price in enumerate(path or bar_path(row))]
+    sizes = [max(1, q) for q in (base, base, base, row.volume - 3 * base)]
+    prices = path or bar_path(row)
+    times = [row.start_ns + k * period_ns // 4 for k in range(4)]
+    if step_bp is None:
+        return [TradeTick(row.instrument, times[k], price, sizes[k], seq_start + k) for k, price in enumerate(prices)]
+    tick = INSTRUMENTS[row.instrument].tick_size if row.instrument in INSTRUMENTS else Decimal("0.25")
+    step = path_step(row.open, step_bp, tick)
+    out = [TradeTick(row.instrument, times[0], prices[0], sizes[0], seq_start)]
+    for k in range(1, 4):
+        a, b = prices[k - 1], prices[k]
+        n = -(-int(abs(b - a) / tick) // int(step / tick))  # steps of at most ``step`` from a to b (int ceil)
+        if n > 1:
+            inner = n - 1
+            take = min(inner, sizes[k] - 1)  # volume for the inner prints, while the point keeps >= 1
+            sizes[k] -= take
+            direction = 1 if b > a else -1
+            span = times[k] - times[k - 1]
+            for j in range(1, n):
+                px = a + direction * ((abs(b - a) * j / n) // tick) * tick
+                out.append(TradeTick(row.instrument, times[k - 1] + span * j // n, px, 1, seq_start + k))
+        out.append(TradeTick(row.instrument, times[k], b, sizes[k], seq_start + k))
+    return out
 
 
 @functools.lru_cache(maxsize=8)
@@ -707,7 +750,7 @@ class ReplaySource:
         return list(self._warmup.get(instrument, ()))
 
     def _ticks(self, instrument: str, after_ns: int | None, path: str = "adaptive",
-               position: Callable[[str], int] | None = None) -> Iterator[TradeTick]:
+               position: Callable[[str], int] | None = None, step_bp: float | None = None) -> Iterator[TradeTick]:
         bars = self._bars[instrument]
         first = 0
         if after_ns is not None:
@@ -720,13 +763,13 @@ class ReplaySource:
             ticks = recorded.get(i)
             if ticks is None:
                 held = position(instrument) if position is not None and path != "adaptive" else 0
-                ticks = bar_to_ticks(row, seq0 + 4 * i, bar_path(row, path, held))
+                ticks = bar_to_ticks(row, seq0 + 4 * i, bar_path(row, path, held), step_bp)
             for t in ticks:
                 if after_ns is None or t.ts_ns > after_ns:
                     yield t
 
     def events(self, after_ns: int | None = None, path: str = "adaptive",
-               position: Callable[[str], int] | None = None) -> Iterator[TradeTick]:
+               position: Callable[[str], int] | None = None, step_bp: float | None = None) -> Iterator[TradeTick]:
         """All instruments' ticks merged by ``(ts_ns, instrument, seq)``.
 
         Args:
@@ -737,10 +780,11 @@ class ReplaySource:
                 ticks are made: the merge reads them as soon as the instrument's previous print is
                 handed out, so it is the position before that print (the previous bar's close) is
                 matched.
+            step_bp: the continuous path's longest step (:func:`bar_to_ticks`), None = four points.
         Raises ValueError for an unknown path mode.
         """
         if path not in BAR_PATHS:
             raise ValueError(f"unknown bar path {path!r}; use one of {BAR_PATHS}")
-        streams = [self._ticks(inst, after_ns, path, position) for inst in self.instruments]
+        streams = [self._ticks(inst, after_ns, path, position, step_bp) for inst in self.instruments]
         return heapq.merge(*streams, key=lambda t: (t.ts_ns, t.instrument, t.seq))
 

@@ -172,9 +172,9 @@ def run_backtest(cfg, trades_csv):
 
 
 def test_backtest_is_deterministic_and_trades(tmp_path):
-    # the sweep guard (docs/risk.md) withholds every 3-lot grid leg of this quiet day on 50K; these
-    # tests are about determinism and the mirror, so they switch it off to get fills
-    cfg = load_config(None, "combine-50k", {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path),
+    # the sweep guard (docs/risk.md) withholds most 3-lot grid legs on 50K and the session cap ends
+    # the 50K day early; this test is about the mirror, so it runs 150K without the guard to get fills
+    cfg = load_config(None, "combine-150k", {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path),
                                                          "start": "2026-04-08", "end": "2026-04-08"},
                                             "profile": NO_SWEEP})
     a = run_backtest(cfg, trades_csv=tmp_path / "a.csv")
@@ -210,9 +210,9 @@ def test_risk_mirror_fingerprint_changes_whenever_the_mirror_would(tmp_path, mon
         return out
 
     monkeypatch.setattr(RiskManager, "handle", handle)
-    # the sweep guard (docs/risk.md) withholds every 3-lot grid leg of this quiet day on 50K; these
-    # tests are about determinism and the mirror, so they switch it off to get fills
-    cfg = load_config(None, "combine-50k", {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path),
+    # the sweep guard (docs/risk.md) withholds most 3-lot grid legs on 50K and the session cap ends
+    # the 50K day early; this test is about the mirror, so it runs 150K without the guard to get fills
+    cfg = load_config(None, "combine-150k", {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path),
                                                          "start": "2026-04-08", "end": "2026-04-08"},
                                             "profile": NO_SWEEP})
     s = run_backtest(cfg, trades_csv=tmp_path / "t.csv")
@@ -525,9 +525,9 @@ def test_paper_node_hosts_the_decision_path_on_one_loop(store, tmp_path):
     (it sleeps to pace itself), the reconciler (REST calls) and the watchdog keep their threads."""
     from actors.node import Node
     from actors.tree import MODES
-    # the sweep guard (docs/risk.md) withholds every 3-lot grid leg of this quiet day on 50K; these
-    # tests are about determinism and the mirror, so they switch it off to get fills
-    cfg = load_config(None, "combine-50k", {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path),
+    # the sweep guard (docs/risk.md) withholds most 3-lot grid legs on 50K and the session cap ends
+    # the 50K day early; this test is about the mirror, so it runs 150K without the guard to get fills
+    cfg = load_config(None, "combine-150k", {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path),
                                                          "start": "2026-04-08", "end": "2026-04-08"},
                                             "profile": NO_SWEEP})
     system = Node(cfg, MODES["paper"], store=store, alerter=lambda alert: None)
@@ -563,7 +563,7 @@ def test_two_strategies_on_two_markets_share_one_account_risk(tmp_path):
     """The example config runs grid+hedge on MES/MNQ and the EMA cross on NQ in one backtest: each
     strategy is its own handler with its own fills, and risk is account-wide (one set of loss
     caps, one contract count, one flatten for all)."""
-    cfg = load_config(ROOT / "config/examples/grid-hedge-and-ema.yaml", "combine-50k",
+    cfg = load_config(ROOT / "config/examples/grid-hedge-and-ema.yaml", "combine-150k",  # 50K: the caps leave EMA no room
                       {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path)}})
     assert cfg.instruments() == ("MES", "MNQ", "NQ")
     s = run_backtest(cfg, trades_csv=tmp_path / "t.csv")
@@ -590,7 +590,7 @@ def test_every_mode_is_a_row_and_every_child_of_the_tree_is_built(store, tmp_pat
     from actors.node import Node
     from actors.tree import MODES, TREE
     assert set(MODES) == {"backtest", "paper", "paper-live", "live"}
-    cfg = load_config(ROOT / "config/examples/grid-hedge-and-ema.yaml", "combine-50k",
+    cfg = load_config(ROOT / "config/examples/grid-hedge-and-ema.yaml", "combine-150k",  # 50K: the caps leave EMA no room
                       {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path)}})
     node = Node(cfg, MODES["paper"], store=store, alerter=lambda alert: None)
     tree = node.build_tree()
