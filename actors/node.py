@@ -14,7 +14,6 @@ Timestamps are epoch ns UTC; trading days and sessions America/Chicago.
 from __future__ import annotations
 
 import gc
-import itertools
 import os
 import signal
 import threading
@@ -42,7 +41,7 @@ from domain.portfolio import Portfolio
 from domain.report import SessionSummary
 from domain.risk import RiskManager
 from domain.strategies.base import StrategyContext
-from infra.feeds import FeedCore, HubData, ReplayData, open_replay
+from infra.feeds import HubData, ReplayData, open_replay
 from infra.persistence import StoreIds, WriteAhead, WriteBehind, persist_hook
 from infra.trade_log import TradeLog
 from infra.venues.handler import VenueHandler
@@ -77,6 +76,8 @@ class Node:
         trades_csv: the trades CSV path (default ``{run_dir}/trades/{mode}_...csv``).
         bar_path: a replay's intra-bar path (default ``cfg.runtime.bar_path``).
         keep_trades: False keeps the trades CSV in memory (a backtest's second bar path).
+        memo_data: keep the routed replay in this process for the next backtest of the same data
+            (:meth:`infra.feeds.ReplayData.routed`; sweep workers).
     Raises:
         ProjectXError: the history warm-up failed (hub data).
         ValueError, FileNotFoundError: replay data missing for a configured instrument.
@@ -84,7 +85,8 @@ class Node:
 
     def __init__(self, cfg: Any, spec: ModeSpec, *, store: Any | None = None, alerter: Any | None = None,
                  metrics: Any | None = None, gateway: Gateway | None = None, speed: float | None = None,
-                 trades_csv: Path | None = None, bar_path: str | None = None, keep_trades: bool = True) -> None:
+                 trades_csv: Path | None = None, bar_path: str | None = None, keep_trades: bool = True,
+                 memo_data: bool = False) -> None:
         self.cfg, self.spec, self.store = cfg, spec, store
         self.alerter, self.metrics, self.gateway = alerter, metrics, gateway
         self.entries = cfg.enabled_strategies()
@@ -104,7 +106,7 @@ class Node:
             self.speed = float("inf") if sp == "max" else float(sp)
             self.data: Any = ReplayData(open_replay(Path(cfg.runtime.data_dir), self.instruments, cfg.runtime.start,
                                                     cfg.runtime.end), self.speed, bar_path or cfg.runtime.bar_path,
-                                        self._venue_position, cfg.runtime.path_step_bp)
+                                        self._venue_position, cfg.runtime.path_step_bp, memo=memo_data)
         else:
             assert gateway is not None, "hub data needs a ProjectX gateway session"
             self.speed = 1.0
@@ -337,18 +339,19 @@ class Node:
         disp = Dispatcher(handlers, self.topics())
         disp.send(self.warmup_out())
         disp.drain()
-        core = FeedCore()
-        n = 0
-        for _ts, group in itertools.groupby(self.data.events(), key=lambda t: t.ts_ns):
-            ticks = list(group)
-            disp.send(core.route_batch(ticks))
-            disp.drain()
-            n += len(ticks)
-        disp.send([(RISK, Shutdown("end of data", core.last_ts))])
+        routed = self.data.routed()
+        for sym in self.instruments:  # pure functions of the feed: a kept stream replays their output
+            name = bar_builder(sym)
+            handlers[name] = routed.memo_handler(name, handlers[name])  # the dispatcher holds this dict
+        send, drain = disp.send, disp.drain
+        for out in routed.batches:
+            send(out)
+            drain()
+        disp.send([(RISK, Shutdown("end of data", routed.core.last_ts))])
         disp.drain()
         s = self._summary(handlers[RISK], {e.name: handlers[e.name].stats() for e in self.entries})
-        s.rejected_inputs = {**self.data.rejected_rows(), **dict(core.rejected)}
-        s.events = n
+        s.rejected_inputs = {**self.data.rejected_rows(), **dict(routed.core.rejected)}
+        s.events = routed.ticks
         return s
 
     # ------------------------------------------------------------------ actor host

@@ -15,6 +15,7 @@ Times are epoch ns UTC; trading days America/Chicago.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass
@@ -374,6 +375,63 @@ def open_replay(data_dir: Path, instruments: tuple[str, ...], start: Any = None,
     return source
 
 
+class Routed:
+    """A replay's ticks routed a timestamp at a time (:meth:`FeedCore.route_batch`).
+
+    Attributes:
+        batches: iterable of the routed messages (``Out``) of each timestamp with an accepted tick.
+        core: the :class:`FeedCore` that routed them: ``core.rejected`` (counts by reason) and
+            ``core.last_ts`` are complete once ``batches`` is exhausted.
+        ticks: ticks read so far (all of them once ``batches`` is exhausted).
+    """
+
+    def __init__(self, events: Iterator[TradeTick]) -> None:
+        self.core = FeedCore()
+        self.ticks = 0
+        self.batches: Any = self._route(events)
+        self.outputs: dict[str, dict[int, Out]] | None = None
+        """For a kept stream: per pure handler (bar builders), its output for each message of
+        the stream by ``id`` (:class:`MemoHandler`); None otherwise."""
+
+    def memo_handler(self, name: str, handler: Any) -> Any:
+        """``handler`` wrapped in a :class:`MemoHandler` when this stream is kept, else itself.
+        Only for handlers whose output is a function of the feed's messages alone."""
+        if self.outputs is None:
+            return handler
+        return MemoHandler(handler, self.outputs.setdefault(name, {}))
+
+    def _route(self, events: Iterator[TradeTick]) -> Iterator[Out]:
+        for _ts, group in itertools.groupby(events, key=lambda t: t.ts_ns):
+            ticks = list(group)
+            self.ticks += len(ticks)
+            out = self.core.route_batch(ticks)
+            if out:
+                yield out
+
+
+class MemoHandler:
+    """A pure handler's outputs remembered by message identity: the first run over a kept
+    stream computes them, the next runs replay them (the same immutable messages, in the same
+    order). The wrapped handler's own state is not advanced on a replay."""
+
+    def __init__(self, inner: Any, outputs: dict[int, Out]) -> None:
+        self.inner = inner
+        self.outputs = outputs
+
+    def handle(self, msg: Any) -> Out:
+        out = self.outputs.get(id(msg))
+        if out is None:
+            out = self.outputs[id(msg)] = self.inner.handle(msg)
+        return out
+
+
+ROUTED_KEEP = 4
+"""Routed streams a process keeps (:meth:`ReplayData.routed`): the 28 shared sessions take ~200 MiB
+with the bar builders' outputs."""
+_ROUTED: dict[tuple, Routed] = {}
+"""Memo of :meth:`ReplayData.routed`, oldest first."""
+
+
 class ReplayData:
     """:class:`domain.ports.MarketDataSource` over recorded bars (paper replay, backtest).
 
@@ -384,10 +442,14 @@ class ReplayData:
         position: ``f(instrument) -> signed contracts`` held (the ``adverse`` path reads it).
         step_bp: longest step of the continuous intra-bar path, basis points of the bar's open
             (``infra.replay.bar_to_ticks``); None = four prints per bar.
+        memo: keep :meth:`routed` in this process for the next replay of the same data (sweep
+            workers run many backtests on one data set).
     """
 
     def __init__(self, source: ReplaySource, speed: float = float("inf"), path: str = "adaptive",
-                 position: Callable[[str], int] | None = None, step_bp: float | None = None) -> None:
+                 position: Callable[[str], int] | None = None, step_bp: float | None = None,
+                 memo: bool = False) -> None:
+        self.memo = memo
         self.source = source
         self.speed = speed
         self.path = path
@@ -411,6 +473,28 @@ class ReplayData:
     def warmup_ticks(self) -> dict[str, list[TradeTick]]:
         """The warm-up day's bars as ticks, per instrument."""
         return {sym: [t for row in self.source.warmup_bars(sym) for t in bar_to_ticks(row)] for sym in self.instruments}
+
+    def routed(self) -> "Routed":
+        """The backtest host's input: for each timestamp of the replay, what
+        :meth:`FeedCore.route_batch` sends (the same messages the paper feed sends, so backtest =
+        paper), in replay order, produced as the run consumes them (the ``adverse`` path reads the
+        positions held as it goes).
+
+        With ``memo`` and the ``adaptive`` path (the ticks do not depend on the positions held) the
+        routed stream is kept in this process (the newest :data:`ROUTED_KEEP`), keyed by
+        :attr:`ReplaySource.key`, the path and the step, so a sweep worker routes its data once. Messages are immutable: runs share them."""
+        key = (self.source.key, self.path, self.step_bp)
+        keep = self.memo and self.path == "adaptive"
+        if keep and key in _ROUTED:
+            return _ROUTED[key]
+        routed = Routed(self.events())
+        if keep:
+            routed.batches = list(routed.batches)  # route it all now, once
+            routed.outputs = {}
+            while len(_ROUTED) >= ROUTED_KEEP:  # the oldest goes (walk-forward windows come in order)
+                del _ROUTED[next(iter(_ROUTED))]
+            _ROUTED[key] = routed
+        return routed
 
     def events(self, after_ns: int | None = None) -> Iterator[TradeTick]:
         """Every tick in replay order (intra-bar path ``self.path``), after ``after_ns`` when resuming."""

@@ -691,6 +691,13 @@ class ReplaySource:
             self._seq0[inst] = 4 * idx[0] if idx else 0
             self._warmup[inst] = [r for r, d in zip(rows, days) if d in warm_days]
         self.bar_count = sum(len(b) for b in self._bars.values())
+        self.key = (tuple(sorted((inst, str(Path(p).resolve()), Path(p).stat().st_mtime_ns)
+                                 for inst, p in bar_files.items())),
+                    tuple(sorted((inst, str(Path(p).resolve()), Path(p).stat().st_mtime_ns)
+                                 for inst, p in (trade_files or {}).items())),
+                    tuple(self._days), warmup_days)
+        """Identifies what this source replays (files, their modification times, days): equal keys
+        replay equal streams (``infra.feeds.ReplayData.routed``)."""
         self.trade_paths: collections.Counter = collections.Counter()
         self._bar_trades: dict[str, dict[int, list[TradeTick]]] = {}
         for inst, path in sorted((trade_files or {}).items()):

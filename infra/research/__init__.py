@@ -1,0 +1,1 @@
+"""Research tools on the trading node's backtest: parameter sweeps and walk-forward (docs/research.md)."""
