@@ -9,7 +9,10 @@ paper:    the actor system under the supervision tree, replaying the bundled rea
           ``PROJECTX_API_KEY`` set (and no replay option) it trades live ProjectX market data
           instead, fills still simulated, until SIGINT/SIGTERM (namespace ``tsx:paper-live``).
 backtest: the same handlers on one thread with the simulated clock, as fast as possible; two runs
-          on the same input write byte-identical trade logs.
+          on the same input write byte-identical trade logs. The summary ends with seed 002's
+          results table; then the report folder ``{run_dir}/reports/<run>/`` (report.html,
+          summary.json, trades.csv, plots; docs/report.md) is written and its path printed
+          (``--report-day`` picks the price charts' day, ``--no-report`` skips it).
 
 Every mode is one row of ``actors.tree.MODES`` run by ``actors.node.run``; the strategies are the
 ``strategies:`` list of the config (default: the MES grid and its MNQ hedge).
@@ -62,6 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--replay", action="store_true",
                    help="paper: replay recorded data even when ProjectX credentials are set")
     p.add_argument("--trades-csv", type=Path, help="backtest: trade log path")
+    p.add_argument("--report-day", type=dt.date.fromisoformat,
+                   help="backtest: trading day (YYYY-MM-DD) of the report's price charts (default the worst day)")
+    p.add_argument("--no-report", action="store_true",
+                   help="backtest: no report folder ({run_dir}/reports/<run>/, docs/report.md)")
     p.add_argument("--base-url", help="live: ProjectX REST host (default https://api.topstepx.com)")
     p.add_argument("--rtc-url", help="live: ProjectX hubs host (default https://rtc.topstepx.com, or --base-url "
                                      "when that is not the default)")
@@ -123,6 +130,25 @@ def _unwritable_dirs(cfg: AppConfig, args: argparse.Namespace) -> str | None:
     return None
 
 
+def backtest_report(cfg: AppConfig, args: argparse.Namespace):
+    """The hook that writes a backtest's report folder (``{run_dir}/reports/<run>/``,
+    :func:`infra.reporting.write_report`) and prints its path; None with ``--no-report``."""
+    if args.no_report:
+        return None
+
+    def report(summary) -> None:
+        import time
+
+        from infra.reporting import check_report_day, new_report_dir, write_report
+        t0 = time.perf_counter()
+        day = args.report_day.isoformat() if args.report_day else None
+        check_report_day(summary, day)  # before a folder is made
+        out = write_report(summary, cfg, new_report_dir(cfg.runtime.run_dir, summary, cfg.profile.name), day=day)
+        print(f"report: {out}/report.html (summary.json, trades.csv, plots; written in "
+              f"{time.perf_counter() - t0:.2f}s)")
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv``; returns the exit code (module docstring). Bad arguments,
     configuration, data files (unreadable, no trading day in ``--start``..``--end``), a run or log
@@ -146,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.projectx.account is None:
             print("config error: projectx.account: live mode needs an account (--account NAME_OR_ID)", file=sys.stderr)
             return EXIT_CONFIG
+    if args.report_day is not None and args.mode == "backtest" and not (
+            (cfg.runtime.start is None or cfg.runtime.start <= args.report_day)
+            and (cfg.runtime.end is None or args.report_day <= cfg.runtime.end)):
+        print(f"config error: --report-day {args.report_day} is outside --start..--end "
+              f"({cfg.runtime.start or 'data start'}..{cfg.runtime.end or 'data end'})", file=sys.stderr)
+        return EXIT_CONFIG
     problem = _unwritable_dirs(cfg, args)
     if problem:
         print(f"config error: {problem}", file=sys.stderr)
@@ -161,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = "paper-live" if paper_on_live_data(args) else args.mode
     credentials = tuple(os.environ[n] for n in CREDENTIAL_ENV) if mode in ("live", "paper-live") else None
     try:
-        return run(cfg, mode, fresh=args.fresh, credentials=credentials, trades_csv=args.trades_csv)
+        return run(cfg, mode, fresh=args.fresh, credentials=credentials, trades_csv=args.trades_csv,
+                   after_backtest=backtest_report(cfg, args) if mode == "backtest" else None)
     except LiveStartupError as exc:
         logger.error("{} mode cannot start: {}", mode, exc)
         print(f"error: {exc}", file=sys.stderr)

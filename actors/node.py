@@ -594,9 +594,11 @@ class Node:
         appends to, so its fills count every process of the session)."""
         s = SessionSummary(self.spec.shown, self.days)
         s.fill_from_risk(risk, self.cfg.profile.max_contracts_minis)
-        fills = self.trade_log.fills()
+        rows = self.trade_log.records()
+        fills = [r.fill for r in rows]
         s.fills = len(fills)
-        s.add_strategies([(e.name, e.kind, e.instruments, stats.get(e.name, {})) for e in self.entries], fills)
+        s.add_strategies([(e.name, e.kind, e.instruments, stats.get(e.name, {})) for e in self.entries], fills,
+                         {r.fill.trade_id: r.purpose for r in rows})
         s.trades_csv = str(self.trade_log.path)
         return s
 
@@ -692,11 +694,13 @@ def open_gateway(cfg: Any, spec: ModeSpec, credentials: tuple[str, str] | None) 
 
 
 def run(cfg: Any, mode: str, *, fresh: bool = False, credentials: tuple[str, str] | None = None,
-        trades_csv: Path | None = None) -> int:
+        trades_csv: Path | None = None,
+        after_backtest: Callable[[SessionSummary], None] | None = None) -> int:
     """One session in ``mode`` (:data:`actors.tree.MODES`), from start to summary.
 
     A replay ends at the end of its data; live data runs until SIGINT/SIGTERM. Either way the
-    node stops in order (cancel, flatten, persist) and prints the summary.
+    node stops in order (cancel, flatten, persist) and prints the summary. ``after_backtest`` is
+    called with a backtest's summary once it is printed (supervisor.py writes the report there).
 
     Returns the exit code: 0 (end of data, SIGINT/SIGTERM), 3 (supervision escalation).
     Raises:
@@ -707,6 +711,8 @@ def run(cfg: Any, mode: str, *, fresh: bool = False, credentials: tuple[str, str
     if spec.host == "dispatcher":
         summary = Node(cfg, spec, trades_csv=trades_csv).run_backtest()
         print(summary.render())
+        if after_backtest is not None:
+            after_backtest(summary)
         return EXIT_OK
 
     from infra.alerts import SlackAlerter

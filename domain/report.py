@@ -10,16 +10,25 @@ the emergency flatten close positions the strategies opened, so each of their fi
 the strategies that hold the opposite position in that instrument, oldest holder first, with the
 fee split per contract (:func:`attribute_fills`). The per-strategy figures then add up to the
 account's realized P&L and fees.
+
+The summary also holds the session's round-trip trades (FIFO per strategy and instrument, risk's
+closes attributed the same way: :mod:`domain.trade_stats`) and :meth:`SessionSummary.render` ends
+with seed 002's results table (win rate, average win/loss, trades per day, days hitting the daily
+loss cap, P&L by strategy, by regime when trades carry one; docs/report.md). The backtest's report
+folder (HTML, JSON, trades CSV, plots) is written by :mod:`infra.reporting`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 
 from domain.messages import Fill, Side
 from domain.portfolio import Portfolio
+
+if TYPE_CHECKING:
+    from domain.trade_stats import BacktestStats
 
 SYSTEM_OWNERS = frozenset({"risk", "emergency"})
 """Strategy ids of orders that close strategy positions (risk's flatten, the emergency flatten)."""
@@ -44,23 +53,30 @@ class StrategyResult:
         return self.gross_pnl - self.fees
 
 
-def attribute_fills(fills: Iterable[Fill], strategies: list[str]) -> dict[str, Portfolio]:
-    """A portfolio per strategy from the session's fills, in execution order.
+def booked_fills(fills: Iterable[Fill], strategies: list[str],
+                 books: dict[str, Portfolio] | None = None) -> Iterator[tuple[Fill, Fill]]:
+    """Each fill as booked to a strategy, in execution order: ``(source fill, booked fill)``.
 
-    A fill of a strategy goes to its portfolio. A fill of :data:`SYSTEM_OWNERS` (it only ever
+    A fill of a strategy is booked to it unchanged. A fill of :data:`SYSTEM_OWNERS` (it only ever
     reduces) is split among ``strategies`` holding the opposite position in its instrument, in the
-    order given, each up to its open quantity; the fee is split per contract (exact: the fee per
-    contract is constant within a fill). What no strategy holds (a position not ours) is left out.
+    order given, each up to its open quantity: one booked fill per share, with the strategy's name
+    as ``strategy_id``, trade id ``"<trade id>/<strategy>"`` and the fee split per contract (exact:
+    the fee per contract is constant within a fill). What no strategy holds (a position not ours)
+    is left out, and so is a fill whose trade id was already booked (a duplicate).
 
     Args:
-        fills: ``Fill`` messages (trade ids unique).
+        fills: ``Fill`` messages, in execution order.
         strategies: strategy names, in config order.
-    Returns: ``{strategy name: Portfolio}`` for every name in ``strategies``.
+        books: ``{name: Portfolio}`` the booked fills are folded into (the positions the split
+            reads); a fresh one per name when None.
+    Yields: ``(source fill, booked fill)``; a split source fill yields once per share.
     """
-    books = {name: Portfolio() for name in strategies}
+    if books is None:
+        books = {name: Portfolio() for name in strategies}
     for f in fills:
         if f.strategy_id in books:
-            books[f.strategy_id].apply_fill(f)
+            if books[f.strategy_id].apply_fill(f) is not None:
+                yield f, f
             continue
         if f.strategy_id not in SYSTEM_OWNERS:
             continue
@@ -73,9 +89,29 @@ def attribute_fills(fills: Iterable[Fill], strategies: list[str]) -> dict[str, P
             if held == 0 or (held > 0) == (f.side is Side.BUY):
                 continue
             take = min(left, abs(held))
-            books[name].apply_fill(replace(f, qty=take, fee=fee_per * take, strategy_id=name,
-                                           trade_id=f"{f.trade_id}/{name}"))
+            share = replace(f, qty=take, fee=fee_per * take, strategy_id=name, trade_id=f"{f.trade_id}/{name}")
+            if books[name].apply_fill(share) is not None:
+                yield f, share
             left -= take
+
+
+def attribute_fills(fills: Iterable[Fill], strategies: list[str]) -> dict[str, Portfolio]:
+    """A portfolio per strategy from the session's fills, in execution order.
+
+    A fill of a strategy goes to its portfolio. A fill of :data:`SYSTEM_OWNERS` (it only ever
+    reduces) is split among ``strategies`` holding the opposite position in its instrument, in the
+    order given, each up to its open quantity; the fee is split per contract (exact: the fee per
+    contract is constant within a fill). What no strategy holds (a position not ours) is left out
+    (:func:`booked_fills`).
+
+    Args:
+        fills: ``Fill`` messages (trade ids unique).
+        strategies: strategy names, in config order.
+    Returns: ``{strategy name: Portfolio}`` for every name in ``strategies``.
+    """
+    books = {name: Portfolio() for name in strategies}
+    for _ in booked_fills(fills, strategies, books):
+        pass
     return books
 
 
@@ -123,6 +159,9 @@ class SessionSummary:
     consistency_met: bool = True
     target_reached: bool = False
     denials_by_rule: dict = field(default_factory=dict)
+    round_trips: list = field(default_factory=list)
+    """Closed round-trip trades (:class:`domain.trade_stats.RoundTrip`), FIFO per strategy and
+    instrument, risk's closes attributed (:meth:`add_strategies`)."""
 
     @property
     def rules_ok(self) -> bool:
@@ -209,8 +248,12 @@ class SessionSummary:
                 out.append(f"  {day}  {pnl:>10,.2f}  {pct}  {n:>6}")
         return out
 
-    def add_strategies(self, entries: list[tuple[str, str, tuple[str, ...], dict]], fills: list[Fill]) -> None:
-        """One :class:`StrategyResult` per ``(name, kind, instruments, stats)``, P&L from ``fills``."""
+    def add_strategies(self, entries: list[tuple[str, str, tuple[str, ...], dict]], fills: list[Fill],
+                       purposes: Mapping[str, str] | None = None) -> None:
+        """One :class:`StrategyResult` per ``(name, kind, instruments, stats)``, P&L from ``fills``,
+        and the session's round-trip trades (:attr:`round_trips`; ``purposes``: ``{trade id: order
+        purpose}`` of the fills, for the trades' entry/exit purposes and regimes)."""
+        from domain.trade_stats import match_round_trips
         books = attribute_fills(fills, [e[0] for e in entries])
         own = {e[0]: 0 for e in entries}
         for f in fills:
@@ -221,6 +264,22 @@ class SessionSummary:
             self.strategies.append(StrategyResult(
                 name, kind, instruments, fills=own[name], closes_by_risk=pf.fills_applied - own[name],
                 gross_pnl=pf.realized, fees=pf.fees, open_positions=pf.net_positions(), stats=dict(stats)))
+        self.round_trips = match_round_trips(fills, [e[0] for e in entries], purposes).trades
+
+    @property
+    def cap_breach_days(self) -> list[str]:
+        """ISO trading days on which risk's ``daily_loss_cap`` rule fired (from :attr:`breaches`)."""
+        from domain.calendar import trading_day
+        return sorted({trading_day(b[0]).isoformat() for b in self.breaches if b[1] == "daily_loss_cap"})
+
+    def seed_stats(self, trades: list | None = None) -> "BacktestStats":
+        """The figures of seed 002's results table (:func:`domain.trade_stats.compute_stats`) over
+        ``trades`` (default :attr:`round_trips`) and this summary's account figures."""
+        from domain.trade_stats import compute_stats
+        return compute_stats(self.round_trips if trades is None else trades, days=self.days, total_pnl=self.net_pnl,
+                             max_drawdown=self.max_drawdown, day_pnls=self.day_pnls,
+                             daily_loss_cap=self.daily_loss_cap, cap_breach_days=self.cap_breach_days,
+                             strategies=[r.name for r in self.strategies])
 
     def render(self) -> str:
         ok = lambda b: "PASS" if b else "FAIL"  # noqa: E731
@@ -266,4 +325,7 @@ class SessionSummary:
             f"trades csv: {self.trades_csv}",
             f"events: {self.events}  wall time: {self.seconds:.2f}s",
         ]
+        if self.mode in ("backtest", "paper") and self.days:
+            from domain.trade_stats import render_seed_table
+            lines += ["", render_seed_table(self.seed_stats())]
         return "\n".join(lines)

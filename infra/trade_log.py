@@ -18,11 +18,13 @@ the file already exists (a restart), its rows are folded first so the running va
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 from decimal import Decimal
 from pathlib import Path
+from typing import NamedTuple
 
-from domain.calendar import ns_to_ct, trading_day
+from domain.calendar import dt_to_ns, ns_to_ct, trading_day
 from domain.messages import Fill, Side
 from domain.portfolio import Portfolio
 
@@ -36,6 +38,26 @@ def read_rows(text: str) -> list[tuple[str, Fill]]:
     return [(r["trading_day"], Fill(r["client_order_id"], r["strategy"], r["trade_id"], r["instrument"],
                                     Side(r["side"]), int(r["qty"]), Decimal(r["price"]), Decimal(r["fee"]), 0, 0))
             for r in csv.DictReader(io.StringIO(text))]
+
+
+class TradeRow(NamedTuple):
+    """One row of a trades CSV: its trading day (ISO, America/Chicago), the fill (``ts_ns`` from
+    ``time_ct``, epoch ns UTC, to the microsecond) and the order's purpose."""
+
+    trading_day: str
+    fill: Fill
+    purpose: str
+
+
+def read_records(text: str) -> list[TradeRow]:
+    """Every row of a trades CSV with its time and purpose (:class:`TradeRow`), in file order."""
+    out = []
+    for r in csv.DictReader(io.StringIO(text)):
+        t = dt.datetime.fromisoformat(r["time_ct"])
+        out.append(TradeRow(r["trading_day"], Fill(
+            r["client_order_id"], r["strategy"], r["trade_id"], r["instrument"], Side(r["side"]), int(r["qty"]),
+            Decimal(r["price"]), Decimal(r["fee"]), 0, dt_to_ns(t)), r.get("purpose") or ""))
+    return out
 
 
 class TradeLog:
@@ -86,6 +108,10 @@ class TradeLog:
     def fills(self) -> list[Fill]:
         """Every fill in the CSV (a resumed session's earlier processes included), in file order."""
         return [fill for _, fill in read_rows(self.text())]
+
+    def records(self) -> list[TradeRow]:
+        """Every row with its fill time and purpose (:func:`read_records`), in file order."""
+        return read_records(self.text())
 
     def text(self) -> str:
         """The whole CSV as text."""
