@@ -54,6 +54,9 @@ _SEVERITY = {RiskState.ACTIVE: 0, RiskState.REDUCING: 1, RiskState.HALTED: 2}
 PROCESS_HOLDS = frozenset({"reconcile", "shutdown"})
 """Holds of one process, never mirrored: a restarted process sets its own (``reconcile`` until
 reconciled; ``shutdown`` only while it stops)."""
+BRACKET_EXITS = frozenset({"bracket-stop", "bracket-target"})
+"""Purposes of a bracket's two exits (a managed OCO: the owner cancels one when the other fills).
+Each is judged against the position alone, not against its sibling or each other's pending size."""
 UNARMED_HOLD = "unarmed"
 """The hold of a live account not armed by the operator (README, "Arming")."""
 
@@ -208,9 +211,11 @@ class RiskManager:
         working = self._working_map()  # {instrument: (buy, sell)} working, one pass over the book
         if intent.reduce_only:
             # a close is judged against what other working closes on its side leave of the position,
-            # so two actors closing the same position (hedge reduce + risk flatten) cannot flip it
-            pending = sum(o.intent.side.sign * o.leaves_qty for o in self.book.open_orders(intent.instrument)
-                          if o.intent.reduce_only and o.intent.side is intent.side)
+            # so two actors closing the same position (hedge reduce + risk flatten) cannot flip it;
+            # a bracket's stop and target are one close (the owner cancels one when the other fills)
+            pending = 0 if intent.purpose in BRACKET_EXITS else sum(
+                o.intent.side.sign * o.leaves_qty for o in self.book.open_orders(intent.instrument)
+                if o.intent.reduce_only and o.intent.side is intent.side and o.intent.purpose not in BRACKET_EXITS)
             reducing = is_reducing(position + pending, signed)
         else:
             # an entry "reduces" only if it still shrinks the position after every working order on

@@ -1,0 +1,561 @@
+"""HMM regime + session VWAP strategy (seed 002, /work/shared/seeds/002_2613e4c741f6e65a.txt
+sections 2.5-2.8; restated with our choices in docs/strategies/regime.md).
+
+Per bar, for the one instrument it trades (MNQ by default), all times America/New_York (ET) as in
+the seed, sessions and the flat time from :mod:`domain.calendar` (America/Chicago):
+
+- **Regime** (5-minute bars): the seed's features (:class:`domain.regime.features.FeatureBuilder`)
+  -> the causal forward filter of the trained HMM (:class:`domain.regime.filter.ForwardFilter`,
+  one O(states^2) update per bar; never hmmlearn's forward-backward) -> the label of the most
+  probable state (``strong_bull``, ``bull``, ``neutral``, ``bear``, ``crash``).
+- **Macro bias** (30-minute bars): EMA(``macro_ema_bars``) of closes; ``bull`` if the last close is
+  above ``EMA x (1 + macro_band_pct/100)``, ``bear`` below ``EMA x (1 - band)``, else ``neutral``.
+- **VWAP** (1-minute bars): session VWAP of the typical price anchored at ``session_open_et``
+  (09:30 ET); the band width is the population std of the last ``band_window`` typical prices of
+  the session (seed config ``vwap.std_dev_window: 20``); bands = VWAP +/- std.
+- **Signals** on each closed 1-minute bar (seed 2.5, symmetric), entries only while flat:
+  strong_bull / bull: low <= VWAP and a bullish bar -> long unless the bias is bear;
+  neutral: band width (2 std) >= ``min_neutral_range_points``, close below the lower band on a
+  bullish bar -> long, above the upper band on a bearish bar -> short, target capped at the
+  distance to VWAP; bear: high >= VWAP and a bearish bar -> short unless the bias is bull;
+  crash: lower wick > 60 % of the range -> long (exhaustion bounce). Stop ticks per regime,
+  target ticks = round(stop x ``rrr``).
+- **Filters** (seed 2.6, 2.7): no entry within ``blackout_before_min`` / ``blackout_after_min``
+  of a ``high_impact_times_et`` time; size = max(1, floor(base x regime multiplier x VIX
+  multiplier)), the VIX multiplier 0.5 when the previous day's VIX close (a daily file, or a fixed
+  value) is above ``vix_threshold``; no entry after ``max_consecutive_losses`` losing trades in a
+  day or once the strategy's own day P&L is at or below minus the smaller of ``daily_loss_limit``
+  and the profile's daily loss cap; entries only between ``session_open_et`` and
+  ``last_entry_et`` and inside risk's trading window.
+- **Orders**: the entry is a market order; when it fills, a protective stop (STOP) and a target
+  (LIMIT) go out together as a managed OCO (purposes ``bracket-stop`` / ``bracket-target``, both
+  reduce-only): when one fills the other is cancelled; a protective order that risk denies or the
+  venue rejects is replaced by a market exit, so no position is left without its stop.
+
+Money in dollars, prices in points, sizes in contracts, times epoch ns UTC.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import math
+from collections import deque
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from domain.calendar import SessionCalendar, trading_day
+from domain.handler import RISK, IdGenerator, Out, RejectedMessage
+from domain.indicators import EMA, SessionVWAP
+from domain.instruments import INSTRUMENTS, get_instrument
+from domain.messages import (Bar, CancelOrder, ClockTick, ExposureUpdate, Fill, OrderAccepted, OrderCancelled,
+                             OrderDenied, OrderIntent, OrderRejected, OrderSubmitted, OrderType, RiskState,
+                             RiskStateChanged, Side, StrategyStatus, TradeTick, WarmupBars)
+from domain.risk_rules import RiskLimits
+from domain.strategies.base import STRICT, OwnPosition, StrategyContext, StrategyPlugin
+
+ROOT = Path(__file__).resolve().parents[2]
+ET = __import__("zoneinfo").ZoneInfo("America/New_York")
+REGIMES = ("strong_bull", "bull", "neutral", "bear", "crash")
+Regime = Literal["strong_bull", "bull", "neutral", "bear", "crash"]
+_SEEN_TRADES = 64
+
+
+def _hhmm(v: str) -> str:
+    h, m = v.split(":")
+    if not (0 <= int(h) < 24 and 0 <= int(m) < 60):
+        raise ValueError(f"{v!r} is not a HH:MM time")
+    return f"{int(h):02d}:{int(m):02d}"
+
+
+class RegimeVwapParams(BaseModel):
+    """The ``params:`` section of a ``regime_vwap`` entry (defaults: seed 002 section 3).
+
+    ``model``: the trained model's folder (``scripts/train_regime.py``), relative to the repository
+    root unless absolute. ``labels``: optional override ``{state index: label}`` of the model's
+    labels. ``vix``: a number (the VIX level to assume) or a daily CSV path
+    (``DATE,...,CLOSE``; default the bundled excerpt ``data/vix/VIX_daily.csv.gz``).
+    """
+
+    model_config = STRICT
+
+    model: str = "data/models/regime-mnq-5min"
+    labels: dict[int, Regime] | None = None
+    base_size: Annotated[int, Field(ge=1, le=100)] = 1
+    rrr: Annotated[float, Field(gt=0, le=20, allow_inf_nan=False)] = 1.8
+    stops: dict[Regime, Annotated[int, Field(ge=1, le=400)]] = Field(
+        default_factory=lambda: {"strong_bull": 10, "bull": 8, "neutral": 6, "bear": 8, "crash": 6})
+    size_multipliers: dict[Regime, Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)]] = Field(
+        default_factory=lambda: {"strong_bull": 1.0, "bull": 1.0, "neutral": 0.75, "bear": 1.0, "crash": 0.5})
+    min_neutral_range_points: Annotated[float, Field(ge=0, le=10_000, allow_inf_nan=False)] = 8.0
+    neutral_needs_neutral_bias: bool = False
+    """Decision point 8: mean reversion only when the macro bias is neutral (seed: no restriction)."""
+    regime_bar_s: Literal[300] = 300
+    macro_bar_s: Literal[1800, 3600] = 1800
+    macro_ema_bars: Annotated[int, Field(ge=1, le=1000)] = 20
+    macro_band_pct: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = 0.1
+    band_window: Annotated[int, Field(ge=2, le=1000)] = 20
+    session_open_et: str = "09:30"
+    last_entry_et: str = "15:45"
+    high_impact_times_et: tuple[str, ...] = ("08:30", "10:00", "14:00", "14:30")
+    blackout_before_min: Annotated[int, Field(ge=0, le=240)] = 5
+    blackout_after_min: Annotated[int, Field(ge=0, le=240)] = 10
+    vix: float | str = "data/vix/VIX_daily.csv.gz"
+    vix_threshold: Annotated[float, Field(gt=0, le=200, allow_inf_nan=False)] = 30.0
+    vix_multiplier: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.5
+    vix_unknown_multiplier: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.5
+    """Size multiplier when no VIX close is known for the previous 5 days (the careful side)."""
+    max_consecutive_losses: Annotated[int, Field(ge=1, le=100)] = 3
+    daily_loss_limit: Annotated[Decimal, Field(gt=0, le=1_000_000, allow_inf_nan=False)] = Decimal(750)
+
+    @field_validator("session_open_et", "last_entry_et")
+    @classmethod
+    def _time(cls, v: str) -> str:
+        return _hhmm(v)
+
+    @field_validator("high_impact_times_et")
+    @classmethod
+    def _times(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_hhmm(t) for t in v)
+
+
+def load_vix(path: Path) -> dict[str, float]:
+    """``{ISO date: close}`` from a daily VIX CSV (``DATE`` and ``CLOSE`` columns; ``.gz`` read as
+    gzip). Rows without a number are skipped. Raises OSError / ValueError (no such columns)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    out: dict[str, float] = {}
+    with opener(path, "rt", newline="") as f:
+        rows = csv.DictReader(f)
+        if not rows.fieldnames or "DATE" not in rows.fieldnames or "CLOSE" not in rows.fieldnames:
+            raise ValueError(f"{path}: a VIX file needs DATE and CLOSE columns, found {rows.fieldnames}")
+        for r in rows:
+            try:
+                v = float(r["CLOSE"])
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(v) and v > 0:
+                out[r["DATE"][:10]] = v
+    return out
+
+
+def _resolve(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else ROOT / p
+
+
+class RegimeVwapStrategy:
+    """Regime + VWAP handler for one instrument; ``handle(msg) -> Out`` (module docstring).
+
+    Args:
+        instrument: the traded symbol (MNQ by default in config/regime.yaml).
+        strategy_id: actor name and client order id prefix.
+        params: :class:`RegimeVwapParams`.
+        ids: client order id source.
+        calendar: session rules (trading window, America/Chicago).
+        limits: the account's risk limits (the daily loss cap bounds ``daily_loss_limit``).
+        model: the loaded :class:`domain.regime.model.RegimeModel`.
+        vix: ``{ISO date: VIX close}`` or a fixed level.
+    """
+
+    def __init__(self, instrument: str, strategy_id: str, params: RegimeVwapParams, ids: IdGenerator,
+                 calendar: SessionCalendar, limits: RiskLimits, model: Any, vix: dict[str, float] | float) -> None:
+        from domain.regime.features import FeatureBuilder
+        from domain.regime.filter import ForwardFilter
+        self.instrument = instrument
+        self.spec = get_instrument(instrument)
+        self.strategy_id = strategy_id
+        self.p = params
+        self.ids = ids
+        self.calendar = calendar
+        self.model = model
+        self.labels = dict(enumerate(model.labels))
+        if params.labels:
+            self.labels.update(params.labels)
+        self.features = FeatureBuilder(tuple(model.features))
+        self.filter = ForwardFilter(model)
+        self.regime: str | None = None
+        self.macro = EMA(params.macro_ema_bars)
+        self.macro_close: float | None = None
+        self.vwap = SessionVWAP()
+        self.tps: deque[float] = deque(maxlen=params.band_window)
+        self.session: str = ""
+        self.vix = vix
+        cap = limits.daily_loss_cap
+        self.day_limit = min(params.daily_loss_limit, cap) if cap is not None else params.daily_loss_limit
+        self.book = OwnPosition(strategy_id, instrument, _SEEN_TRADES)
+        self.risk_state = RiskState.ACTIVE
+        # the trade in progress: entry / stop / target order ids, plan and fills
+        self.trade: dict[str, Any] | None = None
+        self.day = ""
+        self.day_pnl = Decimal(0)
+        self.losses_in_row = 0
+        self.counters: dict[str, int] = {"signals": 0, "entries": 0, "stops": 0, "targets": 0, "exits": 0,
+                                         "denied": 0, "blackout": 0, "bias_blocked": 0,
+                                         "flattened": 0}
+        self.by_regime: dict[str, list] = {}  # regime -> [trades, wins, net $]
+
+    # ------------------------------------------------------------------ dispatch
+    def handle(self, msg: Any) -> Out:
+        if isinstance(msg, Bar):
+            return self._on_bar(msg)
+        if isinstance(msg, Fill):
+            return self._on_fill(msg)
+        if isinstance(msg, (OrderDenied, OrderRejected, OrderCancelled)):
+            return self._on_order_gone(msg)
+        if isinstance(msg, ExposureUpdate):
+            return self._on_exposure(msg)
+        if isinstance(msg, RiskStateChanged):
+            self.risk_state = msg.state
+            return []
+        if isinstance(msg, WarmupBars):
+            if msg.instrument == self.instrument:
+                for bar in msg.bars:
+                    self._update_indicators(bar)
+            return []
+        if isinstance(msg, (TradeTick, ClockTick, OrderSubmitted, OrderAccepted, StrategyStatus)):
+            return []
+        raise RejectedMessage(f"{self.strategy_id}: unexpected message {type(msg).__name__}")
+
+    # ------------------------------------------------------------------ indicators
+    def _update_indicators(self, bar: Bar) -> None:
+        if bar.instrument != self.instrument:
+            return
+        if bar.period_s == self.p.regime_bar_s:
+            x = self.features.update(bar)
+            if x is not None:
+                probs = self.filter.update(x)
+                self.regime = self.labels.get(int(max(range(len(probs)), key=lambda i: probs[i])))
+        elif bar.period_s == self.p.macro_bar_s:
+            self.macro.update(float(bar.close))
+            self.macro_close = float(bar.close)
+        elif bar.period_s == 60:
+            local = dt.datetime.fromtimestamp(bar.start_ns / 1e9, ET)
+            key = local.date().isoformat() if local.strftime("%H:%M") >= self.p.session_open_et else \
+                (local.date() - dt.timedelta(days=1)).isoformat()
+            if key != self.session:  # the session (VWAP anchor) starts at session_open_et, ET
+                self.session = key
+                self.vwap.reset()
+                self.tps.clear()
+            tp = (float(bar.high) + float(bar.low) + float(bar.close)) / 3.0
+            self.vwap.update(tp, bar.volume)
+            self.tps.append(tp)
+
+    @property
+    def bias(self) -> str:
+        """Macro bias from the 30-minute EMA: ``bull`` / ``bear`` / ``neutral`` (seed 2.6)."""
+        ema, close = self.macro.value, self.macro_close
+        if ema is None or close is None:
+            return "neutral"
+        band = self.p.macro_band_pct / 100
+        return "bull" if close > ema * (1 + band) else "bear" if close < ema * (1 - band) else "neutral"
+
+    def band_std(self) -> float | None:
+        """Population std of the session's last ``band_window`` typical prices (points), None
+        until the window is full."""
+        if len(self.tps) < self.p.band_window:
+            return None
+        m = sum(self.tps) / len(self.tps)
+        return math.sqrt(sum((t - m) ** 2 for t in self.tps) / len(self.tps))
+
+    # ------------------------------------------------------------------ signal
+    def signal(self, bar: Bar) -> tuple[int, int, int, str] | None:
+        """The seed's signal on a closed 1-minute bar: ``(direction +1/-1, stop ticks, target
+        ticks, reason)`` or None. Uses the current regime, VWAP, band and bias."""
+        regime, vw, sd = self.regime, self.vwap.value, self.band_std()
+        if regime not in REGIMES or vw is None:
+            return None
+        o, h, lo, c = float(bar.open), float(bar.high), float(bar.low), float(bar.close)
+        stop = self.p.stops[regime]
+        target = round(stop * self.p.rrr)
+        bias = self.bias
+        if regime in ("strong_bull", "bull"):
+            if lo <= vw and c > o:
+                if bias == "bear":
+                    self.counters["bias_blocked"] += 1
+                    return None
+                return 1, stop, target, f"{regime}_pullback"
+        elif regime == "neutral":
+            if sd is None or 2 * sd < self.p.min_neutral_range_points:
+                return None
+            if self.p.neutral_needs_neutral_bias and bias != "neutral":
+                self.counters["bias_blocked"] += 1
+                return None
+            tick = float(self.spec.tick_size)
+            to_vwap = max(1, int(abs(vw - c) / tick))
+            if c < vw - sd and c > o:
+                return 1, stop, min(target, to_vwap), "neutral_mean_rev_long"
+            if c > vw + sd and c < o:
+                return -1, stop, min(target, to_vwap), "neutral_mean_rev_short"
+        elif regime == "bear":
+            if h >= vw and c < o:
+                if bias == "bull":
+                    self.counters["bias_blocked"] += 1
+                    return None
+                return -1, stop, target, "bear_rally_fade"
+        elif regime == "crash":
+            rng = h - lo
+            if rng > 0 and (c - lo) / rng > 0.6:
+                return 1, stop, target, "crash_exhaustion_bounce"
+        return None
+
+    def in_blackout(self, ts_ns: int) -> bool:
+        """Within ``blackout_before_min`` before / ``blackout_after_min`` after a high-impact time (ET)."""
+        local = dt.datetime.fromtimestamp(ts_ns / 1e9, ET)
+        minute = local.hour * 60 + local.minute
+        for t in self.p.high_impact_times_et:
+            hh, mm = t.split(":")
+            event = int(hh) * 60 + int(mm)
+            if event - self.p.blackout_before_min <= minute < event + self.p.blackout_after_min:
+                return True
+        return False
+
+    def vix_multiplier(self, ts_ns: int) -> float:
+        """0.5 (``vix_multiplier``) when the previous trading day's VIX close is above the
+        threshold, 1.0 below; ``vix_unknown_multiplier`` when no close of the 5 days before is known."""
+        if isinstance(self.vix, (int, float)):
+            level: float | None = float(self.vix)
+        else:
+            day = dt.datetime.fromtimestamp(ts_ns / 1e9, ET).date()
+            level = next((self.vix[d.isoformat()] for d in (day - dt.timedelta(days=k) for k in range(1, 6))
+                          if d.isoformat() in self.vix), None)
+        if level is None:
+            return self.p.vix_unknown_multiplier
+        return self.p.vix_multiplier if level > self.p.vix_threshold else 1.0
+
+    def size(self, regime: str, ts_ns: int) -> int:
+        """Contracts: ``max(1, floor(base x regime multiplier x VIX multiplier))`` (seed 2.7)."""
+        return max(1, math.floor(self.p.base_size * self.p.size_multipliers[regime] * self.vix_multiplier(ts_ns)))
+
+    # ------------------------------------------------------------------ bars
+    def _on_bar(self, bar: Bar) -> Out:
+        if bar.instrument != self.instrument:
+            return []
+        self._update_indicators(bar)
+        if bar.period_s != 60:
+            return []
+        ts = bar.ts_ns or bar.end_ns
+        day = trading_day(ts).isoformat()
+        if day != self.day:
+            self.day, self.day_pnl, self.losses_in_row = day, Decimal(0), 0
+        if self.trade is not None or self.book.qty != 0 or not self._can_enter(ts):
+            return []
+        sig = self.signal(bar)
+        if sig is None:
+            return []
+        self.counters["signals"] += 1
+        if self.in_blackout(ts):
+            self.counters["blackout"] += 1
+            return []
+        direction, stop, target, reason = sig
+        regime = self.regime or ""
+        qty = self.size(regime, ts)
+        intent = self._intent(Side.BUY if direction > 0 else Side.SELL, qty, OrderType.MARKET, ts, f"regime-entry {reason}; regime={regime}")
+        self.trade = {"entry": intent.client_order_id, "dir": direction, "qty": qty, "stop_ticks": stop,
+                      "target_ticks": target, "regime": regime, "reason": reason, "stop": None, "target": None,
+                      "exit": None, "entry_price": None, "filled": 0, "pnl": "0"}
+        self.counters["entries"] += 1
+        return [(RISK, intent)]
+
+    def _can_enter(self, ts: int) -> bool:
+        local = dt.datetime.fromtimestamp(ts / 1e9, ET).strftime("%H:%M")
+        return (self.regime is not None and self.risk_state is RiskState.ACTIVE and self.calendar.can_open(ts)
+                and self.p.session_open_et <= local < self.p.last_entry_et
+                and self.losses_in_row < self.p.max_consecutive_losses and self.day_pnl > -self.day_limit)
+
+    def _intent(self, side: Side, qty: int, kind: OrderType, ts: int, purpose: str, *, price: Decimal | None = None,
+                reduce_only: bool = False) -> OrderIntent:
+        return OrderIntent(client_order_id=self.ids.next_id(self.strategy_id), strategy_id=self.strategy_id,
+                           instrument=self.instrument, side=side, qty=qty, order_type=kind, ts_ns=ts,
+                           limit_price=price if kind is OrderType.LIMIT else None,
+                           stop_price=price if kind is OrderType.STOP else None, reduce_only=reduce_only,
+                           purpose=purpose)
+
+    # ------------------------------------------------------------------ orders
+    def _on_fill(self, fill: Fill) -> Out:
+        if not self.book.apply(fill):
+            return []
+        t = self.trade
+        if t is None:
+            return []
+        coid = fill.client_order_id
+        if coid == t["entry"]:
+            t["filled"] += fill.qty
+            t["entry_price"] = str(fill.price)
+            t["pnl"] = str(Decimal(t["pnl"]) - fill.fee)
+            return self._protect(fill)
+        # an exit: the stop, the target or a market exit
+        entry = Decimal(t["entry_price"])
+        gross = (fill.price - entry) * t["dir"] * fill.qty * self.spec.point_value
+        t["pnl"] = str(Decimal(t["pnl"]) + gross - fill.fee)
+        kind = "stops" if coid == t["stop"] else "targets" if coid == t["target"] else "exits"
+        self.counters[kind] += 1
+        out: Out = []
+        if self.book.qty == 0:  # closed: the other protective order(s) go (one cancels the other)
+            for k in ("stop", "target", "exit"):
+                if t[k] and t[k] != coid:
+                    out.append((RISK, CancelOrder(t[k], self.strategy_id, fill.ts_ns, "oco: sibling filled")))
+            self._close_trade()
+        return out
+
+    def _protect(self, fill: Fill) -> Out:
+        """The entry filled: a protective stop and a target, reduce-only, as one managed OCO."""
+        t = self.trade
+        assert t is not None
+        tick = self.spec.tick_size
+        d = t["dir"]
+        exit_side = Side.SELL if d > 0 else Side.BUY
+        stop_px = fill.price - d * t["stop_ticks"] * tick
+        target_px = fill.price + d * t["target_ticks"] * tick
+        qty = abs(self.book.qty)
+        stop = self._intent(exit_side, qty, OrderType.STOP, fill.ts_ns, "bracket-stop", price=stop_px, reduce_only=True)
+        target = self._intent(exit_side, qty, OrderType.LIMIT, fill.ts_ns, "bracket-target", price=target_px,
+                              reduce_only=True)
+        t["stop"], t["target"] = stop.client_order_id, target.client_order_id
+        return [(RISK, stop), (RISK, target)]
+
+    def _on_order_gone(self, msg: Any) -> Out:
+        t = self.trade
+        if t is None:
+            return []
+        coid = msg.client_order_id
+        if coid == t["entry"]:
+            if isinstance(msg, OrderDenied):
+                self.counters["denied"] += 1
+            if self.book.qty == 0:
+                self.trade = None  # never filled
+            return []
+        if coid in (t["stop"], t["target"]) and not isinstance(msg, OrderCancelled) and self.book.qty != 0:
+            # a protective order refused: never hold the position without its stop
+            self.counters["denied"] += 1
+            other = t["target"] if coid == t["stop"] else t["stop"]
+            t["stop"] = t["target"] = None
+            out: Out = [(RISK, CancelOrder(other, self.strategy_id, msg.ts_ns, "oco: sibling refused"))] if other else []
+            return out + self._market_exit(msg.ts_ns, "protective order refused")
+        if coid == t["stop"]:
+            t["stop"] = None
+        elif coid == t["target"]:
+            t["target"] = None
+        elif coid == t["exit"]:
+            t["exit"] = None
+        return []
+
+    def _market_exit(self, ts: int, why: str) -> Out:
+        t = self.trade
+        if t is None or self.book.qty == 0 or t["exit"]:
+            return []
+        exit_ = self._intent(Side.SELL if self.book.qty > 0 else Side.BUY, abs(self.book.qty), OrderType.MARKET, ts,
+                             f"regime-exit: {why}", reduce_only=True)
+        t["exit"] = exit_.client_order_id
+        return [(RISK, exit_)]
+
+    def _on_exposure(self, msg: ExposureUpdate) -> Out:
+        t = self.trade
+        working = t is not None and any(t[k] for k in ("stop", "target", "exit"))
+        if self.book.flattened_by_risk(msg, orders_working=working):
+            # risk closed it (its flatten cancels our orders first): the close's price is risk's fill,
+            # not ours, so the trade's P&L here lacks it (risk's account-level caps count it)
+            self.counters["flattened"] += 1
+            self._close_trade()
+        return []
+
+    def _close_trade(self) -> None:
+        t = self.trade
+        if t is None:
+            return
+        pnl = Decimal(t["pnl"])
+        self.day_pnl += pnl
+        self.losses_in_row = self.losses_in_row + 1 if pnl < 0 else 0
+        row = self.by_regime.setdefault(t["regime"], [0, 0, "0"])
+        row[0] += 1
+        row[1] += 1 if pnl > 0 else 0
+        row[2] = str(Decimal(row[2]) + pnl)
+        self.trade = None
+
+    # ------------------------------------------------------------------ persistence
+    def snapshot(self) -> dict:
+        """JSON-safe state: features, filter, indicators, the trade in progress, day counters."""
+        return {"features": self.features.snapshot(), "filter": self.filter.snapshot(), "regime": self.regime,
+                "macro": self.macro.snapshot(), "macro_close": self.macro_close, "vwap": self.vwap.snapshot(),
+                "tps": list(self.tps), "session": self.session, **self.book.snapshot(),
+                "trade": dict(self.trade) if self.trade else None, "day": self.day, "day_pnl": str(self.day_pnl),
+                "losses_in_row": self.losses_in_row, "stats": dict(self.counters),
+                "by_regime": {k: list(v) for k, v in self.by_regime.items()}}
+
+    def restore(self, d: dict) -> None:
+        """Load a :meth:`snapshot`; working orders are brought up to date by reconciliation."""
+        self.features = type(self.features).restore(d["features"])
+        self.filter.restore(d["filter"])
+        self.regime = d.get("regime")
+        self.macro = EMA.restore(d["macro"])
+        self.macro_close = d.get("macro_close")
+        self.vwap = SessionVWAP.restore(d["vwap"])
+        self.tps = deque((float(x) for x in d.get("tps", [])), maxlen=self.p.band_window)
+        self.session = d.get("session", "")
+        self.book.restore(d)
+        self.trade = dict(d["trade"]) if d.get("trade") else None
+        self.day = d.get("day", "")
+        self.day_pnl = Decimal(d.get("day_pnl", "0"))
+        self.losses_in_row = int(d.get("losses_in_row", 0))
+        self.counters.update({k: int(v) for k, v in d.get("stats", {}).items()})
+        self.by_regime = {k: list(v) for k, v in d.get("by_regime", {}).items()}
+
+    @staticmethod
+    def held_orders(snapshot: dict) -> dict[str, int]:
+        """``{client order id: contracts filled}`` of the trade's working orders in a snapshot."""
+        t = snapshot.get("trade") or {}
+        out = {t[k]: 0 for k in ("stop", "target", "exit") if t.get(k)}
+        if t.get("entry") and not t.get("filled"):
+            out[t["entry"]] = 0
+        return out
+
+    def forget_orders(self, client_order_ids: list[str]) -> None:
+        """Drop restored orders that never reached the router."""
+        t = self.trade
+        if t is None:
+            return
+        for k in ("stop", "target", "exit"):
+            if t.get(k) in client_order_ids:
+                t[k] = None
+        if t.get("entry") in client_order_ids and not t.get("filled"):
+            self.trade = None
+
+    def stats(self) -> dict[str, int]:
+        """Signals, entries, stops / targets / market exits filled, denials, blackout skips, bias blocks."""
+        return dict(self.counters)
+
+
+def _load(p: RegimeVwapParams) -> tuple[Any, dict[str, float] | float]:
+    from domain.regime.model import load
+    model = load(_resolve(p.model))
+    vix: dict[str, float] | float = float(p.vix) if isinstance(p.vix, (int, float)) else load_vix(_resolve(p.vix))
+    return model, vix
+
+
+def build(ctx: StrategyContext, p: RegimeVwapParams) -> RegimeVwapStrategy:
+    """The strategy on ``ctx.instruments[0]`` with the model and VIX file of ``p``."""
+    model, vix = _load(p)
+    return RegimeVwapStrategy(ctx.instruments[0], ctx.strategy_id, p, ctx.ids, ctx.calendar, ctx.limits, model, vix)
+
+
+def _check(p: RegimeVwapParams, instruments: tuple[str, ...], limits: RiskLimits) -> None:
+    try:
+        model, _ = _load(p)
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"model: cannot load the regime model or VIX file: {e}") from None
+    missing = [lab for lab in REGIMES if lab not in set(model.labels) | set((p.labels or {}).values())]
+    if missing:
+        raise ValueError(f"labels: the model labels no state {missing}; set labels: {{index: label}}")
+    spec = INSTRUMENTS.get(instruments[0])
+    if spec is not None and p.base_size * spec.mini_equivalent > limits.max_contracts_minis:
+        raise ValueError(f"base_size: {p.base_size} {instruments[0]} exceeds profile.max_contracts_minis")
+
+
+PLUGIN = StrategyPlugin(kind="regime_vwap", params=RegimeVwapParams, build=build, instruments=(1, 1),
+                        bar_periods=lambda p: (60, p.regime_bar_s, p.macro_bar_s),
+                        warmup_periods=lambda p: (60, p.regime_bar_s, p.macro_bar_s),
+                        held_orders=RegimeVwapStrategy.held_orders, check=_check,
+                        summary=("entries", "stops", "targets"))
