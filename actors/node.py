@@ -150,6 +150,7 @@ class Node:
         self.escalation: str | None = None
         self.feed_handler: Any = None
         self._restored: set[str] = set()
+        self._tree_up = threading.Event()  # every actor of the tree registered (:meth:`start`)
         self._restarts_reported: dict[str, int] = {}  # shared by every watchdog incarnation
         self._venue_checked_at = float("-inf")
         self._venue_seen = "venue not asked yet"
@@ -362,8 +363,13 @@ class Node:
         self.actor_loop = loop = ActorLoop("decision")
         for topic, names in self.topics().items():
             self.directory.subscribe(topic, *names)
+        # The process's first reconciliation waits until every actor of the tree is registered
+        # (:meth:`start`): it sends owners the fills and cancels their mirrored snapshots missed,
+        # and a message to a strategy not started yet would be a dead letter (a restored bracket
+        # would keep a stop whose target already filled). A reconciler restarted later starts one.
         started: dict[str, Callable[[Any], Out]] = {
-            RECONCILER: lambda r: [(RECONCILER, ReconcileRequest("actor start", self.venue.last_ts))],
+            RECONCILER: lambda r: ([(RECONCILER, ReconcileRequest("actor start", self.venue.last_ts))]
+                                   if self._tree_up.is_set() else []),
             FEED: lambda f: f.start(),
         }
         expected = set(factories) | {FEED, WATCHDOG}
@@ -419,6 +425,8 @@ class Node:
         self.store.save_meta(mode=self.spec.shown, config_hash=self.cfg.config_hash(), started_ns=time.time_ns(),
                              incarnation=self.incarnation)
         self.tree.start()
+        self._tree_up.set()
+        self.directory.tell(RECONCILER, ReconcileRequest("actor start", self.venue.last_ts))
         if self.spec.arming:
             self.store.update_meta(armed="1" if armed else "0", account=str(self.gateway.account.id))
             acct = self.gateway.account
