@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import logging
 import sys
 import time
@@ -54,7 +53,7 @@ from domain.instruments import UnknownInstrumentError  # noqa: E402
 from domain.messages import Bar  # noqa: E402
 from domain.regime.features import FEATURES, check_names, compute_features  # noqa: E402
 from domain.regime.filter import ForwardFilter  # noqa: E402
-from domain.regime.model import RegimeModel, load, match_labels, save, state_stats, train  # noqa: E402
+from domain.regime.model import RegimeModel, load, match_labels, save, sha256_file, state_stats, train  # noqa: E402
 from infra.replay import load_bar_csv  # noqa: E402
 
 PERIOD_S = 300
@@ -63,14 +62,6 @@ PERIOD_S = 300
 
 class InputError(Exception):
     """Bad input: printed and exit code 2."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def iso_utc(ns: int) -> str:

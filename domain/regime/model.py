@@ -542,7 +542,8 @@ def score_per_bar(model: RegimeModel, features: np.ndarray) -> float:
 
 # --------------------------------------------------------------------------- storage
 
-def _sha256_file(p: Path) -> str:
+def sha256_file(p: Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB chunks): model arrays, training data files."""
     h = hashlib.sha256()
     with open(p, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -572,7 +573,7 @@ def save(model: RegimeModel, path: Path | str) -> Path:
            "n_features": model.n_features, "covariance_type": model.covariance_type,
            "features": list(model.features), "labels": list(model.labels),
            "shapes": {name: list(a.shape) for name, a in arrays.items()},
-           "arrays_sha256": _sha256_file(d / "arrays.npz"), "fingerprint": model.fingerprint,
+           "arrays_sha256": sha256_file(d / "arrays.npz"), "fingerprint": model.fingerprint,
            "metadata": model.metadata}
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".model-", suffix=".json")
     try:
@@ -642,7 +643,7 @@ def load(path: Path | str) -> RegimeModel:
         raise bad(mj, f"{len(feats)} feature names for n_features {k}")
     if not isinstance(meta, dict):
         raise bad(mj, "metadata is not an object")
-    if _sha256_file(az) != sha:
+    if sha256_file(az) != sha:
         raise bad(az, "SHA-256 differs from model.json's arrays_sha256 (files from different models, "
                       "or modified)")
     try:
