@@ -438,13 +438,62 @@ def _plot_strategies(summary: Any, cfg: Any, data: _Data, path: Path) -> str:
             "to the account's net P&L.")
 
 
-def _plot_price(summary: Any, data: _Data, sym: str, path: Path) -> str:
+REGIME_COLOURS = {"strong_bull": "#1b5e20", "bull": "#66bb6a", "neutral": "#9e9e9e", "bear": "#ef5350",
+                  "crash": "#7f0000"}
+"""Background shade of each regime on the price chart (docs/strategies/regime.md)."""
+
+
+def _regime_overlay(cfg: Any, sym: str, bars: list) -> list | None:
+    """For a ``regime_vwap`` strategy trading ``sym``: ``(end_ns, regime, VWAP, lower, upper)`` at
+    each 1-minute close of the day, from the strategy's own indicators fed the day's bars
+    (:meth:`domain.strategies.regime_vwap.RegimeVwapStrategy.indicator_series`; the trading day
+    starts 17:00 CT, so the 5- and 30-minute indicators are warm by the 09:30 ET session and the
+    forward filter forgets its start within ~20 bars). None for other strategies or no bars."""
+    entry = next((e for e in cfg.enabled_strategies() if e.kind == "regime_vwap" and e.instruments[0] == sym), None)
+    if entry is None or not bars:
+        return None
+    from domain.bars import aggregate_bars
+    from domain.calendar import SessionCalendar
+    from domain.handler import CounterIds
+    from domain.strategies.base import StrategyContext
+    from infra.replay import bar_to_ticks
+    ticks = [t for b in bars for t in bar_to_ticks(b)]
+    strategy = entry.plugin().build(StrategyContext(entry.name, entry.instruments, CounterIds(),
+                                                    SessionCalendar(cfg.profile.flat_margin_s),
+                                                    cfg.profile.limits()), entry.params)
+    p = entry.params
+    series = [b for period in (60, p.regime_bar_s, p.macro_bar_s) for b in aggregate_bars(ticks, period)]
+    return strategy.indicator_series(series)
+
+
+def _plot_price(summary: Any, data: _Data, sym: str, path: Path, overlay: list | None = None) -> str:
     import numpy as np
     day = data.day
     assert day is not None
     bars = [b for b in data.bars.get(sym, ()) if trading_day(b.start_ns).isoformat() == day]
     rows = [r for r in data.rows if r.fill.instrument == sym and r.trading_day == day]
     fig, ax = _figure()
+    if overlay:
+        runs: list[list] = []  # [start_ns, end_ns, regime] of each run of one regime (1-minute bars)
+        for t, label, *_rest in overlay:
+            if runs and runs[-1][2] == label:
+                runs[-1][1] = t
+            else:
+                runs.append([t - 60 * NS, t, label])
+        shaded: set[str] = set()
+        for start, end, label in runs:
+            if label in REGIME_COLOURS:
+                ax.axvspan(_x(start), _x(end), color=REGIME_COLOURS[label], alpha=0.13, lw=0,
+                           label=None if label in shaded else f"regime {label}")
+                shaded.add(label)
+        pts = [(t, vw, lo, hi) for t, _lab, vw, lo, hi in overlay if vw is not None]
+        if pts:
+            ax.plot(_x([q[0] for q in pts]), [q[1] for q in pts], color="#6a1b9a", lw=1.0, label="session VWAP (09:30 ET)")
+            band = [q for q in pts if q[2] is not None]
+            if band:
+                ax.plot(_x([q[0] for q in band]), [q[2] for q in band], color="#6a1b9a", lw=0.7, ls="--",
+                        label="VWAP +/- 1 std band")
+                ax.plot(_x([q[0] for q in band]), [q[3] for q in band], color="#6a1b9a", lw=0.7, ls="--")
     if bars:
         xs = _x([b.start_ns for b in bars] + [bars[-1].end_ns])
         lo = [float(b.low) for b in bars] + [float(bars[-1].low)]
@@ -477,7 +526,9 @@ def _plot_price(summary: Any, data: _Data, sym: str, path: Path) -> str:
     _save(fig, path)
     why = "the worst day" if summary.worst_day and summary.worst_day[0] == day else "the chosen day"
     return (f"{sym} on {day} ({why}) with every fill: green triangles buy and red triangles sell to open, "
-            f"blue crosses close, orange crosses are risk's flattens and stops.")
+            f"blue crosses close, orange crosses are risk's flattens and stops."
+            + (" The background is the regime the strategy's forward filter saw (5-minute bars); the purple "
+               "lines are its session VWAP and +/- 1 std band." if overlay else ""))
 
 
 def _plots(summary: Any, cfg: Any, data: _Data, out: Path) -> list[tuple[str, str, str]]:
@@ -498,7 +549,9 @@ def _draw_all(summary: Any, cfg: Any, data: _Data, out: Path) -> list[tuple[str,
         traded = sorted({r.fill.instrument for r in data.rows}) or sorted(data.bars)
         for sym in traded:
             name = f"price_{data.day}_{sym}.png"
-            made.append((name, f"{sym} on {data.day}", _plot_price(summary, data, sym, out / name)))
+            day_bars = [b for b in data.bars.get(sym, ()) if trading_day(b.start_ns).isoformat() == data.day]
+            made.append((name, f"{sym} on {data.day}",
+                         _plot_price(summary, data, sym, out / name, _regime_overlay(cfg, sym, day_bars))))
     return made
 
 

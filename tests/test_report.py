@@ -280,3 +280,25 @@ def test_cli_writes_the_report_for_the_chosen_day_and_prints_its_path(default_lo
 def test_matplotlib_is_not_imported_by_the_node():
     code = "import sys, actors.node, infra.reporting; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_a_regime_strategys_price_chart_shows_its_regimes_and_vwap_band(tmp_path):
+    """The regime strategy's chart: the background is the regime its own forward filter saw and the
+    lines its session VWAP and band (domain/strategies/regime_vwap.py ``indicator_series``)."""
+    from actors.node import Node
+    from actors.tree import MODES
+    from infra.reporting import _regime_overlay, new_report_dir, write_report
+    cfg = load_config(ROOT / "config/regime.yaml", "combine-150k", {"runtime": {"run_dir": str(tmp_path)}})
+    summary = Node(cfg, MODES["backtest"], trades_csv=tmp_path / "t.csv").run_backtest(both_paths=False)
+    out = write_report(summary, cfg, new_report_dir(tmp_path, summary, cfg.profile.name), day="2026-04-09")
+    page = (out / "report.html").read_text()
+    assert "forward filter saw (5-minute bars)" in page
+    assert png_size(out / "price_2026-04-09_MNQ.png") == (900, 450)
+    from infra.replay import ReplaySource
+    import datetime as _dt
+    day = _dt.date(2026, 4, 9)
+    bars = ReplaySource({"MNQ": ROOT / "data/demo/NQ_2min.csv.gz"}, start=day, end=day, warmup_days=0).bars("MNQ")
+    series = _regime_overlay(cfg, "MNQ", bars)
+    assert series and {r for _t, r, *_ in series} <= {"strong_bull", "bull", "neutral", "bear", "crash", None}
+    assert all(lo <= vw <= hi for _t, _r, vw, lo, hi in series if lo is not None)
+    assert len({r for _t, r, *_ in series if r}) >= 2  # the regime changes during the day

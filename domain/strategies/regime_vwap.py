@@ -244,6 +244,21 @@ class RegimeVwapStrategy:
             self.vwap.update(tp, bar.volume)
             self.tps.append(tp)
 
+    def indicator_series(self, bars: list[Bar]) -> list[tuple[int, str | None, float | None, float | None,
+                                                              float | None]]:
+        """Feed ``bars`` (1-, 5- and 30-minute bars of the instrument, any order) through this
+        strategy's own indicators in order of their close, and return at each 1-minute close
+        ``(end_ns, regime, VWAP, lower band, upper band)`` (points; bands None until the window
+        is full). For charts (infra/reporting.py); sends no order."""
+        out = []
+        for bar in sorted(bars, key=lambda b: (b.end_ns, b.period_s)):
+            self._update_indicators(bar)
+            if bar.period_s == 60 and bar.instrument == self.instrument:
+                vw, sd = self.vwap.value, self.band_std()
+                out.append((bar.end_ns, self.regime, vw, vw - sd if vw is not None and sd is not None else None,
+                            vw + sd if vw is not None and sd is not None else None))
+        return out
+
     @property
     def bias(self) -> str:
         """Macro bias from the 30-minute EMA: ``bull`` / ``bear`` / ``neutral`` (seed 2.6)."""
