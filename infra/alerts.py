@@ -51,6 +51,12 @@ class SlackAlerter:
     ``max_per_minute``: at most this many POSTs in any 60 s window. ``timeout_s``: HTTP timeout.
     ``clock``: monotonic seconds (injectable for tests).
 
+    De-duplication is by :meth:`dedupe_key`: the alert's key and the trading day of its event
+    time (America/Chicago, 17:00 CT roll), so the same event on another day is a new alert (a
+    replay at ``--speed max`` crosses days within the wall-clock window). Never suppressed, by the
+    window or the rate limit: CRITICAL alerts and a HALT (a key naming ``HALTED``). Every suppressed
+    alert is logged at INFO with its text.
+
     ``suppressed`` counts, per alert key, every alert dropped by de-duplication or the rate
     limit (cumulative). The next alert sent for that key carries a "(N similar suppressed)" note.
     Thread-safe. Call :meth:`close` (or use as a context manager) to release the HTTP client.
@@ -88,6 +94,19 @@ class SlackAlerter:
         return self._url is not None
 
     @staticmethod
+    def dedupe_key(alert: Alert) -> str:
+        """``"<key>|<trading day>"`` (event time ``ts_ns`` > 0), else the key alone."""
+        if alert.ts_ns > 0:
+            from domain.calendar import trading_day
+            return f"{alert.key}|{trading_day(alert.ts_ns).isoformat()}"
+        return alert.key
+
+    @staticmethod
+    def never_suppressed(alert: Alert) -> bool:
+        """CRITICAL alerts and HALTs always go out (no de-duplication, no rate limit)."""
+        return log_level(alert.level) == "CRITICAL" or "HALTED" in alert.key.upper()
+
+    @staticmethod
     def format(alert: Alert, suppressed: int = 0) -> str:
         """Slack message text for ``alert``; mentions ``suppressed`` earlier repeats if > 0."""
         text = f"[{alert.level.upper()}] {alert.text} (key={alert.key})"
@@ -108,25 +127,27 @@ class SlackAlerter:
             logger.log(level, "ALERT {}", redact(self.format(alert)))
             return "logged"
 
+        key = self.dedupe_key(alert)
+        always = self.never_suppressed(alert)
         with self._lock:
             now = self._clock()
-            last = self._last_sent.get(alert.key)
-            if last is not None and now - last < self.dedupe_window_s:
+            last = self._last_sent.get(key)
+            if not always and last is not None and now - last < self.dedupe_window_s:
                 self.suppressed[alert.key] += 1
                 self._unreported[alert.key] += 1
-                logger.debug("alert {} deduplicated ({} suppressed so far)",
-                             alert.key, self.suppressed[alert.key])
+                logger.info("ALERT (deduplicated, not sent to Slack; {} suppressed so far) {}",
+                            self.suppressed[alert.key], redact(self.format(alert)))
                 return "deduplicated"
             while self._post_times and now - self._post_times[0] >= 60.0:
                 self._post_times.popleft()
-            if len(self._post_times) >= self.max_per_minute:
+            if not always and len(self._post_times) >= self.max_per_minute:
                 self.suppressed[alert.key] += 1
                 self._unreported[alert.key] += 1
                 logger.log(level, "ALERT (rate limited, not sent to Slack) {}", redact(self.format(alert)))
                 return "rate_limited"
             # Reserve the slot and the key before posting, so concurrent senders see them.
             self._post_times.append(now)
-            self._last_sent[alert.key] = now
+            self._last_sent[key] = now
             pending = self._unreported.pop(alert.key, 0)
 
         text = redact(self.format(alert, pending))
@@ -135,8 +156,8 @@ class SlackAlerter:
             logger.log(level, "ALERT (sent to Slack) {}", text)
             return "sent"
         with self._lock:
-            if self._last_sent.get(alert.key) == now:
-                del self._last_sent[alert.key]  # let the next one through
+            if self._last_sent.get(key) == now:
+                del self._last_sent[key]  # let the next one through
             if pending:
                 self._unreported[alert.key] += pending
         logger.log(level, "ALERT (Slack delivery failed: {}) {}", error, text)

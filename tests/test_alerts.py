@@ -130,38 +130,59 @@ def test_sent_posts_json_text(hook: Hook, logs: list[str]) -> None:
 
 def test_deduplicated_within_window_then_summary(hook: Hook, logs: list[str]) -> None:
     clock = FakeClock()
+    warn = lambda key="mll": alert(key=key, level="warning")  # noqa: E731
     with SlackAlerter(hook.url, dedupe_window_s=300, clock=clock) as alerter:
-        assert alerter.send(alert()) == "sent"
+        assert alerter.send(warn()) == "sent"
         clock.t += 10
-        assert alerter.send(alert()) == "deduplicated"
+        assert alerter.send(warn()) == "deduplicated"
         clock.t += 10
-        assert alerter.send(alert()) == "deduplicated"
-        assert alerter.send(alert(key="other")) == "sent"  # different key is independent
+        assert alerter.send(warn()) == "deduplicated"
+        assert any(l.startswith("INFO |") and "deduplicated" in l and "MLL headroom" in l for l in logs)
+        assert alerter.send(warn(key="other")) == "sent"  # different key is independent
         assert alerter.suppressed["mll"] == 2 and alerter.suppressed["other"] == 0
         assert len(hook.bodies) == 2
         clock.t += 300
-        assert alerter.send(alert()) == "sent"  # window elapsed
+        assert alerter.send(warn()) == "sent"  # window elapsed
         assert "(2 similar suppressed)" in hook.bodies[-1]["text"]
         assert alerter.suppressed["mll"] == 2  # cumulative count stays
         clock.t += 400
-        assert alerter.send(alert()) == "sent"
+        assert alerter.send(warn()) == "sent"
         assert "suppressed" not in hook.bodies[-1]["text"]  # summary only once
     assert len(hook.bodies) == 4
     assert_no_secret(logs)
 
 
+def test_critical_alerts_and_halts_are_never_suppressed_and_days_are_apart(hook: Hook) -> None:
+    """The audit's case: at --speed max day 2's HALT came within the wall-clock window of day 1's
+    and was hidden. The trading day is part of the key, and a HALT or a CRITICAL always goes out."""
+    clock = FakeClock()
+    day1 = 1_775_660_000 * 10**9  # 2026-04-08 10:13 CT
+    day2 = day1 + 86_400 * 10**9
+    with SlackAlerter(hook.url, dedupe_window_s=300, max_per_minute=2, clock=clock) as alerter:
+        assert alerter.send(Alert("warning", "risk-daily_loss_cap", "day 1", day1)) == "sent"
+        assert alerter.send(Alert("warning", "risk-daily_loss_cap", "day 2", day2)) == "sent"  # another day
+        assert alerter.send(Alert("warning", "risk-daily_loss_cap", "day 2 again", day2)) == "deduplicated"
+        assert alerter.send(Alert("warning", "risk-session_loss_cap", "session", day2)) == "rate_limited"
+        for text in ("halt 1", "halt 2"):  # over the rate limit and within the window: still sent
+            assert alerter.send(Alert("warning", "risk-state-HALTED", text, day2)) == "sent"
+        assert alerter.send(Alert("critical", "mll", "MLL 1", day2)) == "sent"
+        assert alerter.send(Alert("critical", "mll", "MLL 2", day2)) == "sent"
+    assert [b["text"].split("] ")[1].split(" (")[0] for b in hook.bodies] == [
+        "day 1", "day 2", "halt 1", "halt 2", "MLL 1", "MLL 2"]
+
+
 def test_rate_limited_over_max_per_minute(hook: Hook, logs: list[str]) -> None:
     clock = FakeClock()
     with SlackAlerter(hook.url, max_per_minute=3, clock=clock) as alerter:
-        results = [alerter.send(alert(key=f"k{i}", text=f"alert number {i}")) for i in range(5)]
+        results = [alerter.send(alert(key=f"k{i}", text=f"alert number {i}", level="warning")) for i in range(5)]
         assert results == ["sent", "sent", "sent", "rate_limited", "rate_limited"]
         assert len(hook.bodies) == 3
         assert alerter.suppressed["k3"] == 1 and alerter.suppressed["k4"] == 1
         assert any("rate limited" in l and "alert number 4" in l for l in logs)
         clock.t += 59.9
-        assert alerter.send(alert(key="k5")) == "rate_limited"
+        assert alerter.send(alert(key="k5", level="warning")) == "rate_limited"
         clock.t += 0.2  # the first three POSTs are now older than 60 s
-        assert alerter.send(alert(key="k3")) == "sent"  # not deduped: it was never sent
+        assert alerter.send(alert(key="k3", level="warning")) == "sent"  # not deduped: it was never sent
         assert "(1 similar suppressed)" in hook.bodies[-1]["text"]
     assert len(hook.bodies) == 4
     assert_no_secret(logs)
