@@ -345,3 +345,30 @@ def test_kill9_with_a_bracket_working_then_resume_leaves_no_orphan_and_no_naked_
     assert entries == exits > 0 and position == 0
     rows = list(csv.DictReader(next((tmp_path / "trades").glob("*.csv")).open()))
     assert len({r["trade_id"] for r in rows}) == len(rows)
+
+
+def test_live_on_the_sandbox_places_each_bracket_and_leaves_no_orphan(gw, redis_url, tmp_path):
+    """Live mode against the sandbox gateway (REST + hubs, replaying 2026-04-08 at 1000x): the
+    strategy's entries, stops (type 4) and targets (type 1) reach the gateway; at the end the
+    gateway has no working order and no position, and no customTag was placed twice."""
+    import uuid
+    from collections import Counter
+
+    from tests.live_support import placed_tags, start_live, stop_supervisor, supervisor_env, wait_for
+    ns = f"test:regl:{uuid.uuid4().hex[:6]}"
+    p = start_live(gw.base_url, tmp_path, ns, "--account", "1001", "--arm", "--config",
+                   str(ROOT / "config/regime.yaml"), env=supervisor_env(redis_url))
+
+    def stops_and_targets() -> tuple[int, int]:
+        bodies = [b for _, b in gw.orders_received if (b.get("customTag") or "").startswith("regime-MNQ")]
+        return sum(1 for b in bodies if b.get("type") == 4), sum(1 for b in bodies if b.get("type") == 1)
+
+    try:
+        traded = wait_for(lambda: min(stops_and_targets()) >= 2, 150, p)
+    finally:
+        out = stop_supervisor(p)
+    assert traded, (placed_tags(gw), out[-4000:])
+    assert p.returncode == 0, out[-4000:]
+    assert "open positions at exit: none" in out, out[-3000:]
+    assert gw.positions(1001) == [] and gw.open_orders(1001) == [], gw.open_orders(1001)
+    assert not [t for t, n in Counter(placed_tags(gw)).items() if n > 1], "a customTag was placed twice"
