@@ -114,7 +114,7 @@ class Node:
 
         if spec.venue == "simulated":
             self.venue: Any = SimulatedVenue(store, cfg.runtime.slippage_ticks, cfg.runtime.fill_on_touch, self.writer,
-                                             cfg.runtime.max_price_age_s)
+                                             cfg.runtime.max_price_age_s, cfg.runtime.slippage_by_tag)
             self.resumed = self.venue.last_ts > 0
         else:
             from infra.projectx.broker import ProjectXBroker

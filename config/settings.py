@@ -250,6 +250,10 @@ class RuntimeParams(BaseModel):
     log_dir: Path = Path("run/logs")
     run_dir: Path = Path("run")
     slippage_ticks: Annotated[int, Field(ge=0, le=100)] = 1
+    slippage_by_tag: dict[str, Annotated[int, Field(ge=0, le=100)]] = Field(default_factory=dict)
+    """Simulated venue: an order whose purpose contains a key slips that many ticks instead of
+    ``slippage_ticks`` (first match), e.g. ``{"regime=crash": 3}`` (seed 002 section 2.9; the regime
+    strategy tags its orders ``regime=<label>``)."""
     fill_on_touch: bool = False
     max_price_age_s: Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)] = 5.0
     """The simulated venue never uses a last print older than this (event time, seconds) to judge an

@@ -57,6 +57,14 @@ reconciled; ``shutdown`` only while it stops)."""
 BRACKET_EXITS = frozenset({"bracket-stop", "bracket-target"})
 """Purposes of a bracket's two exits (a managed OCO: the owner cancels one when the other fills).
 Each is judged against the position alone, not against its sibling or each other's pending size."""
+
+
+def is_bracket_exit(intent: OrderIntent) -> bool:
+    """The order is a bracket's stop or target: its purpose, up to a ``;`` (tags follow, e.g.
+    ``bracket-stop; regime=crash``), is one of :data:`BRACKET_EXITS`."""
+    return intent.purpose.split(";", 1)[0].strip() in BRACKET_EXITS
+
+
 UNARMED_HOLD = "unarmed"
 """The hold of a live account not armed by the operator (README, "Arming")."""
 
@@ -213,9 +221,9 @@ class RiskManager:
             # a close is judged against what other working closes on its side leave of the position,
             # so two actors closing the same position (hedge reduce + risk flatten) cannot flip it;
             # a bracket's stop and target are one close (the owner cancels one when the other fills)
-            pending = 0 if intent.purpose in BRACKET_EXITS else sum(
+            pending = 0 if is_bracket_exit(intent) else sum(
                 o.intent.side.sign * o.leaves_qty for o in self.book.open_orders(intent.instrument)
-                if o.intent.reduce_only and o.intent.side is intent.side and o.intent.purpose not in BRACKET_EXITS)
+                if o.intent.reduce_only and o.intent.side is intent.side and not is_bracket_exit(o.intent))
             reducing = is_reducing(position + pending, signed)
         else:
             # an entry "reduces" only if it still shrinks the position after every working order on

@@ -105,6 +105,9 @@ class PaperBroker:
 
     Args:
         slippage_ticks: ticks added against the taker on market and stop fills (>= 0).
+        slippage_by_tag: ``{text: ticks}``: an order whose ``purpose`` contains the text slips
+            that many ticks instead (the first match in order), e.g. ``{"regime=crash": 3}``, seed
+            002 section 2.9's 3 ticks in the crash regime (the regime strategy tags its orders).
         fill_on_touch: also fill resting limits on a print/quote exactly at the limit price.
         id_prefix: prefix of venue order ids (``P-O1``) and trade ids (``P-T1``).
         max_price_age_ns: a last print older than this (event time, ns) is not used to judge an
@@ -119,10 +122,12 @@ class PaperBroker:
     """
 
     def __init__(self, *, slippage_ticks: int = 1, fill_on_touch: bool = False, id_prefix: str = "P",
-                 max_price_age_ns: int | None = None, fill_on_arrival: bool = False) -> None:
+                 max_price_age_ns: int | None = None, fill_on_arrival: bool = False,
+                 slippage_by_tag: dict[str, int] | None = None) -> None:
         if not isinstance(slippage_ticks, int) or isinstance(slippage_ticks, bool) or slippage_ticks < 0:
             raise ValueError(f"slippage_ticks must be an int >= 0, got {slippage_ticks!r}")
         self.slippage_ticks = slippage_ticks
+        self.slippage_by_tag = {str(k): int(v) for k, v in (slippage_by_tag or {}).items()}
         self.fill_on_touch = bool(fill_on_touch)
         self.id_prefix = id_prefix
         self.max_price_age_ns = max_price_age_ns
@@ -224,7 +229,8 @@ class PaperBroker:
         return (buy and last >= o.stop_price) or (not buy and last <= o.stop_price)
 
     def _slipped(self, o: OrderIntent, price: Decimal) -> Decimal:
-        return price + o.side.sign * self.slippage_ticks * INSTRUMENTS[o.instrument].tick_size
+        ticks = next((n for tag, n in self.slippage_by_tag.items() if tag in o.purpose), self.slippage_ticks)
+        return price + o.side.sign * ticks * INSTRUMENTS[o.instrument].tick_size
 
     def cancel(self, client_order_id: str, ts_ns: int, reason: str = "cancelled") -> list:
         """Cancel a working order. Returns ``[OrderCancelled]``, or ``[]`` if the id is unknown or
@@ -469,7 +475,7 @@ class PaperBroker:
             "version": SNAPSHOT_VERSION,
             "config": {"slippage_ticks": self.slippage_ticks, "fill_on_touch": self.fill_on_touch,
                        "id_prefix": self.id_prefix, "max_price_age_ns": self.max_price_age_ns,
-                       "fill_on_arrival": self.fill_on_arrival},
+                       "fill_on_arrival": self.fill_on_arrival, "slippage_by_tag": dict(self.slippage_by_tag)},
             "order_seq": self._order_seq,
             "trade_seq": self._trade_seq,
             "working": [{"intent": codec.encode(w.intent), "venue_order_id": w.venue_order_id,

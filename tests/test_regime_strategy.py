@@ -160,8 +160,9 @@ def test_the_entry_fill_places_a_managed_oco_and_one_exit_cancels_the_other():
     entry, = _intents(s.handle(_bar(t, 19999.0, 20002.0, 19998.0, 20001.5)))
     stop, target = _intents(s.handle(_fill(entry, "20002.00", "T1", t + 61 * NS)))
     assert (stop.order_type, stop.side, stop.stop_price, stop.reduce_only, stop.purpose) == \
-        (OrderType.STOP, Side.SELL, D("20000.00"), True, "bracket-stop")
-    assert (target.order_type, target.limit_price, target.purpose) == (OrderType.LIMIT, D("20005.50"), "bracket-target")
+        (OrderType.STOP, Side.SELL, D("20000.00"), True, "bracket-stop; regime=bull")
+    assert (target.order_type, target.limit_price, target.purpose) == (OrderType.LIMIT, D("20005.50"),
+                                                                       "bracket-target; regime=bull")
     out = s.handle(_fill(stop, "20000.00", "T2", t + 90 * NS))
     assert [(type(m), m.client_order_id) for _, m in out] == [(CancelOrder, target.client_order_id)]
     assert s.trade is None and s.losses_in_row == 1 and s.counters["stops"] == 1
@@ -190,7 +191,7 @@ def test_risk_takes_both_exits_of_a_bracket_but_not_for_a_flat_position():
     risk.handle(OrderSubmitted("e1", "regime-MNQ", t))
     risk.handle(_fill(buy, "20000.00", "T1", t + NS))
     stop = OrderIntent("s1", "regime-MNQ", "MNQ", Side.SELL, 1, OrderType.STOP, t + 2 * NS,
-                       stop_price=D("19998.00"), reduce_only=True, purpose="bracket-stop")
+                       stop_price=D("19998.00"), reduce_only=True, purpose="bracket-stop; regime=bull")
     target = OrderIntent("t1", "regime-MNQ", "MNQ", Side.SELL, 1, OrderType.LIMIT, t + 2 * NS,
                          limit_price=D("20003.50"), reduce_only=True, purpose="bracket-target")
     assert [d for d, _ in risk.handle(stop)] == [ROUTER]
@@ -237,7 +238,7 @@ def test_a_backtest_on_the_bundled_days_trades_brackets_and_ends_flat(tmp_path):
     assert r.stats["entries"] > 0 and s.rules_ok and s.open_positions == {}
     rows = [line.split(",") for line in (tmp_path / "t.csv").read_text().splitlines()[1:]]
     entries = [x for x in rows if x[10].startswith("regime-entry")]
-    exits = [x for x in rows if x[10] in ("bracket-stop", "bracket-target") or x[10].startswith(("regime-exit", "flatten"))]
+    exits = [x for x in rows if x[10].startswith(("bracket-stop", "bracket-target", "regime-exit", "flatten"))]
     assert len(entries) == len(exits) > 0  # every entry closed by exactly one exit: no orphan, no double close
     assert r.stats["stops"] + r.stats["targets"] + r.stats["exits"] + r.stats["flattened"] == len(entries)
 
@@ -313,7 +314,7 @@ def test_kill9_with_a_bracket_working_then_resume_leaves_no_orphan_and_no_naked_
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline:
             working = store.load_working_orders()
-            if any(o["intent"].purpose == "bracket-stop" for o in working.values()):
+            if any(o["intent"].purpose.startswith("bracket-stop") for o in working.values()):
                 break
             time.sleep(0.005)
         else:
@@ -390,3 +391,21 @@ def test_walk_forward_retrains_the_model_per_window_and_reports_by_regime(tmp_pa
     from domain.regime.model import load
     m1, m2 = load(tmp_path / "window1"), load(tmp_path / "window2")
     assert sorted(m1.labels) == sorted(m2.labels) == sorted(("strong_bull", "bull", "neutral", "bear", "crash"))
+
+
+def test_the_venue_slips_crash_regime_orders_three_ticks():
+    """Seed 2.9's slippage model as a venue option: ``slippage_by_tag={"regime=crash": 3}``."""
+    from domain.messages import TradeTick
+    from infra.paper_broker import PaperBroker
+    broker = PaperBroker(slippage_ticks=1, slippage_by_tag={"regime=crash": 3})
+    t = _ts(10, 30)
+    broker.on_trade(TradeTick("MNQ", t, D("20000.00"), 5))
+    crash = OrderIntent("c1", "regime-MNQ", "MNQ", Side.BUY, 1, OrderType.MARKET, t + 1,
+                        purpose="regime-entry crash_exhaustion_bounce; regime=crash")
+    bull = OrderIntent("b1", "regime-MNQ", "MNQ", Side.SELL, 1, OrderType.MARKET, t + 1,
+                       purpose="regime-entry bull_pullback; regime=bull")
+    broker.submit(crash, t + 1)
+    broker.submit(bull, t + 1)
+    fills = {f.client_order_id: f.price for f in broker.on_trade(TradeTick("MNQ", t + 2, D("20001.00"), 5))}
+    assert fills == {"c1": D("20001.75"), "b1": D("20000.75")}
+    assert PaperBroker.restore(broker.snapshot()).slippage_by_tag == {"regime=crash": 3}

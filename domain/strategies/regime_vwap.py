@@ -426,8 +426,10 @@ class RegimeVwapStrategy:
         stop_px = fill.price - d * t["stop_ticks"] * tick
         target_px = fill.price + d * t["target_ticks"] * tick
         qty = abs(self.book.qty)
-        stop = self._intent(exit_side, qty, OrderType.STOP, fill.ts_ns, "bracket-stop", price=stop_px, reduce_only=True)
-        target = self._intent(exit_side, qty, OrderType.LIMIT, fill.ts_ns, "bracket-target", price=target_px,
+        tag = f"; regime={t['regime']}"
+        stop = self._intent(exit_side, qty, OrderType.STOP, fill.ts_ns, "bracket-stop" + tag, price=stop_px,
+                            reduce_only=True)
+        target = self._intent(exit_side, qty, OrderType.LIMIT, fill.ts_ns, "bracket-target" + tag, price=target_px,
                               reduce_only=True)
         t["stop"], t["target"] = stop.client_order_id, target.client_order_id
         return [(RISK, stop), (RISK, target)]
@@ -463,7 +465,7 @@ class RegimeVwapStrategy:
         if t is None or self.book.qty == 0 or t["exit"]:
             return []
         exit_ = self._intent(Side.SELL if self.book.qty > 0 else Side.BUY, abs(self.book.qty), OrderType.MARKET, ts,
-                             f"regime-exit: {why}", reduce_only=True)
+                             f"regime-exit: {why}; regime={t['regime']}", reduce_only=True)
         t["exit"] = exit_.client_order_id
         return [(RISK, exit_)]
 

@@ -28,6 +28,8 @@ class SimulatedVenue:
     Args:
         store: the :class:`domain.ports.StateStore`, or None (backtest: nothing mirrored).
         slippage_ticks: market and stop orders fill this many ticks worse than the trigger print.
+        slippage_by_tag: ``{purpose text: ticks}`` overriding ``slippage_ticks`` per order
+            (:class:`PaperBroker`).
         fill_on_touch: a limit fills when touched (True) or only when traded through (False).
         writer: the :class:`infra.persistence.WriteBehind` for the once-a-minute clock record.
         max_price_age_s: a last print older than this (event time, seconds) never decides whether
@@ -39,7 +41,8 @@ class SimulatedVenue:
     matches_ticks = True
 
     def __init__(self, store: Any | None, slippage_ticks: int = 1, fill_on_touch: bool = False,
-                 writer: Any | None = None, max_price_age_s: float | None = None) -> None:
+                 writer: Any | None = None, max_price_age_s: float | None = None,
+                 slippage_by_tag: dict[str, int] | None = None) -> None:
         self.store = store
         self.writer = writer
         self.lock = threading.RLock()
@@ -57,6 +60,7 @@ class SimulatedVenue:
                                             {k: int(v) for k, v in clock.get("last_times", {}).items()})
         else:
             self.broker = PaperBroker(slippage_ticks=slippage_ticks, fill_on_touch=fill_on_touch,
+                                      slippage_by_tag=slippage_by_tag,
                                       max_price_age_ns=None if max_price_age_s is None
                                       else int(max_price_age_s * 1_000_000_000))
             self.last_ts = 0
