@@ -22,7 +22,16 @@ import threading
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.exposition import start_http_server as _prom_start_http_server
+from prometheus_client import make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on stderr (prometheus scrapes every few seconds)."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's name)
+        pass
 
 from domain.messages import RiskState, StrategyStatus
 
@@ -104,14 +113,26 @@ class Metrics:
     # ------------------------------------------------------------------ HTTP endpoint
 
     def start_http_server(self, port: int, addr: str = "127.0.0.1") -> int:
-        """Serve ``/metrics`` (any path, in fact) on ``addr:port`` from a daemon thread.
+        """Serve ``GET /metrics`` on ``addr:port`` from a daemon thread (prometheus_client's WSGI
+        app and threading server); any other path answers 404, so a scraper or a person probing
+        ``/ops/flatten`` is not told "200 OK".
 
         ``port`` 0 picks a free port. Returns the bound port. Raises ``RuntimeError`` if
         already serving, ``OSError`` if the port is taken.
         """
         if self._server is not None:
             raise RuntimeError("metrics HTTP server already running")
-        server, thread = _prom_start_http_server(port, addr=addr, registry=self.registry)
+        app = make_wsgi_app(self.registry)
+
+        def only_metrics(environ: dict, start_response: Any) -> list[bytes]:
+            if environ.get("PATH_INFO", "") not in ("/metrics", "/metrics/"):
+                start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+                return [b"not found: this port serves /metrics only\n"]
+            return app(environ, start_response)
+
+        server = make_server(addr, port, only_metrics, ThreadingWSGIServer, handler_class=_QuietHandler)
+        thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+        thread.start()
         self._server, self._thread = server, thread
         return int(server.server_port)
 

@@ -110,6 +110,11 @@ def test_http_server_lifecycle() -> None:
     with pytest.raises(RuntimeError):
         m.start_http_server(0)
     assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 200
+    # only /metrics: an ops-looking path is not answered "200 OK" with the metrics text
+    for path in ("/ops/flatten", "/", "/metricsx"):
+        r = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5)
+        assert r.status_code == 404 and "tsx_" not in r.text, path
+    assert httpx.post(f"http://127.0.0.1:{port}/ops/flatten", timeout=5).status_code == 404
     m.stop_http_server()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
