@@ -152,13 +152,20 @@ def _fill(intent: OrderIntent, price: str, tid: str, ts: int) -> Fill:
                 D(price), D("0.37") * intent.qty, 0, ts)
 
 
-def test_the_entry_fill_places_a_managed_oco_and_one_exit_cancels_the_other():
+def _long_with_bracket() -> tuple[RegimeVwapStrategy, int, OrderIntent, OrderIntent]:
+    """A bull-regime strategy whose 10:30 ET pullback entry filled long 1 at 20002: returns it,
+    the entry bar's start time and the bracket's stop and target intents."""
     s = _strategy()
     _session(s, [20000.0] * 40)
     s.regime = "bull"
     t = _ts(10, 30)
     entry, = _intents(s.handle(_bar(t, 19999.0, 20002.0, 19998.0, 20001.5)))
     stop, target = _intents(s.handle(_fill(entry, "20002.00", "T1", t + 61 * NS)))
+    return s, t, stop, target
+
+
+def test_the_entry_fill_places_a_managed_oco_and_one_exit_cancels_the_other():
+    s, t, stop, target = _long_with_bracket()
     assert (stop.order_type, stop.side, stop.stop_price, stop.reduce_only, stop.purpose) == \
         (OrderType.STOP, Side.SELL, D("20000.00"), True, "bracket-stop; regime=bull")
     assert (target.order_type, target.limit_price, target.purpose) == (OrderType.LIMIT, D("20005.50"),
@@ -171,12 +178,7 @@ def test_the_entry_fill_places_a_managed_oco_and_one_exit_cancels_the_other():
 
 
 def test_a_refused_protective_order_is_replaced_by_a_market_exit():
-    s = _strategy()
-    _session(s, [20000.0] * 40)
-    s.regime = "bull"
-    t = _ts(10, 30)
-    entry, = _intents(s.handle(_bar(t, 19999.0, 20002.0, 19998.0, 20001.5)))
-    stop, target = _intents(s.handle(_fill(entry, "20002.00", "T1", t + 61 * NS)))
+    s, t, stop, target = _long_with_bracket()
     out = s.handle(OrderDenied(stop.client_order_id, "regime-MNQ", "test", t + 62 * NS))
     kinds = [(type(m).__name__, getattr(m, "order_type", None)) for _, m in out]
     assert kinds == [("CancelOrder", None), ("OrderIntent", OrderType.MARKET)]
@@ -253,12 +255,7 @@ def test_the_same_config_runs_with_the_grid_under_one_account(tmp_path):
 
 
 def test_exposure_flat_after_a_risk_flatten_closes_the_trade():
-    s = _strategy()
-    _session(s, [20000.0] * 40)
-    s.regime = "bull"
-    t = _ts(10, 30)
-    entry, = _intents(s.handle(_bar(t, 19999.0, 20002.0, 19998.0, 20001.5)))
-    stop, target = _intents(s.handle(_fill(entry, "20002.00", "T1", t + 61 * NS)))
+    s, t, stop, target = _long_with_bracket()
     from domain.messages import OrderCancelled
     for o in (stop, target):  # risk's flatten cancels the bracket first
         s.handle(OrderCancelled(o.client_order_id, "regime-MNQ", t + 70 * NS, "flatten"))

@@ -39,12 +39,14 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import gzip
 import math
 from collections import deque
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -59,7 +61,7 @@ from domain.risk_rules import RiskLimits
 from domain.strategies.base import STRICT, OwnPosition, StrategyContext, StrategyPlugin
 
 ROOT = Path(__file__).resolve().parents[2]
-ET = __import__("zoneinfo").ZoneInfo("America/New_York")
+ET = ZoneInfo("America/New_York")
 REGIMES = ("strong_bull", "bull", "neutral", "bear", "crash")
 Regime = Literal["strong_bull", "bull", "neutral", "bear", "crash"]
 _SEEN_TRADES = 64
@@ -545,11 +547,29 @@ class RegimeVwapStrategy:
         return dict(self.counters)
 
 
-def _load(p: RegimeVwapParams) -> tuple[Any, dict[str, float] | float]:
+def _mtime(path: Path) -> int:
+    """Newest modification time (ns) of a file, or of the files in a folder; 0 when missing."""
+    try:
+        files = [f for f in path.iterdir() if f.is_file()] if path.is_dir() else [path]
+        return max((f.stat().st_mtime_ns for f in files), default=0)
+    except OSError:
+        return 0
+
+
+@functools.lru_cache(maxsize=8)
+def _load_files(model: Path, _model_mtime: int, vix: Path | float, _vix_mtime: int
+                ) -> tuple[Any, dict[str, float] | float]:
+    """The model and the VIX closes, read once per (path, modification time): config validation,
+    the strategy's build, the report's chart and every run of a sweep worker share them (the model
+    is immutable; the VIX mapping is only read)."""
     from domain.regime.model import load
-    model = load(_resolve(p.model))
-    vix: dict[str, float] | float = float(p.vix) if isinstance(p.vix, (int, float)) else load_vix(_resolve(p.vix))
-    return model, vix
+    return load(model), vix if isinstance(vix, float) else load_vix(vix)
+
+
+def _load(p: RegimeVwapParams) -> tuple[Any, dict[str, float] | float]:
+    model = _resolve(p.model)
+    vix: Path | float = float(p.vix) if isinstance(p.vix, (int, float)) else _resolve(p.vix)
+    return _load_files(model, _mtime(model), vix, 0 if isinstance(vix, float) else _mtime(vix))
 
 
 def build(ctx: StrategyContext, p: RegimeVwapParams) -> RegimeVwapStrategy:

@@ -182,17 +182,6 @@ def run_point(point: dict[str, Any], spec: SweepSpec, start: str | None = None, 
     return {**point, **metrics(summary), "seconds": round(time.perf_counter() - t0, 2)}
 
 
-@dataclass
-class _Local:
-    """Runs tasks in this process (``workers=0``): tests, debugging, or no Ray."""
-
-    spec: SweepSpec
-
-    def run(self, task: tuple) -> dict:
-        point, start, end = task
-        return run_point(point, self.spec, start, end)
-
-
 def _ray_init(workers: int | None) -> int:
     """Start (or join) Ray; returns the number of CPUs it offers. ``RAY_ADDRESS`` set: join that
     cluster and ship the repository as the job's working directory; else a local Ray on this
@@ -243,9 +232,8 @@ def run_tasks(spec: SweepSpec, tasks: list[tuple], workers: int | None = None, p
     results: list[dict | None] = [None] * len(tasks)
     bar = tqdm(total=len(tasks), desc=desc, unit="set", disable=not progress, file=sys.stderr)
     if workers == 0:
-        local = _Local(spec)
-        for i, t in enumerate(tasks):
-            results[i] = local.run(t)
+        for i, (point, start, end) in enumerate(tasks):
+            results[i] = run_point(point, spec, start, end)
             bar.update(1)
             if on_result:
                 on_result(results[i])
