@@ -121,12 +121,25 @@ class ClockTick:
 # --------------------------------------------------------------------------- orders
 
 @dataclass(frozen=True, slots=True)
+class Bracket:
+    """A native bracket on an entry: the venue itself places a protective stop ``stop_ticks`` and a
+    target ``target_ticks`` away from the entry's fill price (ticks > 0, against / with the
+    entry's side), as one OCO pair, when the entry fills (ProjectX ``stopLossBracket`` /
+    ``takeProfitBracket``, docs/reference/projectx-gateway.md "Order placement"). The legs' client
+    order ids are the entry's plus ``-SL`` / ``-TP`` (:func:`domain.orders.bracket_leg_ids`)."""
+
+    stop_ticks: int
+    target_ticks: int
+
+
+@dataclass(frozen=True, slots=True)
 class OrderIntent:
     """A request to place an order. Strategy/hedge -> risk -> router -> broker.
 
     ``purpose`` is free text for logs and the trade CSV (``grid-entry``, ``grid-tp``, ``hedge``,
     ``flatten``). ``limit_price`` is required for LIMIT, ``stop_price`` for STOP.
-    ``reduce_only`` orders are allowed while risk is REDUCING.
+    ``reduce_only`` orders are allowed while risk is REDUCING. ``bracket`` (an entry only): the
+    venue places the protective stop and target itself when the entry fills (:class:`Bracket`).
     """
 
     client_order_id: str
@@ -140,6 +153,7 @@ class OrderIntent:
     stop_price: Decimal | None = None
     reduce_only: bool = False
     purpose: str = ""
+    bracket: Bracket | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,12 +187,16 @@ class OrderSubmitted:
 
 @dataclass(frozen=True, slots=True)
 class OrderAccepted:
-    """The venue acknowledged the order; it is working under ``venue_order_id``."""
+    """The venue acknowledged the order; it is working under ``venue_order_id``.
+
+    ``intent`` is set when the venue placed the order itself, a native bracket's leg
+    (:class:`Bracket`): the order as it works (side, size, price), which nobody sent before."""
 
     client_order_id: str
     strategy_id: str
     venue_order_id: str
     ts_ns: int
+    intent: OrderIntent | None = None
 
 
 @dataclass(frozen=True, slots=True)

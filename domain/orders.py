@@ -24,7 +24,54 @@ from decimal import Decimal
 from typing import Iterator
 
 from domain.messages import (Fill, OrderAccepted, OrderCancelled, OrderDenied, OrderIntent, OrderRejected,
-                             OrderSubmitted)
+                             OrderSubmitted, OrderType, Side)
+
+BRACKET_LEG_SUFFIXES = ("-SL", "-TP")
+"""A native bracket's legs carry the entry's client order id plus these (ProjectX names them so:
+docs/reference/projectx-gateway.md, "Order placement", bracket children)."""
+
+
+def bracket_leg_ids(entry_client_order_id: str) -> tuple[str, str]:
+    """``(stop leg id, target leg id)`` of a native bracket on ``entry_client_order_id``."""
+    return entry_client_order_id + "-SL", entry_client_order_id + "-TP"
+
+
+def bracket_parent(client_order_id: str) -> str | None:
+    """The entry's client order id if ``client_order_id`` names a native bracket leg, else None."""
+    if client_order_id.endswith(BRACKET_LEG_SUFFIXES) and len(client_order_id) > 3:
+        return client_order_id[:-3]
+    return None
+
+
+def leg_purpose(order_type: OrderType, entry_purpose: str) -> str:
+    """A leg's purpose: ``bracket-stop`` (a STOP leg) / ``bracket-target`` (LIMIT) plus the entry's
+    tags (what follows its first ``;``, e.g. ``; regime=crash``), which the report and the slippage
+    option read (domain/risk.py ``BRACKET_EXITS`` knows both names)."""
+    kind = "bracket-stop" if order_type is OrderType.STOP else "bracket-target"
+    _, sep, tags = entry_purpose.partition(";")
+    return kind + (sep + tags if sep else "")
+
+
+def bracket_legs(entry: OrderIntent, fill_price: Decimal, tick_size: Decimal) -> tuple[OrderIntent, OrderIntent]:
+    """The two legs a venue places when a bracketed entry fills at ``fill_price`` (points): a STOP
+    ``bracket.stop_ticks`` ticks against the entry and a LIMIT ``bracket.target_ticks`` ticks in its
+    favour, both reduce-only, for the entry's size, timestamped at the entry's intent time (the
+    venue stamps its events). Raises ValueError if ``entry`` has no bracket."""
+    b = entry.bracket
+    if b is None:
+        raise ValueError(f"{entry.client_order_id}: no bracket")
+    d = entry.side.sign
+    exit_side = Side.SELL if d > 0 else Side.BUY
+    stop_id, target_id = bracket_leg_ids(entry.client_order_id)
+    common = dict(strategy_id=entry.strategy_id, instrument=entry.instrument, side=exit_side, qty=entry.qty,
+                  ts_ns=entry.ts_ns, reduce_only=True)
+    stop = OrderIntent(client_order_id=stop_id, order_type=OrderType.STOP,
+                       stop_price=fill_price - d * b.stop_ticks * tick_size,
+                       purpose=leg_purpose(OrderType.STOP, entry.purpose), **common)
+    target = OrderIntent(client_order_id=target_id, order_type=OrderType.LIMIT,
+                         limit_price=fill_price + d * b.target_ticks * tick_size,
+                         purpose=leg_purpose(OrderType.LIMIT, entry.purpose), **common)
+    return stop, target
 
 
 class OrderStatus(enum.Enum):

@@ -44,7 +44,7 @@ from domain.messages import (AccountStatus, Alert, CancelOrder, ClockTick, Expos
                              OrderCancelled, OrderDenied, OrderIntent, OrderRejected, OrderSubmitted, OrderType,
                              Pause, ReconcileResult, Resume, RiskState, RiskStateChanged, SetArmed, Shutdown, Side,
                              StrategyStatus, TradeTick)
-from domain.orders import OrderBook
+from domain.orders import OrderBook, OrderStatus
 from domain.portfolio import Portfolio
 from domain.risk_rules import (AccountLedger, Action, Breach, OrderCheck, RiskLimits, WorkingOrder, check_order,
                                check_sweep, evaluate_account, is_reducing, mini_equivalents, net_atr_exposure,
@@ -271,6 +271,10 @@ class RiskManager:
     def _on_order_event(self, ev: Any) -> Out:
         out: Out = []
         order = self.book.get(ev.client_order_id)
+        if order is None and isinstance(ev, OrderAccepted) and ev.intent is not None:
+            # a native bracket leg the venue placed when its entry (approved here with its
+            # bracket) filled: a reduce-only exit, tracked like any working order from now on
+            order = self.book.add(ev.intent, OrderStatus.SUBMITTED)
         if order is None and isinstance(ev, Fill):
             # a fill of an order we never approved (adopted at reconciliation): still a position change
             pass

@@ -33,6 +33,14 @@ Matching model (all prices Decimal points on the instrument's tick grid, qty int
 - Within one tick, orders fill in order of arrival (deterministic). A quote never updates the last
   trade price.
 - Fee per fill = the instrument's ``fee_per_side`` x qty (dollars).
+- **Native brackets** (an entry with ``OrderIntent.bracket``): when the entry fills, the venue
+  places its two legs at once (:func:`domain.orders.bracket_leg_ids`, ``-SL`` STOP and ``-TP``
+  LIMIT, reduce-only, priced from the fill: :func:`domain.orders.bracket_legs`), reported as
+  ``OrderAccepted`` events carrying the legs' intents, right after the entry's ``Fill``. The legs
+  are one OCO pair: when one fills the venue cancels the other in the same call
+  (``OrderCancelled``, reason ``oco: <leg> filled``). A leg the client cancels leaves its sibling
+  alone (as on the gateway: docs/sandbox.md "Brackets"). The pairing survives :meth:`snapshot` /
+  :meth:`restore`.
 
 Position book: per instrument a signed quantity and FIFO lots (CME clearing convention). Realized
 P&L (dollars) is therefore always an exact multiple of the tick value. The reported average entry
@@ -58,6 +66,7 @@ from typing import Any
 
 from domain import codec
 from domain.instruments import INSTRUMENTS, InstrumentSpec
+from domain.orders import bracket_legs
 from domain.messages import (BrokerSnapshot, Fill, OrderAccepted, OrderCancelled, OrderIntent, OrderModified,
                              OrderRejected, OrderType, PositionSnapshot, QuoteTick, Side, TradeTick)
 
@@ -70,6 +79,7 @@ class _Working:
     intent: OrderIntent
     venue_order_id: str
     aggressive: bool = False  # marketable when it arrived: takes the next print (module docstring)
+    sibling: str | None = None  # a native bracket leg: the other leg's client order id (OCO)
 
 
 @dataclass(slots=True)
@@ -172,6 +182,10 @@ class PaperBroker:
             return "missing or off-tick limit price"
         if intent.order_type is OrderType.STOP and not _valid_price(intent.stop_price, spec):
             return "missing or off-tick stop price"
+        b = intent.bracket
+        if b is not None and not (isinstance(b.stop_ticks, int) and isinstance(b.target_ticks, int)
+                                  and b.stop_ticks > 0 and b.target_ticks > 0 and not intent.reduce_only):
+            return "bad bracket (ticks must be ints > 0, on an entry)"
         return None
 
     def submit(self, intent: OrderIntent, ts_ns: int) -> list:
@@ -207,7 +221,7 @@ class PaperBroker:
             return []
         o = w.intent
         price = last if o.order_type is OrderType.LIMIT else self._slipped(o, last)
-        return [self._fill(w, price, ts_ns)]
+        return self._fill(w, price, ts_ns)
 
     def _fresh_last(self, instrument: str, ts_ns: int) -> Decimal | None:
         """The instrument's last print if it is not older than ``max_price_age_ns`` at ``ts_ns``."""
@@ -302,10 +316,12 @@ class PaperBroker:
 
     # ------------------------------------------------------------------ market data
 
-    def on_trade(self, tick: TradeTick) -> list[Fill]:
+    def on_trade(self, tick: TradeTick) -> list:
         """Process a trade print: update the last price, then fill every working order of that
-        instrument the print reaches, in arrival order. A tick with an unknown instrument, a
-        non-positive / off-tick / non-Decimal price or a negative size is ignored and counted."""
+        instrument the print reaches, in arrival order. Returns the fills, each followed by what it
+        set off (a native bracket's legs placed, an OCO sibling cancelled). A tick with an unknown
+        instrument, a non-positive / off-tick / non-Decimal price or a negative size is ignored and
+        counted."""
         spec = INSTRUMENTS.get(getattr(tick, "instrument", None)) if isinstance(tick, TradeTick) else None
         if spec is None:
             self.rejects["trade:unknown_instrument" if isinstance(tick, TradeTick) else "trade:not_a_trade"] += 1
@@ -319,11 +335,13 @@ class PaperBroker:
         px = tick.price
         self._last[tick.instrument] = px
         self._last_ts[tick.instrument] = tick.ts_ns
-        out: list[Fill] = []
+        out: list = []
         for w in [w for w in self._working.values() if w.intent.instrument == tick.instrument]:
+            if w.sibling is not None and w.intent.client_order_id not in self._working:
+                continue  # its OCO sibling filled on this print
             price = self._match(w, px, px, px)
             if price is not None:
-                out.append(self._fill(w, price, tick.ts_ns))
+                out += self._fill(w, price, tick.ts_ns)
         return out
 
     def _match(self, w: _Working, taker: Decimal, buy_through: Decimal, sell_through: Decimal) -> Decimal | None:
@@ -352,7 +370,7 @@ class PaperBroker:
             return self._slipped(o, taker)
         return None
 
-    def on_quote(self, q: QuoteTick) -> list[Fill]:
+    def on_quote(self, q: QuoteTick) -> list:
         """Process a top-of-book quote: fill working orders the quote reaches, in arrival order
         (limits at their limit, stops and market orders at the touched side +/- slippage). A quote
         with an unknown instrument, bad prices or ``bid >= ask`` is ignored and counted."""
@@ -366,17 +384,21 @@ class PaperBroker:
         if q.bid >= q.ask:
             self.rejects["quote:crossed"] += 1
             return []
-        out: list[Fill] = []
+        out: list = []
         for w in [w for w in self._working.values() if w.intent.instrument == q.instrument]:
+            if w.sibling is not None and w.intent.client_order_id not in self._working:
+                continue  # its OCO sibling filled on this quote
             touch = q.ask if w.intent.side is Side.BUY else q.bid  # the side this order trades against
             price = self._match(w, touch, q.ask, q.bid)
             if price is not None:
-                out.append(self._fill(w, price, q.ts_ns))
+                out += self._fill(w, price, q.ts_ns)
         return out
 
     # ------------------------------------------------------------------ fills & positions
 
-    def _fill(self, w: _Working, price: Decimal, ts_ns: int) -> Fill:
+    def _fill(self, w: _Working, price: Decimal, ts_ns: int) -> list:
+        """Fill ``w`` whole at ``price``: ``[Fill]``, then a native bracket's legs placed
+        (``OrderAccepted`` with their intents) or the OCO sibling cancelled."""
         o = w.intent
         spec = INSTRUMENTS[o.instrument]
         self._working.pop(o.client_order_id, None)
@@ -386,7 +408,21 @@ class PaperBroker:
                  o.qty, price, fee, 0, ts_ns, w.venue_order_id)
         self._fills.append(f)
         self._apply(f, spec)
-        return f
+        out: list = [f]
+        if w.sibling is not None:
+            out += self.cancel(w.sibling, ts_ns, f"oco: {o.client_order_id} filled")
+        if o.bracket is not None:
+            legs = bracket_legs(o, price, spec.tick_size)
+            ids = [leg.client_order_id for leg in legs]
+            for leg, other in zip(legs, reversed(ids)):
+                self._see(leg.client_order_id)
+                self._order_seq += 1
+                lw = _Working(dataclasses.replace(leg, ts_ns=ts_ns), f"{self.id_prefix}-O{self._order_seq}",
+                              sibling=other)
+                self._working[leg.client_order_id] = lw
+                lw.aggressive = self._marketable(lw.intent, ts_ns)
+                out.append(OrderAccepted(leg.client_order_id, leg.strategy_id, lw.venue_order_id, ts_ns, lw.intent))
+        return out
 
     def _apply(self, f: Fill, spec: InstrumentSpec) -> None:
         book = self._books.setdefault(f.instrument, _Book([], Decimal(0), Decimal(0), f.ts_ns))
@@ -479,7 +515,7 @@ class PaperBroker:
             "order_seq": self._order_seq,
             "trade_seq": self._trade_seq,
             "working": [{"intent": codec.encode(w.intent), "venue_order_id": w.venue_order_id,
-                         "aggressive": w.aggressive} for w in self._working.values()],
+                         "aggressive": w.aggressive, "sibling": w.sibling} for w in self._working.values()],
             "last": {i: str(p) for i, p in sorted(self._last.items())},
             "last_ts": dict(sorted(self._last_ts.items())),
             "books": {i: {"lots": [[str(p), n] for p, n in b.lots], "realized": str(b.realized),
@@ -515,7 +551,8 @@ class PaperBroker:
             b._trade_seq = int(d["trade_seq"])
             for w in d["working"]:
                 intent = codec.decode(w["intent"])
-                b._working[intent.client_order_id] = _Working(intent, w["venue_order_id"], bool(w.get("aggressive")))
+                b._working[intent.client_order_id] = _Working(intent, w["venue_order_id"], bool(w.get("aggressive")),
+                                                              w.get("sibling"))
             for coid in d.get("seen", seen or []):
                 b._see(coid)
             b._last = {i: Decimal(p) for i, p in d["last"].items()}

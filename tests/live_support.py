@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,11 +30,11 @@ ACCOUNT = 1001
 REPLAY_DAY = dt.date(2026, 4, 8)
 
 
-def replay_gateway() -> SandboxGateway:
-    """A started sandbox gateway replaying :data:`REPLAY_DAY` of the bundled data at 1000x (the
-    caller stops it)."""
+def replay_gateway(**config: Any) -> SandboxGateway:
+    """A started sandbox gateway replaying :data:`REPLAY_DAY` of the bundled data at 1000x, with
+    other :class:`SandboxConfig` fields from ``config`` (the caller stops it)."""
     g = SandboxGateway(SandboxConfig(data_dir=ROOT / "data" / "demo", speed=1000.0, start=REPLAY_DAY,
-                                     end=REPLAY_DAY))
+                                     end=REPLAY_DAY, **config))
     g.start()
     return g
 

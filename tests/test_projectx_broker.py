@@ -76,9 +76,9 @@ def test_fill_from_half_trade():
 class Harness:
     """A sandbox gateway (manual replay) + client + broker whose events land in ``events``."""
 
-    def __init__(self, account_id: int = 1001, hub: bool = True) -> None:
+    def __init__(self, account_id: int = 1001, hub: bool = True, **config: Any) -> None:
         self.gw = SandboxGateway(SandboxConfig(speed=0, port=0, ping_interval_s=0.2,
-                                               client_timeout_s=2.0))
+                                               client_timeout_s=2.0, **config))
         self.gw.start()
         self.client = ProjectXClient(self.gw.base_url, "sandbox", "sandbox-key", backoff_base_s=0.01)
         self.mes = self.client.resolve_front_month("MES").id

@@ -183,3 +183,29 @@ def test_guarded_view_does_not_judge_orders_the_gateway_snapshot_cannot_show_yet
     plain = Reconciler(store, lambda ts: (BrokerSnapshot((), (), (), ts), real()), lambda: ({}, set(), 0))
     closed = sorted(m.client_order_id for _, m in plain.reconcile(6_000, "x") if type(m).__name__ == "OrderCancelled")
     assert closed == ["grid-MES-2-1", "grid-MES-2-2", "grid-MES-2-3"]
+
+
+def test_a_working_bracket_leg_of_our_filled_entry_is_adopted_not_cancelled(store: StateStore) -> None:
+    """The process died between a bracketed entry's fill and the report of its native legs: the
+    reconciliation finds the legs working at the venue and not in our records. They are ours (their
+    entry is): recorded through the router and told to the owner, never cancelled as unknown;
+    an untagged stranger is still cancelled."""
+    from domain.handler import BROKER
+    from domain.messages import Bracket, CancelOrder, OrderAccepted
+    from domain.orders import bracket_legs
+    entry = OrderIntent("regime-MNQ-1-4", "regime-MNQ", "MNQ", Side.BUY, 1, OrderType.MARKET, 1_000,
+                        purpose="regime-entry bull_pullback; regime=bull", bracket=Bracket(8, 14))
+    store.save_order(entry, "ACCEPTED")
+    fill = Fill(entry.client_order_id, "regime-MNQ", "T1", "MNQ", Side.BUY, 1, D("20000.00"), D("0.37"), 0, 1_001)
+    assert store.record_fill_and_status(fill)
+    stop, target = bracket_legs(entry, fill.price, D("0.25"))
+    stranger = OrderIntent("px-77", "external", "MNQ", Side.SELL, 1, OrderType.LIMIT, 1_002, limit_price=D("20100.00"))
+    snap = BrokerSnapshot((stop, target, stranger), (PositionSnapshot("MNQ", 1, fill.price, 1_001),), (fill,), 2_000)
+    out = Reconciler(store, plain_view(lambda ts: snap, store),
+                     lambda: ({"MNQ": 1}, {"T1"}, 0)).reconcile(2_000, "restart")
+    adopted = [m.client_order_id for d, m in out if d == ROUTER and isinstance(m, OrderAccepted)]
+    assert adopted == [stop.client_order_id, target.client_order_id]
+    assert all(m.intent.reduce_only for d, m in out if isinstance(m, OrderAccepted))
+    assert [m.client_order_id for d, m in out if d == BROKER and isinstance(m, CancelOrder)] == ["px-77"]
+    result = [m for d, m in out if isinstance(m, ReconcileResult)][0]
+    assert result.ok and "2 bracket legs adopted" in result.detail

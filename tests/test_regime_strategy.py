@@ -9,6 +9,8 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from actors.node import Node
 from actors.tree import MODES
 from config.settings import load_config
@@ -154,8 +156,9 @@ def _fill(intent: OrderIntent, price: str, tid: str, ts: int) -> Fill:
 
 def _long_with_bracket() -> tuple[RegimeVwapStrategy, int, OrderIntent, OrderIntent]:
     """A bull-regime strategy whose 10:30 ET pullback entry filled long 1 at 20002: returns it,
-    the entry bar's start time and the bracket's stop and target intents."""
-    s = _strategy()
+    the entry bar's start time and the bracket's stop and target intents (``brackets: managed``;
+    native brackets: tests/test_native_brackets.py)."""
+    s = _strategy(brackets="managed")
     _session(s, [20000.0] * 40)
     s.regime = "bull"
     t = _ts(10, 30)
@@ -345,31 +348,55 @@ def test_kill9_with_a_bracket_working_then_resume_leaves_no_orphan_and_no_naked_
     assert len({r["trade_id"] for r in rows}) == len(rows)
 
 
-def test_live_on_the_sandbox_places_each_bracket_and_leaves_no_orphan(gw, redis_url, tmp_path):
-    """Live mode against the sandbox gateway (REST + hubs, replaying 2026-04-08 at 1000x): the
-    strategy's entries, stops (type 4) and targets (type 1) reach the gateway; at the end the
-    gateway has no working order and no position, and no customTag was placed twice."""
+@pytest.mark.parametrize("auto_oco", [True, False], ids=["auto-oco-native", "position-brackets-managed"])
+def test_live_on_the_sandbox_places_each_bracket_and_leaves_no_orphan(auto_oco, redis_url, tmp_path):
+    """Live mode against the sandbox gateway (REST + hubs, replaying 2026-04-08 at 1000x).
+
+    Auto OCO Brackets account: every entry goes out with ``stopLossBracket`` / ``takeProfitBracket``
+    and the gateway's legs settle as OCO (one filled, the other cancelled). Position Brackets
+    account: the first bracketed entry is refused, and the strategy then places its stops (type 4)
+    and targets (type 1) itself. Either way, at the end the gateway has no working order and no
+    position, and no customTag was placed twice."""
     import uuid
     from collections import Counter
 
-    from tests.live_support import placed_tags, start_live, stop_supervisor, supervisor_env, wait_for
+    from infra.sandbox.exchange import AccountSpec
+    from tests.live_support import placed_tags, replay_gateway, start_live, stop_supervisor, supervisor_env, wait_for
+    gw = replay_gateway(accounts=(AccountSpec(1001, "PRAC-50K-SANDBOX", D(50000), simulated=True, auto_oco=auto_oco),))
     ns = f"test:regl:{uuid.uuid4().hex[:6]}"
     p = start_live(gw.base_url, tmp_path, ns, "--account", "1001", "--arm", "--config",
                    str(ROOT / "config/regime.yaml"), env=supervisor_env(redis_url))
 
-    def stops_and_targets() -> tuple[int, int]:
-        bodies = [b for _, b in gw.orders_received if (b.get("customTag") or "").startswith("regime-MNQ")]
-        return sum(1 for b in bodies if b.get("type") == 4), sum(1 for b in bodies if b.get("type") == 1)
+    def bodies() -> list[dict]:
+        return [b for _, b in gw.orders_received if (b.get("customTag") or "").startswith("regime-MNQ")]
+
+    def settled_legs() -> int:  # bracket legs filled or cancelled at the gateway
+        return sum(1 for o in gw.orders(1001) if (o.get("customTag") or "").endswith(("-SL", "-TP"))
+                   and o["status"] in (2, 3))
+
+    def traded() -> bool:
+        if auto_oco:
+            return settled_legs() >= 4
+        b = bodies()
+        return min(sum(1 for x in b if x.get("type") == 4), sum(1 for x in b if x.get("type") == 1)) >= 2
 
     try:
-        traded = wait_for(lambda: min(stops_and_targets()) >= 2, 150, p)
+        ok = wait_for(traded, 150, p)
     finally:
         out = stop_supervisor(p)
-    assert traded, (placed_tags(gw), out[-4000:])
+        gw.stop()
+    assert ok, (placed_tags(gw), out[-4000:])
     assert p.returncode == 0, out[-4000:]
     assert "open positions at exit: none" in out, out[-3000:]
     assert gw.positions(1001) == [] and gw.open_orders(1001) == [], gw.open_orders(1001)
     assert not [t for t, n in Counter(placed_tags(gw)).items() if n > 1], "a customTag was placed twice"
+    bracketed = [b for b in bodies() if "stopLossBracket" in b]
+    if auto_oco:
+        assert bracketed and all(b["stopLossBracket"]["type"] == 4 and b["takeProfitBracket"]["type"] == 1
+                                 for b in bracketed)
+        assert not [b for b in bodies() if b.get("type") == 4]  # no stop placed by the strategy
+    else:
+        assert len(bracketed) == 1 and "Position Brackets" in out  # refused once; managed from then on
 
 
 def test_walk_forward_retrains_the_model_per_window_and_reports_by_regime(tmp_path):

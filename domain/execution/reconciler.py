@@ -9,11 +9,13 @@ match exactly, else risk stays HALTED and a critical alert goes out (docs/archit
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 from domain.handler import BROKER, RISK, ROUTER, WATCHDOG, Out, RejectedMessage
-from domain.messages import (Alert, BrokerSnapshot, CancelOrder, Fill, OrderCancelled, ReconcileRequest,
-                             ReconcileResult)
+from domain.messages import (Alert, BrokerSnapshot, CancelOrder, Fill, OrderAccepted, OrderCancelled,
+                             ReconcileRequest, ReconcileResult)
+from domain.orders import bracket_parent
 from domain.ports import StateStore
 
 class Reconciler:
@@ -95,7 +97,12 @@ class Reconciler:
             closed.add(coid)
             out.append((ROUTER, OrderCancelled(coid, rec["intent"].strategy_id, ts_ns, "reconcile: not working at venue")))
         owners_told = self._tell_owners(snap.fills, venue_working, filled_coids, closed, ts_ns, out)
-        unknown = [o for coid, o in venue_working.items() if coid not in ours]
+        # a native bracket leg of an entry we sent, placed by the venue when the entry filled but
+        # never reported to us (a crash or a lost event in between): ours, recorded by the router
+        legs = [o for coid, o in venue_working.items() if coid not in ours and self._our_leg(coid)]
+        out += [(ROUTER, OrderAccepted(o.client_order_id, o.strategy_id, "", ts_ns, dataclasses.replace(o, reduce_only=True)))
+                for o in legs]
+        unknown = [o for coid, o in venue_working.items() if coid not in ours and o not in legs]
         if self.policy == "cancel":
             out += [(BROKER, CancelOrder(o.client_order_id, o.strategy_id, ts_ns, "reconcile: unknown order"))
                     for o in unknown]
@@ -106,6 +113,7 @@ class Reconciler:
         venue_pos = {p.instrument: p.qty for p in snap.positions if p.qty}
         ok = expected == venue_pos
         detail = (f"{reason}: {len(missed)} missed fills replayed ({len(unapplied)} to risk only), {len(closed)} stale orders closed, "
+                  + (f"{len(legs)} bracket legs adopted, " if legs else "") +
                   f"{owners_told} owner order(s) brought up to date, "
                   f"{len(unknown)} unknown venue orders {'cancelled' if self.policy == 'cancel' else 'adopted'}; "
                   f"positions ours={expected} venue={venue_pos}")
@@ -115,6 +123,11 @@ class Reconciler:
         if not ok:
             out.append((WATCHDOG, Alert("critical", "position-mismatch", detail, ts_ns)))
         return out
+
+    def _our_leg(self, client_order_id: str) -> bool:
+        """True if ``client_order_id`` is a native bracket leg of an order in our records."""
+        parent = bracket_parent(client_order_id)
+        return parent is not None and self.store is not None and self.store.load_order(parent) is not None
 
     def _tell_owners(self, venue_fills: list[Fill], venue_working: dict, filled_coids: set[str], closed: set[str],
                      ts_ns: int, out: Out) -> int:

@@ -9,12 +9,13 @@ CSV and forwards venue events to risk and to the order's owner (the actor named 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from domain.handler import BROKER, RECONCILED_TOPIC, RISK, Out, RejectedMessage
 from domain.messages import (CancelOrder, Fill, OrderAccepted, OrderCancelled, OrderIntent, OrderRejected,
                              OrderSubmitted, ReconcileResult)
-from domain.orders import OrderStatus
+from domain.orders import OrderStatus, bracket_leg_ids, bracket_parent, leg_purpose
 from domain.ports import StateStore, TradeRecorder, WriteAheadQueue
 
 _STATUS = {OrderSubmitted: OrderStatus.SUBMITTED, OrderAccepted: OrderStatus.ACCEPTED,
@@ -26,7 +27,12 @@ class OrderRouter:
 
     With ``write_ahead`` a new order's record is written by the write-ahead queue (batched; the
     broker waits for it before sending); without it, but with ``store``, the router writes it
-    itself before passing the order on."""
+    itself before passing the order on.
+
+    A native bracket's legs never pass through here as intents: the venue places them when the
+    entry fills and reports them as ``OrderAccepted`` with the leg's intent. The router gives each
+    leg its entry's purpose tags, records it (status ACCEPTED) and tells risk and the owner, as
+    for any order."""
 
     def __init__(self, store: StateStore | None, trade_log: TradeRecorder | None,
                  write_ahead: WriteAheadQueue | None = None) -> None:
@@ -34,6 +40,7 @@ class OrderRouter:
         self.trade_log = trade_log
         self.write_ahead = write_ahead
         self.purposes: dict[str, str] = {}
+        self.bracketed: dict[str, str] = {}  # entry with a native bracket -> its purpose, until its legs come
         self.fills = 0
         self.orders_sent = 0
 
@@ -44,6 +51,8 @@ class OrderRouter:
             elif self.store is not None:
                 self.store.save_order(msg, OrderStatus.SUBMITTED.value, ts_ns=msg.ts_ns)
             self.purposes[msg.client_order_id] = msg.purpose
+            if msg.bracket is not None:
+                self.bracketed[msg.client_order_id] = msg.purpose
             self.orders_sent += 1
             sub = OrderSubmitted(msg.client_order_id, msg.strategy_id, msg.ts_ns)
             return [(BROKER, msg)] + self._to_owner(sub)
@@ -59,7 +68,11 @@ class OrderRouter:
             if msg.leaves_qty == 0:
                 self.purposes.pop(msg.client_order_id, None)
             return self._to_owner(msg)
+        if isinstance(msg, OrderAccepted) and msg.intent is not None:
+            return self._placed_by_venue(msg)
         if isinstance(msg, (OrderAccepted, OrderRejected, OrderCancelled)):
+            if not isinstance(msg, OrderAccepted):
+                self.bracketed.pop(msg.client_order_id, None)
             if self.store is not None:
                 extra = {"venue_order_id": msg.venue_order_id} if isinstance(msg, OrderAccepted) else {
                     "reason": getattr(msg, "reason", "")}
@@ -70,6 +83,26 @@ class OrderRouter:
         if isinstance(msg, ReconcileResult):
             return [(RECONCILED_TOPIC, msg)]  # via the router so it arrives after the corrective events
         raise RejectedMessage(f"router: unexpected message {type(msg).__name__}")
+
+    def _placed_by_venue(self, msg: OrderAccepted) -> Out:
+        """A native bracket leg the venue placed: its entry's tags, its record, risk and owner told."""
+        intent = msg.intent
+        assert intent is not None
+        parent = bracket_parent(msg.client_order_id)
+        if parent is not None:
+            entry_purpose = self.bracketed.get(parent)
+            if entry_purpose is None:
+                entry_purpose = self._purpose(parent)
+                self.purposes.pop(parent, None)
+            intent = dataclasses.replace(intent, purpose=leg_purpose(intent.order_type, entry_purpose))
+            msg = dataclasses.replace(msg, intent=intent)
+            stop_id, target_id = bracket_leg_ids(parent)
+            if (target_id if msg.client_order_id == stop_id else stop_id) in self.purposes:
+                self.bracketed.pop(parent, None)  # both legs are known now
+        self.purposes[msg.client_order_id] = intent.purpose
+        if self.store is not None:
+            self.store.save_order(intent, OrderStatus.ACCEPTED.value, ts_ns=msg.ts_ns, venue_order_id=msg.venue_order_id)
+        return self._to_owner(msg)
 
     def _purpose(self, client_order_id: str) -> str:
         """The order's purpose for the trades CSV: remembered since it was sent, else (an order

@@ -27,10 +27,17 @@ the seed, sessions and the flat time from :mod:`domain.calendar` (America/Chicag
   day or once the strategy's own day P&L is at or below minus the smaller of ``daily_loss_limit``
   and the profile's daily loss cap; entries only between ``session_open_et`` and
   ``last_entry_et`` and inside risk's trading window.
-- **Orders**: the entry is a market order; when it fills, a protective stop (STOP) and a target
-  (LIMIT) go out together as a managed OCO (purposes ``bracket-stop`` / ``bracket-target``, both
-  reduce-only): when one fills the other is cancelled; a protective order that risk denies or the
-  venue rejects is replaced by a market exit, so no position is left without its stop.
+- **Orders**: the entry is a market order with its stop and target. ``brackets: native`` (default):
+  the entry carries a :class:`domain.messages.Bracket` and the venue places both legs when it fills
+  (ProjectX ``stopLossBracket`` / ``takeProfitBracket``; the simulated venue the same), one OCO
+  pair the venue itself settles. If the venue refuses native brackets (a ProjectX account in
+  Position Brackets mode), the strategy says so (a warning alert) and manages the bracket itself
+  from then on. ``brackets: managed``, or after that refusal: when the entry fills, a protective
+  stop (STOP) and a target (LIMIT) go out together as a managed OCO (purposes ``bracket-stop`` /
+  ``bracket-target``, both reduce-only), and when one fills the strategy cancels the other. Either
+  way a protective order that risk denies or the venue rejects, or native legs not confirmed
+  within ``native_leg_timeout_s`` of the entry's fill, are replaced by a market exit (the legs
+  cancelled first), so no position is left without its stop.
 
 Money in dollars, prices in points, sizes in contracts, times epoch ns UTC.
 """
@@ -51,12 +58,14 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, Field, field_validator
 
 from domain.calendar import SessionCalendar, trading_day
-from domain.handler import RISK, IdGenerator, Out, RejectedMessage
+from domain.handler import RISK, WATCHDOG, IdGenerator, Out, RejectedMessage
 from domain.indicators import EMA, SessionVWAP
 from domain.instruments import INSTRUMENTS, get_instrument
-from domain.messages import (Bar, CancelOrder, ClockTick, ExposureUpdate, Fill, OrderAccepted, OrderCancelled,
+from domain.messages import (Alert, Bar, Bracket, CancelOrder, ClockTick, ExposureUpdate, Fill, OrderAccepted,
+                             OrderCancelled,
                              OrderDenied, OrderIntent, OrderRejected, OrderSubmitted, OrderType, RiskState,
                              RiskStateChanged, Side, StrategyStatus, TradeTick, WarmupBars)
+from domain.orders import bracket_leg_ids, bracket_parent
 from domain.risk_rules import RiskLimits
 from domain.strategies.base import STRICT, OwnPosition, StrategyContext, StrategyPlugin
 
@@ -111,6 +120,10 @@ class RegimeVwapParams(BaseModel):
     vix_multiplier: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.5
     vix_unknown_multiplier: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.5
     """Size multiplier when no VIX close is known for the previous 5 days (the careful side)."""
+    brackets: Literal["native", "managed"] = "native"
+    """Decision point 9: the venue's own OCO bracket on the entry, or one the strategy manages."""
+    native_leg_timeout_s: Annotated[float, Field(gt=0, le=300, allow_inf_nan=False)] = 5.0
+    """Event-time seconds after the entry's fill within which both native legs must be confirmed."""
     max_consecutive_losses: Annotated[int, Field(ge=1, le=100)] = 3
     daily_loss_limit: Annotated[Decimal, Field(gt=0, le=1_000_000, allow_inf_nan=False)] = Decimal(750)
 
@@ -192,12 +205,13 @@ class RegimeVwapStrategy:
         self.risk_state = RiskState.ACTIVE
         # the trade in progress: entry / stop / target order ids, plan and fills
         self.trade: dict[str, Any] | None = None
+        self.native_ok = params.brackets == "native"  # False once the venue refused native brackets
         self.day = ""
         self.day_pnl = Decimal(0)
         self.losses_in_row = 0
         self.counters: dict[str, int] = {"signals": 0, "entries": 0, "stops": 0, "targets": 0, "exits": 0,
                                          "denied": 0, "blackout": 0, "bias_blocked": 0,
-                                         "flattened": 0}
+                                         "flattened": 0, "legs_missing": 0}
         self.by_regime: dict[str, list] = {}  # regime -> [trades, wins, net $]
 
     # ------------------------------------------------------------------ dispatch
@@ -218,7 +232,11 @@ class RegimeVwapStrategy:
                 for bar in msg.bars:
                     self._update_indicators(bar)
             return []
-        if isinstance(msg, (TradeTick, ClockTick, OrderSubmitted, OrderAccepted, StrategyStatus)):
+        if isinstance(msg, OrderAccepted):
+            return self._on_accepted(msg)
+        if isinstance(msg, (TradeTick, ClockTick)):
+            return self._check_legs(msg.ts_ns) if self.trade is not None else []
+        if isinstance(msg, (OrderSubmitted, StrategyStatus)):
             return []
         raise RejectedMessage(f"{self.strategy_id}: unexpected message {type(msg).__name__}")
 
@@ -370,10 +388,13 @@ class RegimeVwapStrategy:
         direction, stop, target, reason = sig
         regime = self.regime or ""
         qty = self.size(regime, ts)
-        intent = self._intent(Side.BUY if direction > 0 else Side.SELL, qty, OrderType.MARKET, ts, f"regime-entry {reason}; regime={regime}")
+        intent = self._intent(Side.BUY if direction > 0 else Side.SELL, qty, OrderType.MARKET, ts,
+                              f"regime-entry {reason}; regime={regime}",
+                              bracket=Bracket(stop, target) if self.native_ok else None)
         self.trade = {"entry": intent.client_order_id, "dir": direction, "qty": qty, "stop_ticks": stop,
                       "target_ticks": target, "regime": regime, "reason": reason, "stop": None, "target": None,
-                      "exit": None, "entry_price": None, "filled": 0, "pnl": "0"}
+                      "exit": None, "entry_price": None, "filled": 0, "pnl": "0", "native": self.native_ok,
+                      "filled_ts": 0}
         self.counters["entries"] += 1
         return [(RISK, intent)]
 
@@ -384,12 +405,12 @@ class RegimeVwapStrategy:
                 and self.losses_in_row < self.p.max_consecutive_losses and self.day_pnl > -self.day_limit)
 
     def _intent(self, side: Side, qty: int, kind: OrderType, ts: int, purpose: str, *, price: Decimal | None = None,
-                reduce_only: bool = False) -> OrderIntent:
+                reduce_only: bool = False, bracket: Bracket | None = None) -> OrderIntent:
         return OrderIntent(client_order_id=self.ids.next_id(self.strategy_id), strategy_id=self.strategy_id,
                            instrument=self.instrument, side=side, qty=qty, order_type=kind, ts_ns=ts,
                            limit_price=price if kind is OrderType.LIMIT else None,
                            stop_price=price if kind is OrderType.STOP else None, reduce_only=reduce_only,
-                           purpose=purpose)
+                           purpose=purpose, bracket=bracket)
 
     # ------------------------------------------------------------------ orders
     def _on_fill(self, fill: Fill) -> Out:
@@ -403,6 +424,9 @@ class RegimeVwapStrategy:
             t["filled"] += fill.qty
             t["entry_price"] = str(fill.price)
             t["pnl"] = str(Decimal(t["pnl"]) - fill.fee)
+            if t.get("native"):
+                t["filled_ts"] = fill.ts_ns  # the venue places the legs: OrderAccepted follows
+                return []
             return self._protect(fill)
         # an exit: the stop, the target or a market exit
         entry = Decimal(t["entry_price"])
@@ -412,7 +436,8 @@ class RegimeVwapStrategy:
         self.counters[kind] += 1
         out: Out = []
         if self.book.qty == 0:  # closed: the other protective order(s) go (one cancels the other)
-            for k in ("stop", "target", "exit"):
+            # a native bracket's venue cancels the sibling leg itself
+            for k in (("exit",) if t.get("native") and coid in (t["stop"], t["target"]) else ("stop", "target", "exit")):
                 if t[k] and t[k] != coid:
                     out.append((RISK, CancelOrder(t[k], self.strategy_id, fill.ts_ns, "oco: sibling filled")))
             self._close_trade()
@@ -436,17 +461,44 @@ class RegimeVwapStrategy:
         t["stop"], t["target"] = stop.client_order_id, target.client_order_id
         return [(RISK, stop), (RISK, target)]
 
+    def _on_accepted(self, msg: OrderAccepted) -> Out:
+        """A native bracket leg of the trade's entry is working at the venue: remember it."""
+        t = self.trade
+        if t is not None and msg.intent is not None and bracket_parent(msg.client_order_id) == t["entry"]:
+            t["stop" if msg.intent.order_type is OrderType.STOP else "target"] = msg.client_order_id
+        return []
+
+    def _check_legs(self, ts: int) -> Out:
+        """A native bracket's legs not both confirmed ``native_leg_timeout_s`` after the entry
+        filled (a lost event, a degraded hub): cancel them and exit at market."""
+        t = self.trade
+        if (t is None or not t.get("native") or not t["filled"] or (t["stop"] and t["target"]) or t["exit"]
+                or self.book.qty == 0 or ts - t["filled_ts"] < self.p.native_leg_timeout_s * 1e9):
+            return []
+        self.counters["legs_missing"] += 1
+        out: Out = [(RISK, CancelOrder(leg, self.strategy_id, ts, "bracket legs not confirmed"))
+                    for leg in bracket_leg_ids(t["entry"])]
+        t["stop"] = t["target"] = None
+        return out + self._market_exit(ts, "bracket legs not confirmed")
+
     def _on_order_gone(self, msg: Any) -> Out:
         t = self.trade
         if t is None:
             return []
         coid = msg.client_order_id
         if coid == t["entry"]:
+            out = []
             if isinstance(msg, OrderDenied):
                 self.counters["denied"] += 1
+            if isinstance(msg, OrderRejected) and t.get("native") and ("Auto OCO" in msg.reason or "Position Brackets" in msg.reason):
+                # the account does not take native brackets (ProjectX Position Brackets mode)
+                self.native_ok = False
+                out.append((WATCHDOG, Alert("warning", f"{self.strategy_id}-native-brackets",
+                                            f"{self.strategy_id}: the venue refused a native bracket ({msg.reason}); "
+                                            "brackets are managed by the strategy from now on", msg.ts_ns)))
             if self.book.qty == 0:
                 self.trade = None  # never filled
-            return []
+            return out
         if coid in (t["stop"], t["target"]) and not isinstance(msg, OrderCancelled) and self.book.qty != 0:
             # a protective order refused: never hold the position without its stop
             self.counters["denied"] += 1
@@ -501,7 +553,7 @@ class RegimeVwapStrategy:
                 "macro": self.macro.snapshot(), "macro_close": self.macro_close, "vwap": self.vwap.snapshot(),
                 "tps": list(self.tps), "session": self.session, **self.book.snapshot(),
                 "trade": dict(self.trade) if self.trade else None, "day": self.day, "day_pnl": str(self.day_pnl),
-                "losses_in_row": self.losses_in_row, "stats": dict(self.counters),
+                "losses_in_row": self.losses_in_row, "stats": dict(self.counters), "native_ok": self.native_ok,
                 "by_regime": {k: list(v) for k, v in self.by_regime.items()}}
 
     def restore(self, d: dict) -> None:
@@ -519,6 +571,7 @@ class RegimeVwapStrategy:
         self.day = d.get("day", "")
         self.day_pnl = Decimal(d.get("day_pnl", "0"))
         self.losses_in_row = int(d.get("losses_in_row", 0))
+        self.native_ok = bool(d.get("native_ok", self.p.brackets == "native")) and self.p.brackets == "native"
         self.counters.update({k: int(v) for k, v in d.get("stats", {}).items()})
         self.by_regime = {k: list(v) for k, v in d.get("by_regime", {}).items()}
 

@@ -50,6 +50,7 @@ from loguru import logger
 from domain.instruments import get_instrument
 from domain.messages import (BrokerSnapshot, Fill, OrderAccepted, OrderCancelled, OrderIntent, OrderModified,
                              OrderRejected, PositionSnapshot, QuoteTick, TradeTick)
+from domain.orders import bracket_parent
 from domain.ports import EventSink
 from infra.projectx import errors as pxe
 from infra.projectx import mapping
@@ -620,10 +621,12 @@ class ProjectXBroker:
             return entries, self._snapshot_fills(trades, orders, entries)
 
     def _intents(self, working: list[GatewayOrder], entries: Mapping[int, _Order]) -> tuple[OrderIntent, ...]:
-        """``working`` as intents under their entries' client order ids (lock held)."""
+        """``working`` as intents under their entries' client order ids (lock held). A native bracket
+        leg still Suspended (its entry has not filled; it has no price and cannot fill) is left out."""
         return tuple(mapping.order_to_intent(o, client_order_id=entries[o.id].coid,
                                              strategy_id=entries[o.id].strategy_id,
-                                             instrument=entries[o.id].instrument) for o in working)
+                                             instrument=entries[o.id].instrument) for o in working
+                     if o.status != GwOrderStatus.SUSPENDED)
 
     def _positions(self, positions: list[GatewayPosition]) -> tuple[PositionSnapshot, ...]:
         """Non-flat gateway positions as domain snapshots."""
@@ -786,6 +789,15 @@ class ProjectXBroker:
     def _status_events(self, entry: _Order, o: GatewayOrder) -> list:
         if entry.strategy_id == EXTERNAL_STRATEGY:
             return []
+        if bracket_parent(entry.coid) is not None and o.working:
+            # a native bracket leg: Suspended (no price) until its entry fills, then Open with its
+            # price (the router gives it the entry's purpose tags)
+            leg = mapping.bracket_leg_intent(o, client_order_id=entry.coid, strategy_id=entry.strategy_id,
+                                             instrument=entry.instrument)
+            if leg is None or entry.accepted or entry.terminal:
+                return []
+            entry.accepted = True
+            return [OrderAccepted(entry.coid, entry.strategy_id, str(o.id), o.updated_ns, leg)]
         ev = mapping.order_event(o, client_order_id=entry.coid, strategy_id=entry.strategy_id)
         if ev is None or entry.terminal:
             return []

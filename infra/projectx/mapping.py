@@ -23,6 +23,7 @@ Field names and enums: ``docs/reference/projectx-gateway.md``, sections "Models"
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping  # not typing.Mapping: its isinstance check is 2x slower (every hub payload)
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from typing import Any
 
 from domain.messages import (Fill, OrderAccepted, OrderCancelled, OrderIntent, OrderRejected, OrderType,
                              PositionSnapshot, QuoteTick, Side, TradeTick)
+from domain.orders import bracket_parent, leg_purpose
 from infra.projectx.errors import MalformedPayload
 from infra.replay import parse_utc_ns
 
@@ -465,7 +467,8 @@ def trade_print_to_tick(instrument: str, tick_size: Decimal, item: Mapping[str, 
 def strategy_id_of(client_order_id: str) -> str:
     """Our ids are ``{strategy_id}-{incarnation}-{seq}``: drop the last two ``-`` parts
     (``grid-MES-3-17`` -> ``grid-MES``). Anything else belongs to :data:`EXTERNAL_STRATEGY`."""
-    parts = client_order_id.rsplit("-", 2)
+    parent = bracket_parent(client_order_id)  # a native bracket leg (``<entry id>-SL``) is its entry's
+    parts = (parent or client_order_id).rsplit("-", 2)
     return parts[0] if len(parts) == 3 and parts[0] else EXTERNAL_STRATEGY
 
 
@@ -532,7 +535,10 @@ def place_args(intent: OrderIntent, *, tick_size: Decimal) -> dict[str, Any]:
     ("Order placement"): ``order_type`` 1 Limit / 2 Market / 4 Stop, ``side`` 0 buy / 1 sell, ``size``
     contracts, the price the type needs (Decimal points; the client turns it into a JSON number at
     the boundary), ``custom_tag`` = the client order id, and ``risk_reducing`` = ``intent.reduce_only``
-    (not sent: such an order may use the rate-limit slots that new entries leave free).
+    (not sent: such an order may use the rate-limit slots that new entries leave free). A native
+    bracket (``intent.bracket``) becomes ``stop_loss_bracket`` (type 4 Stop) and
+    ``take_profit_bracket`` (type 1 Limit) in signed ticks from the fill: a buy's stop negative and
+    target positive, a sell's the reverse (docs/reference/projectx-gateway.md, "Order placement").
     Raises ValueError: qty < 1, the needed price missing, non-positive or off the tick grid."""
     if intent.qty < 1:
         raise ValueError(f"{intent.client_order_id}: qty {intent.qty} < 1")
@@ -549,4 +555,20 @@ def place_args(intent: OrderIntent, *, tick_size: Decimal) -> dict[str, Any]:
             raise ValueError(f"{intent.client_order_id}: {name} {price} is not a positive price on the "
                              f"{tick_size} tick grid")
         args[name] = price
+    if intent.bracket is not None:
+        d = intent.side.sign
+        args["stop_loss_bracket"] = {"ticks": -d * intent.bracket.stop_ticks, "type": int(GwOrderType.STOP)}
+        args["take_profit_bracket"] = {"ticks": d * intent.bracket.target_ticks, "type": int(GwOrderType.LIMIT)}
     return args
+
+
+def bracket_leg_intent(order: GatewayOrder, *, client_order_id: str, strategy_id: str,
+                       instrument: str) -> OrderIntent | None:
+    """A native bracket leg that is working with its price (status Open, after the entry filled) as
+    the intent it works as: reduce-only, purpose ``bracket-stop`` / ``bracket-target`` (the router
+    adds the entry's tags: :func:`domain.orders.leg_purpose`). None while it is Suspended without a
+    price."""
+    if order.status != GwOrderStatus.OPEN or (order.stop_price is None and order.limit_price is None):
+        return None
+    intent = order_to_intent(order, client_order_id=client_order_id, strategy_id=strategy_id, instrument=instrument)
+    return dataclasses.replace(intent, reduce_only=True, purpose=leg_purpose(intent.order_type, ""))

@@ -502,10 +502,14 @@ class ProjectXClient:
     def place_order(self, account_id: int, contract_id: str, order_type: int, side: int, size: int, *,
                     limit_price: Decimal | None = None, stop_price: Decimal | None = None,
                     trail_price: Decimal | None = None, custom_tag: str | None = None,
-                    risk_reducing: bool = False) -> int:
+                    risk_reducing: bool = False, stop_loss_bracket: Mapping[str, int] | None = None,
+                    take_profit_bracket: Mapping[str, int] | None = None) -> int:
         """``Order/place`` ("Order placement"): ``order_type`` 1 Limit / 2 Market / 4 Stop /
         5 TrailingStop..., ``side`` 0 buy / 1 sell, ``size`` contracts, absolute prices in points,
         ``custom_tag`` our client order id (unique per account). Returns the gateway order id.
+        ``stop_loss_bracket`` / ``take_profit_bracket``: ``{"ticks": signed ticks from the fill,
+        "type": 4 | 1}``, sent as ``stopLossBracket`` / ``takeProfitBracket`` (needs the account's
+        Auto OCO Brackets mode, else ``OrderRejected``).
 
         ``risk_reducing`` (not sent; the gateway has no such flag): the order can only shrink a
         position (a take-profit, a flatten's close); it may use the whole rate window and waits
@@ -518,18 +522,23 @@ class ProjectXClient:
         """
         return self.begin_place_order(account_id, contract_id, order_type, side, size, limit_price=limit_price,
                                       stop_price=stop_price, trail_price=trail_price, custom_tag=custom_tag,
-                                      risk_reducing=risk_reducing)()
+                                      risk_reducing=risk_reducing, stop_loss_bracket=stop_loss_bracket,
+                                      take_profit_bracket=take_profit_bracket)()
 
     def begin_place_order(self, account_id: int, contract_id: str, order_type: int, side: int, size: int, *,
                           limit_price: Decimal | None = None, stop_price: Decimal | None = None,
                           trail_price: Decimal | None = None, custom_tag: str | None = None,
-                          risk_reducing: bool = False) -> Callable[[], int]:
+                          risk_reducing: bool = False, stop_loss_bracket: Mapping[str, int] | None = None,
+                          take_profit_bracket: Mapping[str, int] | None = None) -> Callable[[], int]:
         """:meth:`place_order` in two halves: the request is written now when that needs no wait
         (:meth:`_begin`), and the returned ``result()`` reads the answer: the gateway order id, or the
         errors of :meth:`place_order`. Call ``result()`` exactly once (any thread)."""
-        sent = self._begin("Order/place", self._place_body(
-            account_id, contract_id, order_type, side, size, limit_price, stop_price, trail_price, custom_tag),
-            entry=not risk_reducing)
+        body = self._place_body(account_id, contract_id, order_type, side, size, limit_price, stop_price,
+                                trail_price, custom_tag)
+        for key, bracket in (("stopLossBracket", stop_loss_bracket), ("takeProfitBracket", take_profit_bracket)):
+            if bracket is not None:
+                body[key] = {"ticks": int(bracket["ticks"]), "type": int(bracket["type"])}
+        sent = self._begin("Order/place", body, entry=not risk_reducing)
         return lambda: self._order_id(sent())
 
     @staticmethod

@@ -32,9 +32,12 @@ class GatewayError(Exception):
     Attributes:
         reason: what went wrong.
         message: the ``errorMessage`` text (None where the gateway sends null).
+        payload: the endpoint's payload field despite the failure (None: null), as ``Order/place``
+            returns an ``orderId`` when it refuses brackets in Position Brackets mode.
     """
 
-    def __init__(self, reason: Reason, message: str | None) -> None:
+    def __init__(self, reason: Reason, message: str | None, payload: object = None) -> None:
         super().__init__(message or reason.value)
         self.reason = reason
         self.message = message
+        self.payload = payload

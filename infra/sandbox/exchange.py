@@ -100,6 +100,9 @@ class AccountSpec:
     simulated: bool
     can_trade: bool = True
     is_visible: bool = True
+    auto_oco: bool = True
+    """The platform's bracket mode: Auto OCO Brackets (native brackets accepted) or, False,
+    Position Brackets (a place with brackets is rejected, code 2, yet returns an ``orderId``)."""
 
 
 DEFAULT_ACCOUNTS: tuple[AccountSpec, ...] = (
@@ -313,6 +316,10 @@ class Exchange:
         if type_ is OrderType.STOP and not _valid_price(stop, contract):
             raise _reject("Invalid stop price. Price is not aligned to tick size or missing.")
         brackets = [b for b in (self._bracket(stop_loss, "SL", side), self._bracket(take_profit, "TP", side)) if b]
+        if brackets and not acct.spec.auto_oco:
+            self._next_order_id += 1  # the gateway still hands out an order id (docs/sandbox.md "Brackets")
+            raise GatewayError(Reason.ORDER_REJECTED, "Brackets cannot be used with Position Brackets. "
+                               "You must enable Auto OCO Brackets.", payload=self._next_order_id - 1)
         tag = custom_tag if isinstance(custom_tag, str) and custom_tag else None
         if custom_tag is not None and not isinstance(custom_tag, str):
             raise _reject("customTag must be a string.")

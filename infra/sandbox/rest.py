@@ -290,7 +290,7 @@ class RestApi:
             logger.info("sandbox REST {} -> errorCode {} ({})", name, code, exc.message)
             failure = {"success": False, "errorCode": code, "errorMessage": exc.message}
             if endpoint.payload is not None:
-                failure[endpoint.payload] = None
+                failure[endpoint.payload] = exc.payload
             response = web.Response(text=dumps(failure), content_type="application/json")
         except Exception:
             logger.exception("sandbox REST {} failed", name)

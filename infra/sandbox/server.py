@@ -447,6 +447,10 @@ class SandboxGateway:
         """Working ``Order`` rows: Open *and* Suspended (bracket legs), unlike ``Order/searchOpen``."""
         return self._exchange.working_orders(account_id)
 
+    def orders(self, account_id: int) -> list[dict[str, Any]]:
+        """Every ``Order`` row of the account (any status), oldest first."""
+        return self._exchange.orders(account_id)
+
     def trades(self, account_id: int) -> list[dict[str, Any]]:
         """Every ``HalfTrade`` of the account, oldest first (Decimal money)."""
         return self._exchange.trades(account_id)
