@@ -60,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--speed", help="replay speed: a factor (1 = real time, 1440 = a day a minute) or 'max'")
     p.add_argument("--namespace", help="Redis key namespace (default tsx:paper; live: tsx:live)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (0 = any free port)")
+    p.add_argument("--ops-port", type=int, help="ops API port (default 9109; 0 = any free port); docs/operations.md")
     p.add_argument("--run-dir", type=Path, help="where logs, trades and the embedded Redis live (default run/)")
     p.add_argument("--fresh", action="store_true", help="paper: forget mirrored state and start over")
     p.add_argument("--replay", action="store_true",
@@ -89,7 +90,8 @@ def paper_on_live_data(args: argparse.Namespace) -> bool:
 def build_config(args: argparse.Namespace) -> AppConfig:
     runtime: dict = {}
     for key, val in (("data_dir", args.data), ("start", args.start), ("end", args.end), ("speed", args.speed),
-                     ("namespace", args.namespace), ("metrics_port", args.metrics_port), ("run_dir", args.run_dir)):
+                     ("namespace", args.namespace), ("metrics_port", args.metrics_port), ("ops_port", args.ops_port),
+                     ("run_dir", args.run_dir)):
         if val is not None:
             runtime[key] = val
     if args.run_dir is not None:

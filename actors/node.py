@@ -28,6 +28,7 @@ from actors.core import ActorLoop, Directory, ask, wait_until
 from actors.dispatcher import Dispatcher
 from actors.supervision import ActorSpec, Supervisor, SupervisionTree
 from actors.tree import DECISION_LOOP, MODES, OWN_THREAD, TREE, Child, ModeSpec, Sup
+from actors.ops import OpsDesk
 from domain.bars import BarBuilderHandler, aggregate_bars
 from domain.calendar import SessionCalendar, ns_to_ct, trading_day
 from domain.execution.reconciler import Reconciler, plain_view
@@ -151,6 +152,7 @@ class Node:
         self.feed_handler: Any = None
         self._restored: set[str] = set()
         self._tree_up = threading.Event()  # every actor of the tree registered (:meth:`start`)
+        self.ops = OpsDesk(self)
         self._restarts_reported: dict[str, int] = {}  # shared by every watchdog incarnation
         self._venue_checked_at = float("-inf")
         self._venue_seen = "venue not asked yet"
@@ -447,6 +449,23 @@ class Node:
                 logger.warning("heartbeat not written: {}", e)
             if self.spec.arming:
                 self._poll_ops()
+            self.ops.poll_redis()
+            self.ops.sample()
+
+    def readiness(self) -> str | None:
+        """None when the node can trade, else why not (``GET /health``): the actor tree not up
+        yet, a supervision escalation, risk not answering or HALTED (its holds), the data ended."""
+        if self.escalation:
+            return f"escalated: {self.escalation}"
+        if not self._tree_up.is_set():
+            return "starting: the actor tree is not up yet"
+        if self.data_done.is_set():
+            return "replay finished"
+        try:
+            state, holds = self.risk_query(lambda r: (r.state.value, [why for _, why in r.holds.values()]), timeout=1)
+        except Exception as e:  # noqa: BLE001 - a busy or restarting risk actor
+            return f"risk not answering ({type(e).__name__})"
+        return f"risk {state}: {'; '.join(holds)}" if state == "HALTED" else None
 
     def now_ns(self) -> int:
         """The event clock, epoch ns UTC: the feed's (replay: last tick; hub: last event + wall
@@ -701,6 +720,24 @@ def open_gateway(cfg: Any, spec: ModeSpec, credentials: tuple[str, str] | None) 
     return Gateway(client, None, contracts)
 
 
+def start_ops_api(cfg: Any, node: "Node", metrics: Any) -> Any:
+    """Serve the ops API (infra/ops_api.py) on ``runtime.ops_host:ops_port``; None when off or
+    the port is taken (logged: the session runs on without it). Commands need ``OPS_TOKEN``."""
+    from infra.ops_api import OpsServer
+    if cfg.runtime.ops_port is None:
+        return None
+    token = os.environ.get("OPS_TOKEN") or None
+    server = OpsServer(node.ops, node.readiness, token, metrics.registry)
+    try:
+        port = server.start(cfg.runtime.ops_port, cfg.runtime.ops_host)
+    except OSError as exc:
+        logger.warning("ops API not started: {}", exc)
+        return None
+    logger.info("compliance panel on http://{0}:{1}/  (ops API: /health, /ops/status; commands {2})",
+                cfg.runtime.ops_host, port, "need OPS_TOKEN" if token else "off: OPS_TOKEN is not set")
+    return server
+
+
 def run(cfg: Any, mode: str, *, fresh: bool = False, credentials: tuple[str, str] | None = None,
         trades_csv: Path | None = None,
         after_backtest: Callable[[SessionSummary], None] | None = None) -> int:
@@ -752,6 +789,7 @@ def run(cfg: Any, mode: str, *, fresh: bool = False, credentials: tuple[str, str
         if gateway is not None:
             gateway.client.close()
         raise LiveStartupError(f"history warm-up failed: {e}", EXIT_GATEWAY) from None
+    ops = start_ops_api(cfg, node, metrics)
     source = (f"replay of {cfg.runtime.data_dir} at speed {cfg.runtime.speed}" if spec.data == "replay"
               else f"ProjectX market hub ({cfg.projectx.hubs_url})")
     logger.info("{} session {} .. {} ({}), market data: {}, venue: {}, namespace {}, strategies {}", spec.name,
@@ -786,6 +824,8 @@ def run(cfg: Any, mode: str, *, fresh: bool = False, credentials: tuple[str, str
     if end_of_data:
         store.update_meta(finished="1")
     node.stop()
+    if ops is not None:
+        ops.stop()
     print(summary.render())
     if embedded is not None and not node.escalation:
         embedded.stop()  # its data stays in {run_dir}/redis; the next start reloads it

@@ -247,6 +247,10 @@ class RuntimeParams(BaseModel):
     """Redis key prefix: no whitespace, not ending in ``:``."""
     metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = 9108
     """0 = any free port, None = no metrics endpoint."""
+    ops_port: Annotated[int, Field(ge=0, le=65535)] | None = 9109
+    """The ops API and panel (infra/ops_api.py, docs/operations.md): 0 = any free port, None = off."""
+    ops_host: str = "127.0.0.1"
+    """Where the ops API listens; anything but localhost exposes it (POSTs still need OPS_TOKEN)."""
     log_dir: Path = Path("run/logs")
     run_dir: Path = Path("run")
     slippage_ticks: Annotated[int, Field(ge=0, le=100)] = 1

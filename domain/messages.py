@@ -380,6 +380,19 @@ class SetArmed:
 
 
 @dataclass(frozen=True, slots=True)
+class OperatorCommand:
+    """An operator's command, journalled in the ``{ns}:events`` stream: ``command`` one of pause,
+    resume, flatten, arm, disarm; ``who`` the operator as given (HTTP ``X-Operator`` header or the
+    redis-cli entry); ``source`` ``http`` or ``redis``; ``result`` what the node did with it."""
+
+    command: str
+    who: str
+    source: str
+    result: str
+    ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     """Orderly stop: cancel working orders, flatten, persist."""
 
