@@ -783,7 +783,10 @@ def run(cfg: Any, mode: str, *, fresh: bool = False, credentials: tuple[str, str
         except OSError as exc:
             logger.warning("metrics endpoint not started: {}", exc)
     try:
-        node = Node(cfg, spec, store=store, alerter=SlackAlerter(os.environ.get("SLACK_WEBHOOK_URL")),
+        account = (f"{gateway.account.name} ({gateway.account.id})" if gateway is not None and gateway.account is not None
+                   else f"simulated {cfg.profile.name}")
+        alerter = SlackAlerter(os.environ.get("SLACK_WEBHOOK_URL"), context={"mode": spec.name, "account": account})
+        node = Node(cfg, spec, store=store, alerter=alerter,
                     metrics=metrics, gateway=gateway, trades_csv=trades_csv)
     except pxe.ProjectXError as e:
         if gateway is not None:

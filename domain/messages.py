@@ -411,12 +411,14 @@ class Heartbeat:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """An operator alert. ``key`` de-duplicates repeats; ``level`` is info/warning/critical."""
+    """An operator alert. ``key`` de-duplicates repeats; ``level`` is info/warning/critical;
+    ``action`` what the system did about it ("" when nothing)."""
 
     level: str
     key: str
     text: str
     ts_ns: int
+    action: str = ""
 
 
 @dataclass(frozen=True, slots=True)

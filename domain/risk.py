@@ -59,6 +59,13 @@ BRACKET_EXITS = frozenset({"bracket-stop", "bracket-target"})
 Each is judged against the position alone, not against its sibling or each other's pending size."""
 
 
+BREACH_ACTIONS = {Action.LIQUIDATE: "flattening every position; the account failed: trading HALTED for good",
+                  Action.FLATTEN_HALT_DAY: "flattening every position; trading HALTED for the rest of the trading day",
+                  Action.FLATTEN_REDUCE_SESSION: "flattening every position; REDUCING (no new positions) for the session",
+                  Action.REDUCE_DAY: "REDUCING: no new positions for the rest of the trading day"}
+"""What risk does on each breach action, as an alert states it (docs/risk.md)."""
+
+
 def is_bracket_exit(intent: OrderIntent) -> bool:
     """The order is a bracket's stop or target: its purpose, up to a ``;`` (tags follow, e.g.
     ``bracket-stop; regime=crash``), is one of :data:`BRACKET_EXITS`."""
@@ -321,7 +328,9 @@ class RiskManager:
             # the personal DLL's "Do Nothing" / "Liquidate": act once, no hold, trading goes on
             self.ledger.pdll_fired = True
             self.breaches.append((self.now_ns, b.rule, b.detail))
-            out = [(WATCHDOG, Alert("warning", f"risk-{b.rule}", f"{b.rule} reached: {b.detail}", self.now_ns))]
+            out = [(WATCHDOG, Alert("warning", f"risk-{b.rule}", f"{b.rule} reached: {b.detail}", self.now_ns,
+                                    "flattening every position (trading goes on)" if b.action.flatten
+                                    else "none: notify only"))]
             return out + (self.start_flatten(b.rule) if b.action.flatten else [])
         if b.rule == "personal_dll":
             self.ledger.pdll_fired = True
@@ -332,7 +341,8 @@ class RiskManager:
             self.ledger.failed = True  # Topstep: the account failed; stays HALTED for good
         out = self._set_hold(hold[0], hold[1], f"{b.rule}: {b.detail}")
         level = "critical" if b.action is Action.LIQUIDATE else "warning"
-        out.append((WATCHDOG, Alert(level, f"risk-{b.rule}", f"{b.rule} breached: {b.detail}", self.now_ns)))
+        out.append((WATCHDOG, Alert(level, f"risk-{b.rule}", f"{b.rule} breached: {b.detail}", self.now_ns,
+                                    BREACH_ACTIONS.get(b.action, ""))))
         if b.action is not Action.REDUCE_DAY:
             out += self.start_flatten(b.rule)
         return out

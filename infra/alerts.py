@@ -1,5 +1,10 @@
 """Operator alerts to a Slack incoming webhook, with de-duplication and a rate limit.
 
+Messages are Slack Block Kit (https://api.slack.com/block-kit): a header with the severity and
+what happened, fields with the account, mode, severity, event time (CT) and alert key, the text
+with its numbers, and the action taken; plus a plain ``text`` fallback for notifications
+(:meth:`SlackAlerter.blocks`).
+
 Every alert that is not de-duplicated is also written to the loguru log at its level, so the log
 is the complete record and Slack only the notification channel.
 
@@ -22,11 +27,15 @@ from typing import Callable
 import httpx
 from loguru import logger
 
+from domain.calendar import ns_to_ct
 from domain.messages import Alert
 from infra.redact import WEBHOOK, RedactFilter, redact, register_webhook
 
 REDACTED = WEBHOOK
 """What the webhook URL (or its path, or its secret segment) is replaced with."""
+
+_EMOJI = {"CRITICAL": ":rotating_light:", "ERROR": ":red_circle:", "WARNING": ":warning:", "INFO": ":information_source:",
+          "DEBUG": ":mag:"}
 
 _LEVELS = {
     "debug": "DEBUG",
@@ -49,7 +58,8 @@ class SlackAlerter:
     ``webhook_url``: Slack incoming-webhook URL, or None/"" to only log. ``dedupe_window_s``:
     an alert whose ``key`` was *sent* less than this many seconds ago is dropped.
     ``max_per_minute``: at most this many POSTs in any 60 s window. ``timeout_s``: HTTP timeout.
-    ``clock``: monotonic seconds (injectable for tests).
+    ``clock``: monotonic seconds (injectable for tests). ``context``: ``{"account": ..., "mode":
+    ...}`` shown in every message (:meth:`set_context` updates it once the account is known).
 
     De-duplication is by :meth:`dedupe_key`: the alert's key and the trading day of its event
     time (America/Chicago, 17:00 CT roll), so the same event on another day is a new alert (a
@@ -64,8 +74,9 @@ class SlackAlerter:
 
     def __init__(self, webhook_url: str | None, *, dedupe_window_s: float = 300.0,
                  max_per_minute: int = 10, timeout_s: float = 3.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, context: dict[str, str] | None = None) -> None:
         self._url = webhook_url or None
+        self.context: dict[str, str] = dict(context or {})
         self.dedupe_window_s = float(dedupe_window_s)
         self.max_per_minute = int(max_per_minute)
         self.timeout_s = float(timeout_s)
@@ -105,6 +116,30 @@ class SlackAlerter:
     def never_suppressed(alert: Alert) -> bool:
         """CRITICAL alerts and HALTs always go out (no de-duplication, no rate limit)."""
         return log_level(alert.level) == "CRITICAL" or "HALTED" in alert.key.upper()
+
+    def set_context(self, **fields: str) -> None:
+        """Set what every message shows beside the alert (``account``, ``mode``)."""
+        with self._lock:
+            self.context.update({k: str(v) for k, v in fields.items() if v is not None})
+
+    def blocks(self, alert: Alert, suppressed: int = 0) -> dict:
+        """The Block Kit payload for ``alert`` (already redacted text in, nothing secret added):
+        ``{"text": fallback, "blocks": [header, fields, text, action?, context]}``."""
+        level = log_level(alert.level)
+        title = alert.key.replace("-", " ")
+        when = ns_to_ct(alert.ts_ns).strftime("%Y-%m-%d %H:%M:%S CT") if alert.ts_ns > 0 else "n/a"
+        fields = [("Account", self.context.get("account", "n/a")), ("Mode", self.context.get("mode", "n/a")),
+                  ("Severity", level), ("Event time", when)]
+        blocks: list[dict] = [
+            {"type": "header", "text": {"type": "plain_text", "text": f"{level}: {title}"[:150], "emoji": True}},
+            {"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in fields]},
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"{_EMOJI.get(level, '')} {alert.text}"[:3000]}},
+        ]
+        if alert.action:
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Action taken:* {alert.action}"}})
+        note = f"key `{alert.key}`" + (f" · {suppressed} similar suppressed" if suppressed else "")
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
+        return {"text": self.format(alert, suppressed), "blocks": blocks}
 
     @staticmethod
     def format(alert: Alert, suppressed: int = 0) -> str:
@@ -150,8 +185,9 @@ class SlackAlerter:
             self._last_sent[key] = now
             pending = self._unreported.pop(alert.key, 0)
 
-        text = redact(self.format(alert, pending))
-        error = self._post(text)
+        safe = Alert(alert.level, alert.key, redact(alert.text), alert.ts_ns, redact(alert.action))
+        text = redact(self.format(safe, pending))
+        error = self._post(self.blocks(safe, pending))
         if error is None:
             logger.log(level, "ALERT (sent to Slack) {}", text)
             return "sent"
@@ -163,12 +199,13 @@ class SlackAlerter:
         logger.log(level, "ALERT (Slack delivery failed: {}) {}", error, text)
         return "failed"
 
-    def _post(self, text: str) -> str | None:
-        """POST ``text`` (already redacted) to the webhook; None on success, else a redacted error
-        description (exception text or status and body: either may contain the URL or its path)."""
+    def _post(self, payload: dict) -> str | None:
+        """POST the Block Kit ``payload`` (already redacted) to the webhook; None on success, else a
+        redacted error description (exception text or status and body: either may contain the URL
+        or its path)."""
         assert self._client is not None and self._url is not None
         try:
-            resp = self._client.post(self._url, json={"text": text})
+            resp = self._client.post(self._url, json=payload)
         except Exception as exc:  # httpx errors, invalid URL, ...: never propagate
             return redact(f"{type(exc).__name__}: {exc}")
         if not resp.is_success:

@@ -117,11 +117,31 @@ def test_level_mapping() -> None:
     assert log_level("critical") == "CRITICAL" and log_level("weird") == "WARNING"
 
 
+def test_sent_posts_block_kit_with_account_mode_severity_action_and_numbers(hook: Hook, logs: list[str]) -> None:
+    """The local receiver gets Block Kit: header, fields (account, mode, severity, event time),
+    the text with its numbers, the action taken, the key; and the plain fallback text."""
+    import datetime as dt
+    ts = int(dt.datetime(2026, 4, 9, 14, 30, tzinfo=dt.timezone.utc).timestamp()) * 1_000_000_000  # 09:30 CT
+    halt = Alert("warning", "risk-daily_loss_cap", "daily_loss_cap breached: day P&L -912.50 <= -900", ts,
+                 "flattening every position; trading HALTED for the rest of the trading day")
+    with SlackAlerter(hook.url, context={"account": "PRAC-50K (1001)", "mode": "live"}) as alerter:
+        assert alerter.send(halt) == "sent"
+    body = hook.bodies[0]
+    assert set(body) == {"text", "blocks"} and "-912.50" in body["text"]
+    header, fields, text, action, context = body["blocks"]
+    assert header["type"] == "header" and header["text"]["text"] == "WARNING: risk daily_loss_cap"
+    assert [f["text"] for f in fields["fields"]] == ["*Account*\nPRAC-50K (1001)", "*Mode*\nlive",
+                                                     "*Severity*\nWARNING", "*Event time*\n2026-04-09 09:30:00 CT"]
+    assert "day P&L -912.50 <= -900" in text["text"]["text"]
+    assert action["text"]["text"] == "*Action taken:* flattening every position; trading HALTED for the rest of the trading day"
+    assert context["type"] == "context" and "risk-daily_loss_cap" in context["elements"][0]["text"]
+
+
 def test_sent_posts_json_text(hook: Hook, logs: list[str]) -> None:
     with SlackAlerter(hook.url) as alerter:
         assert alerter.send(alert()) == "sent"
     assert len(hook.bodies) == 1
-    assert set(hook.bodies[0]) == {"text"}
+    assert set(hook.bodies[0]) == {"text", "blocks"}
     assert "MLL headroom below $300" in hook.bodies[0]["text"]
     assert "CRITICAL" in hook.bodies[0]["text"]
     assert any(l.startswith("CRITICAL |") and "sent to Slack" in l for l in logs)

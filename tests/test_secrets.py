@@ -228,7 +228,10 @@ def test_failing_webhook_and_alert_text_are_redacted(server: Server, canary_env:
     # the server saw the secret path (and would echo it), but not the key in the alert text
     [(path, body)] = server.requests
     assert path == f"/services/{HOOK_PATH}"
-    assert json.loads(body) == {"text": f"[CRITICAL] login refused for {REDACTED} (key=login)"}
+    posted = json.loads(body)
+    assert posted["text"] == f"[CRITICAL] login refused for {REDACTED} (key=login)"
+    assert API_KEY not in body and HOOK_PATH not in body  # the Block Kit blocks too
+    assert f"login refused for {REDACTED}" in json.dumps(posted["blocks"])
     for text, where in ((err, "stderr"), (logs, "the log file"), ("\n".join(raw), "a sink added later")):
         assert_clean(text, where)
         line = next(line for line in text.splitlines() if "Slack delivery failed" in line)
