@@ -761,7 +761,8 @@ def run(cfg: Any, mode: str, *, fresh: bool = False, credentials: tuple[str, str
         return EXIT_OK
 
     from infra.alerts import SlackAlerter
-    from infra.metrics import Metrics
+    from infra.metrics import LatencyProbe, Metrics
+    from infra.sdnotify import notify
     from infra.projectx import errors as pxe
     from infra.projectx.session import EXIT_GATEWAY, LiveStartupError
 
@@ -792,6 +793,7 @@ def run(cfg: Any, mode: str, *, fresh: bool = False, credentials: tuple[str, str
         if gateway is not None:
             gateway.client.close()
         raise LiveStartupError(f"history warm-up failed: {e}", EXIT_GATEWAY) from None
+    node.directory.send_hook = LatencyProbe(metrics, RISK, BROKER, ROUTER)
     ops = start_ops_api(cfg, node, metrics)
     source = (f"replay of {cfg.runtime.data_dir} at speed {cfg.runtime.speed}" if spec.data == "replay"
               else f"ProjectX market hub ({cfg.projectx.hubs_url})")
@@ -807,6 +809,7 @@ def run(cfg: Any, mode: str, *, fresh: bool = False, credentials: tuple[str, str
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     node.start()
+    notify("READY=1")  # systemd Type=notify (infra/sdnotify.py); a no-op elsewhere
     last_log = time.monotonic()
     while not node.done.wait(0.2):
         if node.data_done.is_set():
@@ -822,6 +825,7 @@ def run(cfg: Any, mode: str, *, fresh: bool = False, credentials: tuple[str, str
                         if spec.arming else "")
     end_of_data = node.data_done.is_set() and not stop_reason and not node.escalation
     reason = node.escalation or (stop_reason[0] if stop_reason else "end of data" if end_of_data else "stopped")
+    notify("STOPPING=1")
     node.shutdown(reason)
     summary = node.summary(reason, time.perf_counter() - t0)
     if end_of_data:

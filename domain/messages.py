@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 
 class Side(enum.Enum):
@@ -341,6 +342,10 @@ class AccountStatus:
     open_orders: int
     positions: tuple[tuple[str, int], ...]
     exposure_1atr: Decimal
+    strategies: tuple[Any, ...] = ()
+    """Each strategy's :class:`domain.strategy_books.StrategyFigures` (its P&L, drawdown, positions)."""
+    orders_by_strategy: tuple[tuple[str, int], ...] = ()
+    """Working orders per strategy id."""
 
 
 # --------------------------------------------------------------------------- control & ops

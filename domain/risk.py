@@ -45,6 +45,7 @@ from domain.messages import (AccountStatus, Alert, CancelOrder, ClockTick, Expos
                              Pause, ReconcileResult, Resume, RiskState, RiskStateChanged, SetArmed, Shutdown, Side,
                              StrategyStatus, TradeTick)
 from domain.orders import OrderBook, OrderStatus
+from domain.strategy_books import StrategyBooks
 from domain.portfolio import Portfolio
 from domain.risk_rules import (AccountLedger, Action, Breach, OrderCheck, RiskLimits, WorkingOrder, check_order,
                                check_sweep, evaluate_account, is_reducing, mini_equivalents, net_atr_exposure,
@@ -105,6 +106,7 @@ class RiskManager:
         self.calendar = calendar
         self.ledger = AccountLedger(limits, trading_day(start_ns), sub_session_of(start_ns))
         self.portfolio = Portfolio()
+        self.strategy_books = StrategyBooks()  # per-strategy P&L for the strategy_* metrics
         self.book = OrderBook()
         self.marks: dict[str, Decimal] = {}
         self.atr: dict[str, float] = {}
@@ -292,6 +294,7 @@ class RiskManager:
             effect = self.portfolio.apply_fill(ev)
             if effect is None:
                 return []
+            self.strategy_books.apply(ev)
             self.ledger.on_realized(effect.realized, effect.fee, effect.closed)
             self.marks.setdefault(ev.instrument, ev.price)
             out.append((EXPOSURE_TOPIC, ExposureUpdate(tuple(sorted(self.portfolio.net_positions().items())), ev.ts_ns)))
@@ -355,6 +358,7 @@ class RiskManager:
             if self.portfolio.net_positions():
                 self.flat_violations.append(self.now_ns)
             closed = self.ledger.roll_day(day, sub_session_of(self.now_ns))
+            self.strategy_books.roll_day(self.marks)
             if closed is not None:
                 self.day_history.append((closed[0].isoformat(), closed[1], closed[2]))
             for hold in ("day", "day-reduce", "session", "flat-time"):
@@ -413,10 +417,15 @@ class RiskManager:
         unreal = self.unrealized()
         equity = self.ledger.balance + unreal
         positions = self.portfolio.net_positions()
+        working = self.book.working()
+        by_strategy: dict[str, int] = {name: 0 for name in self.strategy_books.names}
+        for o in working:
+            by_strategy[o.intent.strategy_id] = by_strategy.get(o.intent.strategy_id, 0) + 1
         return AccountStatus(self.now_ns, self.state, self.ledger.balance, equity, unreal, self.ledger.day_pnl(unreal),
                              self.ledger.floor, equity - self.ledger.floor, self.peak_equity - equity,
-                             self.portfolio.realized, self.portfolio.fees, len(self.book.working()),
-                             tuple(sorted(positions.items())), net_atr_exposure(positions, self.atr))
+                             self.portfolio.realized, self.portfolio.fees, len(working),
+                             tuple(sorted(positions.items())), net_atr_exposure(positions, self.atr),
+                             self.strategy_books.figures(self.marks), tuple(sorted(by_strategy.items())))
 
     def day_table(self) -> list[tuple[str, Decimal, int]]:
         """Net P&L per trading day (day roll at 17:00 CT): ``(ISO day, realized - fees, fills)`` of
@@ -446,7 +455,8 @@ class RiskManager:
                 "peak_equity": str(self.peak_equity), "max_drawdown": str(self.max_drawdown),
                 "flat_violations": self.flat_violations, "breaches": [list(b) for b in self.breaches[-100:]],
                 "atr": dict(self.atr),
-                "day_history": [[d, str(p), n] for d, p, n in self.day_history]}
+                "day_history": [[d, str(p), n] for d, p, n in self.day_history],
+                "strategy_books": self.strategy_books.to_dict()}
 
     def restore(self, d: dict) -> None:
         """Load a :meth:`snapshot`; the ``reconcile`` hold set at construction stays."""
@@ -462,6 +472,8 @@ class RiskManager:
         self.flat_violations = list(d.get("flat_violations", []))
         self.breaches = [tuple(b) for b in d.get("breaches", [])]
         self.day_history = [(str(x), Decimal(p), int(n)) for x, p, n in d.get("day_history", [])]
+        if d.get("strategy_books"):
+            self.strategy_books = StrategyBooks.from_dict(d["strategy_books"])
         # the last ATR per instrument: without it checks 2-4 of check_order are skipped until the
         # strategy's next StrategyStatus, which a restored grid sends only on its next bar
         self.atr.update({k: float(v) for k, v in d.get("atr", {}).items() if float(v) > 0})

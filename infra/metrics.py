@@ -14,6 +14,26 @@ Counters (exposed with the ``_total`` suffix)::
 
     actor_restarts_total{actor}, rejected_inputs_total{reason}, fills_total{instrument},
     orders_total{outcome}
+
+Per strategy, seed 001's names (``../shared/seeds/001_712eca7d3b1742ed.txt``, "Prometheus
+Metrics") with a ``strategy`` label, made to follow Prometheus's naming rules
+(https://prometheus.io/docs/practices/naming/: base units in the name, ``_total`` only on
+counters)::
+
+    seed name              metric here
+    strategy_pnl_total     strategy_pnl_dollars{strategy, component="realized"|"unrealized"|"fees"|"total"}
+    strategy_pnl_daily     strategy_pnl_daily_dollars{strategy}
+    strategy_drawdown      strategy_drawdown_dollars{strategy}
+    strategy_exposure      strategy_exposure_contracts{strategy, instrument}   (0 when flat)
+    strategy_orders_open   strategy_orders_open{strategy}
+    strategy_atr           strategy_atr_points{strategy, instrument}
+    strategy_correlation   strategy_correlation{strategy}
+    strategy_hedge_ratio   strategy_hedge_ratio{strategy}
+
+Latency histograms (seconds, wall clock; :class:`LatencyProbe`)::
+
+    tsx_tick_to_decision_seconds   market data (or a fill) reaching the node -> the strategy's intent
+    tsx_order_round_trip_seconds   the router sending an order -> the venue's first answer
 """
 
 from __future__ import annotations
@@ -21,7 +41,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -33,7 +55,8 @@ class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's name)
         pass
 
-from domain.messages import RiskState, StrategyStatus
+from domain.messages import (AccountStatus, Fill, OrderAccepted, OrderIntent, OrderRejected, QuoteTick, RiskState,
+                             StrategyStatus, TradeTick)
 
 RISK_STATE_VALUES = {RiskState.ACTIVE: 0, RiskState.REDUCING: 1, RiskState.HALTED: 2}
 """Numeric encoding of :class:`RiskState` in the ``tsx_risk_state`` gauge."""
@@ -90,6 +113,29 @@ class Metrics:
                                     "(submitted/accepted/rejected/denied/cancelled/filled)",
                                     ("outcome",))
 
+        def sgauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(name, doc, ("strategy",) + labels, registry=self.registry)
+
+        self.strategy_pnl_dollars = sgauge("strategy_pnl_dollars", "Strategy session P&L by component "
+                                           "(realized, unrealized, fees, total after fees), dollars", ("component",))
+        self.strategy_pnl_daily_dollars = sgauge("strategy_pnl_daily_dollars",
+                                                 "Strategy P&L since the trading day's start, after fees, dollars")
+        self.strategy_drawdown_dollars = sgauge("strategy_drawdown_dollars",
+                                                "Strategy drawdown from its highest session P&L, dollars")
+        self.strategy_exposure_contracts = sgauge("strategy_exposure_contracts",
+                                                  "Strategy net position, signed contracts (0 when flat)", ("instrument",))
+        self.strategy_orders_open = sgauge("strategy_orders_open", "Strategy working orders")
+        self.strategy_atr_points = sgauge("strategy_atr_points", "Strategy ATR, instrument points", ("instrument",))
+        self.strategy_correlation = sgauge("strategy_correlation", "Rolling correlation of the hedged legs")
+        self.strategy_hedge_ratio = sgauge("strategy_hedge_ratio", "Current hedge ratio")
+        buckets = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+        self.tick_to_decision_seconds = Histogram(
+            "tsx_tick_to_decision_seconds", "Wall time from market data (or a fill) reaching the node "
+            "to the strategy's order intent", buckets=buckets, registry=self.registry)
+        self.order_round_trip_seconds = Histogram(
+            "tsx_order_round_trip_seconds", "Wall time from the router sending an order to the venue's "
+            "first answer (accepted, rejected or filled)", buckets=buckets, registry=self.registry)
+
     # ------------------------------------------------------------------ helpers
 
     def set_risk_state(self, state: RiskState | str) -> None:
@@ -97,14 +143,34 @@ class Metrics:
         self.risk_state.set(RISK_STATE_VALUES[RiskState(state)])
 
     def observe_strategy_status(self, status: StrategyStatus) -> None:
-        """Update ATR and grid spacing of ``status.instrument``; hedge ratio and correlation
-        only when non-zero (0.0 is :class:`StrategyStatus`'s "not provided" default)."""
+        """Update ATR and grid spacing of ``status.instrument`` (account-wide and per strategy);
+        hedge ratio and correlation only when non-zero (0.0 is :class:`StrategyStatus`'s "not
+        provided" default)."""
         self.atr_points.labels(instrument=status.instrument).set(status.atr)
         self.grid_spacing_points.labels(instrument=status.instrument).set(status.spacing)
+        sid = status.strategy_id
+        self.strategy_atr_points.labels(strategy=sid, instrument=status.instrument).set(status.atr)
         if status.hedge_ratio:
             self.hedge_ratio.set(status.hedge_ratio)
+            self.strategy_hedge_ratio.labels(strategy=sid).set(status.hedge_ratio)
         if status.correlation:
             self.correlation.set(status.correlation)
+            self.strategy_correlation.labels(strategy=sid).set(status.correlation)
+
+    def observe_strategies(self, status: AccountStatus) -> None:
+        """The ``strategy_*`` P&L, drawdown, exposure and open-order gauges from risk's
+        :class:`AccountStatus` (its ``strategies`` figures). An instrument a strategy has traded
+        and is flat in reads 0."""
+        for f in status.strategies:
+            for component, value in (("realized", f.realized), ("unrealized", f.unrealized), ("fees", f.fees),
+                                     ("total", f.total)):
+                self.strategy_pnl_dollars.labels(strategy=f.strategy, component=component).set(float(value))
+            self.strategy_pnl_daily_dollars.labels(strategy=f.strategy).set(float(f.day_pnl))
+            self.strategy_drawdown_dollars.labels(strategy=f.strategy).set(float(f.drawdown))
+            for sym, qty in f.positions:
+                self.strategy_exposure_contracts.labels(strategy=f.strategy, instrument=sym).set(qty)
+        for sid, n in status.orders_by_strategy:
+            self.strategy_orders_open.labels(strategy=sid).set(n)
 
     def render(self) -> bytes:
         """The registry in Prometheus text exposition format."""
@@ -144,3 +210,42 @@ class Metrics:
             if self._thread is not None:
                 self._thread.join(timeout=5)
             self._server = self._thread = None
+
+
+class LatencyProbe:
+    """``Directory.send_hook`` that feeds the two latency histograms (wall clock, seconds):
+
+    - tick to decision: a strategy's :class:`OrderIntent` to risk, timed from the last market
+      data message (trade or quote) of its instrument told to any actor at the same event time
+      (the intent's ``ts_ns``); an intent decided later (a timer) is not counted.
+    - order round trip: the router's :class:`OrderIntent` to the broker, until the first
+      ``OrderAccepted`` / ``OrderRejected`` / ``Fill`` of that client order id reaches the router.
+
+    Called on every message the node's actors tell each other: a few dict operations.
+    """
+
+    MAX_PENDING = 10_000
+
+    def __init__(self, metrics: Metrics, risk: str = "risk", broker: str = "broker", router: str = "router") -> None:
+        self.metrics = metrics
+        self.risk, self.broker, self.router = risk, broker, router
+        self._md: dict[str, tuple[int, float]] = {}  # instrument -> (event ts, perf_counter)
+        self._orders: dict[str, float] = {}
+
+    def __call__(self, dest: str, msg: object) -> None:
+        t = type(msg)
+        if t is TradeTick or t is QuoteTick:
+            last = self._md.get(msg.instrument)  # type: ignore[attr-defined]
+            if last is None or last[0] != msg.ts_ns:  # type: ignore[attr-defined]
+                self._md[msg.instrument] = (msg.ts_ns, time.perf_counter())  # type: ignore[attr-defined]
+        elif t is OrderIntent:
+            if dest == self.risk and msg.strategy_id != self.risk:  # type: ignore[attr-defined]
+                seen = self._md.get(msg.instrument)  # type: ignore[attr-defined]
+                if seen is not None and seen[0] == msg.ts_ns:  # type: ignore[attr-defined]
+                    self.metrics.tick_to_decision_seconds.observe(time.perf_counter() - seen[1])
+            elif dest == self.broker and len(self._orders) < self.MAX_PENDING:
+                self._orders[msg.client_order_id] = time.perf_counter()  # type: ignore[attr-defined]
+        elif (t is OrderAccepted or t is OrderRejected or t is Fill) and dest == self.router:
+            sent = self._orders.pop(msg.client_order_id, None)  # type: ignore[attr-defined]
+            if sent is not None:
+                self.metrics.order_round_trip_seconds.observe(time.perf_counter() - sent)

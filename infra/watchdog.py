@@ -17,6 +17,7 @@ from typing import Any, Callable
 from domain.handler import Out, RejectedMessage
 from domain.messages import (AccountStatus, Alert, ClockTick, ExposureUpdate, RiskState, RiskStateChanged,
                              StrategyStatus)
+from infra.sdnotify import notify
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,7 @@ class Watchdog:
                 m.open_orders.set(msg.open_orders)
                 m.exposure_1atr_dollars.set(float(msg.exposure_1atr))
                 m.set_risk_state(msg.state)
+                m.observe_strategies(msg)
         elif isinstance(msg, StrategyStatus):
             if m is not None:
                 m.observe_strategy_status(msg)
@@ -130,5 +132,8 @@ class Watchdog:
                 if self.metrics is not None:
                     self.metrics.actor_restarts_total.labels(actor=actor).inc(new)
                 self._alert(Alert("warning", f"restart-{actor}", f"{actor} restarted ({n} so far)", ts_ns))
-        if self.feed_running() and self.wall() - self.last_data > self.stale_data_s:
+        stale = self.feed_running() and self.wall() - self.last_data > self.stale_data_s
+        if stale:
             self._alert(Alert("warning", "stale-data", f"no market data for {self.wall() - self.last_data:.0f}s", ts_ns))
+        if not missing and not stale:
+            notify("WATCHDOG=1")  # systemd's WatchdogSec (infra/sdnotify.py): this check found the tree healthy
