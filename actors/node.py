@@ -451,6 +451,7 @@ class Node:
                 self._poll_ops()
             self.ops.poll_redis()
             self.ops.sample()
+            self.ops.report_closed_days()
 
     def readiness(self) -> str | None:
         """None when the node can trade, else why not (``GET /health``): the actor tree not up
@@ -828,6 +829,11 @@ def run(cfg: Any, mode: str, *, fresh: bool = False, credentials: tuple[str, str
     notify("STOPPING=1")
     node.shutdown(reason)
     summary = node.summary(reason, time.perf_counter() - t0)
+    node.ops.report_closed_days()
+    try:  # the last day, closed or not (a replay's data end, a SIGTERM)
+        node.ops.report_day(None, alert=True)
+    except Exception as e:  # noqa: BLE001 - the summary still prints
+        logger.error("daily report of the last day not written: {}", e)
     if end_of_data:
         store.update_meta(finished="1")
     node.stop()

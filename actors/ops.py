@@ -1,8 +1,14 @@
 """The operator's desk: the commands an operator may give a running node and the status it shows.
 
 Commands (docs/operations.md): ``pause`` (risk REDUCING: no new positions; working exits stay),
-``resume``, ``flatten`` (cancel everything, close every position at market), and in live mode
-``arm`` / ``disarm`` (README, "Arming"). They arrive over the ops HTTP API
+``resume``, ``flatten`` (cancel everything, close every position at market), ``report`` (write
+the daily report of the current trading day so far), and in live mode ``arm`` / ``disarm``
+(README, "Arming").
+
+Daily reports (:mod:`infra.daily_report`): :meth:`OpsDesk.report_closed_days` (each heartbeat)
+writes ``{run_dir}/reports/daily/<day>.html`` for every trading day risk has closed and sends its
+one-line summary to Slack (the node's alerter); :meth:`OpsDesk.report_day` does one day (on demand, and
+for the last day at shutdown). They arrive over the ops HTTP API
 (:mod:`infra.ops_api`, bearer token) or from Redis (``RPUSH {ns}:ops:commands "pause alice"``,
 read once a heartbeat), and each is journalled in the ``{ns}:events`` stream as an
 :class:`domain.messages.OperatorCommand` with who, where from and what happened.
@@ -15,9 +21,11 @@ strategy's counters, read from the actors themselves (money as strings of dollar
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import threading
 import time
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
@@ -25,10 +33,10 @@ from loguru import logger
 from actors.core import ask
 from domain.calendar import flat_deadline, ns_to_ct, trading_day
 from domain.handler import RISK
-from domain.messages import Fill, Flatten, OperatorCommand, Pause, Resume
+from domain.messages import Alert, Fill, Flatten, OperatorCommand, Pause, Resume
 from domain.risk_rules import mini_equivalents
 
-COMMANDS = ("pause", "resume", "flatten", "arm", "disarm")
+COMMANDS = ("pause", "resume", "flatten", "arm", "disarm", "report")
 REDIS_QUEUE = ("ops", "commands")
 """``{ns}:ops:commands``: a Redis list; each entry ``"<command> [who]"``."""
 CHART_POINTS = 1500
@@ -51,6 +59,8 @@ class OpsDesk:
         self.node = node
         self._prices: dict[str, collections.deque] = {}
         self._lock = threading.Lock()
+        self.reported: set[str] = set()  # trading days whose report was written after they closed
+        self._report_lock = threading.Lock()
 
     def sample(self) -> None:
         """Record each instrument's last price at the current event time (the panel's chart);
@@ -78,7 +88,10 @@ class OpsDesk:
         try:
             if name not in COMMANDS:
                 raise CommandRefused(f"unknown command {name!r}; known: {', '.join(COMMANDS)}")
-            if name in ("arm", "disarm"):
+            if name == "report":
+                path, _line = self.report_day(None)
+                result = f"report written: {path}"
+            elif name in ("arm", "disarm"):
                 if not node.spec.arming:
                     raise CommandRefused(f"{name}: {node.spec.name} mode sends no orders to a broker; "
                                          "arming applies to live mode only")
@@ -150,6 +163,48 @@ class OpsDesk:
             status["chart"] = {"prices": {k: list(v) for k, v in self._prices.items()}, "fills": journal["fills"]}
         return status
 
+    # ------------------------------------------------------------------ daily reports
+    def report_closed_days(self) -> None:
+        """Write the report of every trading day risk has closed and that has none yet (each
+        heartbeat; a fast replay can close several days between two). Errors are logged."""
+        try:
+            days = self.node.risk_query(lambda r: [d for d, _p, _n in r.day_history], timeout=2)
+        except Exception:  # noqa: BLE001 - risk busy or restarting: next heartbeat
+            return
+        for day in days:
+            if day not in self.reported:
+                try:
+                    self.report_day(day, alert=True)
+                except Exception as e:  # noqa: BLE001 - a report must never stop the node
+                    logger.error("daily report of {} not written: {}", day, e)
+                self.reported.add(day)
+
+    def report_day(self, day: str | None, alert: bool = False) -> tuple[Any, str]:
+        """Write the daily report of ``day`` (ISO; None = the current trading day so far); with
+        ``alert`` its summary line goes to the watchdog (Slack). Returns ``(path, summary line)``.
+        Raises OSError if the report folder is not writable."""
+        from infra.daily_report import bars_from_samples, write_daily_report
+        from infra.reporting import _load_bars
+        node = self.node
+        with self._report_lock:
+            status = self.status()
+            day = day or status["days"][-1]["day"]
+            rows = node.trade_log.records() if node.trade_log is not None else []
+            instruments = sorted({r.fill.instrument for r in rows if r.trading_day == day}) or list(node.instruments)
+            if node.spec.data == "replay":
+                bars, note = _load_bars(node.cfg, instruments, [day])
+            else:
+                with self._lock:
+                    samples = {k: list(v) for k, v in self._prices.items()}
+                bars = {s: bars_from_samples(s, samples.get(s, ())) for s in instruments}
+                note = "prices: the node's last-price samples, one a heartbeat (1-minute bars of them)"
+            out_dir = Path(node.cfg.runtime.run_dir) / "reports" / "daily"
+            path, line = write_daily_report(day, status, rows, bars, out_dir, [e.name for e in node.entries], note)
+        logger.info("daily report: {}", line)
+        if alert and node.alerter is not None:  # straight to Slack (thread-safe): also at shutdown
+            node.alerter.send(Alert("info", "daily-report", line, _day_end_ns(day)))
+        return path, line
+
     def _journal_tail(self) -> dict[str, list]:
         """The last fills and operator commands of the ``{ns}:events`` stream (the panel's chart
         markers and action list)."""
@@ -202,6 +257,12 @@ def _rules(s: dict[str, Any], node: Any, now: int) -> list[dict[str, str]]:
     return out
 
 
+def _day_end_ns(day: str) -> int:
+    """15:10 CT of trading day ``day``: the event time a day's report alert carries."""
+    from domain.calendar import dt_to_ns
+    return dt_to_ns(flat_deadline(dt.date.fromisoformat(day)))
+
+
 def _money(v: Decimal | None) -> str | None:
     return None if v is None else str(v.quantize(Decimal("0.01")))
 
@@ -228,6 +289,8 @@ def _risk_view(r: Any) -> dict[str, Any]:
         "contracts": str(mini_equivalents(dict(st.positions))),
         "day_fills": r.ledger.day_fills, "consecutive_losses": r.ledger.consecutive_losses,
         "can_open": r.calendar.can_open(r.now_ns),
+        "flat_violations": [ns_to_ct(t).isoformat() for t in r.flat_violations],
+        "max_contracts_seen": str(r.max_contracts_seen),
         "risk": {"state": st.state.value, "holds": {k: {"state": s.value, "reason": why}
                                                       for k, (s, why) in r.holds.items()},
                  "flattening": r.flattening or None,

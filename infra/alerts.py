@@ -112,10 +112,13 @@ class SlackAlerter:
             return f"{alert.key}|{trading_day(alert.ts_ns).isoformat()}"
         return alert.key
 
-    @staticmethod
-    def never_suppressed(alert: Alert) -> bool:
-        """CRITICAL alerts and HALTs always go out (no de-duplication, no rate limit)."""
-        return log_level(alert.level) == "CRITICAL" or "HALTED" in alert.key.upper()
+    ALWAYS_KEYS = frozenset({"daily-report"})
+    """Alert keys sent whatever the window and the rate limit: one a trading day by construction."""
+
+    @classmethod
+    def never_suppressed(cls, alert: Alert) -> bool:
+        """CRITICAL alerts, HALTs and the daily report always go out (no de-duplication, no rate limit)."""
+        return log_level(alert.level) == "CRITICAL" or "HALTED" in alert.key.upper() or alert.key in cls.ALWAYS_KEYS
 
     def set_context(self, **fields: str) -> None:
         """Set what every message shows beside the alert (``account``, ``mode``)."""

@@ -113,6 +113,11 @@ def test_ops_api_controls_a_paper_node_with_a_token_and_from_redis(paper_node):
     flat = _until(lambda: httpx.get(base + "/ops/status").json()["positions"] == {}, 20)
     assert flat is not None
 
+    # a daily report of the day so far, on demand
+    r = _post(base, "report", who="dave")
+    assert r.status_code == 200 and r.json()["result"].startswith("report written: ")
+    written = Path(r.json()["result"].removeprefix("report written: "))
+    assert written.is_file() and written.parent.name == "daily" and "Rule checks" in written.read_text()
     journal = [(c.command, c.who, c.source) for c in _commands(store)]
     assert ("pause", "alice", "http") in journal and ("resume", "bob", "redis") in journal
     assert ("flatten", "carol", "http") in journal
