@@ -16,7 +16,7 @@ from pathlib import Path
 
 from domain.strategies.base import StrategyPlugin
 
-_NOT_KINDS = frozenset({"base"})
+_NOT_KINDS = frozenset({"base", "bracket"})
 
 
 def available() -> list[str]:

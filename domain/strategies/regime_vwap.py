@@ -58,16 +58,15 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, Field, field_validator
 
 from domain.calendar import SessionCalendar, trading_day
-from domain.handler import RISK, WATCHDOG, IdGenerator, Out, RejectedMessage
+from domain.handler import IdGenerator, Out, RejectedMessage
 from domain.indicators import EMA, SessionVWAP
 from domain.instruments import INSTRUMENTS, get_instrument
-from domain.messages import (Alert, Bar, Bracket, CancelOrder, ClockTick, ExposureUpdate, Fill, OrderAccepted,
-                             OrderCancelled,
-                             OrderDenied, OrderIntent, OrderRejected, OrderSubmitted, OrderType, RiskState,
-                             RiskStateChanged, Side, StrategyStatus, TradeTick, WarmupBars)
-from domain.orders import bracket_leg_ids, bracket_parent
+from domain.messages import (Bar, ClockTick, ExposureUpdate, Fill, OrderAccepted, OrderCancelled, OrderDenied,
+                             OrderRejected, OrderSubmitted, RiskState, RiskStateChanged, StrategyStatus, TradeTick,
+                             WarmupBars)
 from domain.risk_rules import RiskLimits
 from domain.strategies.base import STRICT, OwnPosition, StrategyContext, StrategyPlugin
+from domain.strategies.bracket import BracketTrader
 
 ROOT = Path(__file__).resolve().parents[2]
 ET = ZoneInfo("America/New_York")
@@ -162,7 +161,7 @@ def _resolve(path: str) -> Path:
     return p if p.is_absolute() else ROOT / p
 
 
-class RegimeVwapStrategy:
+class RegimeVwapStrategy(BracketTrader):
     """Regime + VWAP handler for one instrument; ``handle(msg) -> Out`` (module docstring).
 
     Args:
@@ -388,15 +387,8 @@ class RegimeVwapStrategy:
         direction, stop, target, reason = sig
         regime = self.regime or ""
         qty = self.size(regime, ts)
-        intent = self._intent(Side.BUY if direction > 0 else Side.SELL, qty, OrderType.MARKET, ts,
-                              f"regime-entry {reason}; regime={regime}",
-                              bracket=Bracket(stop, target) if self.native_ok else None)
-        self.trade = {"entry": intent.client_order_id, "dir": direction, "qty": qty, "stop_ticks": stop,
-                      "target_ticks": target, "regime": regime, "reason": reason, "stop": None, "target": None,
-                      "exit": None, "entry_price": None, "filled": 0, "pnl": "0", "native": self.native_ok,
-                      "filled_ts": 0}
-        self.counters["entries"] += 1
-        return [(RISK, intent)]
+        return self.open_trade(direction, qty, stop, target, ts, f"regime-entry {reason}", tag=f"; regime={regime}",
+                               exit_prefix="regime-exit", regime=regime, reason=reason)
 
     def _can_enter(self, ts: int) -> bool:
         local = dt.datetime.fromtimestamp(ts / 1e9, ET).strftime("%H:%M")
@@ -404,147 +396,14 @@ class RegimeVwapStrategy:
                 and self.p.session_open_et <= local < self.p.last_entry_et
                 and self.losses_in_row < self.p.max_consecutive_losses and self.day_pnl > -self.day_limit)
 
-    def _intent(self, side: Side, qty: int, kind: OrderType, ts: int, purpose: str, *, price: Decimal | None = None,
-                reduce_only: bool = False, bracket: Bracket | None = None) -> OrderIntent:
-        return OrderIntent(client_order_id=self.ids.next_id(self.strategy_id), strategy_id=self.strategy_id,
-                           instrument=self.instrument, side=side, qty=qty, order_type=kind, ts_ns=ts,
-                           limit_price=price if kind is OrderType.LIMIT else None,
-                           stop_price=price if kind is OrderType.STOP else None, reduce_only=reduce_only,
-                           purpose=purpose, bracket=bracket)
-
-    # ------------------------------------------------------------------ orders
-    def _on_fill(self, fill: Fill) -> Out:
-        if not self.book.apply(fill):
-            return []
-        t = self.trade
-        if t is None:
-            return []
-        coid = fill.client_order_id
-        if coid == t["entry"]:
-            t["filled"] += fill.qty
-            t["entry_price"] = str(fill.price)
-            t["pnl"] = str(Decimal(t["pnl"]) - fill.fee)
-            if t.get("native"):
-                t["filled_ts"] = fill.ts_ns  # the venue places the legs: OrderAccepted follows
-                return []
-            return self._protect(fill)
-        # an exit: the stop, the target or a market exit
-        entry = Decimal(t["entry_price"])
-        gross = (fill.price - entry) * t["dir"] * fill.qty * self.spec.point_value
-        t["pnl"] = str(Decimal(t["pnl"]) + gross - fill.fee)
-        kind = "stops" if coid == t["stop"] else "targets" if coid == t["target"] else "exits"
-        self.counters[kind] += 1
-        out: Out = []
-        if self.book.qty == 0:  # closed: the other protective order(s) go (one cancels the other)
-            # a native bracket's venue cancels the sibling leg itself
-            for k in (("exit",) if t.get("native") and coid in (t["stop"], t["target"]) else ("stop", "target", "exit")):
-                if t[k] and t[k] != coid:
-                    out.append((RISK, CancelOrder(t[k], self.strategy_id, fill.ts_ns, "oco: sibling filled")))
-            self._close_trade()
-        return out
-
-    def _protect(self, fill: Fill) -> Out:
-        """The entry filled: a protective stop and a target, reduce-only, as one managed OCO."""
-        t = self.trade
-        assert t is not None
-        tick = self.spec.tick_size
-        d = t["dir"]
-        exit_side = Side.SELL if d > 0 else Side.BUY
-        stop_px = fill.price - d * t["stop_ticks"] * tick
-        target_px = fill.price + d * t["target_ticks"] * tick
-        qty = abs(self.book.qty)
-        tag = f"; regime={t['regime']}"
-        stop = self._intent(exit_side, qty, OrderType.STOP, fill.ts_ns, "bracket-stop" + tag, price=stop_px,
-                            reduce_only=True)
-        target = self._intent(exit_side, qty, OrderType.LIMIT, fill.ts_ns, "bracket-target" + tag, price=target_px,
-                              reduce_only=True)
-        t["stop"], t["target"] = stop.client_order_id, target.client_order_id
-        return [(RISK, stop), (RISK, target)]
-
-    def _on_accepted(self, msg: OrderAccepted) -> Out:
-        """A native bracket leg of the trade's entry is working at the venue: remember it."""
-        t = self.trade
-        if t is not None and msg.intent is not None and bracket_parent(msg.client_order_id) == t["entry"]:
-            t["stop" if msg.intent.order_type is OrderType.STOP else "target"] = msg.client_order_id
-        return []
-
-    def _check_legs(self, ts: int) -> Out:
-        """A native bracket's legs not both confirmed ``native_leg_timeout_s`` after the entry
-        filled (a lost event, a degraded hub): cancel them and exit at market."""
-        t = self.trade
-        if (t is None or not t.get("native") or not t["filled"] or (t["stop"] and t["target"]) or t["exit"]
-                or self.book.qty == 0 or ts - t["filled_ts"] < self.p.native_leg_timeout_s * 1e9):
-            return []
-        self.counters["legs_missing"] += 1
-        out: Out = [(RISK, CancelOrder(leg, self.strategy_id, ts, "bracket legs not confirmed"))
-                    for leg in bracket_leg_ids(t["entry"])]
-        t["stop"] = t["target"] = None
-        return out + self._market_exit(ts, "bracket legs not confirmed")
-
-    def _on_order_gone(self, msg: Any) -> Out:
-        t = self.trade
-        if t is None:
-            return []
-        coid = msg.client_order_id
-        if coid == t["entry"]:
-            out = []
-            if isinstance(msg, OrderDenied):
-                self.counters["denied"] += 1
-            if isinstance(msg, OrderRejected) and t.get("native") and ("Auto OCO" in msg.reason or "Position Brackets" in msg.reason):
-                # the account does not take native brackets (ProjectX Position Brackets mode)
-                self.native_ok = False
-                out.append((WATCHDOG, Alert("warning", f"{self.strategy_id}-native-brackets",
-                                            f"{self.strategy_id}: the venue refused a native bracket ({msg.reason}); "
-                                            "brackets are managed by the strategy from now on", msg.ts_ns)))
-            if self.book.qty == 0:
-                self.trade = None  # never filled
-            return out
-        if coid in (t["stop"], t["target"]) and not isinstance(msg, OrderCancelled) and self.book.qty != 0:
-            # a protective order refused: never hold the position without its stop
-            self.counters["denied"] += 1
-            other = t["target"] if coid == t["stop"] else t["stop"]
-            t["stop"] = t["target"] = None
-            out: Out = [(RISK, CancelOrder(other, self.strategy_id, msg.ts_ns, "oco: sibling refused"))] if other else []
-            return out + self._market_exit(msg.ts_ns, "protective order refused")
-        if coid == t["stop"]:
-            t["stop"] = None
-        elif coid == t["target"]:
-            t["target"] = None
-        elif coid == t["exit"]:
-            t["exit"] = None
-        return []
-
-    def _market_exit(self, ts: int, why: str) -> Out:
-        t = self.trade
-        if t is None or self.book.qty == 0 or t["exit"]:
-            return []
-        exit_ = self._intent(Side.SELL if self.book.qty > 0 else Side.BUY, abs(self.book.qty), OrderType.MARKET, ts,
-                             f"regime-exit: {why}; regime={t['regime']}", reduce_only=True)
-        t["exit"] = exit_.client_order_id
-        return [(RISK, exit_)]
-
-    def _on_exposure(self, msg: ExposureUpdate) -> Out:
-        t = self.trade
-        working = t is not None and any(t[k] for k in ("stop", "target", "exit"))
-        if self.book.flattened_by_risk(msg, orders_working=working):
-            # risk closed it (its flatten cancels our orders first): the close's price is risk's fill,
-            # not ours, so the trade's P&L here lacks it (risk's account-level caps count it)
-            self.counters["flattened"] += 1
-            self._close_trade()
-        return []
-
-    def _close_trade(self) -> None:
-        t = self.trade
-        if t is None:
-            return
-        pnl = Decimal(t["pnl"])
+    def _on_trade_closed(self, t: dict[str, Any], pnl: Decimal) -> None:
+        """The trade is over: day P&L, losing streak and the per-regime table."""
         self.day_pnl += pnl
         self.losses_in_row = self.losses_in_row + 1 if pnl < 0 else 0
         row = self.by_regime.setdefault(t["regime"], [0, 0, "0"])
         row[0] += 1
         row[1] += 1 if pnl > 0 else 0
         row[2] = str(Decimal(row[2]) + pnl)
-        self.trade = None
 
     # ------------------------------------------------------------------ persistence
     def snapshot(self) -> dict:
@@ -574,26 +433,6 @@ class RegimeVwapStrategy:
         self.native_ok = bool(d.get("native_ok", self.p.brackets == "native")) and self.p.brackets == "native"
         self.counters.update({k: int(v) for k, v in d.get("stats", {}).items()})
         self.by_regime = {k: list(v) for k, v in d.get("by_regime", {}).items()}
-
-    @staticmethod
-    def held_orders(snapshot: dict) -> dict[str, int]:
-        """``{client order id: contracts filled}`` of the trade's working orders in a snapshot."""
-        t = snapshot.get("trade") or {}
-        out = {t[k]: 0 for k in ("stop", "target", "exit") if t.get(k)}
-        if t.get("entry") and not t.get("filled"):
-            out[t["entry"]] = 0
-        return out
-
-    def forget_orders(self, client_order_ids: list[str]) -> None:
-        """Drop restored orders that never reached the router."""
-        t = self.trade
-        if t is None:
-            return
-        for k in ("stop", "target", "exit"):
-            if t.get(k) in client_order_ids:
-                t[k] = None
-        if t.get("entry") in client_order_ids and not t.get("filled"):
-            self.trade = None
 
     def stats(self) -> dict[str, int]:
         """Signals, entries, stops / targets / market exits filled, denials, blackout skips, bias blocks."""
