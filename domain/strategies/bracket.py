@@ -23,7 +23,7 @@ is a JSON-safe dict (``self.trade``, persisted in the strategy's snapshot)::
   position); the position is without its stop until that market order's fill.
 
 The host class provides ``strategy_id``, ``instrument``, ``spec`` (instrument spec), ``ids``,
-``book`` (:class:`domain.strategies.base.OwnPosition`), ``counters`` (with ``entries``, ``stops``,
+``book`` (:class:`domain.strategies.base.OwnPosition`), ``risk_state``, ``counters`` (with ``entries``, ``stops``,
 ``targets``, ``exits``, ``denied``, ``flattened``, ``legs_missing``), ``native_ok``, ``p`` (params
 with ``native_leg_timeout_s``), and :meth:`_on_trade_closed` (the trade's net P&L in dollars).
 Prices in points, sizes in contracts, times epoch ns UTC.
@@ -35,8 +35,9 @@ from decimal import Decimal
 from typing import Any
 
 from domain.handler import RISK, WATCHDOG, Out
-from domain.messages import (Alert, Bracket, CancelOrder, ExposureUpdate, Fill, OrderAccepted, OrderCancelled,
-                             OrderDenied, OrderIntent, OrderRejected, OrderType, Side)
+from domain.messages import (Alert, Bracket, CancelOrder, ClockTick, ExposureUpdate, Fill, OrderAccepted,
+                             OrderCancelled, OrderDenied, OrderIntent, OrderRejected, OrderSubmitted, OrderType,
+                             RiskStateChanged, Side, StrategyStatus, TradeTick)
 from domain.orders import bracket_leg_ids, bracket_parent
 
 
@@ -47,6 +48,27 @@ class BracketTrader:
 
     def _on_trade_closed(self, t: dict[str, Any], pnl: Decimal) -> None:
         """Called once when the trade ``t`` is over, with its net P&L (dollars, fees included)."""
+
+    def bracket_event(self, msg: Any) -> Out | None:
+        """The trade's share of a handler's dispatch: its order events, the account's exposure,
+        risk's state and the ticks and clock ticks that time the legs' confirmation. Returns None
+        for any other message (the host handles it)."""
+        if isinstance(msg, Fill):
+            return self._on_fill(msg)
+        if isinstance(msg, (OrderDenied, OrderRejected, OrderCancelled)):
+            return self._on_order_gone(msg)
+        if isinstance(msg, OrderAccepted):
+            return self._on_accepted(msg)
+        if isinstance(msg, ExposureUpdate):
+            return self._on_exposure(msg)
+        if isinstance(msg, RiskStateChanged):
+            self.risk_state = msg.state
+            return []
+        if isinstance(msg, (TradeTick, ClockTick)):
+            return self._check_legs(msg.ts_ns) if self.trade is not None else []
+        if isinstance(msg, (OrderSubmitted, StrategyStatus)):
+            return []
+        return None
 
     # ------------------------------------------------------------------ entries
     def _intent(self, side: Side, qty: int, kind: OrderType, ts: int, purpose: str, *, price: Decimal | None = None,

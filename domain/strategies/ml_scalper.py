@@ -42,9 +42,7 @@ from pydantic import BaseModel, Field, field_validator
 from domain.calendar import SessionCalendar, trading_day
 from domain.handler import IdGenerator, Out, RejectedMessage
 from domain.instruments import get_instrument
-from domain.messages import (Bar, ClockTick, ExposureUpdate, Fill, OrderAccepted, OrderCancelled, OrderDenied,
-                             OrderRejected, OrderSubmitted, RiskState, RiskStateChanged, StrategyStatus, TradeTick,
-                             WarmupBars)
+from domain.messages import (Bar, Fill, RiskState, WarmupBars)
 from domain.risk_rules import RiskLimits
 from domain.strategies.base import STRICT, OwnPosition, StrategyContext, StrategyPlugin
 from domain.strategies.bracket import BracketTrader
@@ -128,31 +126,19 @@ class MlScalperStrategy(BracketTrader):
     def handle(self, msg: Any) -> Out:
         if isinstance(msg, Bar):
             return self._on_bar(msg)
-        if isinstance(msg, Fill):
-            out = self._on_fill(msg)
-            if self.reverse_to and self.trade is None and self.book.qty == 0:
-                direction, self.reverse_to = self.reverse_to, 0
-                out += self._enter(direction, msg.ts_ns, "REVERSE_TO_LONG" if direction > 0 else "REVERSE_TO_SHORT")
-            return out
-        if isinstance(msg, (OrderDenied, OrderRejected, OrderCancelled)):
-            return self._on_order_gone(msg)
-        if isinstance(msg, OrderAccepted):
-            return self._on_accepted(msg)
-        if isinstance(msg, ExposureUpdate):
-            return self._on_exposure(msg)
-        if isinstance(msg, RiskStateChanged):
-            self.risk_state = msg.state
-            return []
         if isinstance(msg, WarmupBars):
             if msg.instrument == self.instrument and msg.period_s == self.p.bar_s:
                 for bar in msg.bars:
                     self.features.update(bar)
             return []
-        if isinstance(msg, (TradeTick, ClockTick)):
-            return self._check_legs(msg.ts_ns) if self.trade is not None else []
-        if isinstance(msg, (OrderSubmitted, StrategyStatus)):
-            return []
-        raise RejectedMessage(f"{self.strategy_id}: unexpected message {type(msg).__name__}")
+        out = self.bracket_event(msg)
+        if out is None:
+            raise RejectedMessage(f"{self.strategy_id}: unexpected message {type(msg).__name__}")
+        if isinstance(msg, Fill) and self.reverse_to and self.trade is None and self.book.qty == 0:
+            # a reversal's close filled: the new side now, with its own bracket
+            direction, self.reverse_to = self.reverse_to, 0
+            out += self._enter(direction, msg.ts_ns, "REVERSE_TO_LONG" if direction > 0 else "REVERSE_TO_SHORT")
+        return out
 
     # ------------------------------------------------------------------ decisions
     def predict(self, x: Any) -> tuple[int, float]:

@@ -61,9 +61,7 @@ from domain.calendar import SessionCalendar, trading_day
 from domain.handler import IdGenerator, Out, RejectedMessage
 from domain.indicators import EMA, SessionVWAP
 from domain.instruments import INSTRUMENTS, get_instrument
-from domain.messages import (Bar, ClockTick, ExposureUpdate, Fill, OrderAccepted, OrderCancelled, OrderDenied,
-                             OrderRejected, OrderSubmitted, RiskState, RiskStateChanged, StrategyStatus, TradeTick,
-                             WarmupBars)
+from domain.messages import (Bar, RiskState, WarmupBars)
 from domain.risk_rules import RiskLimits
 from domain.strategies.base import STRICT, OwnPosition, StrategyContext, StrategyPlugin
 from domain.strategies.bracket import BracketTrader
@@ -217,26 +215,14 @@ class RegimeVwapStrategy(BracketTrader):
     def handle(self, msg: Any) -> Out:
         if isinstance(msg, Bar):
             return self._on_bar(msg)
-        if isinstance(msg, Fill):
-            return self._on_fill(msg)
-        if isinstance(msg, (OrderDenied, OrderRejected, OrderCancelled)):
-            return self._on_order_gone(msg)
-        if isinstance(msg, ExposureUpdate):
-            return self._on_exposure(msg)
-        if isinstance(msg, RiskStateChanged):
-            self.risk_state = msg.state
-            return []
         if isinstance(msg, WarmupBars):
             if msg.instrument == self.instrument:
                 for bar in msg.bars:
                     self._update_indicators(bar)
             return []
-        if isinstance(msg, OrderAccepted):
-            return self._on_accepted(msg)
-        if isinstance(msg, (TradeTick, ClockTick)):
-            return self._check_legs(msg.ts_ns) if self.trade is not None else []
-        if isinstance(msg, (OrderSubmitted, StrategyStatus)):
-            return []
+        out = self.bracket_event(msg)
+        if out is not None:
+            return out
         raise RejectedMessage(f"{self.strategy_id}: unexpected message {type(msg).__name__}")
 
     # ------------------------------------------------------------------ indicators
