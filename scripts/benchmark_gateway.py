@@ -123,7 +123,7 @@ def run_day(day: dt.date, args: argparse.Namespace, redis_url: str, run_dir: str
     env = {**os.environ, "REDIS_URL": redis_url, "PROJECTX_USERNAME": "sandbox", "PROJECTX_API_KEY": "sandbox-key"}
     env.pop("SLACK_WEBHOOK_URL", None)
     cmd = [sys.executable, str(ROOT / "supervisor.py"), "--mode", "live", "--base-url", gw.base_url,
-           "--account", "1001", "--arm", "--namespace", ns, "--run-dir", run_dir, "--metrics-port", "0",
+           "--account", "1001", "--arm", "--namespace", ns, "--run-dir", run_dir, "--metrics-port", "0", "--ops-port", "0",
            "--profile", args.profile]
     pin = (lambda: os.sched_setaffinity(0, live_cpus)) if live_cpus else None  # --pin: the supervisor's CPU
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -58,10 +58,10 @@ on a 50K Combine the sweep guard (docs/risk.md) withholds almost every grid entr
 
 def start_live(base_url: str, run_dir: Path, ns: str, *extra: str, env: dict[str, str]) -> subprocess.Popen:
     """``supervisor.py --mode live`` against the gateway at ``base_url`` (REST and hubs), namespace
-    ``ns``, run dir ``run_dir``, no metrics port, profile :data:`E2E_PROFILE`, then ``extra``
-    arguments; stdout and stderr captured together as text."""
+    ``ns``, run dir ``run_dir``, metrics and ops API on free ports, profile :data:`E2E_PROFILE`, then
+    ``extra`` arguments; stdout and stderr captured together as text."""
     args = ["--mode", "live", "--base-url", base_url, "--rtc-url", base_url, "--namespace", ns,
-            "--run-dir", str(run_dir), "--metrics-port", "0", "--profile", E2E_PROFILE, *extra]
+            "--run-dir", str(run_dir), "--metrics-port", "0", "--ops-port", "0", "--profile", E2E_PROFILE, *extra]
     return subprocess.Popen([sys.executable, str(ROOT / "supervisor.py"), *args], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

@@ -148,7 +148,7 @@ def test_unwritable_run_dir_and_unreachable_redis_exit_2(tmp_path, capsys, monke
         open_store(cfg)
     assert ei.value.field == "runtime.redis_url" and "127.0.0.1:1" in str(ei.value)
     assert "secret" not in str(ei.value)
-    rc = supervisor.main(["--mode", "paper", "--replay", "--metrics-port", "0", "--run-dir", str(tmp_path / "run")])
+    rc = supervisor.main(["--mode", "paper", "--replay", "--metrics-port", "0", "--ops-port", "0", "--run-dir", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert rc == 2 and "runtime.redis_url" in err and "secret" not in err
 

@@ -50,7 +50,7 @@ def test_backtest_and_paper_at_max_speed_make_the_same_fills(tmp_path, redis_url
         env.pop(k, None)
     proc = subprocess.run([sys.executable, str(ROOT / "supervisor.py"), "--mode", "paper", "--speed", "max",
                            "--profile", PROFILE,
-                           "--namespace", ns, "--run-dir", str(tmp_path / "paper"), "--metrics-port", "0",
+                           "--namespace", ns, "--run-dir", str(tmp_path / "paper"), "--metrics-port", "0", "--ops-port", "0",
                            "--trades-csv", str(tmp_path / "paper.csv")],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -47,11 +47,13 @@ def _dup_tags(gw: SandboxGateway, out: str = "") -> list[str]:
     before processing them. After a 401 (expired token) the client refreshes the token and re-sends
     the same request once: that is not a second placement (a 401 is never processed), so one extra
     copy per logged ``Order/place got HTTP 401`` is allowed, and the gateway must never have answered
-    "Custom tag ... already in use" (which would mean the tag really was placed twice).
+    "Custom tag ... is already in use on this account" (which would mean the tag really was placed
+    twice).
     """
     extra = Counter({t: n - 1 for t, n in Counter(placed_tags(gw)).items() if t and n > 1})
     allowed = out.count("Order/place got HTTP 401")
-    if sum(extra.values()) <= allowed and "already in use" not in out and max(extra.values(), default=0) <= 1:
+    if (sum(extra.values()) <= allowed and "is already in use on this account" not in out
+            and max(extra.values(), default=0) <= 1):
         return []
     return sorted(extra)
 

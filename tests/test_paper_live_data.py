@@ -19,7 +19,7 @@ def test_paper_mode_trades_live_hub_data_with_simulated_fills(gw, redis_url, tmp
     env = supervisor_env(redis_url)
     args = ["--mode", "paper", "--profile", E2E_PROFILE, "--base-url", gw.base_url, "--namespace", ns,
             "--run-dir", str(tmp_path),
-            "--metrics-port", "0"]
+            "--metrics-port", "0", "--ops-port", "0"]
     proc = subprocess.Popen([sys.executable, str(ROOT / "supervisor.py"), *args], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     store = StateStore.from_url(redis_url, ns)

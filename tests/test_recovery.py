@@ -30,7 +30,7 @@ def test_kill9_then_resume_no_duplicate_no_lost_fill(redis_url, tmp_path):
         env.pop(name, None)
     env.pop("SLACK_WEBHOOK_URL", None)
     args = ["--start", "2026-04-08", "--end", "2026-04-08", "--namespace", ns, "--run-dir", str(tmp_path),
-            "--metrics-port", "0"]
+            "--metrics-port", "0", "--ops-port", "0"]
     store = StateStore.from_url(redis_url, ns)
     p = _run(args + ["--speed", "1500"], env)
     try:

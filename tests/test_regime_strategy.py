@@ -279,7 +279,7 @@ def test_backtest_and_paper_at_max_speed_make_the_same_regime_fills(tmp_path, re
     proc = subprocess.run([sys.executable, str(ROOT / "supervisor.py"), "--mode", "paper", "--speed", "max",
                            "--profile", "combine-150k", "--config", str(ROOT / "config/regime.yaml"),
                            "--namespace", f"test:regime:{uuid.uuid4().hex[:6]}", "--run-dir", str(tmp_path / "paper"),
-                           "--metrics-port", "0", "--trades-csv", str(tmp_path / "paper.csv")],
+                           "--metrics-port", "0", "--ops-port", "0", "--trades-csv", str(tmp_path / "paper.csv")],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     backtest = (tmp_path / "t.csv").read_bytes()
@@ -306,7 +306,7 @@ def test_kill9_with_a_bracket_working_then_resume_leaves_no_orphan_and_no_naked_
         env.pop(k, None)
     args = [sys.executable, str(ROOT / "supervisor.py"), "--mode", "paper", "--profile", "combine-150k",
             "--config", str(ROOT / "config/regime.yaml"), "--start", "2026-04-08", "--end", "2026-04-08",
-            "--namespace", ns, "--run-dir", str(tmp_path), "--metrics-port", "0"]
+            "--namespace", ns, "--run-dir", str(tmp_path), "--metrics-port", "0", "--ops-port", "0"]
     store = StateStore.from_url(redis_url, ns)
     p = subprocess.Popen(args + ["--speed", "1500"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
