@@ -36,7 +36,7 @@ from domain.execution.router import OrderRouter
 from domain.handler import (BROKER, CLOCK_TOPIC, EXPOSURE_TOPIC, FEED, RECONCILED_TOPIC, RECONCILER, RISK,
                             RISK_STATE_TOPIC, ROUTER, STATUS_TOPIC, WATCHDOG, CounterIds, Out, bar_builder, bars_topic,
                             prints_topic, ticks_topic)
-from domain.messages import Alert, ReconcileRequest, SetArmed, Shutdown, WarmupBars
+from domain.messages import Alert, ModelUpdate, ReconcileRequest, SetArmed, Shutdown, WarmupBars
 from domain.orders import OrderStatus
 from domain.portfolio import Portfolio
 from domain.report import SessionSummary
@@ -153,6 +153,8 @@ class Node:
         self._restored: set[str] = set()
         self._tree_up = threading.Event()  # every actor of the tree registered (:meth:`start`)
         self.ops = OpsDesk(self)
+        self._model_ids: dict[str, str] = {}  # strategy -> identifier of the model it was last sent
+        self._model_errors: dict[str, str] = {}
         self._restarts_reported: dict[str, int] = {}  # shared by every watchdog incarnation
         self._venue_checked_at = float("-inf")
         self._venue_seen = "venue not asked yet"
@@ -452,6 +454,30 @@ class Node:
             self.ops.poll_redis()
             self.ops.sample()
             self.ops.report_closed_days()
+            self.check_models()
+
+    def check_models(self) -> None:
+        """Send each strategy whose plug-in reads a trained model (``StrategyPlugin.reload``) the
+        model now on disk when it changed since the last check (the first check records it): a
+        retrained model is used without a restart. A model that cannot be loaded (being written,
+        other features: ``ModelMismatch``) is logged once and the strategy keeps its own."""
+        for e in self.entries:
+            reload = e.plugin().reload
+            if reload is None:
+                continue
+            try:
+                model = reload(e.params)
+            except Exception as exc:  # noqa: BLE001 - a broken file must not stop the timer
+                if self._model_errors.get(e.name) != str(exc):
+                    self._model_errors[e.name] = str(exc)
+                    logger.warning("{}: new model not loaded, the strategy keeps its own: {}", e.name, exc)
+                continue
+            self._model_errors.pop(e.name, None)
+            ident = getattr(model, "identifier", "")
+            if self._model_ids.setdefault(e.name, ident) != ident:
+                self._model_ids[e.name] = ident
+                logger.warning("{}: model changed on disk ({}), sent to the strategy", e.name, ident[:12])
+                self.directory.tell(e.name, ModelUpdate(e.name, model, ident, self.now_ns()))
 
     def readiness(self) -> str | None:
         """None when the node can trade, else why not (``GET /health``): the actor tree not up

@@ -385,6 +385,18 @@ class SetArmed:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelUpdate:
+    """The node found a strategy's trained model changed on disk and loaded it (checked against the
+    strategy's feature list by the loader): ``model`` replaces the one in use, ``identifier`` is the
+    new files' hash. In-process only (never journalled)."""
+
+    strategy_id: str
+    model: Any
+    identifier: str
+    ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class OperatorCommand:
     """An operator's command, journalled in the ``{ns}:events`` stream: ``command`` one of pause,
     resume, flatten, arm, disarm; ``who`` the operator as given (HTTP ``X-Operator`` header or the

@@ -68,6 +68,7 @@ class Scripted:
         self.next: tuple[int, float] = (0, 0.5)
         self.meta = {"labels": {"take_ticks": 8, "stop_ticks": 6, "horizon_bars": 3}, "instrument": "MES"}
         self.identifier = "scripted"
+        self.features = FEATURES
 
     def predict(self, x):
         return self.next
@@ -248,3 +249,46 @@ def test_kill9_with_a_bracket_working_then_resume_ends_protected_and_flat(redis_
             exits += 1
         position += signed
     assert entries == exits > 0 and position == 0
+
+
+def test_a_retrained_model_reaches_the_strategy_without_a_restart(tmp_path):
+    """The node's heartbeat check (``Node.check_models``) sends a model whose files changed to its
+    strategy (``ModelUpdate``); the strategy uses it from then on. A model that cannot be loaded
+    (a half-written or mismatched file) is logged and nothing is sent; a model with other
+    features is refused by the strategy itself."""
+    import shutil
+
+    from actors.node import Node
+    from actors.tree import MODES
+    from config.settings import load_config
+    from domain.messages import Alert, ModelUpdate
+    folder = tmp_path / "model"
+    shutil.copytree(ROOT / "data" / "models" / "scalper-mes-2min", folder)
+    cfg = load_config(None, "combine-50k", {
+        "strategies": [{"name": "scalper-MES", "kind": "ml_scalper", "instruments": ["MES"],
+                        "params": {"model": str(folder)}}],
+        "runtime": {"data_dir": str(ROOT / "data" / "demo"), "run_dir": str(tmp_path)}})
+    node = Node(cfg, MODES["backtest"], trades_csv=tmp_path / "t.csv")
+    sent: list = []
+    node.directory.tell = lambda dest, msg: sent.append((dest, msg))
+    node.check_models()
+    assert sent == []                                           # the first check records the model in use
+    new, _, _ = _tiny_model(tmp_path, seed=11)
+    ident = save_model(new, folder)
+    node.check_models()
+    [(dest, update)] = sent
+    assert dest == "scalper-MES" and isinstance(update, ModelUpdate) and update.identifier == ident
+    node.check_models()
+    assert len(sent) == 1                                       # unchanged since: nothing more
+    meta = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**meta, "features": ["x"], "note": "broken"}))
+    node.check_models()
+    assert len(sent) == 1                                       # not loadable: the strategy keeps its model
+    s, _, t = _strategy()
+    out = s.handle(ModelUpdate("scalper-MES", update.model, ident, t))
+    assert s.model is update.model and s.counters["reloads"] == 1 and isinstance(out[0][1], Alert)
+    class Other:
+        features = ("x",)
+        identifier = "other"
+    refused = s.handle(ModelUpdate("scalper-MES", Other(), "other", t))
+    assert s.model is update.model and "refused" in refused[0][1].text

@@ -105,6 +105,10 @@ class StrategyPlugin:
             for a combination the params alone cannot judge (e.g. sizing above the profile's
             per-trade risk).
         summary: labels of :meth:`Strategy.stats` counters shown in the session summary.
+        reload: ``f(params) -> model`` for a strategy that reads a trained model: the model as on
+            disk now (the same object while its files are unchanged; raises if they cannot be
+            loaded). The node checks it each heartbeat and sends a changed one to the strategy as
+            :class:`domain.messages.ModelUpdate` (a retrained model without a restart).
     """
 
     kind: str
@@ -117,6 +121,7 @@ class StrategyPlugin:
     held_orders: Callable[[dict], dict[str, int]] = lambda snapshot: {}
     check: Callable[[Any, tuple[str, ...], RiskLimits], None] | None = None
     summary: tuple[str, ...] = ()
+    reload: Callable[[Any], Any] | None = None
 
 
 class OwnPosition:

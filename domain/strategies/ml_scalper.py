@@ -40,9 +40,9 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, Field, field_validator
 
 from domain.calendar import SessionCalendar, trading_day
-from domain.handler import IdGenerator, Out, RejectedMessage
+from domain.handler import WATCHDOG, IdGenerator, Out, RejectedMessage
 from domain.instruments import get_instrument
-from domain.messages import (Bar, Fill, RiskState, WarmupBars)
+from domain.messages import Alert, Bar, Fill, ModelUpdate, RiskState, WarmupBars
 from domain.risk_rules import RiskLimits
 from domain.strategies.base import STRICT, OwnPosition, StrategyContext, StrategyPlugin
 from domain.strategies.bracket import BracketTrader
@@ -119,7 +119,7 @@ class MlScalperStrategy(BracketTrader):
         self.day_pnl = Decimal(0)
         self.counters: dict[str, int] = {**{s.lower(): 0 for s in SIGNALS}, "entries": 0, "stops": 0, "targets": 0,
                                          "exits": 0, "timeouts": 0, "denied": 0, "flattened": 0, "legs_missing": 0,
-                                         "predictions": 0, "wins": 0, "losses": 0}
+                                         "predictions": 0, "wins": 0, "losses": 0, "reloads": 0}
         self.inference_ns: list[int] = []  # the last predictions' times (benchmark, stats)
 
     # ------------------------------------------------------------------ dispatch
@@ -131,6 +131,8 @@ class MlScalperStrategy(BracketTrader):
                 for bar in msg.bars:
                     self.features.update(bar)
             return []
+        if isinstance(msg, ModelUpdate):
+            return self._on_model(msg)
         out = self.bracket_event(msg)
         if out is None:
             raise RejectedMessage(f"{self.strategy_id}: unexpected message {type(msg).__name__}")
@@ -139,6 +141,19 @@ class MlScalperStrategy(BracketTrader):
             direction, self.reverse_to = self.reverse_to, 0
             out += self._enter(direction, msg.ts_ns, "REVERSE_TO_LONG" if direction > 0 else "REVERSE_TO_SHORT")
         return out
+
+    def _on_model(self, msg: ModelUpdate) -> Out:
+        """A retrained model from the node: used from the next bar on (the features and the trade
+        in progress stay); one with other features is refused (the loader checks them too)."""
+        if msg.identifier == self.model.identifier:
+            return []
+        if tuple(getattr(msg.model, "features", ())) != tuple(getattr(self.model, "features", ())):
+            return [(WATCHDOG, Alert("warning", f"{self.strategy_id}-model", f"{self.strategy_id}: model "
+                                     f"{msg.identifier[:12]} refused: other features", msg.ts_ns))]
+        old, self.model = self.model.identifier, msg.model
+        self.counters["reloads"] += 1
+        return [(WATCHDOG, Alert("info", f"{self.strategy_id}-model", f"{self.strategy_id}: model reloaded "
+                                 f"({old[:12]} -> {msg.identifier[:12]})", msg.ts_ns))]
 
     # ------------------------------------------------------------------ decisions
     def predict(self, x: Any) -> tuple[int, float]:
@@ -246,9 +261,12 @@ def _load(folder: str, _mtime: int) -> Any:
 
 
 def _model(p: MlScalperParams) -> Any:
+    """The model at ``p.model`` as on disk now. Cached per modification time of ``model.json``,
+    which :func:`domain.scalper.model.save_model` writes last: a change is seen once both files
+    are written."""
     folder = _resolve(p.model)
-    weights = folder / "weights.pt"
-    return _load(str(folder), weights.stat().st_mtime_ns if weights.exists() else 0)
+    meta = folder / "model.json"
+    return _load(str(folder), meta.stat().st_mtime_ns if meta.exists() else 0)
 
 
 def build(ctx: StrategyContext, p: MlScalperParams) -> MlScalperStrategy:
@@ -272,4 +290,5 @@ def _check(p: MlScalperParams, instruments: tuple[str, ...], limits: RiskLimits)
 PLUGIN = StrategyPlugin(kind="ml_scalper", params=MlScalperParams, build=build,
                         bar_periods=lambda p: (p.bar_s,), warmup_periods=lambda p: (p.bar_s,),
                         held_orders=MlScalperStrategy.held_orders, check=_check,
-                        summary=("predictions", "entries", "stops", "targets", "exits", "timeouts", "wins", "losses"))
+                        summary=("predictions", "entries", "stops", "targets", "exits", "timeouts", "wins", "losses"),
+                        reload=_model)
