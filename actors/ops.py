@@ -37,8 +37,6 @@ from domain.messages import Alert, Fill, Flatten, OperatorCommand, Pause, Resume
 from domain.risk_rules import mini_equivalents
 
 COMMANDS = ("pause", "resume", "flatten", "arm", "disarm", "report")
-REDIS_QUEUE = ("ops", "commands")
-"""``{ns}:ops:commands``: a Redis list; each entry ``"<command> [who]"``."""
 CHART_POINTS = 1500
 """Last prices kept per instrument for the panel's chart (one sample a heartbeat, by event time)."""
 
@@ -116,23 +114,21 @@ class OpsDesk:
             logger.error("ops: {} by {} not journalled: {}", name, who, e)
 
     def poll_redis(self) -> None:
-        """Carry out the commands queued in ``{ns}:ops:commands`` (oldest first)."""
-        store = self.node.store
-        key = store.key(*REDIS_QUEUE)
+        """Carry out the commands queued in ``{ns}:ops:commands`` (oldest first;
+        :meth:`infra.state_store.StateStore.pop_ops_command`)."""
         while True:
             try:
-                raw = store.client.lpop(key)
+                text = self.node.store.pop_ops_command()
             except Exception as e:  # noqa: BLE001 - Redis trouble must not stop the timer
-                logger.warning("ops: cannot read {}: {}", key, e)
+                logger.warning("ops: cannot read the command queue: {}", e)
                 return
-            if raw is None:
+            if text is None:
                 return
-            text = raw.decode() if isinstance(raw, bytes) else str(raw)
             name, _, who = text.strip().partition(" ")
             try:
                 self.command(name.lower(), who.strip() or "redis-cli", "redis")
             except CommandRefused as e:
-                logger.error("ops: {} from {} refused: {}", text, key, e)
+                logger.error("ops: {} from Redis refused: {}", text, e)
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:

@@ -236,6 +236,11 @@ class StateStore:
         """Set the operator flag ``{ns}:ops:{name}``."""
         self.client.set(self.key("ops", name), value)
 
+    def pop_ops_command(self) -> str | None:
+        """The oldest operator command queued in ``{ns}:ops:commands`` (``"<command> [who]"``,
+        pushed with ``redis-cli RPUSH``; docs/operations.md), removed from the list; None if empty."""
+        return self.client.lpop(self.key("ops", "commands"))
+
     def new_incarnation(self) -> int:
         """Increment and return the process incarnation counter (1 on first start)."""
         return int(self.client.incr(self.key("incarnation")))

@@ -123,3 +123,53 @@ def supervisor_log(run_dir: Path) -> str:
 def placed_tags(gw: SandboxGateway) -> list[str]:
     """The ``customTag`` of every ``Order/place`` the gateway received, in arrival order ("" for none)."""
     return [body.get("customTag") or "" for _, body in gw.orders_received]
+
+
+def kill9_with_bracket_then_resume(config: Path, profile: str, redis_url: str, run_dir: Path, ns: str) -> Any:
+    """A paper session of ``config`` on 2026-04-08 (1500x) killed with SIGKILL as soon as a
+    ``bracket-stop`` order is working in its Redis mirror, then the same session resumed at full
+    speed on the same Redis. Asserts the resume exits 0, says ``(resuming)`` and ends flat with
+    nothing working; returns the namespace's :class:`infra.state_store.StateStore`."""
+    from infra.state_store import StateStore
+    env = supervisor_env(redis_url, creds=False)
+    args = [sys.executable, str(ROOT / "supervisor.py"), "--mode", "paper", "--profile", profile,
+            "--config", str(config), "--start", "2026-04-08", "--end", "2026-04-08", "--namespace", ns,
+            "--run-dir", str(run_dir), "--metrics-port", "0", "--ops-port", "0"]
+    store = StateStore.from_url(redis_url, ns)
+    p = subprocess.Popen(args + ["--speed", "1500"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        working = lambda: any(o["intent"].purpose.startswith("bracket-stop")  # noqa: E731
+                              for o in store.load_working_orders().values())
+        assert wait_for(working, 150, p, interval=0.005), "no bracket working before the kill"
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=10)
+    q = subprocess.run(args + ["--speed", "max"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    out = q.stdout + q.stderr
+    assert q.returncode == 0, out[-3000:]
+    assert "(resuming)" in out and "open positions at exit: none" in out, out[-4000:]
+    assert store.load_working_orders() == {}, "an order was left working (an orphaned stop or target)"
+    return store
+
+
+def assert_each_entry_closed_once(store: Any, entry_prefix: str) -> None:
+    """Over the paper venue's fills (in order): no order filled twice, an entry (purpose starting
+    with ``entry_prefix``) only from flat, every other fill (a leg, a market exit, risk's flatten)
+    only shrinks the position, as many exits as entries, flat at the end."""
+    fills, _ = store.load_blob_history("paper_broker")
+    coids = [f["client_order_id"] for f in fills]
+    assert len(coids) == len(set(coids)), "an order filled twice"
+    position = entries = exits = 0
+    for f in fills:
+        rec = store.load_order(f["client_order_id"])
+        purpose = rec["intent"].purpose if rec else ""
+        signed = f["qty"] if f["side"] == "BUY" else -f["qty"]
+        if purpose.startswith(entry_prefix):
+            assert position == 0
+            entries += 1
+        else:
+            assert position != 0 and abs(position + signed) < abs(position), (purpose, position, signed)
+            exits += 1
+        position += signed
+    assert entries == exits > 0 and position == 0

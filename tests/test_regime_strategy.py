@@ -292,58 +292,12 @@ def test_kill9_with_a_bracket_working_then_resume_leaves_no_orphan_and_no_naked_
     (same Redis) must keep managing that bracket: every entry is closed by exactly one exit, no
     stop or target ever opens a position, and nothing is left working or open at the end."""
     import csv
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
     import uuid
 
-    from infra.state_store import StateStore
-    ns = f"test:regk:{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "REDIS_URL": redis_url}
-    for k in ("PROJECTX_USERNAME", "PROJECTX_API_KEY", "SLACK_WEBHOOK_URL"):
-        env.pop(k, None)
-    args = [sys.executable, str(ROOT / "supervisor.py"), "--mode", "paper", "--profile", "combine-150k",
-            "--config", str(ROOT / "config/regime.yaml"), "--start", "2026-04-08", "--end", "2026-04-08",
-            "--namespace", ns, "--run-dir", str(tmp_path), "--metrics-port", "0", "--ops-port", "0"]
-    store = StateStore.from_url(redis_url, ns)
-    p = subprocess.Popen(args + ["--speed", "1500"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline:
-            working = store.load_working_orders()
-            if any(o["intent"].purpose.startswith("bracket-stop") for o in working.values()):
-                break
-            time.sleep(0.005)
-        else:
-            raise AssertionError("no bracket working before the kill")
-    finally:
-        p.send_signal(signal.SIGKILL)
-        p.wait(timeout=10)
-    q = subprocess.run(args + ["--speed", "max"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
-    out = q.stdout + q.stderr
-    assert q.returncode == 0, out[-3000:]
-    assert "(resuming)" in out and "open positions at exit: none" in out, out[-4000:]
-    assert store.load_working_orders() == {}, "an order was left working (an orphaned stop or target)"
-    fills, _ = store.load_blob_history("paper_broker")
-    coids = [f["client_order_id"] for f in fills]
-    assert len(coids) == len(set(coids)), "an order filled twice"
-    intents = {f["client_order_id"]: (store.load_order(f["client_order_id"]) or {}).get("intent") for f in fills}
-    position = 0
-    entries = exits = 0
-    for f in fills:
-        purpose = intents[f["client_order_id"]].purpose if intents[f["client_order_id"]] else ""
-        signed = f["qty"] if f["side"] == "BUY" else -f["qty"]
-        if purpose.startswith("regime-entry"):
-            assert position == 0
-            entries += 1
-        else:  # a stop, a target, a market exit or risk's flatten: only ever closes
-            assert position != 0 and abs(position + signed) < abs(position), (purpose, position, signed)
-            exits += 1
-        position += signed
-    assert entries == exits > 0 and position == 0
+    from tests.live_support import assert_each_entry_closed_once, kill9_with_bracket_then_resume
+    store = kill9_with_bracket_then_resume(ROOT / "config/regime.yaml", "combine-150k", redis_url, tmp_path,
+                                           f"test:regk:{uuid.uuid4().hex[:6]}")
+    assert_each_entry_closed_once(store, "regime-entry")
     rows = list(csv.DictReader(next((tmp_path / "trades").glob("*.csv")).open()))
     assert len({r["trade_id"] for r in rows}) == len(rows)
 

@@ -197,58 +197,14 @@ def test_kill9_with_a_bracket_working_then_resume_ends_protected_and_flat(redis_
     """kill -9 of a paper session while the scalper holds a position with its native bracket legs
     working; the restart (same Redis) keeps them: every entry is closed by exactly one exit, no
     leg ever opens a position, nothing is left working or open at the end."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
     import uuid
 
-    from infra.state_store import StateStore
+    from tests.live_support import assert_each_entry_closed_once, kill9_with_bracket_then_resume
     config = tmp_path / "scalper.yaml"
     config.write_text("strategies:\n  - name: scalper-MES\n    kind: ml_scalper\n    instruments: [MES]\n"
                       "    params: {min_confidence: 0.3, reverse_confidence: 0.6}\n")
-    ns = f"test:sck:{uuid.uuid4().hex[:6]}"
-    env = {k: v for k, v in os.environ.items() if k not in ("PROJECTX_USERNAME", "PROJECTX_API_KEY", "SLACK_WEBHOOK_URL")}
-    env["REDIS_URL"] = redis_url
-    args = [sys.executable, str(ROOT / "supervisor.py"), "--mode", "paper", "--profile", "combine-50k",
-            "--config", str(config), "--start", "2026-04-08", "--end", "2026-04-08", "--namespace", ns,
-            "--run-dir", str(tmp_path), "--metrics-port", "0", "--ops-port", "0"]
-    store = StateStore.from_url(redis_url, ns)
-    p = subprocess.Popen(args + ["--speed", "1500"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline:
-            if any(o["intent"].purpose.startswith("bracket-stop") for o in store.load_working_orders().values()):
-                break
-            time.sleep(0.005)
-        else:
-            raise AssertionError("no bracket leg working before the kill")
-    finally:
-        p.send_signal(signal.SIGKILL)
-        p.wait(timeout=10)
-    q = subprocess.run(args + ["--speed", "max"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
-    out = q.stdout + q.stderr
-    assert q.returncode == 0, out[-3000:]
-    assert "(resuming)" in out and "open positions at exit: none" in out, out[-4000:]
-    assert store.load_working_orders() == {}, "a leg was left working"
-    fills, _ = store.load_blob_history("paper_broker")
-    coids = [f["client_order_id"] for f in fills]
-    assert len(coids) == len(set(coids)), "an order filled twice"
-    position = entries = exits = 0
-    for f in fills:
-        rec = store.load_order(f["client_order_id"])
-        purpose = rec["intent"].purpose if rec else ""
-        signed = f["qty"] if f["side"] == "BUY" else -f["qty"]
-        if purpose.startswith("scalper-entry"):
-            assert position == 0
-            entries += 1
-        else:  # a leg, a market exit or risk's flatten: only ever closes
-            assert position != 0 and abs(position + signed) < abs(position), (purpose, position, signed)
-            exits += 1
-        position += signed
-    assert entries == exits > 0 and position == 0
+    store = kill9_with_bracket_then_resume(config, "combine-50k", redis_url, tmp_path, f"test:sck:{uuid.uuid4().hex[:6]}")
+    assert_each_entry_closed_once(store, "scalper-entry")
 
 
 def test_a_retrained_model_reaches_the_strategy_without_a_restart(tmp_path):
