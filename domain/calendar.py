@@ -78,6 +78,21 @@ def _trading_day_of_minute(minute: int) -> dt.date:
     return d
 
 
+def next_time_of_day_ns(ts_ns: int, times: tuple[dt.time, ...]) -> int:
+    """The first instant strictly after ``ts_ns`` (epoch ns UTC) whose America/Chicago wall-clock
+    time is one of ``times`` (each a whole minute), epoch ns. DST-aware: 17:00 CT is 22:00 or
+    23:00 UTC by season. Cached per minute."""
+    return _next_time_of_day_minute(ts_ns // (60 * NS), times)
+
+
+@functools.lru_cache(maxsize=4096)
+def _next_time_of_day_minute(minute: int, times: tuple[dt.time, ...]) -> int:
+    day = ns_to_ct(minute * 60 * NS).date()
+    after = minute * 60 * NS
+    return min(n for n in (dt_to_ns(dt.datetime.combine(day + dt.timedelta(days=k), t, tzinfo=CT))
+                           for k in (0, 1) for t in times) if n > after)
+
+
 def session_open(day: dt.date) -> dt.datetime:
     """17:00 CT on the business day before ``day`` (Sunday for a Monday)."""
     return dt.datetime.combine(day - dt.timedelta(days=1), OPEN_TIME, tzinfo=CT)

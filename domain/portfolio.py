@@ -34,17 +34,19 @@ class FillEffect:
 class Position:
     """Net position in one instrument. ``qty`` signed contracts (+ long)."""
 
-    __slots__ = ("spec", "lots", "realized", "fees")
+    __slots__ = ("spec", "lots", "realized", "fees", "_qty", "_cost")
 
     def __init__(self, spec: InstrumentSpec) -> None:
         self.spec = spec
         self.lots: deque[list[int]] = deque()  # [price_ticks, signed_qty], all lots share one sign
         self.realized = Decimal(0)
         self.fees = Decimal(0)
+        self._qty = 0  # sum of the lots' signed qty, kept by apply (read on every print)
+        self._cost = 0  # sum of price_ticks * signed_qty over the lots
 
     @property
     def qty(self) -> int:
-        return sum(q for _, q in self.lots)
+        return self._qty
 
     @property
     def avg_price(self) -> Decimal | None:
@@ -75,6 +77,7 @@ class Position:
                 self.lots.popleft()
         if remaining:
             self.lots.append([ticks, remaining])
+        self._totals()
         realized = Decimal(realized_ticks) * self.spec.tick_value
         self.realized += realized
         self.fees += fee
@@ -82,8 +85,11 @@ class Position:
 
     def unrealized(self, mark: Decimal) -> Decimal:
         """Open P&L in dollars at ``mark`` (points)."""
-        m = self.spec.to_ticks(mark)
-        return Decimal(sum((m - p) * q for p, q in self.lots)) * self.spec.tick_value
+        return Decimal(self.spec.to_ticks(mark) * self._qty - self._cost) * self.spec.tick_value
+
+    def _totals(self) -> None:
+        self._qty = sum(q for _, q in self.lots)
+        self._cost = sum(p * q for p, q in self.lots)
 
     def to_dict(self) -> dict:
         """JSON-safe snapshot (exact)."""
@@ -94,6 +100,7 @@ class Position:
     def from_dict(cls, spec: InstrumentSpec, d: Mapping) -> "Position":
         p = cls(spec)
         p.lots = deque([int(a), int(b)] for a, b in d.get("lots", []))
+        p._totals()
         p.realized = Decimal(d.get("realized", "0"))
         p.fees = Decimal(d.get("fees", "0"))
         return p

@@ -37,7 +37,7 @@ import functools
 from decimal import Decimal
 from typing import Any
 
-from domain.calendar import SessionCalendar, trading_day
+from domain.calendar import OPEN_TIME, SessionCalendar, next_time_of_day_ns, trading_day
 from domain.handler import (EXPOSURE_TOPIC, RISK_STATE_TOPIC, ROUTER, WATCHDOG, IdGenerator, Out,
                             RejectedMessage)
 from domain.messages import (AccountStatus, Alert, CancelOrder, ClockTick, ExposureUpdate, Fill, Flatten, OrderAccepted,
@@ -49,7 +49,7 @@ from domain.strategy_books import StrategyBooks
 from domain.portfolio import Portfolio
 from domain.risk_rules import (AccountLedger, Action, Breach, OrderCheck, RiskLimits, WorkingOrder, check_order,
                                check_sweep, evaluate_account, is_reducing, mini_equivalents, net_atr_exposure,
-                               sub_session_of)
+                               RTH_START, sub_session_of)
 
 _SEVERITY = {RiskState.ACTIVE: 0, RiskState.REDUCING: 1, RiskState.HALTED: 2}
 PROCESS_HOLDS = frozenset({"reconcile", "shutdown"})
@@ -84,6 +84,13 @@ def _check_order_cached(order: OrderCheck, positions: tuple, working: tuple, atr
     here as sorted item tuples), and a grid re-proposes the same level against the same book many
     times while a cap denies it."""
     return check_order(order, dict(positions), dict(working), dict(atr), limits)
+
+
+_DAY_BOUNDARIES = (RTH_START, OPEN_TIME)
+"""CT wall-clock times at which :meth:`RiskManager._on_time` can change state besides the flatten
+time: the RTH sub-session starts (08:30) and the trading day and ETH sub-session start (17:00);
+:func:`domain.calendar.trading_day`, :func:`domain.risk_rules.sub_session_of` and
+:meth:`domain.calendar.SessionCalendar.must_be_flat` are constant between them."""
 
 
 class RiskManager:
@@ -125,6 +132,13 @@ class RiskManager:
         self.denials = 0
         self.denials_by_rule: dict[str, int] = {}
         self.day_history: list[tuple[str, Decimal, int]] = []  # closed days: (ISO day, net P&L, fills)
+        self._time_stable_until = 0
+        """Event time (epoch ns) before which :meth:`_on_time` cannot change anything: the next
+        trading-day or sub-session boundary (:data:`_DAY_BOUNDARIES`), or the flatten time when
+        that comes first. 0 = evaluate at the next message."""
+        self._clean: tuple[tuple, Decimal] | None = None
+        """(ledger key, lowest unrealized $) of the account checks that found no breach under that
+        ledger state (:meth:`_check_account`); every rule is monotone in unrealized P&L."""
         if halted_until_reconciled:
             self.holds["reconcile"] = (RiskState.HALTED, "waiting for reconciliation with the broker")
             self.state = RiskState.HALTED
@@ -160,23 +174,22 @@ class RiskManager:
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, msg: Any) -> Out:
+        if type(msg) is TradeTick:  # the hot path: one call per print of every instrument
+            out = self._advance(msg.ts_ns)
+            sym, price = msg.instrument, msg.price
+            if self.marks.get(sym) == price or not self.portfolio.qty(sym):
+                self.marks[sym] = price
+                return out  # equity did not move (fills run their own check)
+            self.marks[sym] = price
+            return out + self._check_account() if out else self._check_account()
         ts = getattr(msg, "ts_ns", None)
-        out: Out = []
-        if isinstance(ts, int) and ts > self.now_ns:
-            self.now_ns = ts
-            out += self._on_time()
+        out = self._advance(ts) if isinstance(ts, int) else []
         if isinstance(msg, OrderIntent):
             return out + self._on_intent(msg)
         if isinstance(msg, CancelOrder):
             return out + [(ROUTER, msg)]
         if isinstance(msg, (OrderSubmitted, OrderAccepted, OrderRejected, OrderCancelled, Fill)):
             return out + self._on_order_event(msg)
-        if isinstance(msg, TradeTick):
-            if self.marks.get(msg.instrument) == msg.price or not self.portfolio.qty(msg.instrument):
-                self.marks[msg.instrument] = msg.price
-                return out  # equity did not move (fills run their own check)
-            self.marks[msg.instrument] = msg.price
-            return out + self._check_account()
         if isinstance(msg, StrategyStatus):
             if msg.atr > 0:
                 self.atr[msg.instrument] = msg.atr
@@ -310,17 +323,50 @@ class RiskManager:
 
     # ------------------------------------------------------------------ account rules
     def _check_account(self) -> Out:
+        """Mark the account to the last prices and act on every breached rule
+        (:func:`domain.risk_rules.evaluate_account`).
+
+        Every rule there is breached at or below a threshold of equity, day P&L or sub-session
+        P&L, each of which rises with unrealized P&L, so under one ledger state (same balances,
+        peaks, floor, day and counters: :meth:`_ledger_key`) a mark at or above one that found no
+        breach finds none either; the evaluation is skipped then, unless the mark is a new
+        intraday equity high (which can raise the MLL floor and the trailing thresholds)."""
         unreal = self.unrealized()
-        equity = self.ledger.mark(unreal)
+        led = self.ledger
+        equity = led.balance + unreal
+        clean = self._clean
+        if clean is not None and unreal >= clean[1] and equity <= led.intraday_peak_equity \
+                and clean[0] == self._ledger_key():
+            self._track_equity(equity)
+            return []
+        equity = led.mark(unreal)
+        self._track_equity(equity)
+        out: Out = []
+        breaches = evaluate_account(led, unreal)
+        for b in breaches:
+            out += self._apply_breach(b)
+        if not breaches:
+            key = self._ledger_key()
+            if clean is None or clean[0] != key or unreal < clean[1]:
+                self._clean = (key, unreal)
+        return out
+
+    def _track_equity(self, equity: Decimal) -> None:
         headroom = equity - self.ledger.floor
         if self.min_headroom is None or headroom < self.min_headroom:
             self.min_headroom = headroom
-        self.peak_equity = max(self.peak_equity, equity)
-        self.max_drawdown = max(self.max_drawdown, self.peak_equity - equity)
-        out: Out = []
-        for b in evaluate_account(self.ledger, unreal):
-            out += self._apply_breach(b)
-        return out
+        if equity > self.peak_equity:
+            self.peak_equity = equity
+        elif self.peak_equity - equity > self.max_drawdown:
+            self.max_drawdown = self.peak_equity - equity
+
+    def _ledger_key(self) -> tuple:
+        """Every ledger field :func:`domain.risk_rules.evaluate_account` reads besides the mark."""
+        led = self.ledger
+        return (led.balance, led.floor, led.failed, led.day_realized, led.day_fees, led.pdll_fired,
+                led.intraday_peak_equity, led.day_peak_balance, led.day_start_balance, led.max_eod_balance,
+                led.sub_session, led.sub_session_start_balance, led.sub_session_start_unrealized,
+                led.consecutive_losses, led.trading_day)
 
     def _apply_breach(self, b: Breach) -> Out:
         hold = {Action.LIQUIDATE: ("failed", RiskState.HALTED),
@@ -351,6 +397,19 @@ class RiskManager:
         return out
 
     # ------------------------------------------------------------------ time
+    def _advance(self, ts: int) -> Out:
+        """Move event time to ``ts`` (epoch ns); the calendar's rules run when it can change them."""
+        if ts <= self.now_ns:
+            return []
+        self.now_ns = ts
+        if ts < self._time_stable_until:
+            return []
+        out = self._on_time()
+        boundary = next_time_of_day_ns(ts, _DAY_BOUNDARIES)
+        flatten = self.calendar.flatten_at_ns(self.ledger.trading_day)
+        self._time_stable_until = flatten if ts < flatten < boundary else boundary
+        return out
+
     def _on_time(self) -> Out:
         out: Out = []
         day = trading_day(self.now_ns)
@@ -461,6 +520,7 @@ class RiskManager:
     def restore(self, d: dict) -> None:
         """Load a :meth:`snapshot`; the ``reconcile`` hold set at construction stays."""
         self.ledger = AccountLedger.from_dict(self.limits, d["ledger"])
+        self._time_stable_until, self._clean = 0, None
         self.portfolio = Portfolio.from_dict(d["portfolio"])
         for k, (s, r) in d.get("holds", {}).items():
             self.holds[k] = (RiskState(s), r)

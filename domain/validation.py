@@ -108,6 +108,14 @@ def outside_band(price: Decimal, ref: Decimal, pct: Decimal = PRICE_BAND_PCT) ->
     return abs(price - ref) * 100 > ref * pct
 
 
+def _band_bounds(ref: Decimal, pct: Decimal = PRICE_BAND_PCT) -> tuple[Decimal, Decimal, Decimal]:
+    """(lowest, highest, ``ref``): the prices :func:`outside_band` finds inside the band around
+    ``ref`` are exactly ``lowest <= p <= highest`` (``|p - ref| * 100 <= ref * pct``, exact in
+    Decimal)."""
+    half = ref * pct / 100
+    return ref - half, ref + half, ref
+
+
 def _as_decimal(x: Any) -> Decimal | None:
     """Decimal view of a numeric price, or None for a non-numeric / bool value."""
     if isinstance(x, bool) or not isinstance(x, _NUMERIC):
@@ -143,8 +151,15 @@ class MarketDataValidator:
         self._band_run: dict[str, tuple[Decimal, int]] = {}
         # instrument -> (ts_ns, seq, price, size)
         self._last_trade: dict[str, tuple[int, int, Decimal, int]] = {}
+        # (instrument, price) pairs price_problem passed: prints repeat a few thousand prices a day
+        self._good_prices: set[tuple[str, Decimal]] = set()
+        # instrument -> (lowest, highest price inside the band, the reference they were made from)
+        self._band_bounds: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
         # instrument -> (ts_ns, seq, bid, ask, bid_size, ask_size)
         self._last_quote: dict[str, tuple[int, int, Decimal, Decimal, int, int]] = {}
+
+    GOOD_PRICES_KEPT = 100_000
+    """Bound of the memo of prices that passed :func:`price_problem`."""
 
     def _reject(self, reason: str) -> str:
         self.rejected[reason] += 1
@@ -176,30 +191,40 @@ class MarketDataValidator:
             return self._reject("bad_type")
 
     def _check_trade(self, tick: TradeTick) -> str | None:
-        spec = INSTRUMENTS.get(tick.instrument) if isinstance(tick.instrument, str) else None
+        inst = tick.instrument
+        spec = INSTRUMENTS.get(inst) if isinstance(inst, str) else None
         if spec is None:
             return self._reject("unknown_instrument")
-        if not _is_int(tick.ts_ns) or tick.ts_ns < 0:
+        ts, size, seq = tick.ts_ns, tick.size, tick.seq
+        if not _is_int(ts) or ts < 0:
             return self._reject("bad_ts")
-        price = _as_decimal(tick.price)
-        if price is None or not _is_int(tick.size) or not _is_int(tick.seq):
+        price = tick.price if type(tick.price) is Decimal else _as_decimal(tick.price)
+        if price is None or not _is_int(size) or not _is_int(seq):
             return self._reject("bad_type")
-        reason = price_problem((price,), tick.instrument)
-        if reason:
-            return self._reject(reason)
-        if tick.size <= 0:
+        if not (price.is_finite() and (inst, price) in self._good_prices):  # a pure function of both
+            reason = price_problem((price,), inst)
+            if reason:
+                return self._reject(reason)
+            if len(self._good_prices) >= self.GOOD_PRICES_KEPT:
+                self._good_prices.clear()
+            self._good_prices.add((inst, price))
+        if size <= 0:
             return self._reject("non_positive_size")
-        key = (tick.ts_ns, tick.seq, price, tick.size)
-        last = self._last_trade.get(tick.instrument)
+        key = (ts, seq, price, size)
+        last = self._last_trade.get(inst)
         if last is not None:
-            if tick.ts_ns < last[0]:
+            if ts < last[0]:
                 return self._reject("out_of_order_ts")
             if key == last:
                 return self._reject("duplicate")
-        if self._band(tick.instrument, (price,)):
+        band = self._band_bounds.get(inst)
+        if band is not None and band[0] <= price <= band[1] and band[2] == self._ref.get(inst):
+            self._band_run.pop(inst, None)  # inside the band of the last accepted price
+        elif self._band(inst, (price,)):
             return self._reject("price_band")
-        self._last_trade[tick.instrument] = key
-        self._ref[tick.instrument] = price
+        self._last_trade[inst] = key
+        self._ref[inst] = price
+        self._band_bounds[inst] = band if band is not None and band[2] == price else _band_bounds(price)
         self.accepted += 1
         return None
 
