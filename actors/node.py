@@ -50,8 +50,6 @@ from infra.venues.simulated import SimulatedVenue
 from infra.watchdog import Watchdog, WatchdogCheck
 
 EXIT_OK, EXIT_ESCALATED = 0, 3
-BAR_PERIODS_S = (60, 300, 900)
-"""Bars every bar builder makes (1, 5 and 15 minutes); strategies may ask for more."""
 
 
 @dataclass(frozen=True)
@@ -220,10 +218,11 @@ class Node:
         f[RECONCILER] = self._make_reconciler
         for e in self.entries:
             f[e.name] = self._strategy_factory(e)
-        for sym in self.instruments:
-            extra = {p for e in self.entries if sym in e.instruments for p in e.plugin().bar_periods(e.params)}
-            periods = tuple(sorted(set(BAR_PERIODS_S) | extra))
-            f[bar_builder(sym)] = lambda sym=sym, periods=periods: BarBuilderHandler(sym, periods)
+        for sym in self.instruments:  # the bars and prints the instrument's strategies read
+            readers = [e for e in self.entries if sym in e.instruments]
+            periods = tuple(sorted({p for e in readers for p in e.plugin().bar_periods(e.params)}))
+            ticks = any(e.plugin().wants_ticks for e in readers)
+            f[bar_builder(sym)] = lambda sym=sym, periods=periods, ticks=ticks: BarBuilderHandler(sym, periods, ticks)
         return f
 
     def _strategy_factory(self, entry: Any) -> Callable[[], Any]:
@@ -347,7 +346,8 @@ class Node:
         routed = self.data.routed()
         for sym in self.instruments:  # pure functions of the feed: a kept stream replays their output
             name = bar_builder(sym)
-            handlers[name] = routed.memo_handler(name, handlers[name])  # the dispatcher holds this dict
+            h = handlers[name]  # kept per configuration: a sweep may vary the periods its strategies read
+            handlers[name] = routed.memo_handler((name, h.agg.periods_s, h.forward_ticks), h)
         send, drain = disp.send, disp.drain
         for out in routed.batches:
             send(out)

@@ -201,17 +201,28 @@ def warmup_messages(ticks_by_instrument: dict[str, list[TradeTick]], periods: tu
 
 
 class BarBuilderHandler:
-    """Ticks -> bars for one instrument; ticks are passed on to ``bars.<instrument>`` subscribers too."""
+    """Ticks -> bars for one instrument; with ``forward_ticks`` each tick is passed on to the
+    ``bars.<instrument>`` subscribers too, after the bars it closed.
 
-    def __init__(self, instrument: str, periods_s: tuple[int, ...] = (60, 300, 900)) -> None:
+    Args:
+        instrument: our symbol.
+        periods_s: bar periods made, seconds (the union of what the instrument's strategies read,
+            :attr:`domain.strategies.base.StrategyPlugin.bar_periods`).
+        forward_ticks: pass prints on (False when no subscriber reads them).
+    """
+
+    def __init__(self, instrument: str, periods_s: tuple[int, ...] = (60, 300, 900),
+                 forward_ticks: bool = True) -> None:
         self.instrument = instrument
         self.agg = BarAggregator(instrument, periods_s)
         self.topic = bars_topic(instrument)
+        self.forward_ticks = forward_ticks
 
     def handle(self, msg: Any) -> Out:
         if isinstance(msg, TradeTick):
             out: Out = [(self.topic, b) for b in self.agg.on_trade(msg)]
-            out.append((self.topic, msg))
+            if self.forward_ticks:
+                out.append((self.topic, msg))
             return out
         if isinstance(msg, ClockTick):
             return [(self.topic, b) for b in self.agg.on_time(msg.ts_ns)]

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Hashable, Iterator
 
 from loguru import logger
 
@@ -389,16 +389,17 @@ class Routed:
         self.core = FeedCore()
         self.ticks = 0
         self.batches: Any = self._route(events)
-        self.outputs: dict[str, dict[int, Out]] | None = None
+        self.outputs: dict[Hashable, dict[int, Out]] | None = None
         """For a kept stream: per pure handler (bar builders), its output for each message of
         the stream by ``id`` (:class:`MemoHandler`); None otherwise."""
 
-    def memo_handler(self, name: str, handler: Any) -> Any:
+    def memo_handler(self, key: Hashable, handler: Any) -> Any:
         """``handler`` wrapped in a :class:`MemoHandler` when this stream is kept, else itself.
-        Only for handlers whose output is a function of the feed's messages alone."""
+        Only for handlers whose output is a function of the feed's messages and of ``key`` alone
+        (the handler's name and configuration)."""
         if self.outputs is None:
             return handler
-        return MemoHandler(handler, self.outputs.setdefault(name, {}))
+        return MemoHandler(handler, self.outputs.setdefault(key, {}))
 
     def _route(self, events: Iterator[TradeTick]) -> Iterator[Out]:
         for _ts, group in itertools.groupby(events, key=lambda t: t.ts_ns):

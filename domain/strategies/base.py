@@ -83,6 +83,11 @@ class StrategyContext:
     limits: RiskLimits
 
 
+DEFAULT_BAR_PERIODS_S = (60, 300, 900)
+"""Bar periods (1, 5 and 15 minutes) for a plug-in that does not declare its own
+(:attr:`StrategyPlugin.bar_periods`)."""
+
+
 @dataclass(frozen=True)
 class StrategyPlugin:
     """A strategy kind: its validated params, how to build it and what it subscribes to.
@@ -96,8 +101,12 @@ class StrategyPlugin:
         build: ``build(ctx, params) -> Strategy``.
         instruments: (min, max) number of instruments an entry names.
         wants_status: subscribe to every ``StrategyStatus`` (the hedge).
-        bar_periods: ``f(params) -> seconds`` bar periods it needs beyond the bar builder's
-            (60, 300, 900).
+        wants_ticks: it reads the ``TradeTick`` of its instruments; False for a strategy that
+            decides on bars only (its bar builder then forwards no prints: a backtest delivers a
+            quarter fewer messages).
+        bar_periods: ``f(params) -> seconds``: every bar period it reads; the bar builder of an
+            instrument makes the union over the strategies that trade it (default
+            :data:`DEFAULT_BAR_PERIODS_S`).
         warmup_periods: ``f(params) -> seconds``: bar periods of the ``WarmupBars`` it gets at start.
         held_orders: ``f(snapshot) -> {client order id: contracts filled}`` of the orders a
             snapshot holds as working (the reconciler brings them up to date after a restart).
@@ -116,7 +125,8 @@ class StrategyPlugin:
     build: Callable[[StrategyContext, Any], Strategy]
     instruments: tuple[int, int] = (1, 1)
     wants_status: bool = False
-    bar_periods: Callable[[Any], tuple[int, ...]] = lambda params: ()
+    wants_ticks: bool = True
+    bar_periods: Callable[[Any], tuple[int, ...]] = lambda params: DEFAULT_BAR_PERIODS_S
     warmup_periods: Callable[[Any], tuple[int, ...]] = lambda params: (60, 900)
     held_orders: Callable[[dict], dict[str, int]] = lambda snapshot: {}
     check: Callable[[Any, tuple[str, ...], RiskLimits], None] | None = None

@@ -446,5 +446,6 @@ def _check(p: GridParams, instruments: tuple[str, ...], limits: RiskLimits) -> N
 
 
 PLUGIN = StrategyPlugin(kind="grid", params=GridParams, build=build, instruments=(1, 1),
+                        bar_periods=lambda p: (p.atr_bar_s, min(60, p.recalc_interval_s)),
                         held_orders=GridStrategy.held_orders, check=_check,
                         summary=("entries_filled", "tps_filled"))

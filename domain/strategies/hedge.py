@@ -349,4 +349,4 @@ def _held(snapshot: dict) -> dict[str, int]:
 
 
 PLUGIN = StrategyPlugin(kind="hedge", params=HedgeParams, build=build, instruments=(2, 2), wants_status=True,
-                        held_orders=_held, check=_check, summary=("activations",))
+                        bar_periods=lambda p: (p.bar_s,), held_orders=_held, check=_check, summary=("activations",))

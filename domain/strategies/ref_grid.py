@@ -309,6 +309,6 @@ def build(ctx: StrategyContext, p: RefGridParams) -> RefGridStrategy:
 
 
 PLUGIN = StrategyPlugin(kind="ref_grid", params=RefGridParams, build=build, instruments=(1, 1),
-                        bar_periods=lambda p: (p.bar_s,),
+                        bar_periods=lambda p: (p.bar_s,), wants_ticks=False,
                         warmup_periods=lambda p: (p.bar_s,),
                         held_orders=RefGridStrategy.held_orders, summary=("recentres", "fills"))
