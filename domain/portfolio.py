@@ -34,7 +34,7 @@ class FillEffect:
 class Position:
     """Net position in one instrument. ``qty`` signed contracts (+ long)."""
 
-    __slots__ = ("spec", "lots", "realized", "fees", "_qty", "_cost")
+    __slots__ = ("spec", "lots", "realized", "fees", "_qty", "_cost", "_marked")
 
     def __init__(self, spec: InstrumentSpec) -> None:
         self.spec = spec
@@ -43,6 +43,7 @@ class Position:
         self.fees = Decimal(0)
         self._qty = 0  # sum of the lots' signed qty, kept by apply (read on every print)
         self._cost = 0  # sum of price_ticks * signed_qty over the lots
+        self._marked: tuple[Decimal, Decimal] | None = None  # (mark, unrealized at it) until a fill
 
     @property
     def qty(self) -> int:
@@ -85,9 +86,15 @@ class Position:
 
     def unrealized(self, mark: Decimal) -> Decimal:
         """Open P&L in dollars at ``mark`` (points)."""
-        return Decimal(self.spec.to_ticks(mark) * self._qty - self._cost) * self.spec.tick_value
+        marked = self._marked
+        if marked is not None and marked[0] is mark:  # the other instrument's print moved the account
+            return marked[1]
+        value = Decimal(self.spec.to_ticks(mark) * self._qty - self._cost) * self.spec.tick_value
+        self._marked = (mark, value)
+        return value
 
     def _totals(self) -> None:
+        self._marked = None
         self._qty = sum(q for _, q in self.lots)
         self._cost = sum(p * q for p, q in self.lots)
 

@@ -151,15 +151,12 @@ class MarketDataValidator:
         self._band_run: dict[str, tuple[Decimal, int]] = {}
         # instrument -> (ts_ns, seq, price, size)
         self._last_trade: dict[str, tuple[int, int, Decimal, int]] = {}
-        # (instrument, price) pairs price_problem passed: prints repeat a few thousand prices a day
-        self._good_prices: set[tuple[str, Decimal]] = set()
+        # instrument -> (plausible low, plausible high, tick size): price_problem's inputs
+        self._ranges: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
         # instrument -> (lowest, highest price inside the band, the reference they were made from)
         self._band_bounds: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
         # instrument -> (ts_ns, seq, bid, ask, bid_size, ask_size)
         self._last_quote: dict[str, tuple[int, int, Decimal, Decimal, int, int]] = {}
-
-    GOOD_PRICES_KEPT = 100_000
-    """Bound of the memo of prices that passed :func:`price_problem`."""
 
     def _reject(self, reason: str) -> str:
         self.rejected[reason] += 1
@@ -201,13 +198,14 @@ class MarketDataValidator:
         price = tick.price if type(tick.price) is Decimal else _as_decimal(tick.price)
         if price is None or not _is_int(size) or not _is_int(seq):
             return self._reject("bad_type")
-        if not (price.is_finite() and (inst, price) in self._good_prices):  # a pure function of both
+        rng = self._ranges.get(inst)
+        if rng is None:
+            rng = self._ranges[inst] = (*plausible_range(inst), spec.tick_size)
+        # the common case of price_problem inline (positive: the plausible ranges start above 0)
+        if not (price.is_finite() and rng[0] <= price <= rng[1] and rng[0] > 0 and not price % rng[2]):
             reason = price_problem((price,), inst)
             if reason:
                 return self._reject(reason)
-            if len(self._good_prices) >= self.GOOD_PRICES_KEPT:
-                self._good_prices.clear()
-            self._good_prices.add((inst, price))
         if size <= 0:
             return self._reject("non_positive_size")
         key = (ts, seq, price, size)

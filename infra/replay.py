@@ -285,6 +285,7 @@ def _resolve_symbol(raw: str | None, micro: bool) -> str | None:
     return root if root in INSTRUMENTS else None
 
 
+@functools.lru_cache(maxsize=256)
 def _symbol_matches(raw: str | None, instrument: str) -> bool:
     """True if a row's ``symbol`` text may stand for ``instrument``: empty (no symbol column, or
     blank), the instrument itself, or a recorded symbol mapped to it (``ES``/``ES=F``/``ESM6`` for
@@ -294,13 +295,35 @@ def _symbol_matches(raw: str | None, instrument: str) -> bool:
     return instrument in (_resolve_symbol(raw, micro=True), _resolve_symbol(raw, micro=False))
 
 
+_EPOCH_NAIVE = dt.datetime(1970, 1, 1)
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_hour_offset_ns(zone: ZoneInfo, hour: dt.datetime) -> int | None:
+    """The UTC offset (ns) of every wall-clock time in the local ``hour`` (naive, on the hour) of
+    ``zone``, or None when the hour holds a transition, an ambiguous or a nonexistent time (both
+    folds at both ends of the hour agree otherwise)."""
+    last = hour + dt.timedelta(minutes=59, seconds=59, microseconds=999_999)
+    offsets = {zone.utcoffset(t.replace(fold=f)) for t in (hour, last) for f in (0, 1)}
+    if len(offsets) != 1:
+        return None
+    off = offsets.pop()
+    return (off.days * 86_400 + off.seconds) * NS + off.microseconds * 1000
+
+
 def _bar_timestamp(text: str | None, zone: ZoneInfo) -> tuple[dt.datetime, int] | str:
     """A bar file's timestamp text -> (naive local time, epoch ns) or a reject reason
-    (``bad_timestamp``, ``nonexistent_local_time``). Never raises."""
+    (``bad_timestamp``, ``nonexistent_local_time``). Never raises. An hour without a DST
+    transition converts by its cached UTC offset (:func:`_plain_hour_offset_ns`), any other
+    through :func:`local_to_ns`; both give the same epoch ns."""
     try:
         naive = dt.datetime.fromisoformat((text or "").strip())
         if naive.tzinfo is not None:
             naive = naive.astimezone(zone).replace(tzinfo=None)
+        off = _plain_hour_offset_ns(zone, naive.replace(minute=0, second=0, microsecond=0))
+        if off is not None:
+            d = naive - _EPOCH_NAIVE
+            return naive, (d.days * 86_400 + d.seconds) * NS + d.microseconds * 1000 - off
         ts = local_to_ns(naive, zone)
     except (ValueError, OverflowError, OSError):
         return "bad_timestamp"
@@ -346,6 +369,7 @@ def load_bar_csv(path: Path | str, instrument: str | None = None, tz: str = "Ame
     if instrument is not None:
         get_instrument(instrument)
     rejects: collections.Counter = collections.Counter()
+    ranges: dict[str, tuple[Decimal, Decimal]] = {}
     parsed: list[tuple[int, str, Decimal, Decimal, Decimal, Decimal, int]] = []
     file_symbol: str | None = None
     required = BAR_COLUMNS if instrument is None else BAR_COLUMNS[:-1]
@@ -361,11 +385,18 @@ def load_bar_csv(path: Path | str, instrument: str | None = None, tz: str = "Ame
                 rejects["unknown_instrument"] += 1
                 continue
         tick = INSTRUMENTS[sym].tick_size
-        o, h, lo, c = (_dec(rec.get(k)) for k in ("open", "high", "low", "close"))
-        reason = _check_prices((o, h, lo, c), tick, sym)
-        if reason:
-            rejects[reason] += 1
-            continue
+        o, h, lo, c = _dec(rec.get("open")), _dec(rec.get("high")), _dec(rec.get("low")), _dec(rec.get("close"))
+        rng = ranges.get(sym)
+        if rng is None:
+            rng = ranges[sym] = plausible_range(sym)
+        if not (o is not None and h is not None and lo is not None and c is not None  # the common case inline
+                and o.is_finite() and h.is_finite() and lo.is_finite() and c.is_finite() and rng[0] > 0
+                and rng[0] <= lo <= o <= h <= rng[1] and lo <= c <= h
+                and not o % tick and not h % tick and not lo % tick and not c % tick):
+            reason = _check_prices((o, h, lo, c), tick, sym)
+            if reason:
+                rejects[reason] += 1
+                continue
         if h < lo:
             rejects["high_below_low"] += 1
             continue

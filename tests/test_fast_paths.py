@@ -1,0 +1,162 @@
+"""The backtest's shortcuts give exactly what the plain computation gives (issue 19, item 1).
+
+Each shortcut skips work whose result it can prove unchanged; these tests run the plain
+computation beside it on real data and on the edge cases (DST hours, breaches, off-grid prints):
+
+- risk: the calendar rules only at the next day / sub-session / flatten boundary, and the account
+  rules skipped on a mark no lower than one that found no breach under the same ledger
+  (domain/risk.py ``RiskManager._advance``, ``_check_account``);
+- bar files: an hour without a DST transition converted by its cached UTC offset
+  (infra/replay.py ``_bar_timestamp``);
+- positions: qty, cost and the last mark's unrealized P&L kept instead of summed per print
+  (domain/portfolio.py ``Position``);
+- the feed validator: the plausible range and tick grid checked inline, the band of the last
+  accepted price kept (domain/validation.py ``MarketDataValidator._check_trade``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from actors.node import Node
+from actors.tree import MODES
+from config.settings import load_config
+from domain.instruments import get_instrument
+from domain.messages import TradeTick
+from domain.portfolio import Position
+from domain.risk import RiskManager
+from domain.validation import BAND_REANCHOR_PRINTS, MarketDataValidator, outside_band, price_problem
+from infra.replay import _bar_timestamp, local_to_ns
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class PlainRisk(RiskManager):
+    """Risk without the shortcuts: the calendar on every later event time, every rule on every mark."""
+
+    def _advance(self, ts: int):
+        if ts <= self.now_ns:
+            return []
+        self.now_ns = ts
+        return self._on_time()
+
+    def _ledger_key(self):
+        return object()  # never equal: every mark is evaluated in full
+
+
+def _backtest(tmp_path: Path, name: str, profile: dict, monkeypatch, plain: bool):
+    if plain:
+        monkeypatch.setattr("actors.node.RiskManager", PlainRisk)
+    cfg = load_config(None, "combine-50k", {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path)},
+                                           "profile": profile})
+    summary = Node(cfg, MODES["backtest"], trades_csv=tmp_path / f"{name}.csv").run_backtest(both_paths=False)
+    monkeypatch.undo()
+    return summary, (tmp_path / f"{name}.csv").read_bytes()
+
+
+def test_risk_shortcuts_give_the_plain_runs_fills_breaches_and_figures(tmp_path, monkeypatch):
+    # tight caps so the run meets breaches (session and daily caps, the trailing kill switch,
+    # a personal DLL) as well as the 15:10 CT flatten and the day rolls
+    profile = {"daily_loss_cap": 150, "session_loss_cap": 60, "trailing_kill_switch": 200,
+               "personal_dll": 120, "personal_dll_mode": "trailing", "sweep_atr_multiple": None}
+    fast, fast_csv = _backtest(tmp_path, "fast", profile, monkeypatch, plain=False)
+    plain, plain_csv = _backtest(tmp_path, "plain", profile, monkeypatch, plain=True)
+    assert fast_csv == plain_csv and fast.fills > 0
+    assert fast.breaches and fast.breaches == plain.breaches
+    for field in ("net_pnl", "max_drawdown", "min_mll_headroom", "denials", "rules_ok", "day_pnls"):
+        assert getattr(fast, field) == getattr(plain, field), field
+
+
+def test_bar_timestamps_equal_the_zoneinfo_conversion_around_both_dst_changes():
+    zone = ZoneInfo("America/New_York")
+    for day in (dt.date(2026, 3, 8), dt.date(2026, 11, 1), dt.date(2026, 4, 9)):
+        t = dt.datetime.combine(day - dt.timedelta(days=1), dt.time(20, 0))
+        while t < dt.datetime.combine(day, dt.time(5, 0)):
+            got = _bar_timestamp(t.isoformat(sep=" "), zone)
+            want = local_to_ns(t, zone)
+            if want is None:
+                assert got == "nonexistent_local_time", t
+            else:
+                assert got == (t, want), t
+            t += dt.timedelta(minutes=1)
+
+
+def test_position_keeps_qty_cost_and_unrealized_equal_to_the_lots():
+    spec = get_instrument("MES")
+    rng = random.Random(7)
+    pos = Position(spec)
+    for _ in range(2000):
+        price = Decimal(5000) + spec.tick_size * rng.randint(-400, 400)
+        if rng.random() < 0.3:
+            pos.apply(rng.choice((1, -1)), rng.randint(1, 3), price, Decimal("0.37"))
+        mark = Decimal(5000) + spec.tick_size * rng.randint(-400, 400)
+        ticks = spec.to_ticks(mark)
+        assert pos.qty == sum(q for _, q in pos.lots)
+        want = Decimal(sum((ticks - p) * q for p, q in pos.lots)) * spec.tick_value
+        assert pos.unrealized(mark) == want
+        assert pos.unrealized(mark) == want  # the kept mark
+    assert Position.from_dict(spec, pos.to_dict()).unrealized(mark) == want
+
+
+class PlainValidator:
+    """The trade checks of domain/validation.py's module docstring, written out plainly."""
+
+    def __init__(self) -> None:
+        self.ref: dict[str, Decimal] = {}
+        self.run: dict[str, tuple[Decimal, int]] = {}
+        self.last: dict[str, tuple] = {}
+
+    def check(self, t: TradeTick) -> str | None:
+        reason = price_problem((t.price,), t.instrument)
+        if reason:
+            return reason
+        if t.size <= 0:
+            return "non_positive_size"
+        key = (t.ts_ns, t.seq, t.price, t.size)
+        last = self.last.get(t.instrument)
+        if last is not None and (t.ts_ns < last[0] or key == last):
+            return "out_of_order_ts" if t.ts_ns < last[0] else "duplicate"
+        ref = self.ref.get(t.instrument)
+        if ref is not None and outside_band(t.price, ref):
+            first, n = self.run.get(t.instrument, (t.price, 0))
+            if outside_band(t.price, first):
+                first, n = t.price, 0
+            n += 1
+            if n < BAND_REANCHOR_PRINTS:
+                self.run[t.instrument] = (first, n)
+                return "price_band"
+        self.run.pop(t.instrument, None)
+        self.last[t.instrument] = key
+        self.ref[t.instrument] = t.price
+        return None
+
+
+def test_validator_shortcuts_reject_exactly_what_the_plain_checks_reject():
+    rng = random.Random(11)
+    fast, plain = MarketDataValidator(), PlainValidator()
+    price = {"MES": Decimal("5000"), "MNQ": Decimal("18000")}
+    ts = 1_700_000_000_000_000_000
+    reasons = set()
+    for i in range(20_000):
+        sym = rng.choice(("MES", "MNQ"))
+        r = rng.random()
+        if r < 0.02:  # a jump: out of the band, re-anchored after enough consistent prints
+            price[sym] = price[sym] * Decimal(rng.choice(("1.2", "0.8")))
+            price[sym] -= price[sym] % Decimal("0.25")
+        else:
+            price[sym] += Decimal("0.25") * rng.randint(-8, 8)
+        p = price[sym]
+        if r > 0.995:
+            p = p + Decimal("0.1")  # off the tick grid
+        elif r > 0.99:
+            p = Decimal(rng.choice(("0", "-5", "1E9", "NaN")))
+        ts += rng.choice((0, 1, 1_000_000))
+        tick = TradeTick(sym, ts, p, rng.choice((1, 1, 2, 0)), i)
+        want = plain.check(tick)
+        assert fast.check_trade(tick) == want, (i, tick)
+        reasons.add(want)
+    assert {None, "price_band", "off_tick_price", "non_positive_size", "non_positive_price"} <= reasons
