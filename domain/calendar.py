@@ -62,9 +62,29 @@ def trading_day(ts_ns: int) -> dt.date:
 
     At or after 17:00 CT the timestamp belongs to the next business day (Friday 17:00 onwards and
     the weekend belong to Monday). Example: Sunday 18:00 CT -> Monday; Tuesday 10:00 CT -> Tuesday.
-    Cached per minute (the 17:00 boundary and every UTC offset change fall on whole minutes).
+    Between two 17:00 CT instants the day is constant: the last such window is kept, and a
+    timestamp outside it is looked up per minute (the 17:00 boundary and every UTC offset change
+    fall on whole minutes).
     """
-    return _trading_day_of_minute(ts_ns // (60 * NS))
+    lo, hi, day = _day_window
+    if lo <= ts_ns < hi:
+        return day
+    return _remember_day_window(ts_ns)
+
+
+_day_window: tuple[int, int, dt.date] = (0, 0, dt.date.min)
+"""(start, end, trading day): epoch ns of two consecutive 17:00 CT instants and the day between."""
+
+
+def _remember_day_window(ts_ns: int) -> dt.date:
+    global _day_window
+    day = _trading_day_of_minute(ts_ns // (60 * NS))
+    t = ns_to_ct(ts_ns)
+    today_open = dt.datetime.combine(t.date(), OPEN_TIME, tzinfo=CT)
+    lo = today_open if t >= today_open else dt.datetime.combine(t.date() - dt.timedelta(days=1), OPEN_TIME, tzinfo=CT)
+    hi = dt.datetime.combine(lo.date() + dt.timedelta(days=1), OPEN_TIME, tzinfo=CT)
+    _day_window = (dt_to_ns(lo), dt_to_ns(hi), day)  # one tuple: a reader on another thread sees all or none
+    return day
 
 
 @functools.lru_cache(maxsize=8192)

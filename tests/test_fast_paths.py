@@ -11,7 +11,9 @@ computation beside it on real data and on the edge cases (DST hours, breaches, o
 - positions: qty, cost and the last mark's unrealized P&L kept instead of summed per print
   (domain/portfolio.py ``Position``);
 - the feed validator: the plausible range and tick grid checked inline, the band of the last
-  accepted price kept (domain/validation.py ``MarketDataValidator._check_trade``).
+  accepted price kept (domain/validation.py ``MarketDataValidator._check_trade``);
+- the trading day: the window between two 17:00 CT instants kept (domain/calendar.py
+  ``trading_day``).
 """
 
 from __future__ import annotations
@@ -160,3 +162,13 @@ def test_validator_shortcuts_reject_exactly_what_the_plain_checks_reject():
         assert fast.check_trade(tick) == want, (i, tick)
         reasons.add(want)
     assert {None, "price_band", "off_tick_price", "non_positive_size", "non_positive_price"} <= reasons
+
+
+def test_trading_day_window_equals_the_per_minute_rule_across_dst_and_weekends():
+    from domain import calendar
+    rng = random.Random(3)
+    ns = 1_000_000_000
+    ts = int(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc).timestamp()) * ns
+    for _ in range(60_000):  # ~14 months of jumps forward and back, through both DST changes
+        ts += rng.choice((1, 60 * ns, 7 * 60 * ns, 3600 * ns, 17 * 3600 * ns + 1, -5 * 60 * ns))
+        assert calendar.trading_day(ts) == calendar._trading_day_of_minute(ts // (60 * ns)), ts
