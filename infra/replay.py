@@ -474,9 +474,11 @@ def bar_path(row: BarRow, mode: str = "adaptive", position: int = 0) -> tuple[De
     return row.open, row.high, row.low, row.close
 
 
+@functools.lru_cache(maxsize=65536)
 def path_step(price: Decimal, step_bp: float, tick: Decimal) -> Decimal:
     """The longest move between two replayed prints of a bar: ``step_bp`` basis points of
-    ``price``, rounded down to the tick grid, at least one tick (points)."""
+    ``price``, rounded down to the tick grid, at least one tick (points). Memoised (a session
+    opens its bars at a few hundred prices)."""
     step = (price * Decimal(str(step_bp)) / 10_000 // tick) * tick
     return max(step, tick)
 
@@ -505,20 +507,21 @@ def bar_to_ticks(row: BarRow, seq_start: int = 0, path: tuple[Decimal, ...] | No
     if step_bp is None:
         return [TradeTick(row.instrument, times[k], price, sizes[k], seq_start + k) for k, price in enumerate(prices)]
     tick = INSTRUMENTS[row.instrument].tick_size if row.instrument in INSTRUMENTS else Decimal("0.25")
-    step = path_step(row.open, step_bp, tick)
+    step_ticks = int(path_step(row.open, step_bp, tick) / tick)
     out = [TradeTick(row.instrument, times[0], prices[0], sizes[0], seq_start)]
     for k in range(1, 4):
         a, b = prices[k - 1], prices[k]
-        n = -(-int(abs(b - a) / tick) // int(step / tick))  # steps of at most ``step`` from a to b (int ceil)
+        dist = int(abs(b - a) / tick)  # ticks from a to b (both on the grid)
+        n = -(-dist // step_ticks)  # steps of at most ``step`` from a to b (int ceil)
         if n > 1:
             inner = n - 1
             take = min(inner, sizes[k] - 1)  # volume for the inner prints, while the point keeps >= 1
             sizes[k] -= take
-            direction = 1 if b > a else -1
+            step_px = tick if b > a else -tick
             span = times[k] - times[k - 1]
-            for j in range(1, n):
-                px = a + direction * ((abs(b - a) * j / n) // tick) * tick
-                out.append(TradeTick(row.instrument, times[k - 1] + span * j // n, px, 1, seq_start + k))
+            for j in range(1, n):  # floor(dist * j / n) ticks from a: the j-th of n even steps, on the grid
+                out.append(TradeTick(row.instrument, times[k - 1] + span * j // n, a + step_px * (dist * j // n), 1,
+                                     seq_start + k))
         out.append(TradeTick(row.instrument, times[k], b, sizes[k], seq_start + k))
     return out
 
