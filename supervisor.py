@@ -54,7 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mode", choices=("paper", "backtest", "live"), default="paper")
     p.add_argument("--profile", default="combine-50k", help=f"risk profile: {', '.join(list_profiles())}")
     p.add_argument("--config", type=Path, help="YAML config file (see config/default.yaml)")
-    p.add_argument("--data", type=Path, help="folder with ES_2min.csv.gz and NQ_2min.csv.gz (default data/demo)")
+    p.add_argument("--data", type=Path, help="folder with ES_2min.csv.gz and NQ_2min.csv.gz (default data/demo), "
+                                             "or a tick recording folder (runtime.record_ticks_dir)")
     p.add_argument("--start", type=dt.date.fromisoformat, help="first trading day (YYYY-MM-DD, America/Chicago)")
     p.add_argument("--end", type=dt.date.fromisoformat, help="last trading day")
     p.add_argument("--speed", help="replay speed: a factor (1 = real time, 1440 = a day a minute) or 'max'")

@@ -35,7 +35,7 @@ from domain.execution.reconciler import Reconciler, plain_view
 from domain.execution.router import OrderRouter
 from domain.handler import (BROKER, CLOCK_TOPIC, EXPOSURE_TOPIC, FEED, RECONCILED_TOPIC, RECONCILER, RISK,
                             RISK_STATE_TOPIC, ROUTER, STATUS_TOPIC, WATCHDOG, CounterIds, Out, bar_builder, bars_topic,
-                            prints_topic, ticks_topic)
+                            prints_topic, quotes_topic, ticks_topic)
 from domain.messages import Alert, ModelUpdate, ReconcileRequest, SetArmed, Shutdown, WarmupBars
 from domain.orders import OrderStatus
 from domain.portfolio import Portfolio
@@ -43,6 +43,7 @@ from domain.report import SessionSummary
 from domain.risk import RiskManager
 from domain.strategies.base import StrategyContext
 from infra.feeds import HubData, ReplayData, open_replay
+from infra.tick_recorder import RECORDER, FlushTicks, RecordedData, TickRecorder, is_recording_dir, open_recordings
 from infra.persistence import StoreIds, WriteAhead, WriteBehind, persist_hook
 from infra.trade_log import TradeLog
 from infra.venues.handler import VenueHandler
@@ -77,6 +78,9 @@ class Node:
         keep_trades: False keeps the trades CSV in memory (a backtest's second bar path).
         memo_data: keep the routed replay in this process for the next backtest of the same data
             (:meth:`infra.feeds.ReplayData.routed`; sweep workers).
+        session_dir: the folder of the per-day session files (:mod:`infra.session_files`;
+            :func:`run` passes ``{log_dir}/<backtest | namespace>`` when ``runtime.session_files``);
+            None writes none.
     Raises:
         ProjectXError: the history warm-up failed (hub data).
         ValueError, FileNotFoundError: replay data missing for a configured instrument.
@@ -85,7 +89,7 @@ class Node:
     def __init__(self, cfg: Any, spec: ModeSpec, *, store: Any | None = None, alerter: Any | None = None,
                  metrics: Any | None = None, gateway: Gateway | None = None, speed: float | None = None,
                  trades_csv: Path | None = None, bar_path: str | None = None, keep_trades: bool = True,
-                 memo_data: bool = False) -> None:
+                 memo_data: bool = False, session_dir: Path | None = None) -> None:
         self.cfg, self.spec, self.store = cfg, spec, store
         self.alerter, self.metrics, self.gateway = alerter, metrics, gateway
         self.entries = cfg.enabled_strategies()
@@ -103,17 +107,26 @@ class Node:
         if spec.data == "replay":
             sp = cfg.runtime.speed if speed is None else speed
             self.speed = float("inf") if sp == "max" else float(sp)
-            self.data: Any = ReplayData(open_replay(Path(cfg.runtime.data_dir), self.instruments, cfg.runtime.start,
-                                                    cfg.runtime.end), self.speed, bar_path or cfg.runtime.bar_path,
-                                        self._venue_position, cfg.runtime.path_step_bp, memo=memo_data)
+            if is_recording_dir(Path(cfg.runtime.data_dir), self.instruments):  # recorded ticks, no bar file
+                self.data: Any = RecordedData(open_recordings(Path(cfg.runtime.data_dir), self.instruments,
+                                                              cfg.runtime.start, cfg.runtime.end), self.speed, memo_data)
+            else:
+                self.data = ReplayData(open_replay(Path(cfg.runtime.data_dir), self.instruments, cfg.runtime.start,
+                                                   cfg.runtime.end), self.speed, bar_path or cfg.runtime.bar_path,
+                                       self._venue_position, cfg.runtime.path_step_bp, memo=memo_data)
         else:
             assert gateway is not None, "hub data needs a ProjectX gateway session"
             self.speed = 1.0
             self.data = HubData(gateway.client, gateway.contracts, cfg.projectx.hubs_url)
+        self.record_dir: Path | None = None
+        """Where the tick recorder writes (hub data with ``runtime.record_ticks``), else None."""
+        if spec.data == "projectx-hub" and cfg.runtime.record_ticks:
+            self.record_dir = Path(cfg.runtime.record_ticks_dir or Path(cfg.runtime.run_dir) / "ticks")
 
         if spec.venue == "simulated":
             self.venue: Any = SimulatedVenue(store, cfg.runtime.slippage_ticks, cfg.runtime.fill_on_touch, self.writer,
-                                             cfg.runtime.max_price_age_s, cfg.runtime.slippage_by_tag)
+                                             cfg.runtime.max_price_age_s, cfg.runtime.slippage_by_tag,
+                                             cfg.runtime.partial_fills)
             self.resumed = self.venue.last_ts > 0
         else:
             from infra.projectx.broker import ProjectXBroker
@@ -142,6 +155,14 @@ class Node:
                 trades_csv.parent.mkdir(parents=True, exist_ok=True)
                 trades_csv.unlink(missing_ok=True)
             self.trade_log = TradeLog(trades_csv)
+        self.session_files: Any = None
+        if session_dir is not None:
+            from infra.session_files import SessionFiles
+            fresh = not actors or not self.resumed
+            self.session_files = SessionFiles(session_dir, [e.name for e in self.entries], spec.shown, fresh=fresh)
+            if not fresh:  # a resumed session: trades opened before the restart close with their entry
+                self.session_files.prime(self.trade_log.records())
+        self._final_risk: Any = None  # a backtest's risk handler at its end (the session files' denials)
 
         self.directory = Directory()
         self.done = threading.Event()
@@ -175,7 +196,8 @@ class Node:
         t: dict[str, tuple[str, ...]] = {}
         for sym in self.instruments:
             t[prints_topic(sym)] = venue
-            t[ticks_topic(sym)] = (bar_builder(sym), RISK)
+            t[ticks_topic(sym)] = (bar_builder(sym), RISK) + ((RECORDER,) if self.record_dir is not None else ())
+            t[quotes_topic(sym)] = (RECORDER,) if self.record_dir is not None else ()
             t[bars_topic(sym)] = tuple(e.name for e in self.entries if sym in e.instruments)
         t[CLOCK_TOPIC] = builders + (RISK,) + strategies + (WATCHDOG,)
         t[RISK_STATE_TOPIC] = strategies + (WATCHDOG,)
@@ -213,7 +235,7 @@ class Node:
             return r
 
         f[RISK] = make_risk
-        f[ROUTER] = lambda: OrderRouter(store, self.trade_log, self.write_ahead)
+        f[ROUTER] = lambda: OrderRouter(store, self.trade_log, self.write_ahead, self.session_files)
         f[BROKER] = self._make_broker
         f[RECONCILER] = self._make_reconciler
         for e in self.entries:
@@ -223,6 +245,8 @@ class Node:
             periods = tuple(sorted({p for e in readers for p in e.plugin().bar_periods(e.params)}))
             ticks = any(e.plugin().wants_ticks for e in readers)
             f[bar_builder(sym)] = lambda sym=sym, periods=periods, ticks=ticks: BarBuilderHandler(sym, periods, ticks)
+        if self.record_dir is not None:
+            f[RECORDER] = lambda: TickRecorder(self.record_dir)
         return f
 
     def _strategy_factory(self, entry: Any) -> Callable[[], Any]:
@@ -329,12 +353,14 @@ class Node:
         memory) and the summary gives the net under each (``SessionSummary.path_nets``)."""
         t0 = time.perf_counter()
         s = self._dispatch()
-        if both_paths and isinstance(self.data, ReplayData):
+        if both_paths and isinstance(self.data, ReplayData) and getattr(self.data, "bar_paths", True):
             other = "adverse" if self.data.path == "adaptive" else "adaptive"
             alt = Node(self.cfg, self.spec, trades_csv=self.trade_log.path, bar_path=other, keep_trades=False)
             s.path_nets = {self.data.path: s.net_pnl, other: alt._dispatch().net_pnl}
             s.trade_paths = {"bars replayed": self.data.source.bar_count, **self.data.source.trade_paths}
         s.seconds = time.perf_counter() - t0
+        if self.session_files is not None:
+            self.write_session_files(s, self._final_risk)
         return s
 
     def _dispatch(self) -> SessionSummary:
@@ -355,6 +381,8 @@ class Node:
         disp.send([(RISK, Shutdown("end of data", routed.core.last_ts))])
         disp.drain()
         s = self._summary(handlers[RISK], {e.name: handlers[e.name].stats() for e in self.entries})
+        if self.session_files is not None:
+            self._final_risk = handlers[RISK]
         s.rejected_inputs = {**self.data.rejected_rows(), **dict(routed.core.rejected)}
         s.events = routed.ticks
         return s
@@ -402,7 +430,7 @@ class Node:
                     children += [actor(c, e.name) for e in self.entries]
                 elif c.name == "bars:*":
                     children += [actor(c, bar_builder(sym)) for sym in self.instruments]
-                else:
+                elif c.name != RECORDER or RECORDER in factories:  # the recorder: only when it records
                     children.append(actor(c, c.name))
             return Supervisor(sup.name, sup.strategy, sup.intensity, sup.period_s, children)
 
@@ -455,6 +483,8 @@ class Node:
             self.ops.sample()
             self.ops.report_closed_days()
             self.check_models()
+            if self.record_dir is not None:
+                self.directory.tell(RECORDER, FlushTicks(now))
 
     def check_models(self) -> None:
         """Send each strategy whose plug-in reads a trained model (``StrategyPlugin.reload``) the
@@ -677,6 +707,26 @@ class Node:
         s.exit_reason = reason
         return s
 
+    def write_session_files(self, summary: SessionSummary, risk: Any = None) -> Path | None:
+        """Shutdown's session report (seed 003 "Shutdown Sequence", step 5): the per-day files of every
+        day of the session, with risk's denials per day (``risk``: its handler, else asked through
+        the actor), and ``session_<first>_<last>.txt`` holding ``summary.render()``
+        (:meth:`infra.session_files.SessionFiles.finish`). Returns that path; None without session
+        files. Never raises for a risk that does not answer (the denials are then left out)."""
+        if self.session_files is None:
+            return None
+
+        def denied(r: Any) -> list[tuple[int, str]]:
+            return [(o.intent.ts_ns, o.intent.strategy_id) for o in r.book if o.status is OrderStatus.DENIED]
+        try:
+            rows = denied(risk) if risk is not None else self.risk_query(denied, timeout=5)
+        except Exception as exc:  # noqa: BLE001 - the files are still written, without the denials
+            logger.warning("session files: risk's denials not read: {!r}", exc)
+            rows = []
+        path = self.session_files.finish(summary.days or self.days, summary.render(), rows)
+        logger.info("session files (trading_<day>.log, trades_<day>.csv, metrics_<day>.json) and report: {}", path)
+        return path
+
     def stop(self) -> None:
         """Stop market data, every actor, the loop and the venue; flush what is queued."""
         self.done.set()
@@ -765,6 +815,15 @@ def start_ops_api(cfg: Any, node: "Node", metrics: Any) -> Any:
     return server
 
 
+def session_files_dir(cfg: Any, spec: ModeSpec) -> Path | None:
+    """Where a session started by :func:`run` writes its per-day files
+    (:func:`infra.session_files.session_dir`), None when ``runtime.session_files`` is off."""
+    if not cfg.runtime.session_files:
+        return None
+    from infra.session_files import session_dir
+    return session_dir(cfg.runtime.log_dir, spec.name, cfg.runtime.namespace)
+
+
 def run(cfg: Any, mode: str, *, fresh: bool = False, credentials: tuple[str, str] | None = None,
         trades_csv: Path | None = None,
         after_backtest: Callable[[SessionSummary], None] | None = None) -> int:
@@ -781,7 +840,7 @@ def run(cfg: Any, mode: str, *, fresh: bool = False, credentials: tuple[str, str
     """
     spec = MODES[mode]
     if spec.host == "dispatcher":
-        summary = Node(cfg, spec, trades_csv=trades_csv).run_backtest()
+        summary = Node(cfg, spec, trades_csv=trades_csv, session_dir=session_files_dir(cfg, spec)).run_backtest()
         print(summary.render())
         if after_backtest is not None:
             after_backtest(summary)
@@ -815,7 +874,7 @@ def run(cfg: Any, mode: str, *, fresh: bool = False, credentials: tuple[str, str
                    else f"simulated {cfg.profile.name}")
         alerter = SlackAlerter(os.environ.get("SLACK_WEBHOOK_URL"), context={"mode": spec.name, "account": account})
         node = Node(cfg, spec, store=store, alerter=alerter,
-                    metrics=metrics, gateway=gateway, trades_csv=trades_csv)
+                    metrics=metrics, gateway=gateway, trades_csv=trades_csv, session_dir=session_files_dir(cfg, spec))
     except pxe.ProjectXError as e:
         if gateway is not None:
             gateway.client.close()
@@ -855,6 +914,10 @@ def run(cfg: Any, mode: str, *, fresh: bool = False, credentials: tuple[str, str
     notify("STOPPING=1")
     node.shutdown(reason)
     summary = node.summary(reason, time.perf_counter() - t0)
+    try:
+        node.write_session_files(summary)
+    except Exception as e:  # noqa: BLE001 - the summary still prints
+        logger.error("session files not finished: {}", e)
     node.ops.report_closed_days()
     try:  # the last day, closed or not (a replay's data end, a SIGTERM)
         node.ops.report_day(None, alert=True)

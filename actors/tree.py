@@ -9,7 +9,9 @@ The tree (:data:`TREE`) is OTP's child-spec list (erlang.org/doc/system/sup_prin
 supervisor has a strategy and a restart intensity (N restarts in T seconds, beyond which it gives
 up and its parent handles that as one failure); each child a restart type and a shutdown timeout.
 Two entries stand for one child per item: ``strategy:*`` (one actor per configured strategy, named
-by the config) and ``bars:*`` (one bar builder per instrument). docs/architecture.md draws it.
+by the config) and ``bars:*`` (one bar builder per instrument). The ``recorder`` (the tick recorder,
+infra/tick_recorder.py) is built only where there is something to record: hub data with
+``runtime.record_ticks``. docs/architecture.md draws it.
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ TREE = Sup("root", "rest_for_one", 2, 60, (
     Sup("marketdata", "rest_for_one", 5, 60, (
         Child("bars:*"),
         Child("feed"),
+        Child("recorder", thread=OWN_THREAD),          # hub data only: ticks to daily files (disk I/O)
     )),
 ))
 """The supervision tree of every actor-hosted mode. Escalation beyond the root: the node's
@@ -132,6 +135,8 @@ def render_tree(sup: Sup = TREE, indent: str = "") -> str:
         else:
             if c.name == "feed":
                 extra = "  (thread for a paced replay; loop at max speed and for hub data)"
+            elif c.name == "recorder":
+                extra = "  (thread; hub data with runtime.record_ticks only)"
             else:
                 extra = "" if c.thread == DECISION_LOOP else f"  ({c.thread})"
             lines.append(f"{indent}    {c.name}{extra}")

@@ -252,6 +252,10 @@ class RuntimeParams(BaseModel):
     ops_host: str = "127.0.0.1"
     """Where the ops API listens; anything but localhost exposes it (POSTs still need OPS_TOKEN)."""
     log_dir: Path = Path("run/logs")
+    session_files: bool = True
+    """Per-day ``trading_<day>.log``, ``trades_<day>.csv``, ``metrics_<day>.json`` and the session
+    report under ``{log_dir}/<backtest | namespace>/`` for a session started by ``supervisor.py``
+    (infra/session_files.py); scripts that run many backtests (sweeps, walk-forward) write none."""
     run_dir: Path = Path("run")
     slippage_ticks: Annotated[int, Field(ge=0, le=100)] = 1
     slippage_by_tag: dict[str, Annotated[int, Field(ge=0, le=100)]] = Field(default_factory=dict)
@@ -259,6 +263,9 @@ class RuntimeParams(BaseModel):
     ``slippage_ticks`` (first match), e.g. ``{"regime=crash": 3}`` (seed 002 section 2.9; the regime
     strategy tags its orders ``regime=<label>``)."""
     fill_on_touch: bool = False
+    partial_fills: bool = False
+    """Simulated venue: a fill on a replayed print is at most the print's size (contracts), the rest
+    of the order stays working (infra/paper_broker.py). Off by default: orders fill whole."""
     max_price_age_s: Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)] = 5.0
     """The simulated venue never uses a last print older than this (event time, seconds) to judge an
     arriving order marketable (infra/paper_broker.py)."""
@@ -276,6 +283,13 @@ class RuntimeParams(BaseModel):
     """Watchdog check / heartbeat period, seconds (0.05..60)."""
     stale_data_s: Annotated[float, Field(ge=1, le=86_400, allow_inf_nan=False)] = 30.0
     """Market data silent this long (wall seconds, in session) raises an alert (1..86400)."""
+    record_ticks: bool = True
+    """Paper on live data and live: the tick recorder writes the market hub's validated trades and
+    quotes to daily gzip CSV files under ``record_ticks_dir``, one per instrument, kind and trading
+    day, written every second (infra/tick_recorder.py; docs/operations.md, "Tick recording").
+    Never in a replay or a backtest. ``--data`` on such a folder replays the recording."""
+    record_ticks_dir: Path | None = None
+    """Where the tick recorder writes; None = ``{run_dir}/ticks``."""
 
     @field_validator("speed", mode="before")
     @classmethod
@@ -290,10 +304,10 @@ class RuntimeParams(BaseModel):
             raise ValueError(f"speed must be a finite number > 0 and <= {MAX_SPEED:g}, or 'max' (got {_short(v)})")
         return f
 
-    @field_validator("data_dir", "log_dir", "run_dir")
+    @field_validator("data_dir", "log_dir", "run_dir", "record_ticks_dir")
     @classmethod
-    def _path(cls, v: Path) -> Path:
-        if "\x00" in str(v):
+    def _path(cls, v: Path | None) -> Path | None:
+        if v is not None and "\x00" in str(v):
             raise ValueError("path contains a NUL byte")
         return v
 

@@ -49,6 +49,12 @@ def prints_topic(instrument: str) -> str:
     return f"prints.{instrument}"
 
 
+def quotes_topic(instrument: str) -> str:
+    """Topic of the validated top-of-book quotes of ``instrument`` from the live feed (the tick
+    recorder, infra/tick_recorder.py; no trading handler takes quotes)."""
+    return f"quotes.{instrument}"
+
+
 def bars_topic(instrument: str) -> str:
     """Topic of closed bars of ``instrument``."""
     return f"bars.{instrument}"

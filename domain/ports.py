@@ -159,6 +159,21 @@ class TradeRecorder(Protocol):
         """Append one fill."""
 
 
+class SessionJournal(Protocol):
+    """The per-day session files (:class:`infra.session_files.SessionFiles`): the router tells it
+    every order it passes on (a native bracket's legs when the venue places them), every fill with
+    its order's purpose, and every rejection and cancellation. It must not raise."""
+
+    def order(self, intent: OrderIntent, ts_ns: int) -> None:
+        """An order on its way to the venue (or placed by it), at ``ts_ns`` (epoch ns UTC)."""
+
+    def fill(self, fill: Fill, purpose: str = "") -> None:
+        """A fill, recorded once per trade id."""
+
+    def order_event(self, event: Any) -> None:
+        """An ``OrderRejected`` or ``OrderCancelled``."""
+
+
 class StateStore(Protocol):
     """The typed state store the core uses (:class:`infra.state_store.StateStore`, Redis).
 

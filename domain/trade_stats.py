@@ -122,6 +122,64 @@ class _Lot:
         self.sign, self.qty, self.price, self.fee, self.ts, self.purpose = sign, qty, price, fee, ts, purpose
 
 
+class RoundTripMatcher:
+    """:func:`match_round_trips` one fill at a time (the per-day session files close trades as
+    their fills arrive: :mod:`infra.session_files`). Feeding a session's fills in execution order
+    gives the same trades, in the same order, as :func:`match_round_trips` over them.
+
+    Args:
+        strategies: strategy names in config order (risk's closes go to the first holder first).
+    """
+
+    def __init__(self, strategies: Iterable[str]) -> None:
+        self.strategies = list(strategies)
+        self._books = {name: Portfolio() for name in self.strategies}
+        self._lots: dict[tuple[str, str], deque[_Lot]] = {}
+        self.roles: dict[str, str] = {}
+
+    def add(self, fill: Fill, purpose: str = "") -> list[RoundTrip]:
+        """Book ``fill`` (``ts_ns`` epoch ns; its order's ``purpose``); returns the trades it closed
+        (none for an opening fill, a duplicate trade id or a fill of an owner that is neither a
+        strategy nor risk)."""
+        closed_trades: list[RoundTrip] = []
+        for src, f in booked_fills((fill,), self.strategies, self._books):
+            book = self._lots.setdefault((f.strategy_id, f.instrument), deque())
+            sign = f.side.sign
+            left, fee_left = f.qty, f.fee
+            point = get_instrument(f.instrument).point_value
+            closed = False
+            while left and book and book[0].sign != sign:
+                lot = book[0]
+                take = min(lot.qty, left)
+                entry_fee = _share(lot.fee, take, lot.qty)
+                exit_fee = _share(fee_left, take, left)
+                lot.fee -= entry_fee
+                lot.qty -= take
+                fee_left -= exit_fee
+                left -= take
+                closed = True
+                closed_trades.append(RoundTrip(
+                    f.strategy_id, f.instrument, "long" if lot.sign > 0 else "short", take, lot.ts, f.ts_ns,
+                    lot.price, f.price, (f.price - lot.price) * take * lot.sign * point, entry_fee + exit_fee,
+                    lot.purpose, purpose, src.strategy_id, regime_of(lot.purpose)))
+                if lot.qty == 0:
+                    book.popleft()
+            if left:
+                book.append(_Lot(sign, left, f.price, fee_left, f.ts_ns, purpose))
+            if src.strategy_id in SYSTEM_OWNERS:
+                role = RISK
+            elif closed:
+                role = STOP if "stop" in purpose.lower() else EXIT
+            else:
+                role = ENTRY
+            self.roles.setdefault(src.trade_id, role)
+        return closed_trades
+
+    def open_lots(self) -> dict[tuple[str, str], int]:
+        """Lots still open: ``{(strategy, instrument): signed contracts}``."""
+        return {k: sum(lot.sign * lot.qty for lot in v) for k, v in self._lots.items() if v}
+
+
 def match_round_trips(fills: Iterable[Fill], strategies: list[str],
                       purposes: Mapping[str, str] | None = None) -> TradeMatch:
     """FIFO round-trip trades per ``(strategy, instrument)`` from a session's fills.
@@ -134,43 +192,11 @@ def match_round_trips(fills: Iterable[Fill], strategies: list[str],
     duplicate trade ids, are left out (as in the session summary).
     """
     purposes = purposes or {}
-    out = TradeMatch()
-    lots: dict[tuple[str, str], deque[_Lot]] = {}
-    for src, f in booked_fills(fills, strategies):
-        key = (f.strategy_id, f.instrument)
-        book = lots.setdefault(key, deque())
-        purpose = purposes.get(src.trade_id, "")
-        sign = f.side.sign
-        left, fee_left = f.qty, f.fee
-        point = get_instrument(f.instrument).point_value
-        closed = False
-        while left and book and book[0].sign != sign:
-            lot = book[0]
-            take = min(lot.qty, left)
-            entry_fee = _share(lot.fee, take, lot.qty)
-            exit_fee = _share(fee_left, take, left)
-            lot.fee -= entry_fee
-            lot.qty -= take
-            fee_left -= exit_fee
-            left -= take
-            closed = True
-            out.trades.append(RoundTrip(
-                f.strategy_id, f.instrument, "long" if lot.sign > 0 else "short", take, lot.ts, f.ts_ns,
-                lot.price, f.price, (f.price - lot.price) * take * lot.sign * point, entry_fee + exit_fee,
-                lot.purpose, purpose, src.strategy_id, regime_of(lot.purpose)))
-            if lot.qty == 0:
-                book.popleft()
-        if left:
-            book.append(_Lot(sign, left, f.price, fee_left, f.ts_ns, purpose))
-        if src.strategy_id in SYSTEM_OWNERS:
-            role = RISK
-        elif closed:
-            role = STOP if "stop" in purpose.lower() else EXIT
-        else:
-            role = ENTRY
-        out.roles.setdefault(src.trade_id, role)
-    out.open_lots = {k: sum(lot.sign * lot.qty for lot in v) for k, v in lots.items() if v}
-    return out
+    m = RoundTripMatcher(strategies)
+    trades: list[RoundTrip] = []
+    for f in fills:
+        trades += m.add(f, purposes.get(f.trade_id, ""))
+    return TradeMatch(trades, m.open_lots(), m.roles)
 
 
 # --------------------------------------------------------------------------- metrics

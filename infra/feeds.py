@@ -26,6 +26,7 @@ from loguru import logger
 
 from domain.calendar import trading_day
 from domain.handler import CLOCK_TOPIC, FEED, RECONCILER, Out, RejectedMessage, prints_topic, ticks_topic
+from domain.handler import quotes_topic
 from domain.messages import ClockTick, QuoteTick, ReconcileRequest, ReconcileResult, TradeTick
 from domain.validation import MarketDataValidator
 from infra.replay import ReplaySource, bar_to_ticks
@@ -252,8 +253,9 @@ class WallClock:
 class LiveFeed:
     """Live feed handler: hub ticks through :class:`FeedCore`, plus the wall-clock ``ClockTick``.
 
-    Trades are validated and routed like replayed ones. Quotes are validated and advance the
-    clock only (the strategies trade on prints; no handler downstream takes quotes).
+    Trades are validated and routed like replayed ones. Quotes are validated, advance the clock
+    and go to ``quotes.<SYM>`` (the tick recorder's; the strategies trade on prints, no trading
+    handler takes quotes).
 
     Args:
         warmup: ``(destination, WarmupBars)`` pairs sent when the actor starts.
@@ -294,7 +296,7 @@ class LiveFeed:
                 return []
             self.quotes += 1
             self._anchor(msg.ts_ns)
-            return self._clock(msg.ts_ns)
+            return self._clock(msg.ts_ns) + [(quotes_topic(msg.instrument), msg)]
         if isinstance(msg, WallClock):
             return self._clock(self.now_ns())
         if isinstance(msg, ReconcileResult):

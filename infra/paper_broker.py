@@ -6,8 +6,14 @@ come from counters (``{prefix}-O{n}`` venue order ids, ``{prefix}-T{n}`` trade i
 
 Matching model (all prices Decimal points on the instrument's tick grid, qty int contracts):
 
-- **Full fills only.** Partial fills are not simulated and the size of a print or quote is ignored:
-  an order that is reached fills completely, ``Fill.leaves_qty == 0``.
+- **Full fills by default.** The size of a print or quote is ignored: an order that is reached
+  fills completely, ``Fill.leaves_qty == 0``. With ``partial_fills=True`` (opt-in,
+  ``runtime.partial_fills``) a fill on a trade print is limited to the print's ``size``
+  (contracts; each working order on its own, a print of size 0 fills whole): the order stays
+  working with ``leaves_qty`` left and takes later prints. Quotes and ``fill_on_arrival`` still
+  fill whole. A native bracket leg that fills in part leaves its OCO sibling as it is (the
+  gateway's behaviour there is not documented; the strategy resizes: domain/strategies/bracket.py);
+  the sibling is cancelled when the leg has filled completely.
 - **Limit orders on a trade print** fill at their limit price when the print trades *through* them
   (buy: ``price < limit``; sell: ``price > limit``). With ``fill_on_touch=True`` a print *at* the
   limit fills too (``<=`` / ``>=``). Every resting order a print crosses fills, not only the nearest.
@@ -80,6 +86,7 @@ class _Working:
     venue_order_id: str
     aggressive: bool = False  # marketable when it arrived: takes the next print (module docstring)
     sibling: str | None = None  # a native bracket leg: the other leg's client order id (OCO)
+    filled: int = 0  # contracts filled so far (partial fills: ``partial_fills``)
 
 
 @dataclass(slots=True)
@@ -126,6 +133,8 @@ class PaperBroker:
             +/- slippage, limit at the last print): an exchange with a standing book, as the
             sandbox gateway models it (infra/sandbox/exchange.py). False (the simulated venue of
             backtest and paper): it takes the next print.
+        partial_fills: a fill on a trade print is at most the print's size (contracts); the rest
+            of the order stays working (module docstring). False (default): whole fills.
 
     Raises:
         ValueError: ``slippage_ticks`` negative or not an int.
@@ -133,7 +142,7 @@ class PaperBroker:
 
     def __init__(self, *, slippage_ticks: int = 1, fill_on_touch: bool = False, id_prefix: str = "P",
                  max_price_age_ns: int | None = None, fill_on_arrival: bool = False,
-                 slippage_by_tag: dict[str, int] | None = None) -> None:
+                 slippage_by_tag: dict[str, int] | None = None, partial_fills: bool = False) -> None:
         if not isinstance(slippage_ticks, int) or isinstance(slippage_ticks, bool) or slippage_ticks < 0:
             raise ValueError(f"slippage_ticks must be an int >= 0, got {slippage_ticks!r}")
         self.slippage_ticks = slippage_ticks
@@ -142,6 +151,7 @@ class PaperBroker:
         self.id_prefix = id_prefix
         self.max_price_age_ns = max_price_age_ns
         self.fill_on_arrival = bool(fill_on_arrival)
+        self.partial_fills = bool(partial_fills)
         self._last_ts: dict[str, int] = {}  # event time of the last trade price per instrument
         self._order_seq = 0
         self._trade_seq = 0
@@ -261,8 +271,8 @@ class PaperBroker:
         docs/projectx.md "Error mapping").
 
         Args:
-            qty: new total size in contracts, an int >= 1 (and above what is filled: always 0 here,
-                orders fill whole).
+            qty: new total size in contracts, an int >= 1 and above what is filled (0 unless
+                ``partial_fills``).
             limit_price: new limit in points, on the tick grid; LIMIT orders only.
             stop_price: new stop in points, on the tick grid; STOP orders only.
 
@@ -282,6 +292,8 @@ class PaperBroker:
         if w is None:
             return []
         reason = self._modify_refusal(w.intent, qty, limit_price, stop_price)
+        if reason is None and qty is not None and qty <= w.filled:
+            reason = "qty not above the filled size"
         if reason is not None:
             self.rejects[f"modify:{reason}"] += 1
             return []
@@ -341,7 +353,7 @@ class PaperBroker:
                 continue  # its OCO sibling filled on this print
             price = self._match(w, px, px, px)
             if price is not None:
-                out += self._fill(w, price, tick.ts_ns)
+                out += self._fill(w, price, tick.ts_ns, tick.size if self.partial_fills else 0)
         return out
 
     def _match(self, w: _Working, taker: Decimal, buy_through: Decimal, sell_through: Decimal) -> Decimal | None:
@@ -396,22 +408,29 @@ class PaperBroker:
 
     # ------------------------------------------------------------------ fills & positions
 
-    def _fill(self, w: _Working, price: Decimal, ts_ns: int) -> list:
-        """Fill ``w`` whole at ``price``: ``[Fill]``, then a native bracket's legs placed
-        (``OrderAccepted`` with their intents) or the OCO sibling cancelled."""
+    def _fill(self, w: _Working, price: Decimal, ts_ns: int, cap: int = 0) -> list:
+        """Fill ``w`` at ``price``, whole or (``cap`` > 0 contracts) at most ``cap``: ``[Fill]``,
+        then a native bracket's legs placed on the entry's first fill (``OrderAccepted`` with their
+        intents, sized at the entry's whole size as the gateway creates them) or, once the leg has
+        filled completely, the OCO sibling cancelled."""
         o = w.intent
         spec = INSTRUMENTS[o.instrument]
-        self._working.pop(o.client_order_id, None)
+        leaves = o.qty - w.filled
+        qty = min(leaves, cap) if cap > 0 else leaves
+        first = w.filled == 0
+        w.filled += qty
+        if qty == leaves:
+            self._working.pop(o.client_order_id, None)
         self._trade_seq += 1
-        fee = spec.fee_per_side * o.qty
+        fee = spec.fee_per_side * qty
         f = Fill(o.client_order_id, o.strategy_id, f"{self.id_prefix}-T{self._trade_seq}", o.instrument, o.side,
-                 o.qty, price, fee, 0, ts_ns, w.venue_order_id)
+                 qty, price, fee, leaves - qty, ts_ns, w.venue_order_id)
         self._fills.append(f)
         self._apply(f, spec)
         out: list = [f]
-        if w.sibling is not None:
+        if w.sibling is not None and qty == leaves:
             out += self.cancel(w.sibling, ts_ns, f"oco: {o.client_order_id} filled")
-        if o.bracket is not None:
+        if o.bracket is not None and first:
             legs = bracket_legs(o, price, spec.tick_size)
             ids = [leg.client_order_id for leg in legs]
             for leg, other in zip(legs, reversed(ids)):
@@ -511,11 +530,13 @@ class PaperBroker:
             "version": SNAPSHOT_VERSION,
             "config": {"slippage_ticks": self.slippage_ticks, "fill_on_touch": self.fill_on_touch,
                        "id_prefix": self.id_prefix, "max_price_age_ns": self.max_price_age_ns,
-                       "fill_on_arrival": self.fill_on_arrival, "slippage_by_tag": dict(self.slippage_by_tag)},
+                       "fill_on_arrival": self.fill_on_arrival, "slippage_by_tag": dict(self.slippage_by_tag),
+                       "partial_fills": self.partial_fills},
             "order_seq": self._order_seq,
             "trade_seq": self._trade_seq,
             "working": [{"intent": codec.encode(w.intent), "venue_order_id": w.venue_order_id,
-                         "aggressive": w.aggressive, "sibling": w.sibling} for w in self._working.values()],
+                         "aggressive": w.aggressive, "sibling": w.sibling, "filled": w.filled}
+                        for w in self._working.values()],
             "last": {i: str(p) for i, p in sorted(self._last.items())},
             "last_ts": dict(sorted(self._last_ts.items())),
             "books": {i: {"lots": [[str(p), n] for p, n in b.lots], "realized": str(b.realized),
@@ -552,7 +573,7 @@ class PaperBroker:
             for w in d["working"]:
                 intent = codec.decode(w["intent"])
                 b._working[intent.client_order_id] = _Working(intent, w["venue_order_id"], bool(w.get("aggressive")),
-                                                              w.get("sibling"))
+                                                              w.get("sibling"), int(w.get("filled", 0)))
             for coid in d.get("seen", seen or []):
                 b._see(coid)
             b._last = {i: Decimal(p) for i, p in d["last"].items()}

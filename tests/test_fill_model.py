@@ -74,9 +74,9 @@ def test_no_fill_before_arrival_or_on_another_instruments_print(tmp_path, monkey
     fills_ts: list[int] = []
     real_fill = PaperBroker._fill
 
-    def record(self, w, price, ts_ns):
+    def record(self, w, price, ts_ns, *cap):
         fills_ts.append(ts_ns)
-        return real_fill(self, w, price, ts_ns)
+        return real_fill(self, w, price, ts_ns, *cap)
     monkeypatch.setattr(PaperBroker, "_fill", record)
     node.run_backtest(both_paths=False)
     prints = {(t.instrument, t.ts_ns): t.price for t in node.data.events()}

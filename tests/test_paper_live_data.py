@@ -42,3 +42,17 @@ def test_paper_mode_trades_live_hub_data_with_simulated_fills(gw, redis_url, tmp
     assert gw.orders_received == []
     venue_fills, _ = store.load_blob_history("paper_broker")
     assert venue_fills, "the fills came from the paper venue"
+    # the tick recorder (runtime.record_ticks, on by default with hub data) wrote the hub's trades and
+    # quotes to {run_dir}/ticks/<trading day>/, and the replay's loaders read them back whole
+    from infra.tick_recorder import find_recordings, read_recording
+    recorded = find_recordings(tmp_path / "ticks")
+    assert recorded, "nothing recorded"
+    counts = {}
+    for files in recorded.values():
+        for (sym, kind), path in files.items():
+            ticks, rejects = read_recording(path)
+            assert not rejects, (path, rejects)
+            assert all(t.instrument == sym for t in ticks) and [t.ts_ns for t in ticks] == sorted(t.ts_ns for t in ticks)
+            counts[sym, kind] = counts.get((sym, kind), 0) + len(ticks)
+    assert counts.get(("MES", "trades"), 0) > 0 and counts.get(("MES", "quotes"), 0) > 0, counts
+    assert "tick recorder:" in out and "trades and" in out

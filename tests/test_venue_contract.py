@@ -227,8 +227,16 @@ class SimulatedDriver(Driver):
         super().settle()
 
     def partial_fill(self, accepted: OrderAccepted, price: Decimal, sizes: list[int]) -> None:
-        pytest.skip("the simulated venue never fills partially: PaperBroker fills an order whole when "
-                    "a print reaches it and ignores print sizes (infra/paper_broker.py, 'Full fills only')")
+        """Prints of ``sizes`` contracts trading through ``price`` with the venue's opt-in partial
+        fills on (``runtime.partial_fills``: a fill is at most the print's size); off by default."""
+        [order] = [o for o in self.venue.open_orders() if o.client_order_id == accepted.client_order_id]
+        through = price - TICK if order.side is Side.BUY else price + TICK
+        self.venue.broker.partial_fills = True
+        try:
+            for size in sizes:
+                self.trade(through, size)
+        finally:
+            self.venue.broker.partial_fills = False
 
     def lose_connection(self, during: Callable[[], None]) -> None:
         """The simulated venue has no connection: its loss is a process restart. ``during`` runs on

@@ -16,7 +16,7 @@ from domain.handler import BROKER, RECONCILED_TOPIC, RISK, Out, RejectedMessage
 from domain.messages import (CancelOrder, Fill, OrderAccepted, OrderCancelled, OrderIntent, OrderRejected,
                              OrderSubmitted, ReconcileResult)
 from domain.orders import OrderStatus, bracket_leg_ids, bracket_parent, leg_purpose
-from domain.ports import StateStore, TradeRecorder, WriteAheadQueue
+from domain.ports import SessionJournal, StateStore, TradeRecorder, WriteAheadQueue
 
 _STATUS = {OrderSubmitted: OrderStatus.SUBMITTED, OrderAccepted: OrderStatus.ACCEPTED,
            OrderRejected: OrderStatus.REJECTED, OrderCancelled: OrderStatus.CANCELLED}
@@ -32,13 +32,17 @@ class OrderRouter:
     A native bracket's legs never pass through here as intents: the venue places them when the
     entry fills and reports them as ``OrderAccepted`` with the leg's intent. The router gives each
     leg its entry's purpose tags, records it (status ACCEPTED) and tells risk and the owner, as
-    for any order."""
+    for any order.
+
+    ``journal`` (optional): the per-day session files, told every order, fill, rejection and
+    cancellation the router passes on (:class:`domain.ports.SessionJournal`)."""
 
     def __init__(self, store: StateStore | None, trade_log: TradeRecorder | None,
-                 write_ahead: WriteAheadQueue | None = None) -> None:
+                 write_ahead: WriteAheadQueue | None = None, journal: SessionJournal | None = None) -> None:
         self.store = store
         self.trade_log = trade_log
         self.write_ahead = write_ahead
+        self.journal = journal
         self.purposes: dict[str, str] = {}
         self.bracketed: dict[str, str] = {}  # entry with a native bracket -> its purpose, until its legs come
         self.fills = 0
@@ -54,6 +58,8 @@ class OrderRouter:
             if msg.bracket is not None:
                 self.bracketed[msg.client_order_id] = msg.purpose
             self.orders_sent += 1
+            if self.journal is not None:
+                self.journal.order(msg, msg.ts_ns)
             sub = OrderSubmitted(msg.client_order_id, msg.strategy_id, msg.ts_ns)
             return [(BROKER, msg)] + self._to_owner(sub)
         if isinstance(msg, CancelOrder):
@@ -65,6 +71,8 @@ class OrderRouter:
             self.fills += 1
             if self.trade_log is not None:
                 self.trade_log.write(msg, self._purpose(msg.client_order_id))
+            if self.journal is not None:
+                self.journal.fill(msg, self._purpose(msg.client_order_id))
             if msg.leaves_qty == 0:
                 self.purposes.pop(msg.client_order_id, None)
             return self._to_owner(msg)
@@ -73,6 +81,8 @@ class OrderRouter:
         if isinstance(msg, (OrderAccepted, OrderRejected, OrderCancelled)):
             if not isinstance(msg, OrderAccepted):
                 self.bracketed.pop(msg.client_order_id, None)
+                if self.journal is not None:
+                    self.journal.order_event(msg)
             if self.store is not None:
                 extra = {"venue_order_id": msg.venue_order_id} if isinstance(msg, OrderAccepted) else {
                     "reason": getattr(msg, "reason", "")}
@@ -100,6 +110,8 @@ class OrderRouter:
             if (target_id if msg.client_order_id == stop_id else stop_id) in self.purposes:
                 self.bracketed.pop(parent, None)  # both legs are known now
         self.purposes[msg.client_order_id] = intent.purpose
+        if self.journal is not None:
+            self.journal.order(intent, msg.ts_ns)
         if self.store is not None:
             self.store.save_order(intent, OrderStatus.ACCEPTED.value, ts_ns=msg.ts_ns, venue_order_id=msg.venue_order_id)
         return self._to_owner(msg)

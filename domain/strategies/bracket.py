@@ -7,12 +7,16 @@ is a JSON-safe dict (``self.trade``, persisted in the strategy's snapshot)::
 
     entry, dir (+1 long / -1 short), qty, stop_ticks, target_ticks, tag (purpose suffix, e.g.
     "; regime=bull"), exit_prefix ("regime-exit"), stop, target, exit (client order ids or None),
-    entry_price, filled, filled_ts, pnl (dollars, str), native (bool)
+    entry_price (average of the entry's fills, points), filled, filled_ts, pnl (dollars, str),
+    native (bool); purpose, entry_leaves (contracts of the entry still working), stop_qty /
+    target_qty (contracts each protective order covers), stop_px / target_px (points), old
+    ({client order id: "stop"/"target"} replaced and being cancelled), margin_retry (bool),
+    exiting (why a market exit was asked, or None)
 
 - :meth:`open_trade` sends a market entry; with native brackets (``self.native_ok``) it carries a
   :class:`domain.messages.Bracket` and the venue places the legs on the fill (``OrderAccepted``
   with the leg, :meth:`_on_accepted`); otherwise the strategy sends the stop and target itself on
-  the fill (:meth:`_protect`, a managed OCO).
+  the fill (:meth:`_cover`, a managed OCO).
 - When one leg fills, the other goes: the venue cancels it (native) or the strategy does (managed).
 - Legs not confirmed ``native_leg_timeout_s`` after the entry's fill, or a protective order risk
   denies or the venue rejects: the legs are cancelled and the position exits at market.
@@ -20,7 +24,36 @@ is a JSON-safe dict (``self.trade``, persisted in the strategy's snapshot)::
   managed brackets for good, with a warning alert.
 - :meth:`exit_now` closes at market (time-out or signal exits): the legs are cancelled first, then
   the reduce-only market exit goes (a leg left working could fill after the exit and open a
-  position); the position is without its stop until that market order's fill.
+  position); the position is without its stop until that market order's fill. With
+  ``keep_stop=True`` (a reversal, docs/strategies/scalper.md "Reversal") only the target is
+  cancelled: the stop works until the close has filled and is cancelled then, so the position is
+  never without a stop; if the stop and the close both fill (one print reaching both), the excess
+  is closed at market.
+
+Partial fills (seed 003 "Order Executor", "Handle partial fills"; sizes in contracts):
+
+- The protective stop and target always cover exactly the position: on each part of the entry that
+  fills (``Fill.leaves_qty`` > 0), and when a leg fills in part, :meth:`_cover` replaces an order of
+  the wrong size with one of the position's size under a new client order id (no modify message
+  exists between the actors). The new stop goes out *before* the old one is cancelled (never a
+  moment without a stop; risk judges each bracket exit against the position alone,
+  ``domain.risk.BRACKET_EXITS``); an old target is cancelled before its replacement (two targets
+  never work at once). Prices stay those of the first fill: ``stop_ticks`` / ``target_ticks``
+  from it.
+- A native bracket whose entry or leg fills in part becomes a managed one for that trade: the
+  gateway's sizing of the legs on a partial fill is not documented (docs/projectx-gateway.md), so
+  the strategy places its own stop and target of the filled size first, then cancels the venue's
+  legs (or the leg of the wrong size).
+- If two closing orders both fill (a replaced stop and its replacement, a stop and a market close),
+  the position is over-closed: what still works is cancelled and the excess closes at market.
+- Orphans: when the position is flat, every other order of the trade is cancelled (the entry's
+  remainder too); the trade ends once nothing of it that could open a position still works.
+
+Rejections (seed 003 "Error Handling"): an entry refused for insufficient margin
+(:func:`is_insufficient_margin`) is sent once more at :func:`margin_retry_qty` contracts (half,
+at least 1; a 1-contract entry is not retried), under a new client order id, only after the
+rejection (terminal) arrived; the retry's own rejection is final. Any other rejection is logged at
+WARNING and not retried.
 
 The host class provides ``strategy_id``, ``instrument``, ``spec`` (instrument spec), ``ids``,
 ``book`` (:class:`domain.strategies.base.OwnPosition`), ``risk_state``, ``counters`` (with ``entries``, ``stops``,
@@ -39,6 +72,32 @@ from domain.messages import (Alert, Bracket, CancelOrder, ClockTick, ExposureUpd
                              OrderCancelled, OrderDenied, OrderIntent, OrderRejected, OrderSubmitted, OrderType,
                              RiskStateChanged, Side, StrategyStatus, TradeTick)
 from domain.orders import bracket_leg_ids, bracket_parent
+from loguru import logger
+
+MARGIN_REASONS = ("insufficientfunds", "insufficient funds", "insufficient margin")
+"""Lower-case texts of a rejection reason that mean the account lacks the margin for the order."""
+
+TRADE_KEYS = frozenset({"entry", "dir", "qty", "stop_ticks", "target_ticks", "tag", "exit_prefix", "stop", "target",
+                        "exit", "entry_price", "filled", "pnl", "native", "filled_ts", "purpose", "entry_leaves",
+                        "stop_qty", "target_qty", "stop_px", "target_px", "old", "margin_retry", "exiting"})
+"""The trade dict's own keys; any other key is the host's (``open_trade``'s ``extra``)."""
+
+
+def is_insufficient_margin(reason: str) -> bool:
+    """True when a venue's rejection means insufficient margin (seed 003 "Error Handling",
+    "Insufficient margin"): ProjectX ``Order/place`` errorCode 3 ``InsufficientFunds``
+    (docs/projectx-gateway.md section 4; :class:`infra.projectx.broker.ProjectXBroker` words the
+    reason ``"InsufficientFunds: <errorMessage>"``, the sandbox answers it for an account with
+    ``margin_contracts``), or any reason saying "insufficient funds" / "insufficient margin" (case
+    ignored). A request the gateway never processed (``not placed (...)``) is not one."""
+    r = reason.lower()
+    return not r.startswith("not placed") and any(m in r for m in MARGIN_REASONS)
+
+
+def margin_retry_qty(qty: int) -> int | None:
+    """Contracts of the one retry after a margin rejection of a ``qty``-contract entry: half,
+    rounded down, at least 1; None for a 1-contract entry (nothing smaller to try)."""
+    return max(1, qty // 2) if qty > 1 else None
 
 
 class BracketTrader:
@@ -84,14 +143,40 @@ class BracketTrader:
         """A market entry (``direction`` +1 buy / -1 sell, ``qty`` contracts) with its stop and
         target ``stop_ticks`` / ``target_ticks`` from the fill; ``purpose`` + ``tag`` is its
         purpose (``tag`` also ends the legs' and exits' purposes); ``extra`` goes into the trade."""
+        out = self._send_entry(direction, qty, stop_ticks, target_ticks, ts, purpose, tag, exit_prefix, extra)
+        self.counters["entries"] += 1
+        return out
+
+    def _send_entry(self, direction: int, qty: int, stop_ticks: int, target_ticks: int, ts: int, purpose: str,
+                    tag: str, exit_prefix: str, extra: dict[str, Any]) -> Out:
         intent = self._intent(Side.BUY if direction > 0 else Side.SELL, qty, OrderType.MARKET, ts, purpose + tag,
                               bracket=Bracket(stop_ticks, target_ticks) if self.native_ok else None)
         self.trade = {"entry": intent.client_order_id, "dir": direction, "qty": qty, "stop_ticks": stop_ticks,
                       "target_ticks": target_ticks, "tag": tag, "exit_prefix": exit_prefix, "stop": None,
                       "target": None, "exit": None, "entry_price": None, "filled": 0, "pnl": "0",
-                      "native": self.native_ok, "filled_ts": 0, **extra}
-        self.counters["entries"] += 1
+                      "native": self.native_ok, "filled_ts": 0, "purpose": purpose, "entry_leaves": qty,
+                      "stop_qty": 0, "target_qty": 0, "stop_px": None, "target_px": None, "old": {},
+                      "margin_retry": False, "exiting": None, **extra}
         return [(RISK, intent)]
+
+    def _retry_smaller(self, t: dict[str, Any], msg: OrderRejected) -> Out:
+        """The entry was refused for margin (:func:`is_insufficient_margin`): the same entry once
+        more at :func:`margin_retry_qty` contracts, a new client order id; [] when there is no
+        retry (already retried, or 1 contract), the rejection then being final."""
+        qty = margin_retry_qty(t["qty"])
+        if t.get("margin_retry") or qty is None:
+            logger.warning("{}: entry {} ({} contracts) rejected for margin ({}); not retried again",
+                           self.strategy_id, t["entry"], t["qty"], msg.reason)
+            return []
+        extra = {k: v for k, v in t.items() if k not in TRADE_KEYS}
+        out = self._send_entry(t["dir"], qty, t["stop_ticks"], t["target_ticks"], msg.ts_ns, t.get("purpose", "entry"),
+                               t.get("tag", ""), t.get("exit_prefix", "exit"), extra)
+        assert self.trade is not None
+        self.trade["margin_retry"] = True
+        self.counters["margin_retries"] = self.counters.get("margin_retries", 0) + 1
+        logger.warning("{}: entry {} ({} contracts) rejected for margin ({}); retried once at {} contracts as {}",
+                       self.strategy_id, t["entry"], t["qty"], msg.reason, qty, self.trade["entry"])
+        return out
 
     # ------------------------------------------------------------------ order events
     def _on_fill(self, fill: Fill) -> Out:
@@ -100,53 +185,158 @@ class BracketTrader:
         t = self.trade
         if t is None:
             return []
-        coid = fill.client_order_id
-        if coid == t["entry"]:
-            t["filled"] += fill.qty
-            t["entry_price"] = str(fill.price)
-            t["pnl"] = str(Decimal(t["pnl"]) - fill.fee)
-            if t.get("native"):
-                t["filled_ts"] = fill.ts_ns  # the venue places the legs: OrderAccepted follows
-                return []
-            return self._protect(fill)
-        # an exit: the stop, the target or a market exit
-        entry = Decimal(t["entry_price"])
-        gross = (fill.price - entry) * t["dir"] * fill.qty * self.spec.point_value
-        t["pnl"] = str(Decimal(t["pnl"]) + gross - fill.fee)
-        kind = "stops" if coid == t["stop"] else "targets" if coid == t["target"] else "exits"
-        self.counters[kind] += 1
-        out: Out = []
-        if self.book.qty == 0:  # closed: the other protective order(s) go (one cancels the other)
-            # a native bracket's venue cancels the sibling leg itself
-            for k in (("exit",) if t.get("native") and coid in (t["stop"], t["target"]) else ("stop", "target", "exit")):
-                if t[k] and t[k] != coid:
-                    out.append((RISK, CancelOrder(t[k], self.strategy_id, fill.ts_ns, "oco: sibling filled")))
-            self._close_trade()
-        return out
+        if fill.client_order_id == t["entry"]:
+            return self._on_entry_fill(t, fill)
+        return self._on_exit_fill(t, fill)
 
-    def _protect(self, fill: Fill) -> Out:
-        """The entry filled: a protective stop and a target, reduce-only, as one managed OCO."""
+    def _on_entry_fill(self, t: dict[str, Any], fill: Fill) -> Out:
+        """A part or all of the entry filled: protect what is held (module docstring)."""
+        before = t["filled"]
+        t["filled"] = before + fill.qty
+        t["entry_leaves"] = fill.leaves_qty
+        t["entry_price"] = str(fill.price if not before else
+                               (Decimal(t["entry_price"]) * before + fill.price * fill.qty) / t["filled"])
+        t["pnl"] = str(Decimal(t["pnl"]) - fill.fee)
+        if not before:
+            t["filled_ts"] = fill.ts_ns
+        if t.get("exit") or t.get("exiting"):
+            return []  # leaving already: a part that filled late is closed when the exit has filled
+        if t.get("native"):
+            if not before and not fill.leaves_qty:
+                return []  # filled whole: the venue places the legs, OrderAccepted follows
+            # filled in parts: this trade's protection is sized by the strategy from now on
+            t["native"] = False
+            legs = bracket_leg_ids(t["entry"])
+            old = t.setdefault("old", {})
+            for k in ("stop", "target"):
+                if t[k] in legs:
+                    t[k] = None
+            out = self._cover(fill.ts_ns)  # our own stop first, then the venue's legs go
+            for leg, kind in zip(legs, ("stop", "target")):
+                old[leg] = kind
+                out.append((RISK, CancelOrder(leg, self.strategy_id, fill.ts_ns, "bracket resized: entry filled in parts")))
+            return out
+        return self._cover(fill.ts_ns)
+
+    def _on_exit_fill(self, t: dict[str, Any], fill: Fill) -> Out:
+        """The stop, the target, a market exit (or a replaced leg in a race) filled, whole or in part."""
+        coid = fill.client_order_id
+        old = t.setdefault("old", {})
+        role = ("stop" if coid == t["stop"] else "target" if coid == t["target"] else
+                "exit" if coid == t["exit"] else old.get(coid, "exit"))
+        native_leg = bool(t.get("native")) and coid in (t["stop"], t["target"])
+        entry = Decimal(t["entry_price"])
+        gross = (fill.price - entry) * -fill.side.sign * fill.qty * self.spec.point_value
+        t["pnl"] = str(Decimal(t["pnl"]) + gross - fill.fee)
+        if not fill.leaves_qty:  # that order is done
+            self.counters[{"stop": "stops", "target": "targets"}.get(role, "exits")] += 1
+            for k in ("stop", "target", "exit"):
+                if t[k] == coid:
+                    t[k] = None
+            old.pop(coid, None)
+        elif coid == t["stop"]:
+            t["stop_qty"] = fill.leaves_qty
+        elif coid == t["target"]:
+            t["target_qty"] = fill.leaves_qty
+        pos = self.book.qty
+        if pos == 0:
+            return self._settle(fill.ts_ns, native_leg)
+        if (pos > 0) != (t["dir"] > 0):
+            # over-closed (two closing orders filled): cancel what still works, close the excess
+            out = self._cancel_protection(fill.ts_ns, "over-closed")
+            t["exiting"] = "over-closed"
+            return out + self._market_exit(fill.ts_ns, "over-closed")
+        # a part closed: the rest stays protected, at its size
+        if native_leg:
+            t["native"] = False  # the venue's OCO sibling keeps its size: resized by the strategy
+        if t.get("exiting"):
+            return [] if t["exit"] else self._market_exit(fill.ts_ns, t["exiting"])
+        return self._cover(fill.ts_ns)
+
+    def _settle(self, ts: int, native_leg: bool) -> Out:
+        """The position is flat: every other order of the trade is cancelled (orphans: seed 003
+        "Cancel orphaned orders on exit"); a native leg's sibling is the venue's to cancel. The trade
+        ends now, or when the entry's remainder or a market exit still working is gone."""
         t = self.trade
         assert t is not None
-        tick = self.spec.tick_size
+        out: Out = []
+        for k in (("exit",) if native_leg else ("stop", "target", "exit")):
+            if t[k]:
+                out.append((RISK, CancelOrder(t[k], self.strategy_id, ts, "oco: sibling filled")))
+        if t.get("entry_leaves"):
+            out.append((RISK, CancelOrder(t["entry"], self.strategy_id, ts, "position closed")))
+        if t.get("entry_leaves") or t["exit"]:
+            old = t.setdefault("old", {})
+            for k in ("stop", "target"):
+                if t[k]:
+                    old[t[k]] = k
+                t[k] = None
+            return out
+        self._close_trade()
+        return out
+
+    def _cancel_protection(self, ts: int, why: str) -> Out:
+        """Cancel the stop, the target and the entry's remainder (an exit at market follows)."""
+        t = self.trade
+        assert t is not None
+        out: Out = [(RISK, CancelOrder(t[k], self.strategy_id, ts, why)) for k in ("stop", "target") if t[k]]
+        if t.get("entry_leaves") and t["filled"]:
+            out.append((RISK, CancelOrder(t["entry"], self.strategy_id, ts, why)))
+        t["stop"] = t["target"] = None
+        return out
+
+    def _cover(self, ts: int) -> Out:
+        """A managed OCO sized to the position: a protective STOP and a LIMIT target, reduce-only,
+        ``|position|`` contracts each, ``stop_ticks`` / ``target_ticks`` from the first fill's price
+        (points; they do not move when later parts fill elsewhere). An order of another size is
+        replaced under a new client order id: a new stop before the old one's cancel, an old
+        target's cancel before the new target (module docstring, "Partial fills")."""
+        t = self.trade
+        qty = self.book.qty
+        if t is None or qty == 0 or (qty > 0) != (t["dir"] > 0) or t.get("exit") or t.get("exiting"):
+            return []
+        qty = abs(qty)
         d = t["dir"]
+        tick = self.spec.tick_size
+        first = Decimal(t["entry_price"])
+        if t.get("stop_px") is None:
+            t["stop_px"] = str(first - d * t["stop_ticks"] * tick)
+        if t.get("target_px") is None:
+            t["target_px"] = str(first + d * t["target_ticks"] * tick)
         exit_side = Side.SELL if d > 0 else Side.BUY
-        stop_px = fill.price - d * t["stop_ticks"] * tick
-        target_px = fill.price + d * t["target_ticks"] * tick
-        qty = abs(self.book.qty)
         tag = t.get("tag", "")
-        stop = self._intent(exit_side, qty, OrderType.STOP, fill.ts_ns, "bracket-stop" + tag, price=stop_px,
-                            reduce_only=True)
-        target = self._intent(exit_side, qty, OrderType.LIMIT, fill.ts_ns, "bracket-target" + tag, price=target_px,
-                              reduce_only=True)
-        t["stop"], t["target"] = stop.client_order_id, target.client_order_id
-        return [(RISK, stop), (RISK, target)]
+        old = t.setdefault("old", {})
+        out: Out = []
+        if not t["stop"] or t.get("stop_qty", qty) != qty:
+            stop = self._intent(exit_side, qty, OrderType.STOP, ts, "bracket-stop" + tag,
+                                price=Decimal(t["stop_px"]), reduce_only=True)
+            prev, t["stop"], t["stop_qty"] = t["stop"], stop.client_order_id, qty
+            out.append((RISK, stop))
+            if prev:
+                old[prev] = "stop"
+                out.append((RISK, CancelOrder(prev, self.strategy_id, ts, f"bracket resized to {qty}")))
+        if not t["target"] or t.get("target_qty", qty) != qty:
+            prev = t["target"]
+            if prev:
+                old[prev] = "target"
+                out.append((RISK, CancelOrder(prev, self.strategy_id, ts, f"bracket resized to {qty}")))
+            target = self._intent(exit_side, qty, OrderType.LIMIT, ts, "bracket-target" + tag,
+                                  price=Decimal(t["target_px"]), reduce_only=True)
+            t["target"], t["target_qty"] = target.client_order_id, qty
+            out.append((RISK, target))
+        return out
 
     def _on_accepted(self, msg: OrderAccepted) -> Out:
-        """A native bracket leg of the trade's entry is working at the venue: remember it."""
+        """A native bracket leg of the trade's entry is working at the venue: remember it (its
+        size, contracts, and price, points)."""
         t = self.trade
-        if t is not None and msg.intent is not None and bracket_parent(msg.client_order_id) == t["entry"]:
-            t["stop" if msg.intent.order_type is OrderType.STOP else "target"] = msg.client_order_id
+        if (t is not None and t.get("native") and msg.intent is not None
+                and bracket_parent(msg.client_order_id) == t["entry"]):
+            stop = msg.intent.order_type is OrderType.STOP
+            k = "stop" if stop else "target"
+            t[k] = msg.client_order_id
+            t[k + "_qty"] = msg.intent.qty
+            t[k + "_px"] = str(msg.intent.stop_price if stop else msg.intent.limit_price)
         return []
 
     def _check_legs(self, ts: int) -> Out:
@@ -168,7 +358,8 @@ class BracketTrader:
             return []
         coid = msg.client_order_id
         if coid == t["entry"]:
-            out = []
+            out: Out = []
+            t["entry_leaves"] = 0
             if isinstance(msg, OrderDenied):
                 self.counters["denied"] += 1
             if isinstance(msg, OrderRejected) and t.get("native") and ("Auto OCO" in msg.reason or "Position Brackets" in msg.reason):
@@ -177,15 +368,35 @@ class BracketTrader:
                 out.append((WATCHDOG, Alert("warning", f"{self.strategy_id}-native-brackets",
                                             f"{self.strategy_id}: the venue refused a native bracket ({msg.reason}); "
                                             "brackets are managed by the strategy from now on", msg.ts_ns)))
+            elif isinstance(msg, OrderRejected) and not t["filled"]:
+                if is_insufficient_margin(msg.reason):
+                    retry = self._retry_smaller(t, msg)
+                    if retry:
+                        return out + retry
+                else:  # seed 003 "Error Handling": an order rejected is logged, not retried
+                    logger.warning("{}: entry {} ({} contracts) rejected: {}; not retried", self.strategy_id,
+                                   coid, t["qty"], msg.reason)
             if self.book.qty == 0:
-                self.trade = None  # never filled
+                if t["filled"]:
+                    self._close_if_done()  # the remainder of an entry whose position already closed
+                else:
+                    self.trade = None  # never filled
             return out
+        old = t.get("old") or {}
+        if coid in old:
+            old.pop(coid)  # a replaced or orphaned order is gone
+            return []
         if coid in (t["stop"], t["target"]) and not isinstance(msg, OrderCancelled) and self.book.qty != 0:
             # a protective order refused: never hold the position without its stop
             self.counters["denied"] += 1
+            logger.warning("{}: protective order {} refused: {}; exit at market", self.strategy_id, coid,
+                           getattr(msg, "reason", ""))
             other = t["target"] if coid == t["stop"] else t["stop"]
             t["stop"] = t["target"] = None
-            out: Out = [(RISK, CancelOrder(other, self.strategy_id, msg.ts_ns, "oco: sibling refused"))] if other else []
+            out = [(RISK, CancelOrder(other, self.strategy_id, msg.ts_ns, "oco: sibling refused"))] if other else []
+            t["exiting"] = "protective order refused"
+            if t.get("entry_leaves"):
+                out.append((RISK, CancelOrder(t["entry"], self.strategy_id, msg.ts_ns, "protective order refused")))
             return out + self._market_exit(msg.ts_ns, "protective order refused")
         if coid == t["stop"]:
             t["stop"] = None
@@ -193,7 +404,15 @@ class BracketTrader:
             t["target"] = None
         elif coid == t["exit"]:
             t["exit"] = None
+            if self.book.qty == 0:
+                self._close_if_done()
         return []
+
+    def _close_if_done(self) -> None:
+        """Close a flat trade once neither its entry's remainder nor a market exit still works."""
+        t = self.trade
+        if t is not None and self.book.qty == 0 and not t.get("entry_leaves") and not t["exit"]:
+            self._close_trade()
 
     def _market_exit(self, ts: int, why: str) -> Out:
         t = self.trade
@@ -204,21 +423,30 @@ class BracketTrader:
         t["exit"] = exit_.client_order_id
         return [(RISK, exit_)]
 
-    def exit_now(self, ts: int, why: str) -> Out:
-        """Close the trade at market: cancel its working legs first, then the market exit."""
+    def exit_now(self, ts: int, why: str, keep_stop: bool = False) -> Out:
+        """Close the trade at market: cancel its working legs first (and the entry's remainder),
+        then the market exit. ``keep_stop``: the stop keeps working until the exit has filled
+        (a reversal: no moment without a stop; module docstring)."""
         t = self.trade
         if t is None or self.book.qty == 0 or t["exit"]:
             return []
         legs = [t[k] for k in ("stop", "target") if t[k]]
         if t.get("native"):
             legs = list(dict.fromkeys(legs + list(bracket_leg_ids(t["entry"]))))  # also legs not reported yet
+        keep = None
+        if keep_stop:
+            keep = t["stop"] or (bracket_leg_ids(t["entry"])[0] if t.get("native") else None)
+            legs = [leg for leg in legs if leg != keep]
         out: Out = [(RISK, CancelOrder(leg, self.strategy_id, ts, f"exit: {why}")) for leg in legs]
-        t["stop"] = t["target"] = None
+        if t.get("entry_leaves"):
+            out.append((RISK, CancelOrder(t["entry"], self.strategy_id, ts, f"exit: {why}")))
+        t["stop"], t["target"], t["exiting"] = keep, None, why
         return out + self._market_exit(ts, why)
 
     def _on_exposure(self, msg: ExposureUpdate) -> Out:
         t = self.trade
-        working = t is not None and any(t[k] for k in ("stop", "target", "exit"))
+        working = t is not None and (any(t[k] for k in ("stop", "target", "exit")) or bool(t.get("old"))
+                                     or bool(t.get("entry_leaves") and t.get("filled")))
         if self.book.flattened_by_risk(msg, orders_working=working):
             # risk closed it (its flatten cancels our orders first): the close's price is risk's fill,
             # not ours, so the trade's P&L here lacks it (risk's account-level caps count it)
@@ -239,8 +467,9 @@ class BracketTrader:
         """``{client order id: contracts filled}`` of the trade's working orders in a snapshot."""
         t = snapshot.get("trade") or {}
         out = {t[k]: 0 for k in ("stop", "target", "exit") if t.get(k)}
-        if t.get("entry") and not t.get("filled"):
-            out[t["entry"]] = 0
+        out.update({k: 0 for k in t.get("old") or {}})
+        if t.get("entry") and (not t.get("filled") or t.get("entry_leaves")):
+            out[t["entry"]] = int(t.get("filled") or 0)
         return out
 
     def forget_orders(self, client_order_ids: list[str]) -> None:
@@ -251,5 +480,10 @@ class BracketTrader:
         for k in ("stop", "target", "exit"):
             if t.get(k) in client_order_ids:
                 t[k] = None
-        if t.get("entry") in client_order_ids and not t.get("filled"):
-            self.trade = None
+        for k in [k for k in t.get("old") or {} if k in client_order_ids]:
+            t["old"].pop(k)
+        if t.get("entry") in client_order_ids:
+            if not t.get("filled"):
+                self.trade = None
+            else:
+                t["entry_leaves"] = 0

@@ -12,9 +12,9 @@ Per closed bar of ``bar_s`` seconds (the seed's 1 s needs recorded ticks; the bu
 
    - flat: LONG_ENTRY / SHORT_ENTRY when the confidence is at least ``min_confidence`` (0.65);
    - long (short): REVERSE_TO_SHORT (REVERSE_TO_LONG) above ``reverse_confidence`` (0.75) on the
-     opposite direction: the position closes at market and the new entry goes out when that
-     close fills (one decision: the strategy is flat in between, never holding a position
-     without its stop once the new entry fills, as its bracket comes with it);
+     opposite direction: the target is cancelled, the position closes at market with its stop
+     still working, the stop is cancelled when the close fills and the new entry goes out then
+     (one decision: the position is never without a stop; the new entry's bracket comes with it);
      EXIT_LONG (EXIT_SHORT) on the opposite direction at ``min_confidence`` or more; a time-out
      exit after ``max_hold_bars`` bars (the labels' horizon: the model was trained to judge that
      long);
@@ -42,7 +42,7 @@ from pydantic import BaseModel, Field, field_validator
 from domain.calendar import SessionCalendar, trading_day
 from domain.handler import WATCHDOG, IdGenerator, Out, RejectedMessage
 from domain.instruments import get_instrument
-from domain.messages import Alert, Bar, Fill, ModelUpdate, RiskState, WarmupBars
+from domain.messages import Alert, Bar, Fill, ModelUpdate, OrderCancelled, RiskState, WarmupBars
 from domain.risk_rules import RiskLimits
 from domain.strategies.base import STRICT, OwnPosition, StrategyContext, StrategyPlugin
 from domain.strategies.bracket import BracketTrader
@@ -136,8 +136,9 @@ class MlScalperStrategy(BracketTrader):
         out = self.bracket_event(msg)
         if out is None:
             raise RejectedMessage(f"{self.strategy_id}: unexpected message {type(msg).__name__}")
-        if isinstance(msg, Fill) and self.reverse_to and self.trade is None and self.book.qty == 0:
-            # a reversal's close filled: the new side now, with its own bracket
+        if isinstance(msg, (Fill, OrderCancelled)) and self.reverse_to and self.trade is None and self.book.qty == 0:
+            # a reversal's close filled (or, after a race, its last order is gone): the new side
+            # now, with its own bracket
             direction, self.reverse_to = self.reverse_to, 0
             out += self._enter(direction, msg.ts_ns, "REVERSE_TO_LONG" if direction > 0 else "REVERSE_TO_SHORT")
         return out
@@ -206,13 +207,19 @@ class MlScalperStrategy(BracketTrader):
             return []
         self.counters[sig.lower()] += 1
         if sig in ("LONG_ENTRY", "SHORT_ENTRY"):
-            return self._enter(direction, ts, sig, confidence)
+            return self._enter(direction, ts, sig, confidence, bar.close)
         if sig.startswith("REVERSE"):
-            self.reverse_to = direction
-        return self.exit_now(ts, f"{sig} (confidence {confidence:.2f})")
+            self.reverse_to = direction  # the stop works until the close fills: never without a stop
+            return self.exit_now(ts, f"{sig} (confidence {confidence:.2f}, price {bar.close})", keep_stop=True)
+        return self.exit_now(ts, f"{sig} (confidence {confidence:.2f}, price {bar.close})")
 
-    def _enter(self, direction: int, ts: int, sig: str, confidence: float | None = None) -> Out:
-        tag = f"; signal={sig}" + (f"; conf={confidence:.2f}" if confidence is not None else "")
+    def _enter(self, direction: int, ts: int, sig: str, confidence: float | None = None,
+               price: Decimal | None = None) -> Out:
+        """The entry of ``sig``; its purpose carries ``signal=<sig>; conf=<c>; price=<bar close, points>``
+        (conf and price: the bar's decision; a reversal's second leg has neither), which the per-day
+        session log reads (infra/session_files.py)."""
+        tag = (f"; signal={sig}" + (f"; conf={confidence:.2f}" if confidence is not None else "")
+               + (f"; price={price}" if price is not None else ""))
         return self.open_trade(direction, self.p.size, self.stop_ticks, self.target_ticks, ts, "scalper-entry",
                                tag=tag, exit_prefix="scalper-exit", bars=0)
 

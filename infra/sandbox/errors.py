@@ -18,6 +18,7 @@ class Reason(enum.Enum):
     CONTRACT_NOT_ACTIVE = "contract_not_active"  # listed but not streamed/tradable in the sandbox
     ORDER_NOT_FOUND = "order_not_found"
     ORDER_REJECTED = "order_rejected"  # any validation failure of an order or modify
+    INSUFFICIENT_FUNDS = "insufficient_funds"  # the account's margin does not carry the order
     POSITION_NOT_FOUND = "position_not_found"
     INVALID_CLOSE_SIZE = "invalid_close_size"
     NO_PRICE = "no_price"  # a market close needs a last trade price

@@ -103,6 +103,11 @@ class AccountSpec:
     auto_oco: bool = True
     """The platform's bracket mode: Auto OCO Brackets (native brackets accepted) or, False,
     Position Brackets (a place with brackets is rejected, code 2, yet returns an ``orderId``)."""
+    margin_contracts: int | None = None
+    """The most contracts one order may have on the account's margin (None: no limit): a larger
+    ``Order/place`` is refused with code 3 InsufficientFunds (docs/projectx-gateway.md section 4),
+    as the gateway refuses an order the account cannot margin. A test knob; the real rule (margin
+    per contract, the position held) is not modelled."""
 
 
 DEFAULT_ACCOUNTS: tuple[AccountSpec, ...] = (
@@ -297,7 +302,8 @@ class Exchange:
         """``Order/place``. Returns ``(orderId, events)``.
 
         Raises GatewayError: ACCOUNT_NOT_FOUND, CONTRACT_NOT_FOUND, CONTRACT_NOT_ACTIVE, ORDER_REJECTED
-        (unsupported type, bad side/size/price, duplicate customTag, bad bracket).
+        (unsupported type, bad side/size/price, duplicate customTag, bad bracket), INSUFFICIENT_FUNDS
+        (a size above the account's ``margin_contracts``).
         """
         acct = self._account(account_id)
         contract = self._tradable(contract_id)
@@ -308,6 +314,9 @@ class Exchange:
             raise _reject(f"Invalid side {side!r}.")
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise _reject(f"Invalid size {size!r}.")
+        if acct.spec.margin_contracts is not None and size > acct.spec.margin_contracts:
+            raise GatewayError(Reason.INSUFFICIENT_FUNDS, f"Insufficient funds: the account's margin carries at most "
+                               f"{acct.spec.margin_contracts} contracts, the order has {size}.")
         limit, stop = _price(limit_price), _price(stop_price)
         if _price(trail_price) is not None:
             raise _reject("Trailing stops are not supported by the sandbox.")

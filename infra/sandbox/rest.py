@@ -59,7 +59,7 @@ _CODES: dict[str, dict[Reason, int]] = {
     "Contract/searchById": {R.CONTRACT_NOT_FOUND: 1},
     "History/retrieveBars": {R.CONTRACT_NOT_FOUND: 1, R.UNIT_INVALID: 2, R.UNIT_NUMBER_INVALID: 3,
                              R.LIMIT_INVALID: 4},
-    "Order/place": {R.ACCOUNT_NOT_FOUND: 1, R.ORDER_REJECTED: 2, R.CONTRACT_NOT_FOUND: 8,
+    "Order/place": {R.ACCOUNT_NOT_FOUND: 1, R.ORDER_REJECTED: 2, R.INSUFFICIENT_FUNDS: 3, R.CONTRACT_NOT_FOUND: 8,
                     R.CONTRACT_NOT_ACTIVE: 9, R.ACCOUNT_REJECTED: 10},
     "Order/modify": {R.ACCOUNT_NOT_FOUND: 1, R.ORDER_NOT_FOUND: 2, R.ORDER_REJECTED: 3, R.ACCOUNT_REJECTED: 6,
                      R.CONTRACT_NOT_FOUND: 7},

@@ -34,6 +34,8 @@ class SimulatedVenue:
         writer: the :class:`infra.persistence.WriteBehind` for the once-a-minute clock record.
         max_price_age_s: a last print older than this (event time, seconds) never decides whether
             an arriving order is marketable (:class:`PaperBroker`); None = no limit.
+        partial_fills: a fill on a print is at most the print's size, contracts (:class:`PaperBroker`,
+            ``runtime.partial_fills``); False (default): whole fills. A restored venue keeps its own.
     """
 
     BLOB = "paper_broker"
@@ -42,7 +44,7 @@ class SimulatedVenue:
 
     def __init__(self, store: Any | None, slippage_ticks: int = 1, fill_on_touch: bool = False,
                  writer: Any | None = None, max_price_age_s: float | None = None,
-                 slippage_by_tag: dict[str, int] | None = None) -> None:
+                 slippage_by_tag: dict[str, int] | None = None, partial_fills: bool = False) -> None:
         self.store = store
         self.writer = writer
         self.lock = threading.RLock()
@@ -60,7 +62,7 @@ class SimulatedVenue:
                                             {k: int(v) for k, v in clock.get("last_times", {}).items()})
         else:
             self.broker = PaperBroker(slippage_ticks=slippage_ticks, fill_on_touch=fill_on_touch,
-                                      slippage_by_tag=slippage_by_tag,
+                                      slippage_by_tag=slippage_by_tag, partial_fills=partial_fills,
                                       max_price_age_ns=None if max_price_age_s is None
                                       else int(max_price_age_s * 1_000_000_000))
             self.last_ts = 0
