@@ -108,8 +108,10 @@ class Node:
             sp = cfg.runtime.speed if speed is None else speed
             self.speed = float("inf") if sp == "max" else float(sp)
             if is_recording_dir(Path(cfg.runtime.data_dir), self.instruments):  # recorded ticks, no bar file
+                quotes = any(e.plugin().wants_quotes for e in self.entries)  # replayed only for a reader
                 self.data: Any = RecordedData(open_recordings(Path(cfg.runtime.data_dir), self.instruments,
-                                                              cfg.runtime.start, cfg.runtime.end), self.speed, memo_data)
+                                                              cfg.runtime.start, cfg.runtime.end, quotes=quotes),
+                                              self.speed, memo_data)
             else:
                 self.data = ReplayData(open_replay(Path(cfg.runtime.data_dir), self.instruments, cfg.runtime.start,
                                                    cfg.runtime.end), self.speed, bar_path or cfg.runtime.bar_path,
@@ -197,7 +199,8 @@ class Node:
         for sym in self.instruments:
             t[prints_topic(sym)] = venue
             t[ticks_topic(sym)] = (bar_builder(sym), RISK) + ((RECORDER,) if self.record_dir is not None else ())
-            t[quotes_topic(sym)] = (RECORDER,) if self.record_dir is not None else ()
+            t[quotes_topic(sym)] = (((RECORDER,) if self.record_dir is not None else ())
+                                    + tuple(e.name for e in self.entries if sym in e.instruments and e.plugin().wants_quotes))
             t[bars_topic(sym)] = tuple(e.name for e in self.entries if sym in e.instruments)
         t[CLOCK_TOPIC] = builders + (RISK,) + strategies + (WATCHDOG,)
         t[RISK_STATE_TOPIC] = strategies + (WATCHDOG,)

@@ -41,8 +41,9 @@ class FeedCore:
     timestamp (``route(tick)`` for one), empty for rejected ticks.
 
     Event order: the prints of every instrument of a timestamp go to ``prints.<SYM>`` (the venue)
-    first; then, if a new minute of event time began, one ``ClockTick``; then each tick to
-    ``ticks.<SYM>`` (bar builders, risk, and through the bars the strategies). So an order decided
+    first; then, if a new minute of event time began, one ``ClockTick``; then each trade to
+    ``ticks.<SYM>`` (bar builders, risk, and through the bars the strategies) and each quote to
+    ``quotes.<SYM>`` (strategies that read quotes, the tick recorder). So an order decided
     on a timestamp never meets a print of that timestamp the venue has not seen yet: it fills on a
     later print (infra/paper_broker.py), in backtest, paper and paper on live data alike.
 
@@ -74,7 +75,7 @@ class FeedCore:
             self.minute = minute
             out.append((CLOCK_TOPIC, ClockTick(first.ts_ns)))
         self.last_ts = good[-1].ts_ns
-        out += [(ticks_topic(t.instrument), t) for t in good]
+        out += [(ticks_topic(t.instrument) if type(t) is TradeTick else quotes_topic(t.instrument), t) for t in good]
         return out
 
     def _accept(self, tick: Any) -> bool:

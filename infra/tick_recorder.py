@@ -37,10 +37,10 @@ A data folder (``--data DIR``) with recording day folders and no bar file is rep
 recorded: :class:`RecordedSource` reads the days' trade files back with the Databento loaders (a
 file with a damaged tail is read up to the damage, the loss counted: :func:`read_recording`)
 and emits the trades at their own times, prices, sizes and sequence; the node's bar builders make
-the bars at every period the strategies ask for (``bar_s: 1`` gives 1-second bars). Quotes are read
-and offered (``RecordedSource(quotes=True)``, :meth:`RecordedSource.day_ticks`), but the node's
-replay sends trades only: no trading handler takes quotes yet (the live feed routes them to the
-recorder alone), and :class:`infra.feeds.FeedCore` would hand them to the bar builders.
+the bars at every period the strategies ask for (``bar_s: 1`` gives 1-second bars). The recorded
+quotes are replayed too when a strategy reads quotes (``StrategyPlugin.wants_quotes``: the ML
+scalper with a model trained on quote features; ``open_recordings(quotes=True)``); the feed routes
+them to ``quotes.<SYM>``, as the live feed does.
 
 Times are epoch ns UTC; trading days America/Chicago.
 """
@@ -545,7 +545,7 @@ class RecordedSource:
 
 
 def open_recordings(data_dir: Path | str, instruments: tuple[str, ...], start: dt.date | None = None,
-                    end: dt.date | None = None) -> RecordedSource:
+                    end: dt.date | None = None, quotes: bool = False) -> RecordedSource:
     """The replay of recorded ticks in ``data_dir``, as :func:`infra.feeds.open_replay` for bars:
     without ``start`` the first recorded day only warms the indicators up and trading starts on the
     second (a single day is replayed without warm-up). Raises ValueError as :class:`RecordedSource`."""
@@ -553,7 +553,7 @@ def open_recordings(data_dir: Path | str, instruments: tuple[str, ...], start: d
         days = sorted(d for d, f in find_recordings(data_dir).items() if any((s, "trades") in f for s in instruments))
         if len(days) > 1:
             start = days[1]
-    return RecordedSource(data_dir, instruments, start, end, warmup_days=1)
+    return RecordedSource(data_dir, instruments, start, end, warmup_days=1, quotes=quotes)
 
 
 class RecordedData(ReplayData):

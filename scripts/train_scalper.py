@@ -26,6 +26,13 @@ Steps, all by time (nothing shuffled across time):
 6. ``--out``: ``weights.pt`` + ``model.json`` with the data hash, windows, label parameters,
    feature list, torch version and every figure above.
 
+With ``--recording DIR`` (a tick recording, infra/tick_recorder.py) the bars are made from the
+recorded trades at ``--bar-s`` seconds (the seed's 1 s; :func:`domain.bars.aggregate_bars`, the
+bar builder's aggregator) and the recorded quotes add the quote features
+(:func:`domain.scalper.quote_features.batch_quote_features`): the model's feature list is then
+``FEATURES + QUOTE_FEATURES`` and the strategy reads quotes. Rows without a quote before their bar's
+end are dropped.
+
 Exit codes: 0 saved; 2 bad input (missing file, too few bars).
 """
 
@@ -45,7 +52,9 @@ import numpy as np  # noqa: E402
 from domain.calendar import trading_day  # noqa: E402
 from domain.instruments import get_instrument  # noqa: E402
 from domain.regime.model import sha256_file  # noqa: E402
+from domain.messages import QuoteTick, TradeTick  # noqa: E402
 from domain.scalper.features import FEATURES, bars_frame, batch_features  # noqa: E402
+from domain.scalper.quote_features import QUOTE_FEATURES, batch_quote_features, quotes_frame  # noqa: E402
 from domain.scalper.labels import purged_time_split, triple_barrier_labels  # noqa: E402
 from domain.scalper.model import CLASSES, save_model, train_model  # noqa: E402
 from infra.replay import load_bar_csv  # noqa: E402
@@ -79,6 +88,22 @@ def confident_precision(direction: np.ndarray, conf: np.ndarray, y: np.ndarray, 
     return {"trades": n, "right": right, "wrong": wrong, "neither": n - right - wrong, "precision": right / n}
 
 
+def _recorded(folder: Path, instrument: str, bar_s: int) -> tuple[list, dict, list, list[Path]]:
+    """Bars of ``bar_s`` seconds from a recording's trades, its quotes and the files read, every
+    recorded day of ``instrument`` (:class:`infra.tick_recorder.RecordedSource`)."""
+    from domain.bars import aggregate_bars
+    from infra.tick_recorder import RecordedSource
+    src = RecordedSource(folder, (instrument,), warmup_days=0, quotes=True)
+    bars: list = []
+    quotes: list = []
+    for day in src.trading_days():
+        ticks = src.day_ticks(day)
+        bars += aggregate_bars([t for t in ticks if isinstance(t, TradeTick)], bar_s)
+        quotes += [t for t in ticks if isinstance(t, QuoteTick)]
+    files = sorted(p for day_files in src.files.values() for (s, _k), p in day_files.items() if s == instrument)
+    return bars, dict(src.rejects), quotes, files
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -94,24 +119,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-epochs", type=int, default=200)
     ap.add_argument("--patience", type=int, default=10)
     ap.add_argument("--out", type=Path, default=ROOT / "data" / "models" / "scalper-mes-2min")
+    ap.add_argument("--recording", type=Path, help="a tick recording folder instead of --data: bars of --bar-s "
+                                                   "seconds from its trades, quote features from its quotes")
+    ap.add_argument("--bar-s", type=int, default=1, help="bar period with --recording, seconds (default 1)")
     args = ap.parse_args(argv)
     purge = args.horizon if args.purge is None else args.purge
-    if not args.data.is_file():
-        print(f"error: {args.data} not found", file=sys.stderr)
+    source = args.recording or args.data
+    if not (source.is_dir() if args.recording else source.is_file()):
+        print(f"error: {source} not found", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    rows, rejects = load_bar_csv(args.data, args.instrument)
+    spec = get_instrument(args.instrument)
+    features = FEATURES
+    if args.recording:
+        rows, rejects, quotes, files = _recorded(args.recording, args.instrument, args.bar_s)
+        features = FEATURES + QUOTE_FEATURES
+    else:
+        rows, rejects = load_bar_csv(args.data, args.instrument)
+        files = [args.data]
     if len(rows) < 500:
-        print(f"error: {len(rows)} bars in {args.data}; at least 500 needed", file=sys.stderr)
+        print(f"error: {len(rows)} bars in {source}; at least 500 needed", file=sys.stderr)
         return 2
     frame = bars_frame(rows)
     feats = batch_features(frame)
-    spec = get_instrument(args.instrument)
+    if args.recording:
+        feats = feats.join(batch_quote_features(frame, quotes_frame(quotes), spec.tick_size))
     labels, valid = triple_barrier_labels(frame["high"].to_numpy(float), frame["low"].to_numpy(float),
                                           frame["close"].to_numpy(float), tick_size=float(spec.tick_size),
                                           take_ticks=args.take, stop_ticks=args.stop, max_bars=args.horizon)
-    usable = np.flatnonzero(feats[list(FEATURES)].notna().all(axis=1).to_numpy() & valid)
-    x_all = feats[list(FEATURES)].to_numpy(np.float64)[usable]
+    usable = np.flatnonzero(feats[list(features)].notna().all(axis=1).to_numpy() & valid)
+    x_all = feats[list(features)].to_numpy(np.float64)[usable]
     y_all = labels[usable].astype(np.int64)
     train_idx, test_idx = purged_time_split(len(usable), test_fraction=args.test_fraction, purge=purge)
     fit_idx, val_idx = purged_time_split(len(train_idx), test_fraction=args.val_fraction, purge=purge)
@@ -130,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(1)
         bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
 
-    model, fit = train_model(x_all[fit_idx], y_all[fit_idx], x_all[val_idx], y_all[val_idx], features=FEATURES,
+    model, fit = train_model(x_all[fit_idx], y_all[fit_idx], x_all[val_idx], y_all[val_idx], features=features,
                              seed=args.seed, max_epochs=args.max_epochs, patience=args.patience, progress=progress)
     bar.close()
     probs = model.probabilities(x_all[test_idx])
@@ -156,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     model.meta.update({
         "instrument": args.instrument, "bar_period_s": int(frame["end_ns"].iloc[0] - frame["start_ns"].iloc[0]) // 1_000_000_000,
         "labels": {"take_ticks": args.take, "stop_ticks": args.stop, "horizon_bars": args.horizon, "purge_bars": purge},
-        "data": {"file": args.data.name, "sha256": sha256_file(args.data), "bars": len(rows)},
+        "data": {"file": source.name, "sha256": {f.name: sha256_file(f) for f in files} if args.recording
+                 else sha256_file(args.data), "bars": len(rows)},
         "windows": windows, "metrics": metrics, "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     })
     ident = save_model(model, args.out)

@@ -44,8 +44,8 @@ tod_cos          ``cos(2 pi f)``                                                
   has a feature row only when ``t >= 20`` (``rvol_20`` needs 20 one-bar returns, i.e. 21 closes);
   :meth:`FeatureBuilder.update` returns None for the first 20 bars and :func:`batch_features` puts
   NaN in **every** column of its first 20 rows, even for features defined earlier.
-- **Not built yet**: the seed's quote features (bid/ask size imbalance and spread, "where quotes
-  exist"); the recorded data here is bars only. They would be appended after ``tod_cos``.
+- **Quote features** (spread and book imbalance, "where quotes exist"): :mod:`domain.scalper.
+  quote_features`, appended after ``tod_cos`` in a model trained on a tick recording.
 
 :class:`FeatureBuilder` (one bar at a time, O(1): windows of at most 20 values) and
 :func:`batch_features` (pandas, vectorised) agree on real bars (tests/test_scalper_features.py holds
@@ -74,7 +74,8 @@ from domain.calendar import CT, NS, UTC, trading_day
 
 FEATURES: tuple[str, ...] = ("ret_1", "ret_5", "ret_15", "rvol_20", "volume_ratio_20", "range_atr_20",
                              "vwap_dist", "tod_sin", "tod_cos")
-"""Feature names, in column order (bars only; no quote features yet)."""
+"""Bar feature names, in column order (the quote features follow them in a model that has them:
+:data:`domain.scalper.quote_features.QUOTE_FEATURES`)."""
 
 RETURN_HORIZONS: tuple[int, ...] = (1, 5, 15)
 """Bars back of ``ret_1``, ``ret_5``, ``ret_15``."""

@@ -104,6 +104,8 @@ class StrategyPlugin:
         wants_ticks: it reads the ``TradeTick`` of its instruments; False for a strategy that
             decides on bars only (its bar builder then forwards no prints: a backtest delivers a
             quarter fewer messages).
+        wants_quotes: it reads the validated ``QuoteTick`` of its instruments (topic
+            ``quotes.<instrument>``: live data, and a replay of recordings that hold quotes).
         bar_periods: ``f(params) -> seconds``: every bar period it reads; the bar builder of an
             instrument makes the union over the strategies that trade it (default
             :data:`DEFAULT_BAR_PERIODS_S`).
@@ -126,6 +128,7 @@ class StrategyPlugin:
     instruments: tuple[int, int] = (1, 1)
     wants_status: bool = False
     wants_ticks: bool = True
+    wants_quotes: bool = False
     bar_periods: Callable[[Any], tuple[int, ...]] = lambda params: DEFAULT_BAR_PERIODS_S
     warmup_periods: Callable[[Any], tuple[int, ...]] = lambda params: (60, 900)
     held_orders: Callable[[dict], dict[str, int]] = lambda snapshot: {}

@@ -4,7 +4,9 @@ a small PyTorch classifier over bar features decides long / short / flat on each
 Per closed bar of ``bar_s`` seconds (the seed's 1 s needs recorded ticks; the bundled data has
 2-minute bars, so the default is 120 s) of its one instrument:
 
-1. features, O(1) (:class:`domain.scalper.features.FeatureBuilder`, the same code as training);
+1. features, O(1) (:class:`domain.scalper.features.FeatureBuilder`, the same code as training),
+   and, for a model trained on a tick recording, the top of the book at the bar's close
+   (:class:`domain.scalper.quote_features.QuoteFeatureBuilder` over ``quotes.<instrument>``);
 2. the model's direction and confidence (:meth:`domain.scalper.model.ScalperModel.predict`,
    ``torch.inference_mode()``, one thread);
 3. the seed's signal generator, with Topstep's rules first (risk must be ACTIVE and the calendar
@@ -31,18 +33,20 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
+import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
 from domain.calendar import SessionCalendar, trading_day
 from domain.handler import WATCHDOG, IdGenerator, Out, RejectedMessage
 from domain.instruments import get_instrument
-from domain.messages import Alert, Bar, Fill, ModelUpdate, OrderCancelled, RiskState, WarmupBars
+from domain.messages import Alert, Bar, Fill, ModelUpdate, OrderCancelled, QuoteTick, RiskState, WarmupBars
 from domain.risk_rules import RiskLimits
 from domain.strategies.base import STRICT, OwnPosition, StrategyContext, StrategyPlugin
 from domain.strategies.bracket import BracketTrader
@@ -66,7 +70,7 @@ class MlScalperParams(BaseModel):
     model_config = STRICT
 
     model: str = "data/models/scalper-mes-2min"
-    bar_s: Literal[60, 120, 300] = 120
+    bar_s: Literal[1, 5, 10, 15, 30, 60, 120, 300] = 120
     min_confidence: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.65
     reverse_confidence: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.75
     size: Annotated[int, Field(ge=1, le=50)] = 1
@@ -110,6 +114,12 @@ class MlScalperStrategy(BracketTrader):
         self.target_ticks = params.target_ticks or int(labels.get("take_ticks", 8))
         self.max_hold = params.max_hold_bars or int(labels.get("horizon_bars", 10))
         self.features = FeatureBuilder()
+        from domain.scalper.quote_features import QUOTE_FEATURES, QuoteFeatureBuilder
+        self.quotes: Any = None
+        """:class:`domain.scalper.quote_features.QuoteFeatureBuilder` when the model was trained with
+        quote features (its feature list ends with them), else None (quotes are ignored)."""
+        if tuple(model.features[-len(QUOTE_FEATURES):]) == QUOTE_FEATURES:
+            self.quotes = QuoteFeatureBuilder(self.spec.tick_size)
         self.book = OwnPosition(strategy_id, instrument, 64)
         self.trade: dict[str, Any] | None = None
         self.native_ok = params.brackets == "native"
@@ -133,6 +143,10 @@ class MlScalperStrategy(BracketTrader):
             return []
         if isinstance(msg, ModelUpdate):
             return self._on_model(msg)
+        if isinstance(msg, QuoteTick):
+            if self.quotes is not None and msg.instrument == self.instrument:
+                self.quotes.on_quote(msg)
+            return []
         out = self.bracket_event(msg)
         if out is None:
             raise RejectedMessage(f"{self.strategy_id}: unexpected message {type(msg).__name__}")
@@ -193,6 +207,9 @@ class MlScalperStrategy(BracketTrader):
         if day != self.day:
             self.day, self.day_pnl = day, Decimal(0)
         x = self.features.update(bar)
+        if self.quotes is not None:  # the book at the bar's end; no decision before the first quote
+            q = self.quotes.at_bar(bar)
+            x = None if x is None or q is None else np.concatenate((x, q))
         t = self.trade
         if t is not None and t["filled"] and self.book.qty != 0:
             t["bars"] = t.get("bars", 0) + 1
@@ -230,7 +247,8 @@ class MlScalperStrategy(BracketTrader):
     # ------------------------------------------------------------------ persistence
     def snapshot(self) -> dict:
         """JSON-safe state: features, the trade in progress, the pending reversal, counters."""
-        return {"features": self.features.snapshot(), **self.book.snapshot(),
+        return {"features": self.features.snapshot(), "quotes": self.quotes.snapshot() if self.quotes else None,
+                **self.book.snapshot(),
                 "trade": dict(self.trade) if self.trade else None, "reverse_to": self.reverse_to, "day": self.day,
                 "day_pnl": str(self.day_pnl), "native_ok": self.native_ok, "stats": dict(self.counters),
                 "model_id": self.model.identifier}
@@ -238,6 +256,8 @@ class MlScalperStrategy(BracketTrader):
     def restore(self, d: dict) -> None:
         """Load a :meth:`snapshot`; working orders are brought up to date by reconciliation."""
         self.features = type(self.features).restore(d["features"])
+        if self.quotes is not None and d.get("quotes") is not None:
+            self.quotes = type(self.quotes).restore(self.spec.tick_size, d["quotes"])
         self.book.restore(d)
         self.trade = dict(d["trade"]) if d.get("trade") else None
         self.reverse_to = int(d.get("reverse_to", 0))
@@ -263,8 +283,11 @@ def _load(folder: str, _mtime: int) -> Any:
 
     from domain.scalper.features import FEATURES
     from domain.scalper.model import load_model
+    from domain.scalper.quote_features import QUOTE_FEATURES
     torch.set_num_threads(1)  # inference inside the actor: one thread, batch 1
-    return load_model(Path(folder), FEATURES)
+    trained = tuple(json.loads((Path(folder) / "model.json").read_text()).get("features", ()))
+    # the bar features, or the bar features and then the quote features (the loader checks the rest)
+    return load_model(Path(folder), FEATURES + QUOTE_FEATURES if trained == FEATURES + QUOTE_FEATURES else FEATURES)
 
 
 def _model(p: MlScalperParams) -> Any:
@@ -295,7 +318,7 @@ def _check(p: MlScalperParams, instruments: tuple[str, ...], limits: RiskLimits)
 
 
 PLUGIN = StrategyPlugin(kind="ml_scalper", params=MlScalperParams, build=build,
-                        bar_periods=lambda p: (p.bar_s,), warmup_periods=lambda p: (p.bar_s,),
+                        bar_periods=lambda p: (p.bar_s,), warmup_periods=lambda p: (p.bar_s,), wants_quotes=True,
                         held_orders=MlScalperStrategy.held_orders, check=_check,
                         summary=("predictions", "entries", "stops", "targets", "exits", "timeouts", "wins", "losses"),
                         reload=_model)
