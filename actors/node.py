@@ -446,6 +446,11 @@ class Node:
         if self.tree is None:
             self.build_tree()
         assert self.tree is not None and self.store is not None
+        try:  # the daily reports' plotting stack, loaded now: the session's memory stays flat
+            from infra.reporting import warm_up_plotting
+            warm_up_plotting()
+        except Exception as e:  # noqa: BLE001 - a report problem must not stop trading
+            logger.warning("plotting warm-up failed ({}); the first daily report loads it", e)
         # Everything loaded so far (modules, replay data, warm-up history) lives for the whole
         # session: out of the cyclic GC's reach, a full collection walks only what the session makes.
         gc.collect()
