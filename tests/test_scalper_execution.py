@@ -358,3 +358,76 @@ def test_the_sandbox_gateways_margin_rejection_gets_one_smaller_retry():
         assert [b.get("size") for _, b in h.gw.orders_received] == [4, 2]  # one retry, never a duplicate
     finally:
         h.close()
+
+
+_CRASH_AT_STOP = '''
+"""Test seam (tests/test_scalper_execution.py): this child process dies by SIGKILL the moment the
+order router receives the first managed bracket stop: after the entry filled, before the stop
+reached the venue or the Redis mirror."""
+import os
+import signal
+import sys
+
+sys.path.insert(0, os.environ["CRASH_TEST_ROOT"])
+from domain.execution import router as _router  # noqa: E402
+from domain.messages import OrderIntent  # noqa: E402
+
+_handle = _router.OrderRouter.handle
+
+
+def _handle_or_die(self, msg):
+    if isinstance(msg, OrderIntent) and msg.purpose.startswith("bracket-stop"):
+        open(os.environ["CRASH_TEST_FLAG"], "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _handle(self, msg)
+
+
+_router.OrderRouter.handle = _handle_or_die
+'''
+
+
+def test_kill9_between_the_entry_fill_and_the_stop_ends_protected(redis_url, tmp_path):
+    """A paper session of the scalper with managed brackets is killed (SIGKILL, by a sitecustomize
+    seam in the child only) when its first stop reaches the router: the entry has filled at the
+    venue, the stop exists nowhere but in the dying process. The resumed session (same Redis) must
+    protect or close that position: the first entry is closed by its own stop, target or exit
+    (not left naked until risk's 15:05 CT flatten), every entry is closed once, nothing is left
+    working and the session ends flat."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    from infra.state_store import StateStore
+    from tests.live_support import ROOT, assert_each_entry_closed_once, supervisor_env
+    seam = tmp_path / "seam"
+    seam.mkdir()
+    (seam / "sitecustomize.py").write_text(_CRASH_AT_STOP)
+    config = tmp_path / "scalper.yaml"
+    config.write_text("strategies:\n  - name: scalper-MES\n    kind: ml_scalper\n    instruments: [MES]\n"
+                      "    params: {min_confidence: 0.3, reverse_confidence: 0.6, brackets: managed}\n")
+    ns = f"test:sckstop:{uuid.uuid4().hex[:6]}"
+    args = [sys.executable, str(ROOT / "supervisor.py"), "--mode", "paper", "--profile", "combine-50k",
+            "--config", str(config), "--start", "2026-04-08", "--end", "2026-04-08", "--namespace", ns,
+            "--run-dir", str(tmp_path / "run"), "--metrics-port", "0", "--ops-port", "0", "--speed", "max"]
+    env = supervisor_env(redis_url, creds=False)
+    crash_env = {**env, "PYTHONPATH": os.pathsep.join([str(seam), env.get("PYTHONPATH", "")]),
+                 "CRASH_TEST_ROOT": str(ROOT), "CRASH_TEST_FLAG": str(tmp_path / "crashed")}
+    p = subprocess.run(args, env=crash_env, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert p.returncode == -9 and (tmp_path / "crashed").exists(), p.stdout[-2000:] + p.stderr[-2000:]
+    store = StateStore.from_url(redis_url, ns)
+    fills, _ = store.load_blob_history("paper_broker")
+    assert fills and store.load_order(fills[-1]["client_order_id"])["intent"].purpose.startswith("scalper-entry")
+    entry = fills[-1]["client_order_id"]  # filled, and its stop never left the process
+    assert not any(o["intent"].purpose.startswith("bracket-stop") for o in store.load_working_orders().values())
+
+    q = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    out = q.stdout + q.stderr
+    assert q.returncode == 0 and "(resuming)" in out and "open positions at exit: none" in out, out[-4000:]
+    assert store.load_working_orders() == {}, "an order was left working"
+    assert_each_entry_closed_once(store, "scalper-entry")
+    fills, _ = store.load_blob_history("paper_broker")
+    after = fills[[f["client_order_id"] for f in fills].index(entry) + 1]
+    closer = store.load_order(after["client_order_id"])["intent"]
+    assert closer.strategy_id == "scalper-MES", f"the entry was closed by {closer.strategy_id}: {closer.purpose}"
+    assert closer.purpose.startswith(("bracket-stop", "bracket-target", "scalper-exit")), closer.purpose
