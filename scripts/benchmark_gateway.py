@@ -124,7 +124,7 @@ def run_day(day: dt.date, args: argparse.Namespace, redis_url: str, run_dir: str
     env.pop("SLACK_WEBHOOK_URL", None)
     cmd = [sys.executable, str(ROOT / "supervisor.py"), "--mode", "live", "--base-url", gw.base_url,
            "--account", "1001", "--arm", "--namespace", ns, "--run-dir", run_dir, "--metrics-port", "0", "--ops-port", "0",
-           "--profile", args.profile]
+           "--profile", args.profile] + (["--config", str(args.config)] if args.config else [])
     pin = (lambda: os.sched_setaffinity(0, live_cpus)) if live_cpus else None  # --pin: the supervisor's CPU
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             preexec_fn=pin)
@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="combine-150k",
                    help="risk profile of the live system (default combine-150k: on a 50K Combine the sweep guard "
                         "withholds most grid entries of these days, leaving little to measure)")
+    p.add_argument("--config", type=Path, help="the live system's strategy config (default: config/default.yaml's, "
+                                               "the grid and the hedge); e.g. a scalper config")
     p.add_argument("--pin", action="store_true",
                    help="run the live system on a CPU of its own and the sandbox and redis on the others "
                         "(Linux, 2+ CPUs): the gateway the sandbox stands in for runs on another machine")
