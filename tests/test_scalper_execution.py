@@ -11,7 +11,9 @@ the sandbox gateway on 127.0.0.1 for the margin rejection. Sizes in contracts, p
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -296,10 +298,19 @@ def test_margin_is_recognised_from_the_gateways_code_and_text_only():
     assert [margin_retry_qty(q) for q in (1, 2, 3, 4, 9)] == [None, 1, 1, 2, 4]
 
 
-def test_insufficient_margin_retries_once_at_half_size_then_gives_up():
+@contextlib.contextmanager
+def captured_warnings() -> Iterator[list[str]]:
+    """The messages loguru logs at WARNING or above inside the block."""
     warnings: list[str] = []
     sink = logger.add(lambda m: warnings.append(m.record["message"]), level="WARNING")
     try:
+        yield warnings
+    finally:
+        logger.remove(sink)
+
+
+def test_insufficient_margin_retries_once_at_half_size_then_gives_up():
+    with captured_warnings() as warnings:
         s, model, t = _strategy(size=4)
         model.next = (1, 0.7)
         first, = _intents(s.handle(_bar(t)))
@@ -314,21 +325,15 @@ def test_insufficient_margin_retries_once_at_half_size_then_gives_up():
         entry, = _intents(one.handle(_bar(t)))
         assert one.handle(OrderRejected(entry.client_order_id, SID, "InsufficientFunds: no margin", t + NS)) == []
         assert one.trade is None                        # 1 contract: nothing smaller to try
-    finally:
-        logger.remove(sink)
     assert len(warnings) == 3 and "retried once at 2 contracts" in warnings[0]
 
 
 def test_any_other_rejection_is_logged_and_not_retried():
-    warnings: list[str] = []
-    sink = logger.add(lambda m: warnings.append(m.record["message"]), level="WARNING")
-    try:
+    with captured_warnings() as warnings:
         s, model, t = _strategy(size=4)
         model.next = (1, 0.7)
         entry, = _intents(s.handle(_bar(t)))
         assert s.handle(OrderRejected(entry.client_order_id, SID, "OrderRejected: Invalid size 4.", t + NS)) == []
-    finally:
-        logger.remove(sink)
     assert s.trade is None and "margin_retries" not in s.counters
     assert len(warnings) == 1 and "not retried" in warnings[0] and "Invalid size" in warnings[0]
 

@@ -55,6 +55,18 @@ def test_incremental_equals_batch_on_real_quotes_and_one_second_bars():
     assert tuple(rows[10]) == quote_row(last.bid, last.ask, last.bid_size, last.ask_size, TICK)
 
 
+def _record(root: Path) -> tuple[list, list]:
+    """The sample's trades and quotes through the tick recorder into ``root``; returns both."""
+    from infra.tick_recorder import TickRecorder
+    trades, _ = load_databento_trades(DATA / "ES_trades.csv.gz")
+    quotes, _ = load_databento_quotes(DATA / "ES_mbp-1.csv.gz")
+    recorder = TickRecorder(root)
+    for t in sorted(trades + quotes, key=lambda t: (t.ts_ns, t.seq)):
+        recorder.handle(t)
+    recorder.close()
+    return trades, quotes
+
+
 def _bar(start_s: int) -> Bar:
     ns = 1_000_000_000
     p = Decimal("5000")
@@ -92,14 +104,8 @@ def test_the_scalper_reads_recorded_quotes_when_its_model_was_trained_with_them(
     from domain.scalper.features import FEATURES, batch_features
     from domain.scalper.model import save_model, train_model
     from domain.strategies.ml_scalper import _load
-    from infra.tick_recorder import TickRecorder
 
-    trades, rejects = load_databento_trades(DATA / "ES_trades.csv.gz")
-    quotes, _ = load_databento_quotes(DATA / "ES_mbp-1.csv.gz")
-    recorder = TickRecorder(tmp_path / "ticks")
-    for t in sorted(trades + quotes, key=lambda t: (t.ts_ns, t.seq)):
-        recorder.handle(t)
-    recorder.close()
+    trades, quotes = _record(tmp_path / "ticks")
 
     bars = aggregate_bars(trades, 1)
     frame = bars_frame(bars)
@@ -129,14 +135,7 @@ def test_training_reads_a_recording_as_one_second_bars_and_refuses_too_few(tmp_p
     holds 44 seconds with prints: too few to train on, said plainly, exit code 2)."""
     import subprocess
     import sys
-
-    from infra.tick_recorder import TickRecorder
-    trades, _ = load_databento_trades(DATA / "ES_trades.csv.gz")
-    quotes, _ = load_databento_quotes(DATA / "ES_mbp-1.csv.gz")
-    recorder = TickRecorder(tmp_path / "ticks")
-    for t in sorted(trades + quotes, key=lambda t: (t.ts_ns, t.seq)):
-        recorder.handle(t)
-    recorder.close()
+    _record(tmp_path / "ticks")
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, str(root / "scripts/train_scalper.py"), "--recording", str(tmp_path / "ticks"),
                           "--out", str(tmp_path / "model")], capture_output=True, text=True, timeout=120, cwd=root)

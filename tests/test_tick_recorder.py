@@ -133,16 +133,23 @@ def test_rows_are_on_disk_within_the_flush_period(tmp_path):
     assert path.read_bytes().count(b"\x1f\x8b\x08") == 2  # two flushes, two gzip members, one stream
 
 
-def test_a_truncated_file_is_read_to_the_damage_and_repaired_by_the_next_recorder(tmp_path):
-    trades, _ = real_ticks()
-    path = recording_path(tmp_path, DAY, "MES", "trades")
-    recorder = TickRecorder(tmp_path, flush_s=1e9)
+def three_members(trades, root: Path, path: Path) -> list[int]:
+    """Record ``trades`` in three flushes (prints 0-39, 40-79, 80-): one gzip member each; returns
+    the file's size after each."""
+    recorder = TickRecorder(root, flush_s=1e9)
     ends = []
     for chunk in (trades[:40], trades[40:80], trades[80:]):
         for t in chunk:
             recorder.handle(t)
-        recorder.flush()                                # one gzip member per flush
+        recorder.flush()
         ends.append(path.stat().st_size)
+    return ends
+
+
+def test_a_truncated_file_is_read_to_the_damage_and_repaired_by_the_next_recorder(tmp_path):
+    trades, _ = real_ticks()
+    path = recording_path(tmp_path, DAY, "MES", "trades")
+    ends = three_members(trades, tmp_path, path)
     cut = ends[1] + (ends[2] - ends[1]) * 2 // 3        # a kill -9 inside the third write
     path.write_bytes(path.read_bytes()[:cut])
     assert scan_gzip(path).intact_end == ends[1] and scan_gzip(path).truncated
@@ -166,13 +173,7 @@ def test_a_truncated_file_is_read_to_the_damage_and_repaired_by_the_next_recorde
 def test_a_file_corrupt_inside_is_read_to_the_damage_and_set_aside_by_the_next_recorder(tmp_path):
     trades, _ = real_ticks()
     path = recording_path(tmp_path, DAY, "MES", "trades")
-    recorder = TickRecorder(tmp_path, flush_s=1e9)
-    ends = []
-    for chunk in (trades[:40], trades[40:80], trades[80:]):
-        for t in chunk:
-            recorder.handle(t)
-        recorder.flush()
-        ends.append(path.stat().st_size)
+    ends = three_members(trades, tmp_path, path)
     data = bytearray(path.read_bytes())
     data[(ends[0] + ends[1]) // 2] ^= 0xFF              # a flipped byte inside the second member
     path.write_bytes(bytes(data))
