@@ -336,12 +336,13 @@ class SessionFiles:
             self._fail(self.folder / f"trading_{day}.log", e)
 
     def _close_log(self) -> None:
-        if self._fh is not None:
+        """Close the day's log; a failure to write what was buffered (a full disk) is logged once."""
+        fh, self._fh = self._fh, None
+        if fh is not None:
             try:
-                self._fh.close()
-            except OSError:
-                pass
-            self._fh = None
+                fh.close()
+            except OSError as e:
+                self._fail(Path(fh.name), e)
 
     def _line(self, ts_ns: int, level: str, text: str) -> None:
         t = ns_to_ct(ts_ns)
@@ -355,7 +356,7 @@ class SessionFiles:
             self.lines += 1
         except OSError as e:
             self._fail(Path(self._fh.name), e)
-            self._fh = None
+            self._close_log()  # the handle is released; the day's log stops here
 
     def _write_day(self, day: str) -> None:
         """``trades_<day>.csv`` and ``metrics_<day>.json`` from the day's book."""

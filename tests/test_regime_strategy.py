@@ -17,7 +17,7 @@ from config.settings import load_config
 from domain.calendar import SessionCalendar
 from domain.handler import RISK, ROUTER, CounterIds
 from domain.indicators import EMA
-from domain.messages import (Bar, CancelOrder, ExposureUpdate, Fill, OrderDenied, OrderSubmitted, OrderIntent, OrderType, Side,
+from domain.messages import (Bar, CancelOrder, ExposureUpdate, Fill, OrderCancelled, OrderDenied, OrderSubmitted, OrderIntent, OrderType, Side,
                              WarmupBars)
 from domain.risk import RiskManager
 from domain.risk_rules import RiskLimits
@@ -175,6 +175,8 @@ def test_the_entry_fill_places_a_managed_oco_and_one_exit_cancels_the_other():
                                                                        "bracket-target; regime=bull")
     out = s.handle(_fill(stop, "20000.00", "T2", t + 90 * NS))
     assert [(type(m), m.client_order_id) for _, m in out] == [(CancelOrder, target.client_order_id)]
+    assert s.trade is not None  # the trade ends once its target's cancel is confirmed (a race could fill it)
+    s.handle(OrderCancelled(target.client_order_id, "regime-MNQ", t + 91 * NS, "oco: sibling filled"))
     assert s.trade is None and s.losses_in_row == 1 and s.counters["stops"] == 1
     # (20000 - 20002) x $2 x 1 - fees 2 x 0.37
     assert s.day_pnl == D("-4.74")

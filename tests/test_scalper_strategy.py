@@ -16,7 +16,7 @@ import pytest
 
 from domain.calendar import SessionCalendar
 from domain.handler import RISK, CounterIds
-from domain.messages import (Bar, Bracket, CancelOrder, Fill, OrderIntent, OrderType, RiskState, RiskStateChanged,
+from domain.messages import (Bar, Bracket, CancelOrder, Fill, OrderCancelled, OrderIntent, OrderType, RiskState, RiskStateChanged,
                              Side)
 from domain.scalper.features import FEATURES
 from domain.scalper.model import ModelMismatch, load_model, save_model, train_model
@@ -143,18 +143,25 @@ def test_exit_on_an_opposite_signal_cancels_the_legs_first():
     assert (exit_.side, exit_.reduce_only, exit_.order_type) == (Side.SELL, True, OrderType.MARKET)
     assert s.counters["exit_long"] == 1
     s.handle(_fill(exit_, "5001.00", "T2", t + 241 * NS))
+    assert s.trade is not None                                  # until both legs' cancels are confirmed
+    for leg in (stop_id, target_id):
+        s.handle(OrderCancelled(leg, "scalper-MES", t + 242 * NS, "exit"))
     assert s.trade is None and s.counters["wins"] == 1 and entry.client_order_id
 
 
 def test_a_reversal_opens_the_new_side_when_the_close_fills():
+    from domain.orders import bracket_leg_ids
     s, model, t = _strategy()
-    _long(s, model, t)
+    entry = _long(s, model, t)
     model.next = (-1, 0.80)
     out = s.handle(_bar(t + 240 * NS))
     close, = _intents(out)
     assert close.reduce_only and close.side is Side.SELL and s.counters["reverse_to_short"] == 1
     assert not _intents(s.handle(_bar(t + 360 * NS)))           # no new entry while the close works
-    new, = _intents(s.handle(_fill(close, "4999.00", "T2", t + 361 * NS)))
+    out = s.handle(_fill(close, "4999.00", "T2", t + 361 * NS))
+    stop_leg = bracket_leg_ids(entry.client_order_id)[0]
+    assert [(type(m), m.client_order_id) for _, m in out] == [(CancelOrder, stop_leg)]  # the kept stop goes ...
+    new, = _intents(s.handle(OrderCancelled(stop_leg, "scalper-MES", t + 362 * NS, "oco: sibling filled")))
     assert (new.side, new.bracket, new.reduce_only) == (Side.SELL, Bracket(6, 8), False)
     assert "REVERSE_TO_SHORT" in new.purpose
 

@@ -44,10 +44,21 @@ Partial fills (seed 003 "Order Executor", "Handle partial fills"; sizes in contr
   gateway's sizing of the legs on a partial fill is not documented (docs/projectx-gateway.md), so
   the strategy places its own stop and target of the filled size first, then cancels the venue's
   legs (or the leg of the wrong size).
-- If two closing orders both fill (a replaced stop and its replacement, a stop and a market close),
-  the position is over-closed: what still works is cancelled and the excess closes at market.
+- If two closing orders both fill (a replaced stop and its replacement, a stop and a market close,
+  a sibling that filled before its cancel arrived), the position is over-closed: what still works
+  is cancelled and the excess closes at market.
 - Orphans: when the position is flat, every other order of the trade is cancelled (the entry's
-  remainder too); the trade ends once nothing of it that could open a position still works.
+  remainder too). Every order the trade cancels stays tracked (``old``) until its cancel, or a
+  fill that beat it, is reported, and the trade ends only then: a live venue may report the fill of
+  an order after our cancel left, and that fill must find the trade (a reversal's new side waits
+  for it too). A native leg's sibling is the venue's OCO and is not waited for.
+- A fill of no order of the trade in progress (a late fill the venue reported after the trade
+  ended, an order a restart forgot) is closed at market under a trade of its own (``exiting``
+  "late fill"); a new trade's entry not filled yet is cancelled then.
+- A market exit refused or cancelled while a position is held: in the trade's direction the stop
+  and target go back on and the next bar decides again (a rate limit must not leave the position
+  naked until then); an over-closed or late-fill position is sent to market again, at most
+  :data:`BracketTrader.EXIT_ATTEMPTS` times, then a critical alert (risk's flatten remains).
 
 Rejections (seed 003 "Error Handling"): an entry refused for insufficient margin
 (:func:`is_insufficient_margin`) is sent once more at :func:`margin_retry_qty` contracts (half,
@@ -79,7 +90,8 @@ MARGIN_REASONS = ("insufficientfunds", "insufficient funds", "insufficient margi
 
 TRADE_KEYS = frozenset({"entry", "dir", "qty", "stop_ticks", "target_ticks", "tag", "exit_prefix", "stop", "target",
                         "exit", "entry_price", "filled", "pnl", "native", "filled_ts", "purpose", "entry_leaves",
-                        "stop_qty", "target_qty", "stop_px", "target_px", "old", "margin_retry", "exiting"})
+                        "stop_qty", "target_qty", "stop_px", "target_px", "old", "margin_retry", "exiting",
+                        "exit_attempts"})
 """The trade dict's own keys; any other key is the host's (``open_trade``'s ``extra``)."""
 
 
@@ -183,11 +195,49 @@ class BracketTrader:
         if not self.book.apply(fill):
             return []
         t = self.trade
-        if t is None:
-            return []
-        if fill.client_order_id == t["entry"]:
+        coid = fill.client_order_id
+        if t is not None and coid == t["entry"]:
             return self._on_entry_fill(t, fill)
-        return self._on_exit_fill(t, fill)
+        if t is not None and t["entry_price"] is not None and (
+                coid in (t["stop"], t["target"], t["exit"]) or coid in (t.get("old") or {})):
+            return self._on_exit_fill(t, fill)
+        return self._late_fill(fill)
+
+    def _late_fill(self, fill: Fill) -> Out:
+        """A fill of no order of the trade in progress (an order cancelled earlier that filled
+        first at the venue, or one a restart forgot): whatever position it leaves is closed at market
+        under a trade of its own (``exiting`` "late fill"), cancelling the pending entry of a trade
+        not filled yet. Nothing to do when it left the strategy flat."""
+        pos = self.book.qty
+        logger.warning("{}: fill of {} ({} {} @ {}) belongs to no working order of the trade; position now {}",
+                       self.strategy_id, fill.client_order_id, fill.side.value, fill.qty, fill.price, pos)
+        t = self.trade
+        if pos == 0:
+            if t is not None and t["entry_price"] is not None:
+                return self._settle(fill.ts_ns, False)
+            return []
+        out: Out = []
+        if t is not None and t["entry_price"] is None:  # a new trade's entry is on its way: not any more
+            out.append((RISK, CancelOrder(t["entry"], self.strategy_id, fill.ts_ns, "late fill of an earlier order")))
+        if t is None or t["entry_price"] is None:
+            t = self.trade = {"entry": t["entry"] if t else None, "dir": 1 if pos > 0 else -1, "qty": abs(pos),
+                              "stop_ticks": 0, "target_ticks": 0, "tag": t["tag"] if t else "",
+                              "exit_prefix": t["exit_prefix"] if t else "exit", "stop": None, "target": None,
+                              "exit": None, "entry_price": str(fill.price), "filled": abs(pos), "pnl": str(-fill.fee),
+                              "native": False, "filled_ts": fill.ts_ns, "purpose": "late fill",
+                              "entry_leaves": t["entry_leaves"] if t else 0, "stop_qty": 0, "target_qty": 0,
+                              "stop_px": None, "target_px": None, "old": {}, "margin_retry": True, "exiting": None}
+            if t["entry"] is None:
+                t["entry_leaves"] = 0
+        return out + self._exit_position(fill.ts_ns, "late fill")
+
+    def _exit_position(self, ts: int, why: str) -> Out:
+        """Cancel the trade's protection and close the whole position at market."""
+        t = self.trade
+        assert t is not None
+        out = self._cancel_protection(ts, why)
+        t["exiting"] = why
+        return out + self._market_exit(ts, why)
 
     def _on_entry_fill(self, t: dict[str, Any], fill: Fill) -> Out:
         """A part or all of the entry filled: protect what is held (module docstring)."""
@@ -243,9 +293,7 @@ class BracketTrader:
             return self._settle(fill.ts_ns, native_leg)
         if (pos > 0) != (t["dir"] > 0):
             # over-closed (two closing orders filled): cancel what still works, close the excess
-            out = self._cancel_protection(fill.ts_ns, "over-closed")
-            t["exiting"] = "over-closed"
-            return out + self._market_exit(fill.ts_ns, "over-closed")
+            return self._exit_position(fill.ts_ns, "over-closed")
         # a part closed: the rest stays protected, at its size
         if native_leg:
             t["native"] = False  # the venue's OCO sibling keeps its size: resized by the strategy
@@ -260,19 +308,15 @@ class BracketTrader:
         t = self.trade
         assert t is not None
         out: Out = []
+        old = t.setdefault("old", {})
         for k in (("exit",) if native_leg else ("stop", "target", "exit")):
             if t[k]:
                 out.append((RISK, CancelOrder(t[k], self.strategy_id, ts, "oco: sibling filled")))
+                old[t[k]] = k  # tracked until its cancel (or a fill that beat it) arrives
         if t.get("entry_leaves"):
             out.append((RISK, CancelOrder(t["entry"], self.strategy_id, ts, "position closed")))
-        if t.get("entry_leaves") or t["exit"]:
-            old = t.setdefault("old", {})
-            for k in ("stop", "target"):
-                if t[k]:
-                    old[t[k]] = k
-                t[k] = None
-            return out
-        self._close_trade()
+        t["stop"] = t["target"] = t["exit"] = None  # a native leg's sibling is the venue's OCO
+        self._close_if_done()
         return out
 
     def _cancel_protection(self, ts: int, why: str) -> Out:
@@ -280,10 +324,22 @@ class BracketTrader:
         t = self.trade
         assert t is not None
         out: Out = [(RISK, CancelOrder(t[k], self.strategy_id, ts, why)) for k in ("stop", "target") if t[k]]
+        self._track_cancelled(("stop", "target"))
         if t.get("entry_leaves") and t["filled"]:
             out.append((RISK, CancelOrder(t["entry"], self.strategy_id, ts, why)))
-        t["stop"] = t["target"] = None
         return out
+
+    def _track_cancelled(self, roles: tuple[str, ...]) -> None:
+        """The trade's orders in ``roles`` are being cancelled: kept in ``old`` until their cancel,
+        or a fill that beat it, arrives (the trade does not end before), and cleared from their
+        roles. Only orders the trade knows to exist are tracked (a native leg never reported is not)."""
+        t = self.trade
+        assert t is not None
+        old = t.setdefault("old", {})
+        for k in roles:
+            if t[k]:
+                old[t[k]] = k
+            t[k] = None
 
     def _cover(self, ts: int) -> Out:
         """A managed OCO sized to the position: a protective STOP and a LIMIT target, reduce-only,
@@ -385,6 +441,7 @@ class BracketTrader:
         old = t.get("old") or {}
         if coid in old:
             old.pop(coid)  # a replaced or orphaned order is gone
+            self._close_if_done()
             return []
         if coid in (t["stop"], t["target"]) and not isinstance(msg, OrderCancelled) and self.book.qty != 0:
             # a protective order refused: never hold the position without its stop
@@ -392,8 +449,9 @@ class BracketTrader:
             logger.warning("{}: protective order {} refused: {}; exit at market", self.strategy_id, coid,
                            getattr(msg, "reason", ""))
             other = t["target"] if coid == t["stop"] else t["stop"]
-            t["stop"] = t["target"] = None
+            t["stop" if coid == t["stop"] else "target"] = None
             out = [(RISK, CancelOrder(other, self.strategy_id, msg.ts_ns, "oco: sibling refused"))] if other else []
+            self._track_cancelled(("stop", "target"))
             t["exiting"] = "protective order refused"
             if t.get("entry_leaves"):
                 out.append((RISK, CancelOrder(t["entry"], self.strategy_id, msg.ts_ns, "protective order refused")))
@@ -406,12 +464,41 @@ class BracketTrader:
             t["exit"] = None
             if self.book.qty == 0:
                 self._close_if_done()
+            else:
+                return self._exit_gone(msg)
         return []
+
+    EXIT_ATTEMPTS = 3
+    """Market exits of one trade sent in a row for a position the trade's stop cannot protect (an
+    over-close, a late fill) before the strategy stops trying and alerts (risk's flatten remains)."""
+
+    def _exit_gone(self, msg: Any) -> Out:
+        """The market exit was refused or cancelled with a position still held. In the trade's
+        direction the stop and target go back on (:meth:`_cover`) and the next bar decides again;
+        an over-closed or late-fill position has no stop to go back to, so the exit is sent again,
+        at most :data:`EXIT_ATTEMPTS` times, then a critical alert."""
+        t = self.trade
+        assert t is not None
+        pos = self.book.qty
+        why = t.get("exiting") or "exit"
+        logger.warning("{}: market exit {} gone ({}); position {}", self.strategy_id, msg.client_order_id,
+                       getattr(msg, "reason", type(msg).__name__), pos)
+        if (pos > 0) == (t["dir"] > 0) and t.get("stop_px") is not None and why not in ("over-closed", "late fill"):
+            t["exiting"] = None
+            return self._cover(msg.ts_ns)
+        t["exit_attempts"] = t.get("exit_attempts", 1) + 1
+        if t["exit_attempts"] > self.EXIT_ATTEMPTS:
+            return [(WATCHDOG, Alert("critical", f"{self.strategy_id}-unprotected",
+                                     f"{self.strategy_id}: {pos} {self.instrument} held without a stop; "
+                                     f"{self.EXIT_ATTEMPTS} market exits failed ({why})", msg.ts_ns,
+                                     "none: risk's flatten or the operator must close it"))]
+        return self._market_exit(msg.ts_ns, why)
 
     def _close_if_done(self) -> None:
         """Close a flat trade once neither its entry's remainder nor a market exit still works."""
         t = self.trade
-        if t is not None and self.book.qty == 0 and not t.get("entry_leaves") and not t["exit"]:
+        if (t is not None and self.book.qty == 0 and not t.get("entry_leaves") and not t["exit"]
+                and not t.get("old")):
             self._close_trade()
 
     def _market_exit(self, ts: int, why: str) -> Out:
@@ -440,6 +527,7 @@ class BracketTrader:
         out: Out = [(RISK, CancelOrder(leg, self.strategy_id, ts, f"exit: {why}")) for leg in legs]
         if t.get("entry_leaves"):
             out.append((RISK, CancelOrder(t["entry"], self.strategy_id, ts, f"exit: {why}")))
+        self._track_cancelled(tuple(k for k in ("stop", "target") if t[k] and t[k] != keep))
         t["stop"], t["target"], t["exiting"] = keep, None, why
         return out + self._market_exit(ts, why)
 

@@ -118,7 +118,7 @@ class MlScalperStrategy(BracketTrader):
         self.quotes: Any = None
         """:class:`domain.scalper.quote_features.QuoteFeatureBuilder` when the model was trained with
         quote features (its feature list ends with them), else None (quotes are ignored)."""
-        if tuple(model.features[-len(QUOTE_FEATURES):]) == QUOTE_FEATURES:
+        if tuple(getattr(model, "features", ())[-len(QUOTE_FEATURES):]) == QUOTE_FEATURES:
             self.quotes = QuoteFeatureBuilder(self.spec.tick_size)
         self.book = OwnPosition(strategy_id, instrument, 64)
         self.trade: dict[str, Any] | None = None
@@ -151,10 +151,11 @@ class MlScalperStrategy(BracketTrader):
         if out is None:
             raise RejectedMessage(f"{self.strategy_id}: unexpected message {type(msg).__name__}")
         if isinstance(msg, (Fill, OrderCancelled)) and self.reverse_to and self.trade is None and self.book.qty == 0:
-            # a reversal's close filled (or, after a race, its last order is gone): the new side
-            # now, with its own bracket
+            # the reversal's trade is over (its close filled and every other order of it is gone):
+            # the new side now, with its own bracket, if entries are still allowed
             direction, self.reverse_to = self.reverse_to, 0
-            out += self._enter(direction, msg.ts_ns, "REVERSE_TO_LONG" if direction > 0 else "REVERSE_TO_SHORT")
+            if self._can_enter(msg.ts_ns):
+                out += self._enter(direction, msg.ts_ns, "REVERSE_TO_LONG" if direction > 0 else "REVERSE_TO_SHORT")
         return out
 
     def _on_model(self, msg: ModelUpdate) -> Out:
@@ -227,6 +228,8 @@ class MlScalperStrategy(BracketTrader):
             return self._enter(direction, ts, sig, confidence, bar.close)
         if sig.startswith("REVERSE"):
             self.reverse_to = direction  # the stop works until the close fills: never without a stop
+            if self.trade is not None:
+                self.trade["reversing"] = True
             return self.exit_now(ts, f"{sig} (confidence {confidence:.2f}, price {bar.close})", keep_stop=True)
         return self.exit_now(ts, f"{sig} (confidence {confidence:.2f}, price {bar.close})")
 
@@ -243,6 +246,8 @@ class MlScalperStrategy(BracketTrader):
     def _on_trade_closed(self, t: dict[str, Any], pnl: Decimal) -> None:
         self.day_pnl += pnl
         self.counters["wins" if pnl > 0 else "losses"] += 1
+        if not t.get("reversing"):
+            self.reverse_to = 0  # closed some other way (risk's flatten, a stop): no reversal pending
 
     # ------------------------------------------------------------------ persistence
     def snapshot(self) -> dict:
