@@ -314,16 +314,17 @@ def _cap_text(cap: Decimal) -> str:
 
 
 def render_seed_table(s: BacktestStats) -> str:
-    """The results table, seed 002 section 2.9 (/work/shared/seeds/002_2613e4c741f6e65a.txt)::
+    """The results table, seed 002 section 2.9 (/work/shared/seeds/002_2613e4c741f6e65a.txt), e.g.
+    the bundled days' backtest (combine-50k)::
 
         === BACKTEST RESULTS ===
-        Period:            DD/MM/YYYY – DD/MM/YYYY
-        Total PnL:         $XXX.XX (net of slippage + commission)
+        Period:            08/04/2026 – 10/04/2026
+        Total PnL:         -$169.42 (net of slippage + commission)
         ...
-        Days hitting $750 limit: X (XX%)
+        Days hitting $400 limit: 0 (0%)
 
         PnL by Strategy:
-          grid-MES:        $XXX  (XX trades)
+          grid-MES:        -$172  (8 trades)
 
     Money with thousands separators and a leading minus (``-$1,234.56``); per-group P&L in whole
     dollars; ``n/a`` where a figure is undefined (no trade, no loss). "Avg Loss" is the mean loss as

@@ -77,13 +77,19 @@ def test_a_bad_bracket_is_rejected():
     assert isinstance(rej, OrderRejected) and "bracket" in rej.reason
 
 
-def _native_long():
-    """A bull-regime strategy (native brackets) whose 10:30 ET entry filled long 1 at 20002."""
+def _bull_entry():
+    """A bull-regime strategy (native brackets) that has just sent its 10:30 ET pullback entry."""
     s = _strategy()
     _session(s, [20000.0] * 40)
     s.regime = "bull"
     t = _ts(10, 30)
     entry, = _intents(s.handle(_bar(t, 19999.0, 20002.0, 19998.0, 20001.5)))
+    return s, t, entry
+
+
+def _native_long():
+    """A bull-regime strategy (native brackets) whose 10:30 ET entry filled long 1 at 20002."""
+    s, t, entry = _bull_entry()
     assert entry.bracket == Bracket(8, 14)
     assert s.handle(_fill(entry, "20002.00", "T1", t + 61 * NS)) == []  # the venue places the legs
     return s, t, entry
@@ -113,11 +119,7 @@ def test_legs_not_confirmed_in_time_are_cancelled_and_the_position_exits_at_mark
 
 
 def test_a_venue_in_position_brackets_mode_turns_the_strategy_to_a_managed_bracket():
-    s = _strategy()
-    _session(s, [20000.0] * 40)
-    s.regime = "bull"
-    t = _ts(10, 30)
-    entry, = _intents(s.handle(_bar(t, 19999.0, 20002.0, 19998.0, 20001.5)))
+    s, t, entry = _bull_entry()
     out = s.handle(OrderRejected(entry.client_order_id, "regime-MNQ",
                                  "OrderRejected: Brackets cannot be used with Position Brackets. "
                                  "You must enable Auto OCO Brackets.", t + 61 * NS))

@@ -112,6 +112,17 @@ def margin_retry_qty(qty: int) -> int | None:
     return max(1, qty // 2) if qty > 1 else None
 
 
+def _new_trade(entry: str | None, direction: int, qty: int, tag: str, exit_prefix: str, purpose: str,
+               **fields: Any) -> dict[str, Any]:
+    """A trade dict (module docstring) with every key of :data:`TRADE_KEYS` at its starting value
+    (nothing working, nothing filled); ``fields`` overrides some and adds the host's own."""
+    return {"entry": entry, "dir": direction, "qty": qty, "stop_ticks": 0, "target_ticks": 0, "tag": tag,
+            "exit_prefix": exit_prefix, "stop": None, "target": None, "exit": None, "entry_price": None,
+            "filled": 0, "pnl": "0", "native": False, "filled_ts": 0, "purpose": purpose, "entry_leaves": 0,
+            "stop_qty": 0, "target_qty": 0, "stop_px": None, "target_px": None, "old": {}, "margin_retry": False,
+            "exiting": None, **fields}
+
+
 class BracketTrader:
     """Mixin: the order side of one bracketed trade at a time (module docstring)."""
 
@@ -163,12 +174,9 @@ class BracketTrader:
                     tag: str, exit_prefix: str, extra: dict[str, Any]) -> Out:
         intent = self._intent(Side.BUY if direction > 0 else Side.SELL, qty, OrderType.MARKET, ts, purpose + tag,
                               bracket=Bracket(stop_ticks, target_ticks) if self.native_ok else None)
-        self.trade = {"entry": intent.client_order_id, "dir": direction, "qty": qty, "stop_ticks": stop_ticks,
-                      "target_ticks": target_ticks, "tag": tag, "exit_prefix": exit_prefix, "stop": None,
-                      "target": None, "exit": None, "entry_price": None, "filled": 0, "pnl": "0",
-                      "native": self.native_ok, "filled_ts": 0, "purpose": purpose, "entry_leaves": qty,
-                      "stop_qty": 0, "target_qty": 0, "stop_px": None, "target_px": None, "old": {},
-                      "margin_retry": False, "exiting": None, **extra}
+        self.trade = _new_trade(intent.client_order_id, direction, qty, tag, exit_prefix, purpose,
+                                stop_ticks=stop_ticks, target_ticks=target_ticks, native=self.native_ok,
+                                entry_leaves=qty, **extra)
         return [(RISK, intent)]
 
     def _retry_smaller(self, t: dict[str, Any], msg: OrderRejected) -> Out:
@@ -220,15 +228,10 @@ class BracketTrader:
         if t is not None and t["entry_price"] is None:  # a new trade's entry is on its way: not any more
             out.append((RISK, CancelOrder(t["entry"], self.strategy_id, fill.ts_ns, "late fill of an earlier order")))
         if t is None or t["entry_price"] is None:
-            t = self.trade = {"entry": t["entry"] if t else None, "dir": 1 if pos > 0 else -1, "qty": abs(pos),
-                              "stop_ticks": 0, "target_ticks": 0, "tag": t["tag"] if t else "",
-                              "exit_prefix": t["exit_prefix"] if t else "exit", "stop": None, "target": None,
-                              "exit": None, "entry_price": str(fill.price), "filled": abs(pos), "pnl": str(-fill.fee),
-                              "native": False, "filled_ts": fill.ts_ns, "purpose": "late fill",
-                              "entry_leaves": t["entry_leaves"] if t else 0, "stop_qty": 0, "target_qty": 0,
-                              "stop_px": None, "target_px": None, "old": {}, "margin_retry": True, "exiting": None}
-            if t["entry"] is None:
-                t["entry_leaves"] = 0
+            self.trade = _new_trade(t["entry"] if t else None, 1 if pos > 0 else -1, abs(pos), t["tag"] if t else "",
+                                    t["exit_prefix"] if t else "exit", "late fill", entry_price=str(fill.price),
+                                    filled=abs(pos), pnl=str(-fill.fee), filled_ts=fill.ts_ns,
+                                    entry_leaves=t["entry_leaves"] if t else 0, margin_retry=True)
         return out + self._exit_position(fill.ts_ns, "late fill")
 
     def _exit_position(self, ts: int, why: str) -> Out:
