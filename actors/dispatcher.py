@@ -27,6 +27,7 @@ class Dispatcher:
         self.dead_letters: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.delivered = 0
+        self._names: dict[str, tuple[str, ...]] = {}  # destination -> handler names, from ``topics``
 
     def send(self, out: Out) -> None:
         for dest, msg in out:
@@ -34,19 +35,40 @@ class Dispatcher:
                 self.queue.append((name, msg))
 
     def drain(self) -> None:
-        q, handlers = self.queue, self.handlers
+        q = self.queue
         while q:
             name, msg = q.popleft()
-            h = handlers.get(name)
-            if h is None:
-                self.dead_letters[name] += 1
-                continue
-            self.delivered += 1
-            try:
-                out = h.handle(msg)
-            except RejectedMessage as exc:
-                self.rejected[f"{name}:{type(msg).__name__}"] += 1
-                logger.debug("{} rejected {}: {}", name, type(msg).__name__, exc)
-                continue
-            if out:
-                self.send(out)
+            self._deliver(name, msg)
+
+    def run(self, out: Out) -> None:
+        """``send(out)`` then ``drain()``, without queueing ``out`` itself when the queue is empty:
+        its messages go straight to their handlers, in order, and what those handlers answer is
+        queued behind, where FIFO would put it (after every message of ``out``). The backtest
+        calls this once per timestamp of the replay."""
+        if self.queue:
+            self.send(out)
+            self.drain()
+            return
+        names, deliver = self._names, self._deliver
+        for dest, msg in out:
+            targets = names.get(dest)
+            if targets is None:
+                targets = names[dest] = self.topics.get(dest, (dest,))
+            for name in targets:
+                deliver(name, msg)
+        self.drain()
+
+    def _deliver(self, name: str, msg: Any) -> None:
+        h = self.handlers.get(name)
+        if h is None:
+            self.dead_letters[name] += 1
+            return
+        self.delivered += 1
+        try:
+            out = h.handle(msg)
+        except RejectedMessage as exc:
+            self.rejected[f"{name}:{type(msg).__name__}"] += 1
+            logger.debug("{} rejected {}: {}", name, type(msg).__name__, exc)
+            return
+        if out:
+            self.send(out)

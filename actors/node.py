@@ -377,10 +377,16 @@ class Node:
             name = bar_builder(sym)
             h = handlers[name]  # kept per configuration: a sweep may vary the periods its strategies read
             handlers[name] = routed.memo_handler((name, h.agg.periods_s, h.forward_ticks), h)
-        send, drain = disp.send, disp.drain
-        for out in routed.batches:
-            send(out)
-            drain()
+        run = disp.run
+        frozen = not gc.get_freeze_count()
+        if frozen:  # what exists now lives for the run: the collector skips it (docs/decisions/0007)
+            gc.freeze()
+        try:
+            for out in routed.batches:
+                run(out)
+        finally:
+            if frozen:
+                gc.unfreeze()
         disp.send([(RISK, Shutdown("end of data", routed.core.last_ts))])
         disp.drain()
         s = self._summary(handlers[RISK], {e.name: handlers[e.name].stats() for e in self.entries})

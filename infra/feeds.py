@@ -29,6 +29,7 @@ from domain.handler import CLOCK_TOPIC, FEED, RECONCILER, Out, RejectedMessage, 
 from domain.handler import quotes_topic
 from domain.messages import ClockTick, QuoteTick, ReconcileRequest, ReconcileResult, TradeTick
 from domain.validation import MarketDataValidator
+from infra.bulk_replay import BulkRoute, bulk_routed
 from infra.replay import ReplaySource, bar_to_ticks
 
 NS = 1_000_000_000
@@ -58,6 +59,7 @@ class FeedCore:
         self.validator = MarketDataValidator()
         self.minute: int | None = None
         self.last_ts = 0
+        self._topics: dict[str, tuple[str, str, str]] = {}  # instrument -> (prints, ticks, quotes) topic
 
     def route(self, tick: TradeTick | QuoteTick) -> Out:
         """One tick (a batch of one)."""
@@ -65,22 +67,35 @@ class FeedCore:
 
     def route_batch(self, ticks: Any) -> Out:
         """The ticks of one timestamp, in replay order (module docstring for the event order)."""
-        good = [t for t in ticks if self._accept(t)]
+        accept = self._accept
+        good = [t for t in ticks if accept(t)]
         if not good:
             return []
-        out: Out = [(prints_topic(t.instrument), t) for t in good if isinstance(t, TradeTick)]
-        first = good[0]
-        minute = first.ts_ns // MINUTE_NS
+        topics = self._topics
+        out: Out = []
+        later: Out = []
+        for t in good:
+            names = topics.get(t.instrument)
+            if names is None:
+                names = topics[t.instrument] = (prints_topic(t.instrument), ticks_topic(t.instrument),
+                                                quotes_topic(t.instrument))
+            if type(t) is TradeTick:
+                out.append((names[0], t))
+                later.append((names[1], t))
+            else:
+                later.append((names[2], t))
+        ts = good[0].ts_ns
+        minute = ts // MINUTE_NS
         if minute != self.minute:
             self.minute = minute
-            out.append((CLOCK_TOPIC, ClockTick(first.ts_ns)))
+            out.append((CLOCK_TOPIC, ClockTick(ts)))
         self.last_ts = good[-1].ts_ns
-        out += [(ticks_topic(t.instrument) if type(t) is TradeTick else quotes_topic(t.instrument), t) for t in good]
+        out += later
         return out
 
     def _accept(self, tick: Any) -> bool:
-        reason = (self.validator.check_trade(tick) if isinstance(tick, TradeTick)
-                  else self.validator.check_quote(tick))
+        v = self.validator
+        reason = v.check_trade(tick) if type(tick) is TradeTick else v.check_quote(tick)
         if reason:
             n = self.validator.rejected[reason]
             if n <= self.LOG_FIRST or n % self.LOG_EVERY == 0:  # a bad feed must not flood the log
@@ -379,7 +394,9 @@ def open_replay(data_dir: Path, instruments: tuple[str, ...], start: Any = None,
 
 
 class Routed:
-    """A replay's ticks routed a timestamp at a time (:meth:`FeedCore.route_batch`).
+    """A replay's ticks routed a timestamp at a time (:meth:`FeedCore.route_batch`): from an
+    iterator of ticks, or for a whole ``adaptive``-path replay from
+    :func:`infra.bulk_replay.bulk_routed` (the same messages, routed already).
 
     Attributes:
         batches: iterable of the routed messages (``Out``) of each timestamp with an accepted tick.
@@ -388,10 +405,15 @@ class Routed:
         ticks: ticks read so far (all of them once ``batches`` is exhausted).
     """
 
-    def __init__(self, events: Iterator[TradeTick]) -> None:
+    def __init__(self, events: Iterator[TradeTick] | None, bulk: BulkRoute | None = None) -> None:
         self.core = FeedCore()
         self.ticks = 0
-        self.batches: Any = self._route(events)
+        if bulk is None:
+            self.batches: Any = self._route(events or iter(()))
+        else:  # routed already, every print accepted (infra/bulk_replay.py)
+            self.batches = bulk.batches
+            self.ticks = bulk.ticks
+            self.core.last_ts, self.core.minute = bulk.last_ts, bulk.minute
         self.outputs: dict[Hashable, dict[int, Out]] | None = None
         """For a kept stream: per pure handler (bar builders), its output for each message of
         the stream by ``id`` (:class:`MemoHandler`); None otherwise."""
@@ -491,7 +513,9 @@ class ReplayData:
         keep = self.memo and self.path == "adaptive"
         if keep and key in _ROUTED:
             return _ROUTED[key]
-        routed = Routed(self.events())
+        bulk = (bulk_routed(self.source, self.step_bp)
+                if self.path == "adaptive" and isinstance(self.source, ReplaySource) else None)
+        routed = Routed(None if bulk else self.events(), bulk)
         if keep:
             routed.batches = list(routed.batches)  # route it all now, once
             routed.outputs = {}

@@ -112,7 +112,7 @@ class _Book:
 
 def _valid_price(p: Any, spec: InstrumentSpec) -> bool:
     try:
-        return isinstance(p, Decimal) and p.is_finite() and p > 0 and p % spec.tick_size == 0
+        return isinstance(p, Decimal) and p.is_finite() and p > 0 and not p % spec.tick_size
     except ArithmeticError:  # e.g. 1E+999: the quotient does not fit the decimal context
         return False
 
@@ -344,11 +344,13 @@ class PaperBroker:
         if not isinstance(tick.size, int) or tick.size < 0:
             self.rejects["trade:bad_size"] += 1
             return []
-        px = tick.price
-        self._last[tick.instrument] = px
-        self._last_ts[tick.instrument] = tick.ts_ns
+        px, inst = tick.price, tick.instrument
+        self._last[inst] = px
+        self._last_ts[inst] = tick.ts_ns
+        if not self._working:
+            return []
         out: list = []
-        for w in [w for w in self._working.values() if w.intent.instrument == tick.instrument]:
+        for w in [w for w in self._working.values() if w.intent.instrument == inst]:
             if w.sibling is not None and w.intent.client_order_id not in self._working:
                 continue  # its OCO sibling filled on this print
             price = self._match(w, px, px, px)

@@ -70,6 +70,7 @@ import functools
 import gzip
 import heapq
 import io
+import operator
 import re
 import zlib
 from dataclasses import dataclass
@@ -501,14 +502,29 @@ def bar_to_ticks(row: BarRow, seq_start: int = 0, path: tuple[Decimal, ...] | No
     """
     period_ns = row.period_s * NS
     base = row.volume // 4
-    sizes = [max(1, q) for q in (base, base, base, row.volume - 3 * base)]
+    first = base if base > 0 else 1
+    sizes = [first, first, first, max(1, row.volume - 3 * base)]
     prices = path or bar_path(row)
-    times = [row.start_ns + k * period_ns // 4 for k in range(4)]
-    if step_bp is None:
-        return [TradeTick(row.instrument, times[k], price, sizes[k], seq_start + k) for k, price in enumerate(prices)]
-    tick = INSTRUMENTS[row.instrument].tick_size if row.instrument in INSTRUMENTS else Decimal("0.25")
-    step_ticks = int(path_step(row.open, step_bp, tick) / tick)
-    out = [TradeTick(row.instrument, times[0], prices[0], sizes[0], seq_start)]
+    start = row.start_ns
+    times = (start, start + period_ns // 4, start + 2 * period_ns // 4, start + 3 * period_ns // 4)
+    inst = row.instrument
+    if step_bp is not None:
+        tick = INSTRUMENTS[inst].tick_size if inst in INSTRUMENTS else Decimal("0.25")
+        step = path_step(row.open, step_bp, tick)
+        p0, p1, p2, p3 = prices
+        if abs(p1 - p0) > step or abs(p2 - p1) > step or abs(p3 - p2) > step:
+            return _stepped_ticks(inst, times, prices, sizes, seq_start, tick, int(step / tick))
+    return [TradeTick(inst, times[0], prices[0], sizes[0], seq_start),
+            TradeTick(inst, times[1], prices[1], sizes[1], seq_start + 1),
+            TradeTick(inst, times[2], prices[2], sizes[2], seq_start + 2),
+            TradeTick(inst, times[3], prices[3], sizes[3], seq_start + 3)]
+
+
+def _stepped_ticks(inst: str, times: tuple[int, ...], prices: tuple[Decimal, ...], sizes: list[int], seq_start: int,
+                   tick: Decimal, step_ticks: int) -> list[TradeTick]:
+    """:func:`bar_to_ticks` of a bar with a move longer than ``step_ticks`` ticks between two of its
+    path points: the four points with the prints in between."""
+    out = [TradeTick(inst, times[0], prices[0], sizes[0], seq_start)]
     for k in range(1, 4):
         a, b = prices[k - 1], prices[k]
         dist = int(abs(b - a) / tick)  # ticks from a to b (both on the grid)
@@ -520,9 +536,9 @@ def bar_to_ticks(row: BarRow, seq_start: int = 0, path: tuple[Decimal, ...] | No
             step_px = tick if b > a else -tick
             span = times[k] - times[k - 1]
             for j in range(1, n):  # floor(dist * j / n) ticks from a: the j-th of n even steps, on the grid
-                out.append(TradeTick(row.instrument, times[k - 1] + span * j // n, a + step_px * (dist * j // n), 1,
+                out.append(TradeTick(inst, times[k - 1] + span * j // n, a + step_px * (dist * j // n), 1,
                                      seq_start + k))
-        out.append(TradeTick(row.instrument, times[k], b, sizes[k], seq_start + k))
+        out.append(TradeTick(inst, times[k], b, sizes[k], seq_start + k))
     return out
 
 
@@ -664,6 +680,9 @@ def load_databento_quotes(path: Path | str, micro: bool = True) -> tuple[list[Qu
 
 # --------------------------------------------------------------------------- replay source
 
+_MERGE_KEY = operator.attrgetter("ts_ns", "instrument", "seq")
+"""Replay order of ticks: ``(ts_ns, instrument, seq)``."""
+
 class ReplaySource:
     """Recorded bar files replayed as one merged, deterministic stream of trade ticks.
 
@@ -790,6 +809,12 @@ class ReplaySource:
         """Bars of the ``warmup_days`` trading days before the first replayed day (may be empty)."""
         return list(self._warmup.get(instrument, ()))
 
+    def replay_plan(self, instrument: str) -> tuple[list[BarRow], int, bool]:
+        """``(bars, seq, recorded)``: the replayed bars of ``instrument`` (not to be mutated), the
+        ``seq`` of the first one's first print (bar ``i`` starts at ``seq + 4 * i``), and whether
+        recorded trades replace any of them (:meth:`_match_trades`)."""
+        return self._bars.get(instrument, []), self._seq0.get(instrument, 0), bool(self._bar_trades.get(instrument))
+
     def _ticks(self, instrument: str, after_ns: int | None, path: str = "adaptive",
                position: Callable[[str], int] | None = None, step_bp: float | None = None) -> Iterator[TradeTick]:
         bars = self._bars[instrument]
@@ -805,9 +830,10 @@ class ReplaySource:
             if ticks is None:
                 held = position(instrument) if position is not None and path != "adaptive" else 0
                 ticks = bar_to_ticks(row, seq0 + 4 * i, bar_path(row, path, held), step_bp)
-            for t in ticks:
-                if after_ns is None or t.ts_ns > after_ns:
-                    yield t
+            if after_ns is None:
+                yield from ticks
+            else:
+                yield from (t for t in ticks if t.ts_ns > after_ns)
 
     def events(self, after_ns: int | None = None, path: str = "adaptive",
                position: Callable[[str], int] | None = None, step_bp: float | None = None) -> Iterator[TradeTick]:
@@ -827,5 +853,5 @@ class ReplaySource:
         if path not in BAR_PATHS:
             raise ValueError(f"unknown bar path {path!r}; use one of {BAR_PATHS}")
         streams = [self._ticks(inst, after_ns, path, position, step_bp) for inst in self.instruments]
-        return heapq.merge(*streams, key=lambda t: (t.ts_ns, t.instrument, t.seq))
+        return heapq.merge(*streams, key=_MERGE_KEY)
 

@@ -13,7 +13,11 @@ computation beside it on real data and on the edge cases (DST hours, breaches, o
 - the feed validator: the plausible range and tick grid checked inline, the band of the last
   accepted price kept (domain/validation.py ``MarketDataValidator._check_trade``);
 - the trading day: the window between two 17:00 CT instants kept (domain/calendar.py
-  ``trading_day``).
+  ``trading_day``);
+- the dispatcher: a timestamp's messages handed straight to their handlers, answers queued
+  behind them (actors/dispatcher.py ``Dispatcher.run``).
+
+The feed's bulk stream has its own file, tests/test_bulk_replay.py.
 """
 
 from __future__ import annotations
@@ -172,3 +176,33 @@ def test_trading_day_window_equals_the_per_minute_rule_across_dst_and_weekends()
     for _ in range(60_000):  # ~14 months of jumps forward and back, through both DST changes
         ts += rng.choice((1, 60 * ns, 7 * 60 * ns, 3600 * ns, 17 * 3600 * ns + 1, -5 * 60 * ns))
         assert calendar.trading_day(ts) == calendar._trading_day_of_minute(ts // (60 * ns)), ts
+
+
+class _Echo:
+    """A handler that logs what it got and answers twice to another topic, until depth 3."""
+
+    def __init__(self, name: str, log: list) -> None:
+        self.name, self.log = name, log
+
+    def handle(self, msg):
+        self.log.append((self.name, msg))
+        if msg[0] >= 3:
+            return []
+        return [("fan", (msg[0] + 1, f"{self.name}<{msg[1]}")), ("b", (msg[0] + 1, f"{self.name}!{msg[1]}"))]
+
+
+def test_dispatcher_run_delivers_in_the_order_of_send_then_drain():
+    from actors.dispatcher import Dispatcher
+    logs = []
+    for direct in (True, False):
+        log: list = []
+        disp = Dispatcher({n: _Echo(n, log) for n in "abc"}, {"fan": ("a", "c"), "ghost": ("nobody",)})
+        out = [("fan", (0, "x")), ("ghost", (0, "y")), ("b", (0, "z"))]
+        if direct:
+            disp.run(out)
+        else:
+            disp.send(out)
+            disp.drain()
+        logs.append((log, disp.delivered, dict(disp.dead_letters)))
+    assert logs[0] == logs[1]
+    assert logs[0][1] > 20 and logs[0][2] == {"nobody": 1}

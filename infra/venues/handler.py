@@ -43,8 +43,9 @@ class VenueHandler:
                              max(intent.ts_ns, self.venue.last_ts))
 
     def handle(self, msg: Any) -> Out:
-        if isinstance(msg, (TradeTick, QuoteTick)):
-            return [(ROUTER, f) for f in self.venue.on_tick(msg)]
+        if type(msg) is TradeTick or isinstance(msg, QuoteTick):
+            fills = self.venue.on_tick(msg)
+            return [(ROUTER, f) for f in fills] if fills else []
         if isinstance(msg, OrderIntent):
             refused = self.durable(msg)
             if refused is not None:
