@@ -333,6 +333,151 @@ def _bar_timestamp(text: str | None, zone: ZoneInfo) -> tuple[dt.datetime, int] 
     return naive, ts
 
 
+_BarRecord = tuple[int, str, Decimal, Decimal, Decimal, Decimal, int, "dt.datetime | str"]
+"""A bar file row that passed the per-row checks: ``(epoch ns, instrument, open, high, low, close,
+volume, naive local time or its ISO text)``."""
+
+
+def _bar_record(rec: dict, instrument: str | None, zone: ZoneInfo,
+                ranges: dict[str, tuple[Decimal, Decimal]]) -> _BarRecord | str:
+    """The per-row checks of :func:`load_bar_csv` on one ``csv.DictReader`` record (a missing
+    field is None): the record, or the reason it is dropped (the first problem found, in the order
+    :func:`load_bar_csv` lists)."""
+    if instrument is not None:
+        if not _symbol_matches(rec.get("symbol"), instrument):
+            return "wrong_symbol"
+        sym = instrument
+    else:
+        sym = _resolve_symbol(rec.get("symbol"), micro=True)
+        if sym is None:
+            return "unknown_instrument"
+    tick = INSTRUMENTS[sym].tick_size
+    o, h, lo, c = _dec(rec.get("open")), _dec(rec.get("high")), _dec(rec.get("low")), _dec(rec.get("close"))
+    rng = ranges.get(sym)
+    if rng is None:
+        rng = ranges[sym] = plausible_range(sym)
+    if not (o is not None and h is not None and lo is not None and c is not None  # the common case inline
+            and o.is_finite() and h.is_finite() and lo.is_finite() and c.is_finite() and rng[0] > 0
+            and rng[0] <= lo <= o <= h <= rng[1] and lo <= c <= h
+            and not o % tick and not h % tick and not lo % tick and not c % tick):
+        reason = _check_prices((o, h, lo, c), tick, sym)
+        if reason:
+            return reason
+    if h < lo:
+        return "high_below_low"
+    if not (lo <= o <= h and lo <= c <= h):
+        return "open_close_outside_range"
+    vol = _int_field(rec.get("volume"))
+    if isinstance(vol, str):
+        return vol
+    when = _bar_timestamp(rec.get("datetime"), zone)
+    if isinstance(when, str):
+        return when
+    return when[1], sym, o, h, lo, c, vol, when[0]
+
+
+def _read_table(path: Path | str, required: Iterable[str]) -> tuple[list[str], list[list[str]]]:
+    """``(header, rows)`` of a CSV file, blank lines skipped (as ``csv.DictReader`` skips them);
+    the same checks and errors as :func:`_read_rows`."""
+    line = 1
+    try:
+        with _open_text(path) as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            _require_columns(header, required, path)
+            rows = []
+            for row in reader:
+                if row:
+                    line = reader.line_num
+                    rows.append(row)
+            return header, rows
+    except FileNotFoundError:
+        raise
+    except BadDataFile:
+        raise
+    except _READ_ERRORS as e:
+        what = {EOFError: "truncated (compressed stream ends early)",
+                gzip.BadGzipFile: "not a gzip file"}.get(type(e), f"unreadable ({type(e).__name__}: {e})")
+        raise BadDataFile(path, what, line + 1 if line > 1 else None) from None
+
+
+_PLAIN_TIME = re.compile(r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]) ([01]\d|2[0-3]):[0-5]\d:[0-5]\d")
+"""Timestamps :func:`_table_records` converts in bulk; any other spelling is converted per row."""
+
+
+def _table_records(header: list[str], rows: list[list[str]], instrument: str,
+                   zone: ZoneInfo) -> Iterator[_BarRecord | str]:
+    """:func:`_bar_record` of every row (:func:`_read_table`; a missing field is None, a column
+    named twice takes its last field, as in ``csv.DictReader``), in file order.
+
+    Each distinct text of a field is parsed and checked once (prices, volume, symbol); a row whose
+    every field passes is made from those, and its timestamp converted in bulk when the text is
+    ``YYYY-MM-DD HH:MM:SS`` and its local hour has one UTC offset (:func:`_plain_hour_offset_ns`),
+    which is how :func:`_bar_timestamp` converts it. Every other row goes through
+    :func:`_bar_record` itself, so it is dropped for the same reason."""
+    import numpy as np
+
+    pos = {name: i for i, name in enumerate(header)}
+    tick = INSTRUMENTS[instrument].tick_size
+    low, high = plausible_range(instrument)
+    prices: dict[str, Decimal | None] = {}
+    volumes: dict[str, int | str] = {}
+    symbols: dict[str, bool] = {}
+    width = max(pos[c] for c in BAR_COLUMNS[:-1]) + 1
+    i_sym = pos.get("symbol")
+    i_time, i_vol = pos["datetime"], pos["volume"]
+    i_px = [pos[c] for c in ("open", "high", "low", "close")]
+    fast: list[tuple[Decimal, Decimal, Decimal, Decimal, int] | None] = []
+    for row in rows:
+        if len(row) < width or (i_sym is not None and i_sym >= len(row)):
+            fast.append(None)
+            continue
+        if i_sym is not None:
+            sym_ok = symbols.get(row[i_sym])
+            if sym_ok is None:
+                sym_ok = symbols[row[i_sym]] = _symbol_matches(row[i_sym], instrument)
+            if not sym_ok:
+                fast.append(None)
+                continue
+        px = []
+        for i in i_px:
+            text = row[i]
+            p = prices.get(text, False)
+            if p is False:
+                p = _dec(text)
+                p = prices[text] = p if (p is not None and p.is_finite() and low > 0 and low <= p <= high
+                                         and not p % tick) else None
+            px.append(p)
+        o, h, lo, c = px
+        vol = volumes.get(row[i_vol])
+        if vol is None:
+            vol = volumes[row[i_vol]] = _int_field(row[i_vol])
+        if (o is None or h is None or lo is None or c is None or isinstance(vol, str)
+                or not (lo <= o <= h and lo <= c <= h) or not _PLAIN_TIME.fullmatch(row[i_time])):
+            fast.append(None)
+            continue
+        fast.append((o, h, lo, c, vol))
+    texts = [row[i_time] if f is not None else "1970-01-01 00:00:00" for row, f in zip(rows, fast)]
+    try:
+        naive_ns = np.array(texts, dtype="datetime64[s]").astype(np.int64) * NS
+    except ValueError:  # a plain-looking text that is no date (month 13): every row converted alone
+        naive_ns = None
+    offsets: dict[int, int | None] = {}
+    hour_ns = 3600 * NS
+    for k, (row, f) in enumerate(zip(rows, fast)):
+        if f is not None and naive_ns is not None:
+            t = int(naive_ns[k])
+            hour = t // hour_ns
+            off = offsets.get(hour, False)
+            if off is False:
+                off = offsets[hour] = _plain_hour_offset_ns(zone, _EPOCH_NAIVE + dt.timedelta(hours=hour))
+            if off is not None:
+                yield t - off, instrument, f[0], f[1], f[2], f[3], f[4], row[i_time]
+                continue
+        rec = {name: (row[i] if i < len(row) else None) for name, i in pos.items()}
+        yield _bar_record(rec, instrument, zone, {})
+
+
 def load_bar_csv(path: Path | str, instrument: str | None = None, tz: str = "America/New_York",
                  period_s: int | None = None) -> tuple[list[BarRow], collections.Counter]:
     """Load a Yahoo-style bar file (naive local timestamps labelled by bar start).
@@ -374,47 +519,18 @@ def load_bar_csv(path: Path | str, instrument: str | None = None, tz: str = "Ame
     parsed: list[tuple[int, str, Decimal, Decimal, Decimal, Decimal, int]] = []
     file_symbol: str | None = None
     required = BAR_COLUMNS if instrument is None else BAR_COLUMNS[:-1]
-    for _line, rec in _read_rows(path, required):
-        if instrument is not None:
-            if not _symbol_matches(rec.get("symbol"), instrument):
-                rejects["wrong_symbol"] += 1
-                continue
-            sym = instrument
-        else:
-            sym = _resolve_symbol(rec.get("symbol"), micro=True)
-            if sym is None:
-                rejects["unknown_instrument"] += 1
-                continue
-        tick = INSTRUMENTS[sym].tick_size
-        o, h, lo, c = _dec(rec.get("open")), _dec(rec.get("high")), _dec(rec.get("low")), _dec(rec.get("close"))
-        rng = ranges.get(sym)
-        if rng is None:
-            rng = ranges[sym] = plausible_range(sym)
-        if not (o is not None and h is not None and lo is not None and c is not None  # the common case inline
-                and o.is_finite() and h.is_finite() and lo.is_finite() and c.is_finite() and rng[0] > 0
-                and rng[0] <= lo <= o <= h <= rng[1] and lo <= c <= h
-                and not o % tick and not h % tick and not lo % tick and not c % tick):
-            reason = _check_prices((o, h, lo, c), tick, sym)
-            if reason:
-                rejects[reason] += 1
-                continue
-        if h < lo:
-            rejects["high_below_low"] += 1
+    if instrument is not None:  # distinct texts parsed once, timestamps in bulk
+        records: Iterable[_BarRecord | str] = _table_records(*_read_table(path, required), instrument, zone)
+    else:
+        records = (_bar_record(rec, instrument, zone, ranges) for _line, rec in _read_rows(path, required))
+    for rec in records:
+        if isinstance(rec, str):
+            rejects[rec] += 1
             continue
-        if not (lo <= o <= h and lo <= c <= h):
-            rejects["open_close_outside_range"] += 1
-            continue
-        vol = _int_field(rec.get("volume"))
-        if isinstance(vol, str):
-            rejects[vol] += 1
-            continue
-        when = _bar_timestamp(rec.get("datetime"), zone)
-        if isinstance(when, str):
-            rejects[when] += 1
-            continue
-        naive, ts = when
+        ts, sym, o, h, lo, c, vol, when = rec
         if parsed and ts <= parsed[-1][0]:
             # DST fall-back: the repeated hour is the second occurrence of the local time.
+            naive = when if isinstance(when, dt.datetime) else dt.datetime.fromisoformat(when)
             ts2 = local_to_ns(naive, zone, fold=1)
             if ts2 is not None and ts2 > parsed[-1][0]:
                 ts = ts2

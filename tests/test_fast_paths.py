@@ -23,6 +23,7 @@ The feed's bulk stream has its own file, tests/test_bulk_replay.py.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import random
 from decimal import Decimal
 from pathlib import Path
@@ -39,6 +40,7 @@ from domain.validation import BAND_REANCHOR_PRINTS, MarketDataValidator, outside
 from infra.replay import _bar_timestamp, local_to_ns
 
 ROOT = Path(__file__).resolve().parents[1]
+SPIKE = Path(__file__).parent / "data" / "spike_2026-03-23"
 
 
 class PlainRisk(RiskManager):
@@ -206,3 +208,70 @@ def test_dispatcher_run_delivers_in_the_order_of_send_then_drain():
         logs.append((log, disp.delivered, dict(disp.dead_letters)))
     assert logs[0] == logs[1]
     assert logs[0][1] > 20 and logs[0][2] == {"nobody": 1}
+
+
+_NASTY_ROWS = """datetime,open,high,low,close,volume,symbol
+2026-03-08 01:58:00,5000.00,5001.00,4999.00,5000.50,10,ES
+2026-03-08 02:00:00,5000.50,5001.00,4999.00,5000.50,10,ES
+2026-03-08 03:00:00,5000.50,5001.00,4999.00,5000.50,10,ES
+2026-03-09 09:30:00,5000.50,5001.00,4999.00,5000.50,12.0,ES
+2026-03-09 09:32:00,5000.5,5001,4999.0,5000.50,3,ES=F
+2026-03-09T09:34:00,5000.50,5001.00,4999.00,5000.50,10,ES
+ 2026-03-09 09:36:00,5000.50,5001.00,4999.00,5000.50,10,ES
+2026-03-09 09:38:00-04:00,5000.50,5001.00,4999.00,5000.50,10,ES
+2026-03-09 09:40:00,5000.50,5001.00,4999.00,5000.50,10,NQ
+2026-03-09 09:42:00,5000.50,5001.00,4999.00,5000.50,10,
+2026-03-09 09:44:00,5000.50,5001.00,4999.00,5000.50,10
+2026-03-09 09:46:00,5000.50,4999.00,5001.00,5000.50,10,ES
+2026-03-09 09:48:00,5002.50,5001.00,4999.00,5000.50,10,ES
+2026-03-09 09:50:00,5000.60,5001.00,4999.00,5000.50,10,ES
+2026-03-09 09:52:00,NaN,5001.00,4999.00,5000.50,10,ES
+2026-03-09 09:54:00,,5001.00,4999.00,5000.50,10,ES
+2026-03-09 09:56:00,-5,5001.00,4999.00,5000.50,10,ES
+2026-03-09 09:58:00,400000,5001.00,4999.00,5000.50,10,ES
+2026-03-09 10:00:00,5000.50,5001.00,4999.00,5000.50,-1,ES
+2026-03-09 10:02:00,5000.50,5001.00,4999.00,5000.50,2.5,ES
+2026-03-09 10:04:00,5000.50,5001.00,4999.00,5000.50,99999999999,ES
+2026-03-09 10:06:00,5000.50,5001.00,4999.00,5000.50,x,ES
+2026-03-09 24:00:00,5000.50,5001.00,4999.00,5000.50,10,ES
+2026-13-09 10:08:00,5000.50,5001.00,4999.00,5000.50,10,ES
+2026-03-09 10:10:00,5000.50,5001.00,4999.00,5000.50,10,ES,extra
+
+2026-03-09 10:10:00,5000.50,5001.00,4999.00,5000.50,10,ES
+2026-03-09 10:08:00,5000.50,5001.00,4999.00,5000.50,10,ES
+2026-11-01 00:58:00,5000.50,5001.00,4999.00,5000.50,10,ES
+2026-11-01 01:00:00,5000.50,5001.00,4999.00,5000.50,10,ES
+2026-11-01 01:58:00,5000.50,5001.00,4999.00,5000.50,10,ES
+2026-11-01 01:00:00,5000.50,5001.00,4999.00,5000.50,10,ES
+2026-11-01 01:02:00,5000.50,5001.00,4999.00,5000.50,10,ES
+2026-11-01 02:00:00,5000.50,5001.00,4999.00,5000.50,10,ES
+"""
+
+
+def test_bar_file_table_path_gives_the_per_record_checks_results(tmp_path):
+    """The bulk reading of a bar file (distinct texts parsed once, timestamps converted in bulk)
+    against ``_bar_record`` on each ``csv.DictReader`` record: every row kept or dropped alike, on
+    a file of every problem the loader names, both DST changes (New York) and the real files."""
+    import csv
+
+    from infra.replay import BAR_COLUMNS, _bar_record, _read_table, _table_records, load_bar_csv
+    path = tmp_path / "ES_2min.csv"
+    path.write_text(_NASTY_ROWS)
+    files = [path, *sorted((ROOT / "data" / "demo").glob("*_2min.csv.gz")), *sorted(SPIKE.glob("*.csv.gz"))]
+    for f in files:
+        for inst in ("MES", "MNQ"):
+            zone = ZoneInfo("America/New_York")
+            table = list(_table_records(*_read_table(f, BAR_COLUMNS[:-1]), inst, zone))
+            with (gzip.open(f, "rt", newline="") if f.suffix == ".gz" else open(f, newline="")) as fh:
+                plain = [_bar_record(rec, inst, zone, {}) for rec in csv.DictReader(fh)]
+            # (epoch ns, instrument, prices as spelled, volume) or the reason; the naive time aside
+            assert [repr(r if isinstance(r, str) else r[:7]) for r in table] == \
+                   [repr(r if isinstance(r, str) else r[:7]) for r in plain]
+    rows, rejects = load_bar_csv(path, "MES")
+    assert len(rows) == 16  # both 01:00-01:58 hours of 1 November 2026 kept, the second as the later one
+    assert rows[-3].start_ns - rows[-4].start_ns == 120 * 1_000_000_000  # 01:58 EDT -> 01:00 EST
+    assert dict(rejects) == {
+        "nonexistent_local_time": 1, "wrong_symbol": 1, "high_below_low": 1, "open_close_outside_range": 1,
+        "off_tick": 1, "nan": 1, "missing_or_bad_number": 2, "non_positive_price": 1, "price_out_of_range": 1,
+        "negative_size": 1, "non_integral_size": 1, "volume_out_of_range": 1, "bad_timestamp": 2,
+        "duplicate_timestamp": 1, "out_of_order": 1}
