@@ -136,7 +136,7 @@ class RiskManager:
         """Event time (epoch ns) before which :meth:`_on_time` cannot change anything: the next
         trading-day or sub-session boundary (:data:`_DAY_BOUNDARIES`), or the flatten time when
         that comes first. 0 = evaluate at the next message."""
-        self._clean: tuple[tuple, Decimal] | None = None
+        self._clean: tuple[object, Decimal] | None = None
         """(ledger key, lowest unrealized $) of the account checks that found no breach under that
         ledger state (:meth:`_check_account`); every rule is monotone in unrealized P&L."""
         if halted_until_reconciled:
@@ -327,9 +327,9 @@ class RiskManager:
         (:func:`domain.risk_rules.evaluate_account`).
 
         Every rule there is breached at or below a threshold of equity, day P&L or sub-session
-        P&L, each of which rises with unrealized P&L, so under one ledger state (same balances,
-        peaks, floor, day and counters: :meth:`_ledger_key`) a mark at or above one that found no
-        breach finds none either; the evaluation is skipped then, unless the mark is a new
+        P&L, each of which rises with unrealized P&L, so under one ledger state (no ledger field
+        set since: :meth:`_ledger_key`) a mark at or above one that found no breach finds none
+        either; the evaluation is skipped then, unless the mark is a new
         intraday equity high (which can raise the MLL floor and the trailing thresholds)."""
         unreal = self.unrealized()
         led = self.ledger
@@ -360,13 +360,11 @@ class RiskManager:
         elif self.peak_equity - equity > self.max_drawdown:
             self.max_drawdown = self.peak_equity - equity
 
-    def _ledger_key(self) -> tuple:
-        """Every ledger field :func:`domain.risk_rules.evaluate_account` reads besides the mark."""
-        led = self.ledger
-        return (led.balance, led.floor, led.failed, led.day_realized, led.day_fees, led.pdll_fired,
-                led.intraday_peak_equity, led.day_peak_balance, led.day_start_balance, led.max_eod_balance,
-                led.sub_session, led.sub_session_start_balance, led.sub_session_start_unrealized,
-                led.consecutive_losses, led.trading_day)
+    def _ledger_key(self) -> object:
+        """The ledger's state as :func:`domain.risk_rules.evaluate_account` reads it besides the
+        mark: its :attr:`~domain.risk_rules.AccountLedger.version`, new after any change of any
+        field (a set to the same value included, which only costs one more evaluation)."""
+        return self.ledger.version
 
     def _apply_breach(self, b: Breach) -> Out:
         hold = {Action.LIQUIDATE: ("failed", RiskState.HALTED),

@@ -38,6 +38,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import functools
+import itertools
 import math
 from dataclasses import dataclass, fields
 from decimal import ROUND_CEILING, Decimal
@@ -268,6 +269,10 @@ def session_key(ts_ns: int) -> tuple[dt.date, str]:
 # --------------------------------------------------------------------------- ledger
 
 
+_LEDGER_VERSIONS = itertools.count(1)
+"""Source of :attr:`AccountLedger.version`, shared by every ledger of the process."""
+
+
 class AccountLedger:
     """Mutable account fold owned by the risk handler (mirrored to Redis via :meth:`to_dict`).
 
@@ -295,7 +300,13 @@ class AccountLedger:
             trailing on realized gains).
         day_fills: fills folded in the current trading day (a day with fills is a traded day).
         pdll_fired: the personal DLL acted today (``none``/``liquidate`` act once a day).
+        version: a number no other state of any ledger had: every attribute set takes a new one
+            (the risk handler's skip of unchanged account checks keys on it, docs/decisions/0020).
     """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        object.__setattr__(self, "version", next(_LEDGER_VERSIONS))
 
     _DECIMALS = ("balance", "max_eod_balance", "floor", "day_start_balance", "day_realized", "day_fees",
                  "sub_session_start_balance", "sub_session_start_unrealized", "intraday_peak_equity",
