@@ -37,14 +37,6 @@ class _Building:
     close: Decimal
     volume: int
 
-    def add(self, price: Decimal, size: int) -> None:
-        if price > self.high:
-            self.high = price
-        if price < self.low:
-            self.low = price
-        self.close = price
-        self.volume += size
-
     def to_bar(self, instrument: str, period_s: int, ts_ns: int) -> Bar:
         return Bar(instrument, period_s, self.start_ns, self.end_ns, self.open, self.high, self.low,
                    self.close, self.volume, ts_ns)
@@ -144,8 +136,13 @@ class BarAggregator:
                 elif ts_ns < b.start_ns:
                     self.dropped_late += 1
                     continue
-                else:
-                    b.add(price, size)
+                else:  # the print joins the open bar
+                    if price > b.high:
+                        b.high = price
+                    if price < b.low:
+                        b.low = price
+                    b.close = price
+                    b.volume += size
                     continue
             period_ns = p * NS_PER_S
             start = ts_ns - ts_ns % period_ns
@@ -219,11 +216,13 @@ class BarBuilderHandler:
         self.forward_ticks = forward_ticks
 
     def handle(self, msg: Any) -> Out:
-        if isinstance(msg, TradeTick):
-            out: Out = [(self.topic, b) for b in self.agg.on_trade(msg)]
+        if type(msg) is TradeTick or isinstance(msg, TradeTick):
+            bars = self.agg.on_trade(msg)
+            out: Out = [(self.topic, b) for b in bars] if bars else []
             if self.forward_ticks:
                 out.append((self.topic, msg))
             return out
         if isinstance(msg, ClockTick):
-            return [(self.topic, b) for b in self.agg.on_time(msg.ts_ns)]
+            bars = self.agg.on_time(msg.ts_ns)
+            return [(self.topic, b) for b in bars] if bars else []
         raise RejectedMessage(f"bar builder: unexpected message {type(msg).__name__}")

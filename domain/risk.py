@@ -175,12 +175,17 @@ class RiskManager:
     # ------------------------------------------------------------------ dispatch
     def handle(self, msg: Any) -> Out:
         if type(msg) is TradeTick:  # the hot path: one call per print of every instrument
-            out = self._advance(msg.ts_ns)
+            ts = msg.ts_ns
+            out = self._advance(ts) if ts >= self._time_stable_until else []
+            if ts > self.now_ns:  # between two calendar instants (_advance) only the event time moves
+                self.now_ns = ts
             sym, price = msg.instrument, msg.price
-            if self.marks.get(sym) == price or not self.portfolio.qty(sym):
-                self.marks[sym] = price
+            marks = self.marks
+            moved = marks.get(sym) != price
+            marks[sym] = price
+            pos = self.portfolio.positions.get(sym) if moved else None
+            if pos is None or not pos.qty:
                 return out  # equity did not move (fills run their own check)
-            self.marks[sym] = price
             return out + self._check_account() if out else self._check_account()
         ts = getattr(msg, "ts_ns", None)
         out = self._advance(ts) if isinstance(ts, int) else []
@@ -331,7 +336,7 @@ class RiskManager:
         set since: :meth:`_ledger_key`) a mark at or above one that found no breach finds none
         either; the evaluation is skipped then, unless the mark is a new
         intraday equity high (which can raise the MLL floor and the trailing thresholds)."""
-        unreal = self.unrealized()
+        unreal = self.portfolio.unrealized(self.marks)
         led = self.ledger
         equity = led.balance + unreal
         clean = self._clean
