@@ -202,7 +202,7 @@ class Node:
             t[quotes_topic(sym)] = (((RECORDER,) if self.record_dir is not None else ())
                                     + tuple(e.name for e in self.entries if sym in e.instruments and e.plugin().wants_quotes))
             t[bars_topic(sym)] = tuple(e.name for e in self.entries if sym in e.instruments)
-        t[CLOCK_TOPIC] = builders + (RISK,) + strategies + (WATCHDOG,)
+        t[CLOCK_TOPIC] = builders + (RISK,) + tuple(e.name for e in self.entries if e.plugin().wants_clock) + (WATCHDOG,)
         t[RISK_STATE_TOPIC] = strategies + (WATCHDOG,)
         t[EXPOSURE_TOPIC] = strategies + (WATCHDOG,)
         t[STATUS_TOPIC] = (RISK, WATCHDOG) + tuple(e.name for e in self.entries if e.plugin().wants_status)

@@ -275,3 +275,26 @@ def test_bar_file_table_path_gives_the_per_record_checks_results(tmp_path):
         "off_tick": 1, "nan": 1, "missing_or_bad_number": 2, "non_positive_price": 1, "price_out_of_range": 1,
         "negative_size": 1, "non_integral_size": 1, "volume_out_of_range": 1, "bad_timestamp": 2,
         "duplicate_timestamp": 1, "out_of_order": 1}
+
+
+def test_a_strategy_off_the_clock_topic_trades_as_one_on_it(tmp_path, monkeypatch):
+    """EMA 10/30 declares ``wants_clock=False`` (it ignores ClockTick): the node leaves it off the
+    clock topic, and a backtest with it put back on gives the same trade log, byte for byte."""
+    import dataclasses
+
+    from domain import strategies as plugins
+    from domain.handler import CLOCK_TOPIC
+    from domain.strategies import ema_cross
+    strategies = [{"name": "ema-ES", "kind": "ema_cross", "instruments": ["MES"], "params": {"fast": 5, "slow": 12}}]
+    logs = {}
+    for wants in (False, True):
+        plugin = dataclasses.replace(ema_cross.PLUGIN, wants_clock=wants)
+        monkeypatch.setattr(plugins, "_plugin", lambda kind, p=plugin: p)  # ema_cross is the only kind here
+        cfg = load_config(None, "practice-150k", {"strategies": strategies,
+                                                  "runtime": {"data_dir": str(ROOT / "data/demo"),
+                                                              "run_dir": str(tmp_path / str(wants))}})
+        node = Node(cfg, MODES["backtest"], trades_csv=tmp_path / f"{wants}.csv")
+        assert ("ema-ES" in node.topics()[CLOCK_TOPIC]) is wants
+        s = node.run_backtest(both_paths=False)
+        logs[wants] = ((tmp_path / f"{wants}.csv").read_bytes(), s.fills, s.net_pnl)
+    assert logs[False] == logs[True] and logs[False][1] > 10

@@ -104,6 +104,9 @@ class StrategyPlugin:
         wants_ticks: it reads the ``TradeTick`` of its instruments; False for a strategy that
             decides on bars only (its bar builder then forwards no prints: a backtest delivers a
             quarter fewer messages).
+        wants_clock: it reads the ``ClockTick`` (a minute of event time began); False for a
+            strategy whose every decision comes from bars, fills and risk states (it is then not
+            subscribed to the clock: two deliveries fewer per bar of 2-minute data).
         wants_quotes: it reads the validated ``QuoteTick`` of its instruments (topic
             ``quotes.<instrument>``: live data, and a replay of recordings that hold quotes).
         bar_periods: ``f(params) -> seconds``: every bar period it reads; the bar builder of an
@@ -128,6 +131,7 @@ class StrategyPlugin:
     instruments: tuple[int, int] = (1, 1)
     wants_status: bool = False
     wants_ticks: bool = True
+    wants_clock: bool = True
     wants_quotes: bool = False
     bar_periods: Callable[[Any], tuple[int, ...]] = lambda params: DEFAULT_BAR_PERIODS_S
     warmup_periods: Callable[[Any], tuple[int, ...]] = lambda params: (60, 900)

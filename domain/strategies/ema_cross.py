@@ -365,7 +365,7 @@ def _check(p: EmaCrossParams, instruments: tuple[str, ...], limits: RiskLimits) 
 
 
 PLUGIN = StrategyPlugin(kind="ema_cross", params=EmaCrossParams, build=build, instruments=(1, 1),
-                        bar_periods=lambda p: (p.bar_s,), wants_ticks=False,
+                        bar_periods=lambda p: (p.bar_s,), wants_ticks=False, wants_clock=False,
                         # the strategy reads only bar_s bars; a fixed tuple cannot follow bar_s, so
                         # the default period is warmed up (docs/strategies/ema_cross.md)
                         warmup_periods=lambda p: (p.bar_s,),
