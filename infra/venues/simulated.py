@@ -128,10 +128,9 @@ class SimulatedVenue:
             self.last_key = key
             self.last_ts = tick.ts_ns
             fills = self.broker.on_trade(tick) if isinstance(tick, TradeTick) else self.broker.on_quote(tick)
-            minute = tick.ts_ns // 60_000_000_000
             if fills:
                 self._save()
-            elif minute != self._saved_minute and self.store is not None:
+            elif self.store is not None and (minute := tick.ts_ns // 60_000_000_000) != self._saved_minute:
                 # once a minute, only the matching position and last prices (small): the full
                 # snapshot (every fill of the session) is written when orders or fills change
                 self._saved_minute = minute
