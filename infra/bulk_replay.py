@@ -16,11 +16,12 @@ prices (a trade log writes them as the file spelled them).
 - Merge order: ``(ts_ns, instrument, seq)``, as ``ReplaySource.events``.
 - Validation: instead of checking each print, every check the validator makes is shown to pass
   for the whole stream with one array test each: known instrument, prices on the tick grid and
-  inside the plausible range, sizes >= 1, times strictly increasing per instrument (so no print
-  is out of order or a duplicate), and each print within :data:`domain.validation.PRICE_BAND_PCT`
-  of the instrument's previous one (the band's reference when every print is accepted). When one
-  of them fails (a data hole wider than the band, for one), :func:`bulk_routed` returns None and
-  the replay takes the per-tick path, which rejects and counts those prints.
+  inside the plausible range, sizes >= 1, times from the epoch on and strictly increasing per
+  instrument (so no print is out of order or a duplicate), and each print within
+  :data:`domain.validation.PRICE_BAND_PCT` of the instrument's previous one (the band's reference
+  when every print is accepted). When one of them fails (a data hole wider than the band, for
+  one), :func:`bulk_routed` returns None and the replay takes the per-tick path, which rejects
+  and counts those prints.
 
 Recorded trades replacing bars (``ReplaySource(trade_files=...)``) and the ``adverse`` path (which
 reads the positions held as it goes) always take the per-tick path. ``tests/test_bulk_replay.py``
@@ -142,7 +143,7 @@ def _passes_validation(inst: str, c: _Columns) -> bool:
     ``c`` in turn, starting from no state for ``inst`` (module docstring)."""
     if not c.ts.size:
         return True
-    if c.size.min() < 1 or (c.ts.size > 1 and np.diff(c.ts).min() <= 0):
+    if c.size.min() < 1 or c.ts[0] < 0 or (c.ts.size > 1 and np.diff(c.ts).min() <= 0):
         return False
     tick = INSTRUMENTS[inst].tick_size
     lo, hi = plausible_range(inst)

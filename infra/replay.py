@@ -170,6 +170,13 @@ def _require_columns(fieldnames: Iterable[str] | None, required: Iterable[str], 
         raise BadDataFile(path, f"missing column(s) {', '.join(missing)} in the header (line 1)", 1)
 
 
+def _unreadable(path: Path | str, error: BaseException, line: int) -> BadDataFile:
+    """The :class:`BadDataFile` for a read failure after line ``line`` (1: the header) was read."""
+    what = {EOFError: "truncated (compressed stream ends early)",
+            gzip.BadGzipFile: "not a gzip file"}.get(type(error), f"unreadable ({type(error).__name__}: {error})")
+    return BadDataFile(path, what, line + 1 if line > 1 else None)
+
+
 def _read_rows(path: Path | str, required: Iterable[str]) -> Iterator[tuple[int, dict]]:
     """``(line number, record)`` of a CSV file, header checked. Every read failure becomes a
     :class:`BadDataFile` naming the file and line; FileNotFoundError passes through."""
@@ -181,14 +188,10 @@ def _read_rows(path: Path | str, required: Iterable[str]) -> Iterator[tuple[int,
             for rec in reader:
                 line = reader.line_num
                 yield line, rec
-    except FileNotFoundError:
-        raise
-    except BadDataFile:
+    except (FileNotFoundError, BadDataFile):
         raise
     except _READ_ERRORS as e:
-        what = {EOFError: "truncated (compressed stream ends early)",
-                gzip.BadGzipFile: "not a gzip file"}.get(type(e), f"unreadable ({type(e).__name__}: {e})")
-        raise BadDataFile(path, what, line + 1 if line > 1 else None) from None
+        raise _unreadable(path, e, line) from None
 
 
 def local_to_ns(naive: dt.datetime, tz: ZoneInfo, fold: int = 0) -> int | None:
@@ -391,14 +394,10 @@ def _read_table(path: Path | str, required: Iterable[str]) -> tuple[list[str], l
                     line = reader.line_num
                     rows.append(row)
             return header, rows
-    except FileNotFoundError:
-        raise
-    except BadDataFile:
+    except (FileNotFoundError, BadDataFile):
         raise
     except _READ_ERRORS as e:
-        what = {EOFError: "truncated (compressed stream ends early)",
-                gzip.BadGzipFile: "not a gzip file"}.get(type(e), f"unreadable ({type(e).__name__}: {e})")
-        raise BadDataFile(path, what, line + 1 if line > 1 else None) from None
+        raise _unreadable(path, e, line) from None
 
 
 _PLAIN_TIME = re.compile(r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]) ([01]\d|2[0-3]):[0-5]\d:[0-5]\d")
