@@ -44,7 +44,7 @@ from domain.messages import (AccountStatus, Alert, CancelOrder, ClockTick, Expos
                              OrderCancelled, OrderDenied, OrderIntent, OrderRejected, OrderSubmitted, OrderType,
                              Pause, ReconcileResult, Resume, RiskState, RiskStateChanged, SetArmed, Shutdown, Side,
                              StrategyStatus, TradeTick)
-from domain.orders import OrderBook, OrderStatus
+from domain.orders import OrderBook, OrderStatus, bracket_leg_ids
 from domain.strategy_books import StrategyBooks
 from domain.portfolio import Portfolio
 from domain.risk_rules import (AccountLedger, Action, Breach, OrderCheck, RiskLimits, WorkingOrder, check_order,
@@ -72,6 +72,11 @@ def is_bracket_exit(intent: OrderIntent) -> bool:
     ``bracket-stop; regime=crash``), is one of :data:`BRACKET_EXITS`."""
     return intent.purpose.split(";", 1)[0].strip() in BRACKET_EXITS
 
+
+LEGS_REPORTED_NS = 5_000_000_000
+"""Event time within which the venue reports the native bracket legs of a filled entry (the
+simulated venue: with the fill; ProjectX: on the user hub, milliseconds later). A flatten waits
+that long at most for them before it closes the position (:meth:`RiskManager._continue_flatten`)."""
 
 UNARMED_HOLD = "unarmed"
 """The hold of a live account not armed by the operator (README, "Arming")."""
@@ -125,6 +130,10 @@ class RiskManager:
         self.max_contracts_seen = Decimal(0)
         self.flat_violations: list[int] = []
         self.cancel_requested: set[str] = set()  # strategy orders asked to cancel by the current flatten
+        self.legs_due: dict[str, tuple[str, int]] = {}
+        """Native bracket legs the venue places on an entry's fill and has not reported yet:
+        ``{leg client order id: (instrument, event-time ns after which it is no longer awaited)}``
+        (:meth:`_continue_flatten` closes nothing on that instrument meanwhile)."""
         self.emit_account_status = True  # telemetry for the watchdog; the backtest has none
         self.min_headroom: Decimal | None = None
         self.peak_equity = limits.starting_balance
@@ -179,6 +188,8 @@ class RiskManager:
             out = self._advance(ts) if ts >= self._time_stable_until else []
             if ts > self.now_ns:  # between two calendar instants (_advance) only the event time moves
                 self.now_ns = ts
+            if self.legs_due and self.flattening:  # a leg's report may be overdue now
+                out = out + self._continue_flatten()
             sym, price = msg.instrument, msg.price
             marks = self.marks
             moved = marks.get(sym) != price
@@ -200,6 +211,8 @@ class RiskManager:
                 self.atr[msg.instrument] = msg.atr
             return out
         if isinstance(msg, ClockTick):
+            if self.legs_due and self.flattening:  # a leg's report may be overdue now
+                out += self._continue_flatten()
             return out + [(WATCHDOG, self.account_status())] if self.emit_account_status else out
         if isinstance(msg, Shutdown):  # strategies stop for good; market data may flow on for the closes
             out += self._set_hold("shutdown", RiskState.HALTED, f"shutting down: {msg.reason}")
@@ -297,7 +310,10 @@ class RiskManager:
 
     def _on_order_event(self, ev: Any) -> Out:
         out: Out = []
+        if self.legs_due:
+            self.legs_due.pop(ev.client_order_id, None)  # the venue reported the leg
         order = self.book.get(ev.client_order_id)
+        first_fill = isinstance(ev, Fill) and order is not None and not order.filled_qty
         if order is None and isinstance(ev, OrderAccepted) and ev.intent is not None:
             # a native bracket leg the venue placed when its entry (approved here with its
             # bracket) filled: a reduce-only exit, tracked like any working order from now on
@@ -308,6 +324,12 @@ class RiskManager:
         elif order is not None:
             if not order.apply(ev):
                 return []  # duplicate fill
+        if first_fill and order.intent.bracket is not None and not order.intent.reduce_only:
+            # the venue places the entry's stop and target now (domain.orders.bracket_legs); until it
+            # reports them, a flatten's close could fill beside a leg and open the other way
+            for leg in bracket_leg_ids(ev.client_order_id):
+                if leg not in self.book:
+                    self.legs_due[leg] = (ev.instrument, ev.ts_ns + LEGS_REPORTED_NS)
         if isinstance(ev, Fill):
             effect = self.portfolio.apply_fill(ev)
             if effect is None:
@@ -462,9 +484,10 @@ class RiskManager:
     def _continue_flatten(self) -> Out:
         out: Out = self._cancel_strategy_orders()  # orders that raced the start of the flatten
         positions = self.portfolio.net_positions()
+        awaited = self._legs_awaited(out) if self.legs_due else ()
         for sym, qty in positions.items():
-            if self.book.open_orders(sym):
-                continue  # wait for cancels (or the working close) to settle
+            if self.book.open_orders(sym) or sym in awaited:
+                continue  # wait for cancels (or the working close, or the legs' reports) to settle
             intent = OrderIntent(client_order_id=self.ids.next_id(self.strategy_id), strategy_id=self.strategy_id,
                                  instrument=sym, side=Side.for_qty(-qty), qty=abs(qty), order_type=OrderType.MARKET,
                                  ts_ns=self.now_ns, reduce_only=True, purpose=f"flatten: {self.flattening}")
@@ -473,6 +496,19 @@ class RiskManager:
         if not positions and not self.book.open_orders():
             self.flattening = None
         return out
+
+    def _legs_awaited(self, out: Out) -> set[str]:
+        """Instruments with a native bracket leg still to be reported (:attr:`legs_due`). A leg past
+        its time is no longer awaited and a warning goes to the watchdog on ``out`` (the venue did
+        not place it, or its report was lost: the reconciler compares the books)."""
+        for leg, (sym, until) in list(self.legs_due.items()):
+            if self.now_ns > until:
+                del self.legs_due[leg]
+                out.append((WATCHDOG, Alert("warning", "risk-legs-missing",
+                                            f"native bracket leg {leg} ({sym}) not reported by the venue within "
+                                            f"{LEGS_REPORTED_NS // 1_000_000_000} s of its entry's fill",
+                                            self.now_ns, f"flattening {sym} without waiting for it")))
+        return {sym for sym, _ in self.legs_due.values()}
 
     def account_status(self) -> AccountStatus:
         """Telemetry snapshot for the watchdog / metrics."""

@@ -161,15 +161,18 @@ def assert_each_entry_closed_once(store: Any, entry_prefix: str) -> None:
     coids = [f["client_order_id"] for f in fills]
     assert len(coids) == len(set(coids)), "an order filled twice"
     position = entries = exits = 0
+    seen: list[str] = []  # the fills so far, for the failure message
     for f in fills:
         rec = store.load_order(f["client_order_id"])
         purpose = rec["intent"].purpose if rec else ""
         signed = f["qty"] if f["side"] == "BUY" else -f["qty"]
+        seen.append(f"{f.get('ts_ns')} {f['client_order_id']} {signed:+d} @ {f.get('price')} {purpose!r}")
         if purpose.startswith(entry_prefix):
-            assert position == 0
+            assert position == 0, "an entry while not flat, fills so far:\n" + "\n".join(seen)
             entries += 1
         else:
-            assert position != 0 and abs(position + signed) < abs(position), (purpose, position, signed)
+            assert position != 0 and abs(position + signed) < abs(position), \
+                f"{purpose!r} at position {position}, fills so far:\n" + "\n".join(seen)
             exits += 1
         position += signed
     assert entries == exits > 0 and position == 0

@@ -16,8 +16,8 @@ import pytest
 from domain.execution.router import OrderRouter
 from domain.handler import RISK, ROUTER, WATCHDOG, CounterIds
 from domain.calendar import SessionCalendar
-from domain.messages import (Alert, Bracket, CancelOrder, Fill, OrderAccepted, OrderCancelled, OrderIntent,
-                             OrderRejected, OrderSubmitted, OrderType, Side, TradeTick)
+from domain.messages import (Alert, Bracket, CancelOrder, Fill, Flatten, OrderAccepted, OrderCancelled,
+                             OrderIntent, OrderRejected, OrderSubmitted, OrderType, Side, TradeTick)
 from domain.orders import bracket_leg_ids, bracket_legs, bracket_parent
 from domain.risk import RiskManager
 from infra.paper_broker import PaperBroker
@@ -156,6 +156,47 @@ def test_router_and_risk_track_the_legs_the_venue_placed():
     assert {o.client_order_id for o in risk.book.working("MNQ")} == set(bracket_leg_ids(entry.client_order_id))
     risk.handle(OrderCancelled(target.client_order_id, "regime-MNQ", t + 2 * NS, "oco"))
     assert [o.client_order_id for o in risk.book.working("MNQ")] == [stop.client_order_id]
+
+
+def _flatten_on_a_bracketed_fill():
+    """Risk with a native-bracket entry that just filled long 1 at 20000 (legs not reported yet),
+    and a flatten started on that fill (as a loss cap breached by the fill starts it)."""
+    t = _ts(10, 30)
+    risk = RiskManager(LIMITS, CounterIds(), SessionCalendar(), _ts(10, 0))
+    entry = _entry(ts=t)
+    risk.handle(entry)
+    risk.handle(OrderSubmitted(entry.client_order_id, "regime-MNQ", t))
+    risk.handle(_fill(entry, "20000.00", "T1", t + NS))
+    return risk, entry, t + NS, risk.handle(Flatten("session_loss_cap", t + NS))
+
+
+def _closes(out):
+    return [m for d, m in out if d == ROUTER and isinstance(m, OrderIntent)]
+
+
+def test_a_flatten_waits_for_the_legs_the_venue_is_placing_before_it_closes():
+    """The venue places the legs with the fill and reports them after it: a close sent before
+    they are reported and cancelled could fill beside a leg and leave the account short."""
+    risk, entry, ts, out = _flatten_on_a_bracketed_fill()
+    assert not _closes(out)
+    stop, target = bracket_legs(entry, D("20000.00"), TICK)
+    cancels = [m.client_order_id for leg in (stop, target)
+               for d, m in risk.handle(OrderAccepted(leg.client_order_id, "regime-MNQ", "9", ts, leg))
+               if isinstance(m, CancelOrder)]
+    assert cancels == [stop.client_order_id, target.client_order_id]
+    assert not _closes(risk.handle(OrderCancelled(stop.client_order_id, "regime-MNQ", ts, "flatten")))
+    close = _closes(risk.handle(OrderCancelled(target.client_order_id, "regime-MNQ", ts, "flatten")))
+    assert [(c.side, c.qty, c.reduce_only) for c in close] == [(Side.SELL, 1, True)]
+
+
+def test_legs_never_reported_are_awaited_for_five_seconds_then_the_position_is_closed():
+    risk, _entry_, ts, out = _flatten_on_a_bracketed_fill()
+    assert not _closes(out)
+    assert not _closes(risk.handle(TradeTick("MNQ", ts + 4 * NS, D("19999.00"), 1)))
+    late = risk.handle(TradeTick("MNQ", ts + 6 * NS, D("19999.00"), 1))
+    assert [(c.side, c.qty) for c in _closes(late)] == [(Side.SELL, 1)]
+    alerts = [m for d, m in late if isinstance(m, Alert)]
+    assert {a.key for a in alerts} == {"risk-legs-missing"} and len(alerts) == 2 and not risk.legs_due
 
 
 @pytest.mark.parametrize("side,stop_ticks,target_ticks", [(Side.BUY, -8, 14), (Side.SELL, 8, -14)])
