@@ -133,7 +133,8 @@ class RiskManager:
         self.legs_due: dict[str, tuple[str, int]] = {}
         """Native bracket legs the venue places on an entry's fill and has not reported yet:
         ``{leg client order id: (instrument, event-time ns after which it is no longer awaited)}``
-        (:meth:`_continue_flatten` closes nothing on that instrument meanwhile)."""
+        (:meth:`_continue_flatten` closes nothing on that instrument meanwhile). Not mirrored: after
+        a restart the reconciler's comparison with the venue's working orders stands in for it."""
         self.emit_account_status = True  # telemetry for the watchdog; the backtest has none
         self.min_headroom: Decimal | None = None
         self.peak_equity = limits.starting_balance
