@@ -27,7 +27,6 @@ class Dispatcher:
         self.dead_letters: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.delivered = 0
-        self._names: dict[str, tuple[str, ...]] = {}  # destination -> handler names, from ``topics``
 
     def send(self, out: Out) -> None:
         for dest, msg in out:
@@ -49,12 +48,9 @@ class Dispatcher:
             self.send(out)
             self.drain()
             return
-        names, deliver = self._names, self._deliver
+        topics, deliver = self.topics, self._deliver
         for dest, msg in out:
-            targets = names.get(dest)
-            if targets is None:
-                targets = names[dest] = self.topics.get(dest, (dest,))
-            for name in targets:
+            for name in topics.get(dest, (dest,)):
                 deliver(name, msg)
         self.drain()
 

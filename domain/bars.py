@@ -216,7 +216,7 @@ class BarBuilderHandler:
         self.forward_ticks = forward_ticks
 
     def handle(self, msg: Any) -> Out:
-        if type(msg) is TradeTick or isinstance(msg, TradeTick):
+        if isinstance(msg, TradeTick):
             bars = self.agg.on_trade(msg)
             out: Out = [(self.topic, b) for b in bars] if bars else []
             if self.forward_ticks:

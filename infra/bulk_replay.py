@@ -4,9 +4,9 @@ The per-tick path (:class:`infra.feeds.Routed` over :meth:`infra.replay.ReplaySo
 makes each bar's prints with :func:`infra.replay.bar_to_ticks`, merges the instruments with
 ``heapq`` and validates every print (:class:`domain.validation.MarketDataValidator`). Under the
 ``adaptive`` path the prints are a function of the bars alone, so :func:`bulk_routed` makes a whole
-source's at once and returns exactly what :meth:`infra.feeds.FeedCore.route_batch` sends for each
-timestamp: the same messages, in the same order, with the same ``Decimal`` objects for the bars'
-prices (a trade log writes them as the file spelled them).
+source's at once and hands each timestamp's prints to :meth:`infra.feeds.FeedCore.emit` (through
+:class:`infra.feeds.Routed`): the same messages as the per-tick path, in the same order, with the
+same ``Decimal`` objects for the bars' prices (a trade log writes them as the file spelled them).
 
 - Path points, times, sizes and ``seq``: the rules of :func:`infra.replay.bar_to_ticks` (module
   docstring of :mod:`infra.replay`), as array arithmetic in integer ticks and ns.
@@ -31,35 +31,29 @@ compares both paths message by message. Times are epoch ns UTC.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
 from decimal import Decimal
+from typing import Iterator
+
 import numpy as np
 
-from domain.handler import CLOCK_TOPIC, Out, prints_topic, ticks_topic
 from domain.instruments import INSTRUMENTS
-from domain.messages import ClockTick, TradeTick
+from domain.messages import TradeTick
 from domain.validation import PRICE_BAND_PCT, plausible_range
 from infra.replay import NS, BarRow, ReplaySource, path_step
-
-MINUTE_NS = 60 * NS
 
 
 @dataclass
 class BulkRoute:
-    """The routed stream of a whole replay (:func:`bulk_routed`).
+    """A whole replay's prints, checked (:func:`bulk_routed`).
 
     Attributes:
-        batches: the ``Out`` of each timestamp, in replay order (``FeedCore.route_batch``), an
-            iterator made as it is read (a list when the stream is empty).
+        groups: the prints of each timestamp (a list of ``TradeTick``), in replay order; an
+            iterator that makes them as it is read.
         ticks: prints in the stream.
-        last_ts: ``ts_ns`` of the last print (epoch ns UTC); 0 when there is none.
-        minute: the event-time minute of the last ``ClockTick`` (``ts_ns // 60 s``), or None.
     """
 
-    batches: list[Out]
+    groups: Iterator[list[TradeTick]]
     ticks: int
-    last_ts: int
-    minute: int | None
 
 
 @dataclass
@@ -155,13 +149,13 @@ def _passes_validation(inst: str, c: _Columns) -> bool:
 
 
 def bulk_routed(source: ReplaySource, step_bp: float | None) -> BulkRoute | None:
-    """The ``adaptive``-path routed stream of ``source`` (every replayed day, from the start), or
-    None when it must take the per-tick path: a bar replaced by recorded trades, an instrument
+    """The ``adaptive``-path prints of ``source`` (every replayed day, from the start), checked and
+    grouped by timestamp, or None when it must take the per-tick path: a bar replaced by recorded trades, an instrument
     without a contract spec, or a print the validator would reject (module docstring).
 
-    The prints are computed and checked here, as arrays; their messages are made as
-    :attr:`BulkRoute.batches` is iterated, :data:`CHUNK` timestamps at a time, so a run holds a
-    few thousand of them at once, as the per-tick path does."""
+    The prints are computed and checked here, as arrays; their ``TradeTick`` objects are made as
+    :attr:`BulkRoute.groups` is iterated, :data:`CHUNK` timestamps at a time, so a run holds a few
+    thousand of them at once, as the per-tick path does."""
     names = source.instruments
     cols: list[_Columns] = []
     for inst in names:
@@ -172,42 +166,30 @@ def bulk_routed(source: ReplaySource, step_bp: float | None) -> BulkRoute | None
         if c is None or not _passes_validation(inst, c):
             return None
         cols.append(c)
-    ts = np.concatenate([c.ts for c in cols]) if cols else np.zeros(0, dtype=np.int64)
-    if not ts.size:
-        return BulkRoute([], 0, 0, None)
+    if not cols:
+        return BulkRoute(iter(()), 0)
+    ts = np.concatenate([c.ts for c in cols])
     which = np.concatenate([np.full(c.ts.size, i, dtype=np.int64) for i, c in enumerate(cols)])
     seq = np.concatenate([c.seq for c in cols])
     order = np.lexsort((seq, which, ts))
     merged = (ts[order], which[order], np.concatenate([c.obj for c in cols])[order],
               np.concatenate([c.size for c in cols])[order], seq[order])
-    starts = np.concatenate([[0], np.flatnonzero(np.diff(merged[0])) + 1])
-    minutes = merged[0][starts] // MINUTE_NS
-    batches = _batches(names, [c.prices for c in cols], merged, starts, minutes)
-    return BulkRoute(batches, int(ts.size), int(merged[0][-1]), int(minutes[-1]))
+    return BulkRoute(_groups(names, [c.prices for c in cols], merged), int(ts.size))
 
 
 CHUNK = 4096
-"""Timestamps whose messages :func:`bulk_routed`'s stream makes at a time."""
+"""Timestamps whose prints :func:`bulk_routed`'s groups make at a time."""
 
 
-def _batches(names: list[str], prices: list[list[Decimal]], merged: tuple[np.ndarray, ...], starts: np.ndarray,
-             minutes: np.ndarray) -> Iterator[Out]:
-    """Each timestamp's ``Out`` as ``FeedCore.route_batch`` makes it: every print to
-    ``prints.<SYM>``, a ``ClockTick`` at a new minute, every print to ``ticks.<SYM>``."""
-    topics = [(prints_topic(n), ticks_topic(n)) for n in names]
-    bounds = [*starts.tolist(), int(merged[0].size)]
-    minute: int | None = None
+def _groups(names: list[str], prices: list[list[Decimal]], merged: tuple[np.ndarray, ...]) -> Iterator[list[TradeTick]]:
+    """The prints of each timestamp, made :data:`CHUNK` timestamps at a time from the merged
+    columns (ts, instrument index, price object index, size, seq)."""
+    n = int(merged[0].size)
+    bounds = [0, *(np.flatnonzero(np.diff(merged[0])) + 1).tolist(), n] if n else [0]
     for c0 in range(0, len(bounds) - 1, CHUNK):
         c1 = min(c0 + CHUNK, len(bounds) - 1)
         lo, hi = bounds[c0], bounds[c1]
         ts, which, obj, size, seq = (a[lo:hi].tolist() for a in merged)
-        ticks = [(w, TradeTick(names[w], t, prices[w][o], s, q)) for t, w, o, s, q in zip(ts, which, obj, size, seq)]
+        ticks = [TradeTick(names[w], t, prices[w][o], s, q) for t, w, o, s, q in zip(ts, which, obj, size, seq)]
         for g in range(c0, c1):
-            group = ticks[bounds[g] - lo:bounds[g + 1] - lo]
-            out: Out = [(topics[w][0], t) for w, t in group]
-            m = int(minutes[g])
-            if m != minute:
-                minute = m
-                out.append((CLOCK_TOPIC, ClockTick(group[0][1].ts_ns)))
-            out += [(topics[w][1], t) for w, t in group]
-            yield out
+            yield ticks[bounds[g] - lo:bounds[g + 1] - lo]

@@ -69,8 +69,12 @@ class FeedCore:
         """The ticks of one timestamp, in replay order (module docstring for the event order)."""
         accept = self._accept
         good = [t for t in ticks if accept(t)]
-        if not good:
-            return []
+        return self.emit(good) if good else []
+
+    def emit(self, good: list) -> Out:
+        """The messages of one timestamp's accepted ticks (non-empty, replay order): every print
+        to ``prints.<SYM>``, a ``ClockTick`` at a new minute, then every tick to ``ticks.<SYM>`` /
+        ``quotes.<SYM>``. Also the bulk stream's router (:func:`infra.bulk_replay.bulk_routed`)."""
         topics = self._topics
         out: Out = []
         later: Out = []
@@ -94,8 +98,8 @@ class FeedCore:
         return out
 
     def _accept(self, tick: Any) -> bool:
-        v = self.validator
-        reason = v.check_trade(tick) if type(tick) is TradeTick else v.check_quote(tick)
+        reason = (self.validator.check_trade(tick) if isinstance(tick, TradeTick)
+                  else self.validator.check_quote(tick))
         if reason:
             n = self.validator.rejected[reason]
             if n <= self.LOG_FIRST or n % self.LOG_EVERY == 0:  # a bad feed must not flood the log
@@ -395,8 +399,8 @@ def open_replay(data_dir: Path, instruments: tuple[str, ...], start: Any = None,
 
 class Routed:
     """A replay's ticks routed a timestamp at a time (:meth:`FeedCore.route_batch`): from an
-    iterator of ticks, or for a whole ``adaptive``-path replay from
-    :func:`infra.bulk_replay.bulk_routed` (the same messages, routed already).
+    iterator of ticks, or for a whole ``adaptive``-path replay from the groups of
+    :func:`infra.bulk_replay.bulk_routed` (checked already, so only :meth:`FeedCore.emit`).
 
     Attributes:
         batches: iterable of the routed messages (``Out``) of each timestamp with an accepted tick.
@@ -410,10 +414,9 @@ class Routed:
         self.ticks = 0
         if bulk is None:
             self.batches: Any = self._route(events or iter(()))
-        else:  # routed already, every print accepted (infra/bulk_replay.py)
-            self.batches = bulk.batches
+        else:  # every print accepted already (infra/bulk_replay.py)
+            self.batches = map(self.core.emit, bulk.groups)
             self.ticks = bulk.ticks
-            self.core.last_ts, self.core.minute = bulk.last_ts, bulk.minute
         self.outputs: dict[Hashable, dict[int, Out]] | None = None
         """For a kept stream: per pure handler (bar builders), its output for each message of
         the stream by ``id`` (:class:`MemoHandler`); None otherwise."""

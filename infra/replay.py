@@ -341,6 +341,12 @@ _BarRecord = tuple[int, str, Decimal, Decimal, Decimal, Decimal, int, "dt.dateti
 volume, naive local time or its ISO text)``."""
 
 
+def _plain_price(p: Decimal | None, rng: tuple[Decimal, Decimal], tick: Decimal) -> bool:
+    """A price no check of :func:`_check_prices` drops: finite, inside the positive plausible
+    range ``rng`` (points) and on the ``tick`` grid."""
+    return p is not None and p.is_finite() and 0 < rng[0] <= p <= rng[1] and not p % tick
+
+
 def _bar_record(rec: dict, instrument: str | None, zone: ZoneInfo,
                 ranges: dict[str, tuple[Decimal, Decimal]]) -> _BarRecord | str:
     """The per-row checks of :func:`load_bar_csv` on one ``csv.DictReader`` record (a missing
@@ -359,10 +365,8 @@ def _bar_record(rec: dict, instrument: str | None, zone: ZoneInfo,
     rng = ranges.get(sym)
     if rng is None:
         rng = ranges[sym] = plausible_range(sym)
-    if not (o is not None and h is not None and lo is not None and c is not None  # the common case inline
-            and o.is_finite() and h.is_finite() and lo.is_finite() and c.is_finite() and rng[0] > 0
-            and rng[0] <= lo <= o <= h <= rng[1] and lo <= c <= h
-            and not o % tick and not h % tick and not lo % tick and not c % tick):
+    if not (_plain_price(o, rng, tick) and _plain_price(h, rng, tick) and _plain_price(lo, rng, tick)
+            and _plain_price(c, rng, tick) and lo <= o <= h and lo <= c <= h):  # else find the reason
         reason = _check_prices((o, h, lo, c), tick, sym)
         if reason:
             return reason
@@ -418,7 +422,7 @@ def _table_records(header: list[str], rows: list[list[str]], instrument: str,
 
     pos = {name: i for i, name in enumerate(header)}
     tick = INSTRUMENTS[instrument].tick_size
-    low, high = plausible_range(instrument)
+    rng = plausible_range(instrument)
     prices: dict[str, Decimal | None] = {}
     volumes: dict[str, int | str] = {}
     symbols: dict[str, bool] = {}
@@ -444,8 +448,7 @@ def _table_records(header: list[str], rows: list[list[str]], instrument: str,
             p = prices.get(text, False)
             if p is False:
                 p = _dec(text)
-                p = prices[text] = p if (p is not None and p.is_finite() and low > 0 and low <= p <= high
-                                         and not p % tick) else None
+                p = prices[text] = p if _plain_price(p, rng, tick) else None
             px.append(p)
         o, h, lo, c = px
         vol = volumes.get(row[i_vol])
@@ -797,6 +800,7 @@ def load_databento_quotes(path: Path | str, micro: bool = True) -> tuple[list[Qu
 
 _MERGE_KEY = operator.attrgetter("ts_ns", "instrument", "seq")
 """Replay order of ticks: ``(ts_ns, instrument, seq)``."""
+
 
 class ReplaySource:
     """Recorded bar files replayed as one merged, deterministic stream of trade ticks.

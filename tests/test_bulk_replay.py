@@ -44,12 +44,13 @@ def test_bulk_stream_equals_the_per_tick_path(data, instruments, step_bp):
     routed, batches = _scalar(source, step_bp)
     bulk = bulk_routed(source, step_bp)
     assert bulk is not None
-    got = list(bulk.batches)
+    fast = Routed(None, bulk)
+    got = list(fast.batches)
     assert _spelled(got) == _spelled(batches)
-    assert (bulk.ticks, bulk.last_ts, bulk.minute) == (routed.ticks, routed.core.last_ts, routed.core.minute)
+    assert (fast.ticks, fast.core.last_ts, fast.core.minute) == (routed.ticks, routed.core.last_ts, routed.core.minute)
     assert not routed.core.rejected  # the case the bulk path claims: every print accepted
     if step_bp == 1.0:
-        assert bulk.ticks > 4 * source.bar_count  # continuous-path prints were made
+        assert fast.ticks > 4 * source.bar_count  # continuous-path prints were made
 
 
 def _bar_file(path: Path, rows: list[tuple[str, str, str, str, str, int]]) -> Path:
@@ -81,7 +82,7 @@ def test_small_volumes_and_long_moves_replay_as_the_per_tick_path(tmp_path):
     source = open_replay(tmp_path, ("MES",))
     for step_bp in (4.0, 0.5, None):
         _routed, batches = _scalar(source, step_bp)
-        assert _spelled(list(bulk_routed(source, step_bp).batches)) == _spelled(batches)
+        assert _spelled(list(Routed(None, bulk_routed(source, step_bp)).batches)) == _spelled(batches)
 
 
 def test_a_print_the_validator_rejects_sends_the_replay_down_the_per_tick_path(tmp_path):

@@ -43,7 +43,7 @@ class VenueHandler:
                              max(intent.ts_ns, self.venue.last_ts))
 
     def handle(self, msg: Any) -> Out:
-        if type(msg) is TradeTick or isinstance(msg, QuoteTick):
+        if isinstance(msg, (TradeTick, QuoteTick)):
             fills = self.venue.on_tick(msg)
             return [(ROUTER, f) for f in fills] if fills else []
         if isinstance(msg, OrderIntent):
