@@ -28,11 +28,15 @@ Rows (same data, ../shared/data/es_nq_yahoo_2m_5m):
 
 The project runs under a risk profile (Topstep rules, 15:10 CT flatten, loss caps, sweep guard), so
 its work differs from the peers' (fewer orders): orders and fills are printed next to the peers'.
-Three project variants: ``practice-150k`` as shipped (``rules``), the same profile with every
+Four project variants: ``practice-150k`` as shipped (``rules``), the same profile with every
 personal guardrail switched off (``open``: "guardrails off"; the Topstep rules themselves stay on),
-and ``open`` with four prints per bar (``ohlc``: ``runtime.path_step_bp: null``, no continuous-path
+``open`` with four prints per bar (``ohlc``: ``runtime.path_step_bp: null``, no continuous-path
 prints between them: the O, H, L, C points NautilusTrader's bar execution matches on, so the same
-number of price events per bar as the peers).
+number of price events per bar as the peers), and ``open`` on the peers' account (``peer``: $100,000
+start and an MLL of $99,999, so the loss limit never halts the account and the grid places orders all
+run, as the peers' grid does; flat by 15:10 CT and the contract limit stay on). ``peer`` is the
+like-for-like row for per-order cost: under ``open`` the reference grid touches practice-150k's MLL
+and is halted after ~1,400 orders, so its seconds / orders is mostly per-bar work.
 
 Measured per row (in the child process):
 
@@ -76,8 +80,11 @@ GUARDRAILS_OFF = {k: None for k in (
     "daily_loss_cap", "session_loss_cap", "trailing_kill_switch", "open_risk_cap", "per_trade_risk",
     "net_exposure_cap", "consecutive_loss_limit", "stress_loss_cap", "stress_move_pct",
     "sweep_atr_multiple", "sweep_min_ticks", "sweep_min_pct", "personal_dll")}
+# the peers' account: $100,000, no loss limit; Topstep's MLL is kept as a rule, out of reach
+PEER_ACCOUNT = {"account_size": 100_000, "starting_balance": 100_000, "mll_amount": 99_999}
 VARIANTS = {"rules": "project (practice-150k)", "open": "project, guardrails off (Topstep rules still on)",
-            "ohlc": "project, guardrails off, four prints per bar"}
+            "ohlc": "project, guardrails off, four prints per bar",
+            "peer": "project, guardrails off, the peers' $100,000 account (MLL out of reach)"}
 
 # strategy key -> (label, peer args)
 STRATEGIES = {
@@ -115,8 +122,10 @@ def project_row(strategy: str, variant: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
         overrides: dict = {"strategies": PROJECT_STRATEGIES[strategy],
                            "runtime": {"data_dir": DATA, "run_dir": Path(tmp)}}
-        if variant in ("open", "ohlc"):
+        if variant in ("open", "ohlc", "peer"):
             overrides["profile"] = dict(GUARDRAILS_OFF)
+        if variant == "peer":
+            overrides["profile"].update(PEER_ACCOUNT)
         if variant == "ohlc":
             overrides["runtime"]["path_step_bp"] = None
         cfg = load_config(None, PROFILE, overrides)
@@ -212,8 +221,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=3, help="repetitions per row (default 3)")
     ap.add_argument("--only", default=None, help="run only strategies whose key (ema, grid) contains this")
-    ap.add_argument("--variants", default="rules,open,ohlc",
-                    help="project variants: rules (practice-150k), open (guardrails off), ohlc (open, four prints per bar)")
+    ap.add_argument("--variants", default="rules,open,ohlc,peer",
+                    help="project variants: rules (practice-150k), open (guardrails off), ohlc (open, four prints "
+                         "per bar), peer (open on the peers' $100,000 account, MLL out of reach)")
     ap.add_argument("--peer-python", default="/tmp/peers/bin/python", help="python of the peers' venv")
     ap.add_argument("--peer-out", default=os.environ.get("PEER_OUT", "/tmp/peer-results"),
                     help="working folder of the peer processes (the shared folder is read-only)")
