@@ -176,8 +176,9 @@ class RiskManager:
         self.denials += 1
         rule = reason.split(":", 1)[0] if ":" in reason[:40] else "other"
         self.denials_by_rule[rule] = self.denials_by_rule.get(rule, 0) + 1
-        self.book.add(intent).apply(OrderDenied(intent.client_order_id, intent.strategy_id, reason, self.now_ns))
-        return [(intent.strategy_id, OrderDenied(intent.client_order_id, intent.strategy_id, reason, self.now_ns))]
+        denied = OrderDenied(intent.client_order_id, intent.strategy_id, reason, self.now_ns)
+        self.book.add(intent).apply(denied)
+        return [(intent.strategy_id, denied)]
 
     def _working_map(self) -> dict[str, tuple[int, int]]:
         return self.book.working_qty_map()

@@ -617,11 +617,22 @@ def _atr(atr_points: Mapping[str, float], instrument: str) -> Decimal | None:
         return None
     if isinstance(v, Decimal):
         return v if v.is_finite() and v > 0 else None
+    if type(v) is float:
+        return _float_atr(v)
     try:
         f = float(v)
     except (TypeError, ValueError):
         return None
     if not math.isfinite(f) or f <= 0:
+        return None
+    return Decimal(str(v))
+
+
+@functools.lru_cache(maxsize=4096)
+def _float_atr(v: float) -> Decimal | None:
+    """:func:`_atr` of a float, memoized: risk holds each instrument's last ATR as the float a
+    ``StrategyStatus`` carried and reads it several times per order check."""
+    if not math.isfinite(v) or v <= 0:
         return None
     return Decimal(str(v))
 
@@ -737,34 +748,55 @@ def sweep_loss(positions: Mapping[str, int], orders: list[WorkingOrder], marks: 
     hedge leg's gain offsets. Instruments without a mark (and no priced order) are skipped.
     Returns ``(loss, "down"|"up")``.
     """
+    by_sym = _by_instrument(orders)
+    down = up = ZERO
+    for sym in set(positions) | set(by_sym):
+        d, u = _instrument_sweep(sym, positions.get(sym, 0), by_sym.get(sym, ()), marks, atr_points, limits)
+        down += d
+        up += u
+    return _worst(down, up)
+
+
+def _by_instrument(orders: list[WorkingOrder]) -> dict[str, list[WorkingOrder]]:
     by_sym: dict[str, list[WorkingOrder]] = {}
     for o in orders:
         by_sym.setdefault(o.instrument, []).append(o)
-    totals = {"down": ZERO, "up": ZERO}
-    for sym in set(positions) | set(by_sym):
-        spec = _spec(sym)
-        mark = marks.get(sym)
-        if mark is None:
-            priced = [o.price for o in by_sym.get(sym, []) if o.price is not None]
-            if not priced:
-                continue
-            mark = priced[0]
-        p = positions.get(sym, 0)
+    return by_sym
+
+
+def _worst(down: Decimal, up: Decimal) -> tuple[Decimal, str]:
+    """The larger of the two directions' losses (down on a tie), floored at 0."""
+    return (max(down, ZERO), "down") if down >= up else (max(up, ZERO), "up")
+
+
+def _instrument_sweep(sym: str, p: int, orders, marks: Mapping[str, Decimal], atr_points: Mapping[str, float],
+                      limits: RiskLimits, dist: Decimal | None = None) -> tuple[Decimal, Decimal]:
+    """``(loss_i(down), loss_i(up))`` of :func:`sweep_loss` for one instrument: position ``p`` and
+    its working ``orders``; ``(0, 0)`` when it has no mark and no priced order. ``dist``: the
+    :func:`sweep_distance` at the instrument's mark, when the caller has it."""
+    mark = marks.get(sym)
+    if mark is None:
+        priced = [o.price for o in orders if o.price is not None]
+        if not priced:
+            return ZERO, ZERO
+        mark = priced[0]
+        dist = None  # the distance at this price, not at a mark
+    spec = _spec(sym)
+    if dist is None:
         dist = sweep_distance(sym, atr_points, limits, mark)
-        for direction, down in (("down", True), ("up", False)):
-            fills = [(o.signed_qty, f) for o in by_sym.get(sym, [])
-                     if (f := _fills_in_move(o, mark, down)) is not None]
-            if not fills and not p:
-                continue
-            far = min([mark] + [f for _, f in fills]) if down else max([mark] + [f for _, f in fills])
-            x = far - dist if down else far + dist
-            pnl = p * (x - mark) + sum((q * (x - f) for q, f in fills), ZERO)
-            filled = sum(abs(q) for q, _ in fills)
-            final = p + sum(q for q, _ in fills)
-            fees = spec.fee_per_side * (filled + abs(final))
-            totals[direction] += -pnl * spec.point_value + fees
-    worst = max(totals, key=lambda k: totals[k])
-    return max(totals[worst], ZERO), worst
+    losses = []
+    for down in (True, False):
+        fills = [(o.signed_qty, f) for o in orders if (f := _fills_in_move(o, mark, down)) is not None]
+        if not fills and not p:
+            losses.append(ZERO)
+            continue
+        far = min([mark] + [f for _, f in fills]) if down else max([mark] + [f for _, f in fills])
+        x = far - dist if down else far + dist
+        pnl = p * (x - mark) + sum((q * (x - f) for q, f in fills), ZERO)
+        filled = sum(abs(q) for q, _ in fills)
+        final = p + sum(q for q, _ in fills)
+        losses.append(-pnl * spec.point_value + spec.fee_per_side * (filled + abs(final)))
+    return losses[0], losses[1]
 
 
 def loss_headroom(ledger: AccountLedger, unrealized: Decimal) -> tuple[Decimal, str] | None:
@@ -797,18 +829,33 @@ def check_sweep(order: WorkingOrder, positions: Mapping[str, int], working: list
     """The sweep guard: deny ``order`` (a non-reducing entry) when the :func:`sweep_loss` of the
     book with it exceeds the :func:`loss_headroom` and is larger than without it. A denial reason
     (``sweep_guard: ...``) or None. Off unless the limits set a sweep distance."""
-    if not ledger.limits.sweep_guard:
+    limits = ledger.limits
+    if not limits.sweep_guard:
         return None
-    after, direction = sweep_loss(positions, [*working, order], marks, atr_points, ledger.limits)
+    # one pass: the instruments other than the order's lose the same with or without it
+    by_sym = _by_instrument(working)
+    down = up = ZERO
+    for sym in set(positions) | set(by_sym):
+        if sym != order.instrument:
+            d, u = _instrument_sweep(sym, positions.get(sym, 0), by_sym[sym] if sym in by_sym else (),
+                                     marks, atr_points, limits)
+            down += d
+            up += u
+    own = by_sym.get(order.instrument, [])
+    p = positions.get(order.instrument, 0)
+    # the distance at the order's instrument's mark (the denial names it)
+    dist = sweep_distance(order.instrument, atr_points, limits, marks.get(order.instrument, order.price))
+    d_with, u_with = _instrument_sweep(order.instrument, p, [*own, order], marks, atr_points, limits, dist)
+    after, direction = _worst(down + d_with, up + u_with)
     room, rule = loss_headroom(ledger, unrealized)
     if after <= room:
         return None
-    before, _ = sweep_loss(positions, working, marks, atr_points, ledger.limits)
+    d_without, u_without = _instrument_sweep(order.instrument, p, own, marks, atr_points, limits, dist)
+    before, _ = _worst(down + d_without, up + u_without)
     if after <= before:
         return None
     return (f"sweep_guard: a move {direction} through every working order "
-            f"(+ {order.signed_qty:+d} {order.instrument} @ {order.price}) to "
-            f"{sweep_distance(order.instrument, atr_points, ledger.limits, marks.get(order.instrument, order.price))} pt "
+            f"(+ {order.signed_qty:+d} {order.instrument} @ {order.price}) to {dist} pt "
             f"beyond the farthest would lose "
             f"${after.quantize(Decimal('0.01'))} > ${room.quantize(Decimal('0.01'))} left before {rule}")
 

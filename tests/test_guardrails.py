@@ -19,8 +19,9 @@ from domain.messages import (Fill, OrderDenied, OrderIntent, OrderSubmitted, Ord
                              StrategyStatus, TradeTick)
 from domain.report import SessionSummary
 from domain.risk import RiskManager
-from domain.risk_rules import (AccountLedger, Action, RiskLimits, WorkingOrder, consistency_met, effective_target,
-                               evaluate_account, sweep_distance, sweep_loss, target_reached)
+from domain.risk_rules import (AccountLedger, Action, RiskLimits, WorkingOrder, check_sweep, consistency_met,
+                               effective_target, evaluate_account, loss_headroom, sweep_distance, sweep_loss,
+                               target_reached)
 from infra.trade_log import TradeLog
 
 D = Decimal
@@ -71,6 +72,43 @@ def test_sweep_loss_counts_every_working_entry_on_a_side_and_a_hedge_offsets():
     assert way == "down" and loss == 1 * 20 * 5 + 2 * 15 * 5 + 2 * 10 * 5 + D("0.61") * 9
     hedged, _ = sweep_loss({"MES": 1, "MNQ": -1}, orders, {"MES": D(5000), "MNQ": D(20000)}, {"MES": 8.0}, lim)
     assert hedged < loss  # the short MNQ gains 10 pt x $2 in the same fall
+
+
+def test_check_sweep_decides_as_its_definition_on_random_books():
+    """check_sweep computes the sweep loss with and without the order in one pass; on 2,000 random
+    books (positions, working limits and stops, marks or none, ATR or none, a day's losses) it
+    denies exactly when the definition does: loss with the order > headroom and > loss without."""
+    import random
+    rng = random.Random(19)
+    syms = ("MES", "MNQ", "ES")
+    denied = 0
+    for _ in range(2000):
+        lim = limits(daily_loss_cap=D(rng.choice([200, 400, 900])), sweep_atr_multiple=D(rng.choice(["1", "3"])),
+                     sweep_min_ticks=rng.choice([None, 40]))
+        led = AccountLedger(lim, DAY, "RTH")
+        led.on_realized(D(-rng.randrange(0, 300)), D("1.22"), True)
+        base = {s: D(rng.randrange(4000, 6000)) for s in syms}
+        marks = {s: base[s] for s in syms if rng.random() < 0.8}
+        atr = {s: rng.choice([2.5, 8.0, 14.1]) for s in syms if rng.random() < 0.7}
+        positions = {s: rng.randint(-3, 3) for s in syms if rng.random() < 0.5}
+
+        def order(sym, around):
+            kind = rng.choice(["LIMIT", "LIMIT", "STOP", "MARKET"])
+            px = None if kind == "MARKET" else around + D(rng.randrange(-80, 81)) / 4
+            return WorkingOrder(sym, rng.choice([-2, -1, 1, 2]), kind, px)
+
+        working = [order(s, base[s]) for s in (rng.choice(syms) for _ in range(rng.randrange(0, 8)))]
+        new = order(sym := rng.choice(syms), base[sym])
+        unreal = D(rng.randrange(-200, 200))
+        after, way = sweep_loss(positions, [*working, new], marks, atr, lim)
+        before, _ = sweep_loss(positions, working, marks, atr, lim)
+        room, _rule = loss_headroom(led, unreal)
+        reason = check_sweep(new, positions, working, marks, atr, led, unreal)
+        assert (reason is not None) == (after > room and after > before)
+        if reason:
+            denied += 1
+            assert f"move {way} " in reason and f"${after.quantize(D('0.01'))} >" in reason
+    assert 200 < denied < 1800  # both outcomes are exercised
 
 
 def test_sweep_guard_withholds_the_entries_one_move_would_take_past_the_daily_cap():
