@@ -46,7 +46,7 @@ from infra.feeds import HubData, ReplayData, open_replay
 from infra.tick_recorder import RECORDER, FlushTicks, RecordedData, TickRecorder, is_recording_dir, open_recordings
 from infra.persistence import StoreIds, WriteAhead, WriteBehind, persist_hook
 from infra.trade_log import TradeLog
-from infra.venues.handler import VenueHandler
+from infra.venues.handler import IdlePrintsDeferred, VenueHandler
 from infra.venues.simulated import SimulatedVenue
 from infra.watchdog import Watchdog, WatchdogCheck
 
@@ -283,6 +283,8 @@ class Node:
             from infra.projectx.venue_handler import ProjectXVenueHandler
             return ProjectXVenueHandler(self.venue, post=lambda ev: self.directory.tell(BROKER, ev),
                                         write_ahead=self.write_ahead)
+        if self.spec.host == "dispatcher" and self.venue.store is None:
+            return IdlePrintsDeferred(self.venue, self.write_ahead)
         return VenueHandler(self.venue, self.write_ahead)
 
     def _make_reconciler(self) -> Any:
@@ -387,6 +389,8 @@ class Node:
         finally:
             if frozen:
                 gc.unfreeze()
+        if isinstance(handlers.get(BROKER), IdlePrintsDeferred):
+            handlers[BROKER].flush()  # the venue as every print left it
         disp.send([(RISK, Shutdown("end of data", routed.core.last_ts))])
         disp.drain()
         s = self._summary(handlers[RISK], {e.name: handlers[e.name].stats() for e in self.entries})

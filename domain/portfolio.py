@@ -34,7 +34,7 @@ class FillEffect:
 class Position:
     """Net position in one instrument. ``qty`` signed contracts (+ long)."""
 
-    __slots__ = ("spec", "lots", "realized", "fees", "_qty", "_cost", "_marked")
+    __slots__ = ("spec", "lots", "realized", "fees", "_qty", "_cost", "_marked", "_ticks")
 
     def __init__(self, spec: InstrumentSpec) -> None:
         self.spec = spec
@@ -44,6 +44,7 @@ class Position:
         self._qty = 0  # sum of the lots' signed qty, kept by apply (read on every print)
         self._cost = 0  # sum of price_ticks * signed_qty over the lots
         self._marked: tuple[Decimal, Decimal] | None = None  # (mark, unrealized at it) until a fill
+        self._ticks: dict[Decimal, int] = {}  # mark -> ticks: a replay marks the same prices again and again
 
     @property
     def qty(self) -> int:
@@ -89,7 +90,12 @@ class Position:
         marked = self._marked
         if marked is not None and marked[0] is mark:  # the other instrument's print moved the account
             return marked[1]
-        value = Decimal(self.spec.to_ticks(mark) * self._qty - self._cost) * self.spec.tick_value
+        ticks = self._ticks.get(mark)
+        if ticks is None:
+            if len(self._ticks) >= 4096:
+                self._ticks.clear()
+            ticks = self._ticks[mark] = self.spec.to_ticks(mark)
+        value = Decimal(ticks * self._qty - self._cost) * self.spec.tick_value
         self._marked = (mark, value)
         return value
 

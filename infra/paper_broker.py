@@ -501,6 +501,11 @@ class PaperBroker:
         """Event time (ns) of the last trade price per instrument."""
         return dict(self._last_ts)
 
+    @property
+    def has_working(self) -> bool:
+        """True while at least one order is working (a print can fill something)."""
+        return bool(self._working)
+
     def working_orders(self) -> list[OrderIntent]:
         """Working orders in arrival order."""
         return [w.intent for w in self._working.values()]

@@ -15,7 +15,9 @@ computation beside it on real data and on the edge cases (DST hours, breaches, o
 - the trading day: the window between two 17:00 CT instants kept (domain/calendar.py
   ``trading_day``);
 - the dispatcher: a timestamp's messages handed straight to their handlers, answers queued
-  behind them (actors/dispatcher.py ``Dispatcher.run``).
+  behind them (actors/dispatcher.py ``Dispatcher.run``);
+- the venue: prints kept while no order works, the latest per instrument handed over before its
+  next message (infra/venues/handler.py ``IdlePrintsDeferred``).
 
 The feed's bulk stream has its own file, tests/test_bulk_replay.py.
 """
@@ -52,8 +54,9 @@ class PlainRisk(RiskManager):
         self.now_ns = ts
         return self._on_time()
 
-    def _ledger_key(self):
-        return object()  # never equal: every mark is evaluated in full
+    def _check_account(self):
+        self._clean = None  # no mark is known clean: every rule on every mark
+        return super()._check_account()
 
 
 def _backtest(tmp_path: Path, name: str, profile: dict, monkeypatch, plain: bool):
@@ -298,3 +301,66 @@ def test_a_strategy_off_the_clock_topic_trades_as_one_on_it(tmp_path, monkeypatc
         s = node.run_backtest(both_paths=False)
         logs[wants] = ((tmp_path / f"{wants}.csv").read_bytes(), s.fills, s.net_pnl)
     assert logs[False] == logs[True] and logs[False][1] > 10
+
+
+def test_a_venue_handed_idle_prints_late_fills_and_ends_as_one_that_saw_every_print(tmp_path, monkeypatch):
+    """The backtest's venue handler keeps prints that arrive with no order working
+    (``IdlePrintsDeferred``). Against the plain handler, on the grid+hedge default (limits resting
+    most of the time), the EMA cross (market orders, idle between them) and the regime strategy
+    (native brackets): the same trade log byte for byte, and the venue ends with the same clock,
+    last prices and their times."""
+    from infra.venues.handler import IdlePrintsDeferred, VenueHandler
+
+    runs = {"grid-hedge": (None, "combine-50k"),
+            "ema": ([{"name": "ema-ES", "kind": "ema_cross", "instruments": ["MES"], "params": {"fast": 5, "slow": 12}},
+                     {"name": "ema-NQ", "kind": "ema_cross", "instruments": ["MNQ"], "params": {"fast": 5, "slow": 12}}],
+                    "practice-150k"),
+            "regime": (str(ROOT / "config/regime.yaml"), "combine-50k")}
+    for name, (strategies, profile) in runs.items():
+        seen = {}
+        for deferred in (True, False):
+            if not deferred:
+                monkeypatch.setattr(Node, "_make_broker", lambda self: VenueHandler(self.venue, self.write_ahead))
+            overrides = {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path / f"{name}{deferred}")}}
+            path = None
+            if isinstance(strategies, list):
+                overrides["strategies"] = strategies
+            elif strategies:
+                path = strategies
+            cfg = load_config(path, profile, overrides)
+            node = Node(cfg, MODES["backtest"], trades_csv=tmp_path / f"{name}{deferred}.csv")
+            assert isinstance(node._make_broker(), IdlePrintsDeferred) is deferred
+            s = node.run_backtest(both_paths=False)
+            b = node.venue.broker
+            seen[deferred] = ((tmp_path / f"{name}{deferred}.csv").read_bytes(), s.fills, s.net_pnl,
+                              node.venue.last_key, node.venue.last_ts, b.last_prices(), b.last_times())
+            monkeypatch.undo()
+        assert seen[True] == seen[False], name
+        assert seen[True][1] > 5, name
+
+
+def test_idle_prints_reach_the_venue_in_arrival_order_before_its_next_message():
+    """Prints of two instruments interleaved while nothing works, then a market order: the venue
+    behind ``IdlePrintsDeferred`` has the clock and last prices of one that saw every print (the
+    latest MES print came after the latest MNQ print), and fills the order at the same price."""
+    from domain.messages import OrderIntent, OrderType, Side
+    from infra.venues.handler import IdlePrintsDeferred, VenueHandler
+    from infra.venues.simulated import SimulatedVenue
+
+    t0 = 1_775_000_000_000_000_000
+    prints = [TradeTick("MES", t0, Decimal("6500.25"), 1), TradeTick("MNQ", t0 + 1, Decimal("23000.5"), 1),
+              TradeTick("MES", t0 + 2, Decimal("6500.75"), 2), TradeTick("MES", t0 + 3, Decimal("6501"), 1)]
+    after = TradeTick("MNQ", t0 + 5, Decimal("23001"), 1)
+    order = OrderIntent("c1", "s", "MNQ", Side.BUY, 1, OrderType.MARKET, t0 + 4)
+    seen = []
+    for cls in (IdlePrintsDeferred, VenueHandler):
+        h = cls(SimulatedVenue(None, slippage_ticks=0))
+        assert all(h.handle(t) == [] for t in prints)
+        acks = h.handle(order)
+        b = h.venue.broker
+        state = (h.venue.last_key, h.venue.last_ts, b.last_prices(), b.last_times())
+        fills = h.handle(after)
+        seen.append((state, [type(e).__name__ for _, e in acks], [(f.price, f.ts_ns) for _, f in fills]))
+    assert seen[0] == seen[1]
+    assert seen[0][0][2] == {"MES": Decimal("6501"), "MNQ": Decimal("23000.5")}
+    assert seen[0][2] == [(Decimal("23001"), t0 + 5)]
