@@ -156,7 +156,7 @@ class Node:
             if not actors or not self.resumed:  # a fresh session starts a fresh log; a resumed one appends
                 trades_csv.parent.mkdir(parents=True, exist_ok=True)
                 trades_csv.unlink(missing_ok=True)
-            self.trade_log = TradeLog(trades_csv)
+            self.trade_log = TradeLog(trades_csv, buffered=not actors)  # a backtest writes it at the end
         self.session_files: Any = None
         if session_dir is not None:
             from infra.session_files import SessionFiles
@@ -393,6 +393,7 @@ class Node:
             handlers[BROKER].flush()  # the venue as every print left it
         disp.send([(RISK, Shutdown("end of data", routed.core.last_ts))])
         disp.drain()
+        self.trade_log.flush()
         s = self._summary(handlers[RISK], {e.name: handlers[e.name].stats() for e in self.entries})
         if self.session_files is not None:
             self._final_risk = handlers[RISK]

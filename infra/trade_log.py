@@ -61,20 +61,31 @@ def read_records(text: str) -> list[TradeRow]:
 
 
 class TradeLog:
-    """Appends fills to ``path`` (created with a header if new). ``path=None`` keeps rows in memory."""
+    """Appends fills to ``path`` (created with a header if new). ``path=None`` keeps rows in memory.
 
-    def __init__(self, path: Path | None) -> None:
+    ``buffered=True`` (a backtest): rows are kept in memory and :meth:`flush` writes the file whole
+    (the header is written at once, so the file exists from the start); a paper or live session
+    appends each fill as it comes, so the file survives a crash.
+    """
+
+    def __init__(self, path: Path | None, buffered: bool = False) -> None:
         self.path = path
         self.rows = 0
         self._buf: io.StringIO | None = None
         self._book = Portfolio()  # account-wide fold for the running day_pnl
         self._day: str | None = None
         self._day_pnl = Decimal(0)
-        if path is None:
+        if path is None or buffered:
             self._buf = io.StringIO()
             csv.writer(self._buf, lineterminator="\n").writerow(COLUMNS)
+        if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
+        if buffered:
+            if path.exists() and path.stat().st_size:
+                raise ValueError(f"{path}: a buffered trade log starts a new file")
+            path.write_text(self._buf.getvalue(), newline="")
+            return
         if not path.exists() or path.stat().st_size == 0:
             with path.open("w", newline="") as fh:
                 csv.writer(fh, lineterminator="\n").writerow(COLUMNS)
@@ -104,6 +115,11 @@ class TradeLog:
         assert self.path is not None
         with self.path.open("a", newline="") as fh:
             csv.writer(fh, lineterminator="\n").writerow(row)
+
+    def flush(self) -> None:
+        """Write a buffered log's rows to its file (no-op for an appending or in-memory log)."""
+        if self.path is not None and self._buf is not None:
+            self.path.write_text(self._buf.getvalue(), newline="")
 
     def fills(self) -> list[Fill]:
         """Every fill in the CSV (a resumed session's earlier processes included), in file order."""
