@@ -51,6 +51,10 @@ class _Building:
                          Decimal(d["low"]), Decimal(d["close"]), int(d["volume"]))
 
 
+NO_OPEN_BAR = 2**63 - 1
+"""``BarAggregator``'s soonest bar end when no bar is open (ns): no clock time closes anything."""
+
+
 class BarAggregator:
     """Builds time bars of several periods for one instrument.
 
@@ -78,6 +82,7 @@ class BarAggregator:
         self.source = source
         self._spec = get_instrument(instrument) if source == "quotes" else None
         self._open: dict[int, _Building] = {}
+        self._ends_from = 0  # no open bar ends before this (a lower bound; exact after on_time)
         self.dropped_late = 0
 
     # ----------------------------------------------------------------- inputs
@@ -98,12 +103,15 @@ class BarAggregator:
 
     def on_time(self, ts_ns: int) -> list[Bar]:
         """Close every open bar whose ``end_ns <= ts_ns``; each closed bar gets ``ts_ns``."""
+        if ts_ns < self._ends_from:
+            return []  # the clock ticks every minute; a bar ends once per period
         out: list[Bar] = []
         for p in self.periods_s:
             b = self._open.get(p)
             if b is not None and b.end_ns <= ts_ns:
                 out.append(b.to_bar(self.instrument, p, ts_ns))
                 del self._open[p]
+        self._ends_from = min((b.end_ns for b in self._open.values()), default=NO_OPEN_BAR)
         return out
 
     def flush(self, ts_ns: int | None = None) -> list[Bar]:
@@ -147,6 +155,8 @@ class BarAggregator:
             period_ns = p * NS_PER_S
             start = ts_ns - ts_ns % period_ns
             self._open[p] = _Building(start, start + period_ns, price, price, price, price, size)
+            if start + period_ns < self._ends_from:
+                self._ends_from = start + period_ns
         return out
 
     # ----------------------------------------------------------------- state
@@ -163,6 +173,7 @@ class BarAggregator:
         obj = cls(d["instrument"], tuple(int(p) for p in d["periods_s"]), d.get("source", "trades"))
         obj.dropped_late = int(d.get("dropped_late", 0))
         obj._open = {int(p): _Building.from_dict(b) for p, b in d.get("open", {}).items()}
+        obj._ends_from = min((b.end_ns for b in obj._open.values()), default=NO_OPEN_BAR)
         return obj
 
 
@@ -216,8 +227,10 @@ class BarBuilderHandler:
         self.forward_ticks = forward_ticks
 
     def handle(self, msg: Any) -> Out:
-        if isinstance(msg, TradeTick):
-            bars = self.agg.on_trade(msg)
+        if isinstance(msg, TradeTick):  # the hot path: every print of the instrument
+            agg = self.agg  # BarAggregator.on_trade, inline
+            bars = (agg._add(msg.ts_ns, msg.price, int(msg.size))
+                    if agg.source == "trades" and msg.instrument == agg.instrument else None)
             out: Out = [(self.topic, b) for b in bars] if bars else []
             if self.forward_ticks:
                 out.append((self.topic, msg))
