@@ -480,6 +480,16 @@ def _table_records(header: list[str], rows: list[list[str]], instrument: str,
         yield _bar_record(rec, instrument, zone, {})
 
 
+def _factorize(texts: list[str]):
+    """``(codes, distinct)``: each text's index (int64 array) into the distinct texts, which are
+    in order of first appearance."""
+    import numpy as np
+
+    index: dict[str, int] = {}
+    codes = np.fromiter((index.setdefault(t, len(index)) for t in texts), dtype=np.int64, count=len(texts))
+    return codes, list(index)
+
+
 def _clean_table_bars(header: list[str], rows: list[list[str]], instrument: str, zone: ZoneInfo,
                       period_s: int | None) -> list[BarRow] | None:
     """:func:`load_bar_csv`'s rows of a table (:func:`_read_table`) that no check drops, in bulk,
@@ -489,11 +499,10 @@ def _clean_table_bars(header: list[str], rows: list[list[str]], instrument: str,
     With no row dropped, the per-row path gives these same rows and no rejects
     (``tests/test_fast_paths.py``).
 
-    Fields are checked by their distinct texts (``pandas.factorize``; the four prices share one
-    set); ``low <= open, close <= high`` is compared as floats, exact for prices on the tick grid
-    inside the plausible range."""
+    Fields are checked by their distinct texts (the four prices share one set); ``low <= open,
+    close <= high`` is compared as floats, exact for prices on the tick grid inside the plausible
+    range."""
     import numpy as np
-    import pandas as pd
 
     pos = {name: i for i, name in enumerate(header)}
     lengths = set(map(len, rows))
@@ -505,15 +514,15 @@ def _clean_table_bars(header: list[str], rows: list[list[str]], instrument: str,
         return None
     tick = INSTRUMENTS[instrument].tick_size
     rng = plausible_range(instrument)
-    codes, texts = pd.factorize(table[:, [pos["open"], pos["high"], pos["low"], pos["close"]]].ravel())
+    codes, texts = _factorize(table[:, [pos["open"], pos["high"], pos["low"], pos["close"]]].ravel().tolist())
     values = [_dec(t) for t in texts]
     if not all(_plain_price(v, rng, tick) for v in values):
         return None
     o, h, lo, c = np.array([float(v) for v in values])[codes].reshape(-1, 4).T
     if not (np.all(lo <= o) and np.all(o <= h) and np.all(lo <= c) and np.all(c <= h)):
         return None
-    vol_codes, vol_texts = pd.factorize(table[:, pos["volume"]])
-    digits = vol_texts.astype(str)
+    vol_codes, vol_texts = _factorize(table[:, pos["volume"]].tolist())
+    digits = np.array(vol_texts, dtype=str)
     try:  # plain digit strings convert at once (what _int_field makes of them); any other text alone
         if not np.all(np.char.isdigit(digits)):
             raise ValueError
