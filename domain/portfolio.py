@@ -34,7 +34,7 @@ class FillEffect:
 class Position:
     """Net position in one instrument. ``qty`` signed contracts (+ long)."""
 
-    __slots__ = ("spec", "lots", "realized", "fees", "_qty", "_cost", "_marked", "_ticks")
+    __slots__ = ("spec", "lots", "realized", "fees", "_qty", "_cost", "_marked", "_ticks", "_tick_cents")
 
     def __init__(self, spec: InstrumentSpec) -> None:
         self.spec = spec
@@ -45,6 +45,8 @@ class Position:
         self._cost = 0  # sum of price_ticks * signed_qty over the lots
         self._marked: tuple[Decimal, Decimal] | None = None  # (mark, unrealized at it) until a fill
         self._ticks: dict[Decimal, int] = {}  # mark -> ticks: a replay marks the same prices again and again
+        cents = spec.tick_value * 100
+        self._tick_cents = int(cents) if cents == cents.to_integral_value() else None  # one tick, cents
 
     @property
     def qty(self) -> int:
@@ -98,6 +100,17 @@ class Position:
         value = Decimal(ticks * self._qty - self._cost) * self.spec.tick_value
         self._marked = (mark, value)
         return value
+
+    def unrealized_cents(self, mark: Decimal) -> int | None:
+        """:meth:`unrealized` in integer cents (exact), or None when the instrument's tick value
+        is not a whole number of cents."""
+        tc = self._tick_cents
+        if tc is None:
+            return None
+        ticks = self._ticks.get(mark)
+        if ticks is None:
+            return int(self.unrealized(mark) * 100)
+        return (ticks * self._qty - self._cost) * tc
 
     def _totals(self) -> None:
         self._marked = None

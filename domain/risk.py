@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from domain.calendar import OPEN_TIME, SessionCalendar, next_time_of_day_ns, trading_day
@@ -149,6 +149,11 @@ class RiskManager:
         self._clean: tuple[object, Decimal] | None = None
         """(ledger key, lowest unrealized $) of the account checks that found no breach under that
         ledger state (:meth:`_check_account`); every rule is monotone in unrealized P&L."""
+        self._band: tuple[int, int, int] | None = None
+        """(ledger version, low, high): unrealized P&L, integer cents, inside which a mark changes
+        nothing (:meth:`_arm_band`); None = every mark goes through :meth:`_check_account`."""
+        self._unreal_cents: dict[str, int] = {}  # per instrument, at its last mark, while the band holds
+        self._unreal_total = 0  # their sum, cents
         if halted_until_reconciled:
             self.holds["reconcile"] = (RiskState.HALTED, "waiting for reconciliation with the broker")
             self.state = RiskState.HALTED
@@ -199,6 +204,16 @@ class RiskManager:
             pos = self.portfolio.positions.get(sym) if moved else None
             if pos is None or not pos.qty:
                 return out  # equity did not move (fills run their own check)
+            band = self._band
+            if band is not None and not out and band[0] == self.ledger.version:
+                cents = pos.unrealized_cents(price)
+                if cents is not None:
+                    parts = self._unreal_cents
+                    total = self._unreal_total + cents - parts.get(sym, 0)
+                    parts[sym] = cents
+                    self._unreal_total = total
+                    if band[1] <= total <= band[2]:
+                        return out  # inside the band: no rule, no equity figure moves
             return out + self._check_account() if out else self._check_account()
         ts = getattr(msg, "ts_ns", None)
         out = self._advance(ts) if isinstance(ts, int) else []
@@ -385,7 +400,36 @@ class RiskManager:
             key = self._ledger_key()
             if clean is None or clean[0] != key or unreal < clean[1]:
                 self._clean = (key, unreal)
+            self._arm_band()
+        else:
+            self._band = None
         return out
+
+    def _arm_band(self) -> None:
+        """Set :attr:`_band` after an account check that found no breach: the unrealized P&L
+        (cents) between the lowest found clean under this ledger and the nearest level at which an
+        equity figure would move (a new intraday or all-time equity high, a lower headroom, a
+        deeper drawdown). A mark inside it would take :meth:`_check_account`'s skip and move no
+        figure, so the print path compares integer cents instead (positions' unrealized P&L in
+        cents, :meth:`domain.portfolio.Position.unrealized_cents`). No band while an instrument's
+        tick value is not whole cents or before the first headroom."""
+        self._band = None
+        clean, led = self._clean, self.ledger
+        if clean is None or clean[0] != led.version or self.min_headroom is None:
+            return
+        parts: dict[str, int] = {}
+        for sym, pos in self.portfolio.positions.items():
+            if pos.lots and sym in self.marks:
+                cents = pos.unrealized_cents(self.marks[sym])
+                if cents is None:
+                    return
+                parts[sym] = cents
+        bal = led.balance
+        low = max(clean[1], self.min_headroom + led.floor - bal, self.peak_equity - self.max_drawdown - bal)
+        high = min(led.intraday_peak_equity - bal, self.peak_equity - bal)
+        self._unreal_cents, self._unreal_total = parts, sum(parts.values())
+        self._band = (led.version, int((low * 100).to_integral_value(rounding=ROUND_CEILING)),
+                      int((high * 100).to_integral_value(rounding=ROUND_FLOOR)))
 
     def _track_equity(self, equity: Decimal) -> None:
         headroom = equity - self.ledger.floor
@@ -568,7 +612,7 @@ class RiskManager:
     def restore(self, d: dict) -> None:
         """Load a :meth:`snapshot`; the ``reconcile`` hold set at construction stays."""
         self.ledger = AccountLedger.from_dict(self.limits, d["ledger"])
-        self._time_stable_until, self._clean = 0, None
+        self._time_stable_until, self._clean, self._band = 0, None, None
         self.portfolio = Portfolio.from_dict(d["portfolio"])
         for k, (s, r) in d.get("holds", {}).items():
             self.holds[k] = (RiskState(s), r)

@@ -3,9 +3,10 @@
 Each shortcut skips work whose result it can prove unchanged; these tests run the plain
 computation beside it on real data and on the edge cases (DST hours, breaches, off-grid prints):
 
-- risk: the calendar rules only at the next day / sub-session / flatten boundary, and the account
-  rules skipped on a mark no lower than one that found no breach under the same ledger
-  (domain/risk.py ``RiskManager._advance``, ``_check_account``);
+- risk: the calendar rules only at the next day / sub-session / flatten boundary, the account
+  rules skipped on a mark no lower than one that found no breach under the same ledger, and a
+  print whose unrealized P&L (integer cents) stays inside the band that moves no equity figure
+  (domain/risk.py ``RiskManager._advance``, ``_check_account``, ``_arm_band``);
 - bar files: an hour without a DST transition converted by its cached UTC offset
   (infra/replay.py ``_bar_timestamp``); a file no check drops a row of loaded in bulk
   (``_clean_table_bars``);
@@ -60,6 +61,54 @@ class PlainRisk(RiskManager):
     def _check_account(self):
         self._clean = None  # no mark is known clean: every rule on every mark
         return super()._check_account()
+
+    def _arm_band(self):
+        self._band = None  # every print through _check_account
+
+
+def test_risk_on_random_prints_and_fills_answers_and_measures_as_the_plain_risk():
+    """Risk with its print shortcuts (the calendar window, the clean mark, the band in integer
+    cents) against ``PlainRisk``, message by message: 30,000 random prints of MES and MNQ with
+    fills now and then, under caps tight enough to breach. Every answer, the equity figures
+    (peak, drawdown, MLL headroom) and the ledger are the same after every message."""
+    import datetime as _dt
+
+    from domain.calendar import CT, SessionCalendar, dt_to_ns
+    from domain.handler import CounterIds
+    from domain.messages import Fill, Side
+    from domain.risk_rules import RiskLimits
+
+    lim = RiskLimits(starting_balance=Decimal(50000), mll_amount=Decimal(2000), max_contracts_minis=Decimal(5),
+                     daily_loss_cap=Decimal(700), session_loss_cap=Decimal(400), trailing_kill_switch=Decimal(900))
+    t = dt_to_ns(_dt.datetime(2026, 4, 7, 18, 0, tzinfo=CT))
+    class Counting(RiskManager):
+        checks = 0
+
+        def _check_account(self):
+            Counting.checks += 1
+            return super()._check_account()
+
+    fast, plain = (cls(lim, CounterIds(), SessionCalendar(300), t) for cls in (Counting, PlainRisk))
+    rng = random.Random(11)
+    px = {"MES": 26000, "MNQ": 92000}
+    moves = 0
+    for i in range(30000):
+        t += rng.choice((1, 1, 1, 30, 600)) * 1_000_000_000
+        sym = rng.choice(("MES", "MNQ"))
+        if rng.random() < 0.01:
+            side = rng.choice((Side.BUY, Side.SELL))
+            msg = Fill(f"c{i}", "s", f"t{i}", sym, side, rng.randint(1, 2), Decimal(px[sym]) / 4, Decimal("0.61"), 0, t)
+        else:
+            px[sym] += rng.choice((-2, -1, 0, 1, 2))
+            msg = TradeTick(sym, t, Decimal(px[sym]) / 4, 1)
+        a, b = fast.handle(msg), plain.handle(msg)
+        assert repr(a) == repr(b), i
+        assert (fast.peak_equity, fast.max_drawdown, fast.min_headroom) == \
+               (plain.peak_equity, plain.max_drawdown, plain.min_headroom), i
+        assert fast.ledger.to_dict() == plain.ledger.to_dict(), i
+        moves += bool(a)
+    assert len(fast.breaches) > 3 and moves > 20
+    assert Counting.checks < 30000 / 4  # most prints took the band
 
 
 def _backtest(tmp_path: Path, name: str, profile: dict, monkeypatch, plain: bool):
