@@ -236,12 +236,16 @@ def test_trading_day_window_equals_the_per_minute_rule_across_dst_and_weekends()
 
 
 class _Echo:
-    """A handler that logs what it got and answers twice to another topic, until depth 3."""
+    """A handler that logs what it got and answers twice to another topic, until depth 3; ``c``
+    rejects what comes at depth 2."""
 
     def __init__(self, name: str, log: list) -> None:
         self.name, self.log = name, log
 
     def handle(self, msg):
+        from domain.handler import RejectedMessage
+        if self.name == "c" and msg[0] == 2:
+            raise RejectedMessage("depth 2")
         self.log.append((self.name, msg))
         if msg[0] >= 3:
             return []
@@ -260,9 +264,9 @@ def test_dispatcher_run_delivers_in_the_order_of_send_then_drain():
         else:
             disp.send(out)
             disp.drain()
-        logs.append((log, disp.delivered, dict(disp.dead_letters)))
+        logs.append((log, disp.delivered, dict(disp.dead_letters), dict(disp.rejected)))
     assert logs[0] == logs[1]
-    assert logs[0][1] > 20 and logs[0][2] == {"nobody": 1}
+    assert logs[0][1] > 20 and logs[0][2] == {"nobody": 1} and logs[0][3] == {"c:tuple": 9}
 
 
 _NASTY_ROWS = """datetime,open,high,low,close,volume,symbol
