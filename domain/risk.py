@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+import math
+from decimal import Decimal
 from typing import Any
 
 from domain.calendar import OPEN_TIME, SessionCalendar, next_time_of_day_ns, trading_day
@@ -47,9 +48,9 @@ from domain.messages import (AccountStatus, Alert, CancelOrder, ClockTick, Expos
 from domain.orders import OrderBook, OrderStatus, bracket_leg_ids
 from domain.strategy_books import StrategyBooks
 from domain.portfolio import Portfolio
-from domain.risk_rules import (AccountLedger, Action, Breach, OrderCheck, RiskLimits, WorkingOrder, check_order,
-                               check_sweep, evaluate_account, is_reducing, mini_equivalents, net_atr_exposure,
-                               RTH_START, sub_session_of)
+from domain.risk_rules import (AccountLedger, Action, Breach, OrderCheck, RiskLimits, WorkingOrder, breach_free_above,
+                               check_order, check_sweep, evaluate_account, is_reducing, mini_equivalents,
+                               net_atr_exposure, RTH_START, sub_session_of)
 
 _SEVERITY = {RiskState.ACTIVE: 0, RiskState.REDUCING: 1, RiskState.HALTED: 2}
 PROCESS_HOLDS = frozenset({"reconcile", "shutdown"})
@@ -407,15 +408,18 @@ class RiskManager:
 
     def _arm_band(self) -> None:
         """Set :attr:`_band` after an account check that found no breach: the unrealized P&L
-        (cents) between the lowest found clean under this ledger and the nearest level at which an
+        (cents) above the level where a rule would breach
+        (:func:`domain.risk_rules.breach_free_above`) and below the nearest level at which an
         equity figure would move (a new intraday or all-time equity high, a lower headroom, a
-        deeper drawdown). A mark inside it would take :meth:`_check_account`'s skip and move no
-        figure, so the print path compares integer cents instead (positions' unrealized P&L in
-        cents, :meth:`domain.portfolio.Position.unrealized_cents`). No band while an instrument's
-        tick value is not whole cents or before the first headroom."""
+        deeper drawdown). A mark inside it changes nothing, so the print path compares integer
+        cents (positions' unrealized P&L in cents,
+        :meth:`domain.portfolio.Position.unrealized_cents`) and returns. No band while a breach
+        does not depend on the mark, an instrument's tick value is not whole cents, or before the
+        first headroom."""
         self._band = None
-        clean, led = self._clean, self.ledger
-        if clean is None or clean[0] != led.version or self.min_headroom is None:
+        led = self.ledger
+        free = breach_free_above(led)
+        if free is None or self.min_headroom is None:
             return
         parts: dict[str, int] = {}
         for sym, pos in self.portfolio.positions.items():
@@ -425,11 +429,11 @@ class RiskManager:
                     return
                 parts[sym] = cents
         bal = led.balance
-        low = max(clean[1], self.min_headroom + led.floor - bal, self.peak_equity - self.max_drawdown - bal)
-        high = min(led.intraday_peak_equity - bal, self.peak_equity - bal)
+        low = max(math.floor(free * 100) + 1, math.ceil((self.min_headroom + led.floor - bal) * 100),
+                  math.ceil((self.peak_equity - self.max_drawdown - bal) * 100))
+        high = math.floor(min(led.intraday_peak_equity, self.peak_equity) * 100 - bal * 100)
         self._unreal_cents, self._unreal_total = parts, sum(parts.values())
-        self._band = (led.version, int((low * 100).to_integral_value(rounding=ROUND_CEILING)),
-                      int((high * 100).to_integral_value(rounding=ROUND_FLOOR)))
+        self._band = (led.version, low, high)
 
     def _track_equity(self, equity: Decimal) -> None:
         headroom = equity - self.ledger.floor

@@ -551,6 +551,36 @@ def evaluate_account(ledger: AccountLedger, unrealized: Decimal) -> list[Breach]
     return out
 
 
+def breach_free_above(ledger: AccountLedger) -> Decimal | None:
+    """The unrealized P&L (dollars) above which :func:`evaluate_account` finds no breach, while the
+    ledger stands as it is and the mark makes no new intraday equity high; None when a rule is
+    breached whatever the mark (the account failed; consecutive losses at the limit).
+
+    Every rule of :func:`evaluate_account` is a threshold that equity (``balance + u``), day P&L
+    (``day_pnl(0) + u``) or sub-session P&L (``sub_session_pnl(0) + u``) crosses from above, so
+    no rule is breached exactly when ``u`` is above the highest of those thresholds moved to
+    ``u``. A rule added there must be added here (``tests/test_fast_paths.py`` checks both on
+    random ledgers)."""
+    lim = ledger.limits
+    if ledger.failed or (lim.consecutive_loss_limit is not None
+                         and ledger.consecutive_losses >= lim.consecutive_loss_limit):
+        return None
+    bal, day, sub = ledger.balance, ledger.day_pnl(ZERO), ledger.sub_session_pnl(ZERO)
+    levels = [ledger.floor - bal]
+    if lim.dll is not None:
+        levels.append(-lim.dll - day)
+    pdll = personal_dll_threshold(ledger)
+    if pdll is not None and not ledger.pdll_fired:
+        levels.append(pdll - bal)
+    if lim.daily_loss_cap is not None:
+        levels.append(-lim.daily_loss_cap - day)
+    if lim.trailing_kill_switch is not None:
+        levels.append(ledger.high_water_mark() - lim.trailing_kill_switch - bal)
+    if lim.session_loss_cap is not None:
+        levels.append(-lim.session_loss_cap - sub)
+    return max(levels)
+
+
 def personal_dll_threshold(ledger: AccountLedger) -> Decimal | None:
     """Equity at or below which the TopstepX personal DLL acts, or None when none is set.
 

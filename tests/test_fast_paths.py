@@ -111,6 +111,47 @@ def test_risk_on_random_prints_and_fills_answers_and_measures_as_the_plain_risk(
     assert Counting.checks < 30000 / 4  # most prints took the band
 
 
+def test_breach_free_above_is_where_evaluate_account_stops_finding_breaches():
+    """``breach_free_above`` against ``evaluate_account`` on 3,000 random ledgers (every rule on or
+    off, both MLL and personal DLL modes, days of losses and gains, a failed account, consecutive
+    losses) and marks around the level: no breach exactly above it, while the mark is no new
+    intraday high."""
+    import copy
+    import datetime as _dt
+
+    from domain.risk_rules import AccountLedger, RiskLimits, breach_free_above, evaluate_account
+
+    rng = random.Random(5)
+    D = Decimal
+    seen = {"none": 0, "free": 0, "breach": 0}
+    for _ in range(3000):
+        opt = lambda v: v if rng.random() < 0.6 else None  # noqa: E731
+        lim = RiskLimits(starting_balance=D(50000), mll_amount=D(2000), max_contracts_minis=D(5),
+                         dll=opt(D(1000)), daily_loss_cap=opt(D(rng.choice([300, 700]))),
+                         session_loss_cap=opt(D(rng.choice([200, 400]))), trailing_kill_switch=opt(D(900)),
+                         consecutive_loss_limit=opt(rng.choice([2, 5])), personal_dll=opt(D(rng.choice([250, 600]))),
+                         personal_dll_mode=rng.choice(["fixed", "trailing"]),
+                         personal_dll_trail=rng.choice(["unrealized", "realized"]),
+                         personal_dll_action=rng.choice(["none", "liquidate"]),
+                         mll_trailing=rng.choice(["eod", "intraday"]))
+        led = AccountLedger(lim, _dt.date(2026, 4, 8), rng.choice(["ETH", "RTH"]))
+        for _trade in range(rng.randrange(0, 6)):
+            led.on_realized(D(rng.randrange(-60000, 60000)) / 100, D("1.22"), True)
+        led.mark(D(rng.randrange(0, 80000)) / 100)
+        led.failed = rng.random() < 0.03
+        led.pdll_fired = rng.random() < 0.1
+        free = breach_free_above(led)
+        top = led.intraday_peak_equity - led.balance  # above this the mark is a new high
+        level = free if free is not None else top
+        for u in {level - D("0.01"), level, level + D("0.01"), top, D(rng.randrange(-300000, 80000)) / 100}:
+            if u > top:
+                continue
+            breached = bool(evaluate_account(copy.deepcopy(led), u))
+            assert breached == (free is None or u <= free), (free, u)
+            seen["none" if free is None else "breach" if breached else "free"] += 1
+    assert min(seen.values()) > 100, seen
+
+
 def _backtest(tmp_path: Path, name: str, profile: dict, monkeypatch, plain: bool):
     if plain:
         monkeypatch.setattr("actors.node.RiskManager", PlainRisk)
