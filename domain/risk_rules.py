@@ -744,29 +744,12 @@ def sweep_distance(instrument: str, atr_points: Mapping[str, float], limits: Ris
     return (s / spec.tick_size).to_integral_value(rounding=ROUND_CEILING) * spec.tick_size
 
 
-def _fills_in_move(o: WorkingOrder, mark: Decimal, down: bool) -> Decimal | None:
-    """Fill price of ``o`` if a move from ``mark`` far enough ``down`` (or up) fills it, else None.
-
-    Market orders fill at the mark. A buy limit and a sell stop fill in a fall, at
-    ``min(price, mark)``; a sell limit and a buy stop in a rise, at ``max(price, mark)``. In the
-    other direction an order fills (at the mark) only if it is already marketable / triggered."""
-    buy = o.signed_qty > 0
-    if o.price is None or o.order_type == "MARKET":
-        return mark
-    limit = o.order_type == "LIMIT"
-    falls = buy == limit  # buy limit or sell stop
-    if falls == down:
-        return min(o.price, mark) if down else max(o.price, mark)
-    marketable = (o.price >= mark) if falls else (o.price <= mark)
-    return mark if marketable else None
-
-
 def sweep_loss(positions: Mapping[str, int], orders: list[WorkingOrder], marks: Mapping[str, Decimal],
                atr_points: Mapping[str, float], limits: RiskLimits) -> tuple[Decimal, str]:
     """Worst-case loss, in dollars from the current marks, of one move through every working order.
 
     Per instrument i and direction (down / up): every working order that such a move fills fills
-    at its price (:func:`_fills_in_move`), and price ends at ``X = farthest fill - S_i`` (down) or
+    at its price (:func:`_instrument_sweep`), and price ends at ``X = farthest fill - S_i`` (down) or
     ``+ S_i`` (up), with ``S_i`` = :func:`sweep_distance` (ATR from StrategyStatus, tick floor):
 
         loss_i = -(p_i (X - M_i) + sum_j q_j (X - F_j)) x point_value_i
@@ -814,19 +797,48 @@ def _instrument_sweep(sym: str, p: int, orders, marks: Mapping[str, Decimal], at
     spec = _spec(sym)
     if dist is None:
         dist = sweep_distance(sym, atr_points, limits, mark)
-    losses = []
-    for down in (True, False):
-        fills = [(o.signed_qty, f) for o in orders if (f := _fills_in_move(o, mark, down)) is not None]
-        if not fills and not p:
-            losses.append(ZERO)
-            continue
-        far = min([mark] + [f for _, f in fills]) if down else max([mark] + [f for _, f in fills])
-        x = far - dist if down else far + dist
-        pnl = p * (x - mark) + sum((q * (x - f) for q, f in fills), ZERO)
-        filled = sum(abs(q) for q, _ in fills)
-        final = p + sum(q for q, _ in fills)
-        losses.append(-pnl * spec.point_value + spec.fee_per_side * (filled + abs(final)))
-    return losses[0], losses[1]
+    # One pass over the orders, both directions at once. Which orders a move fills, and where:
+    # market orders at the mark; a buy limit or a sell stop in a fall, at min(price, mark), and in
+    # a rise (at the mark) only if already marketable / triggered (price >= mark); a sell limit or a
+    # buy stop the other way round. Per direction: any fill, the farthest fill, sum q, sum q x F,
+    # sum |q|.
+    d_any = u_any = False
+    d_far = u_far = mark
+    d_q = u_q = d_n = u_n = 0
+    d_qf = u_qf = ZERO
+    for o in orders:
+        q, price = o.signed_qty, o.price
+        if price is None or o.order_type == "MARKET":
+            fd = fu = mark
+        elif (q > 0) == (o.order_type == "LIMIT"):  # fills in a fall
+            fd = price if price < mark else mark
+            fu = mark if price >= mark else None
+        else:  # fills in a rise
+            fu = price if price > mark else mark
+            fd = mark if price <= mark else None
+        if fd is not None:
+            d_any = True
+            if fd < d_far:
+                d_far = fd
+            d_q += q
+            d_qf += q * fd
+            d_n += abs(q)
+        if fu is not None:
+            u_any = True
+            if fu > u_far:
+                u_far = fu
+            u_q += q
+            u_qf += q * fu
+            u_n += abs(q)
+    # loss = -(p (X - M) + sum q (X - F)) x point value + fees of the fills and of the close
+    down = up = ZERO
+    if d_any or p:
+        x = d_far - dist
+        down = -(p * (x - mark) + x * d_q - d_qf) * spec.point_value + spec.fee_per_side * (d_n + abs(p + d_q))
+    if u_any or p:
+        x = u_far + dist
+        up = -(p * (x - mark) + x * u_q - u_qf) * spec.point_value + spec.fee_per_side * (u_n + abs(p + u_q))
+    return down, up
 
 
 def loss_headroom(ledger: AccountLedger, unrealized: Decimal) -> tuple[Decimal, str] | None:

@@ -15,6 +15,7 @@ import pytest
 from config.settings import ConfigError, load_config
 from domain.calendar import CT, SessionCalendar, dt_to_ns
 from domain.handler import ROUTER, CounterIds
+from domain.instruments import get_instrument
 from domain.messages import (Fill, OrderDenied, OrderIntent, OrderSubmitted, OrderType, RiskState, Side,
                              StrategyStatus, TradeTick)
 from domain.report import SessionSummary
@@ -74,10 +75,48 @@ def test_sweep_loss_counts_every_working_entry_on_a_side_and_a_hedge_offsets():
     assert hedged < loss  # the short MNQ gains 10 pt x $2 in the same fall
 
 
+def _sweep_loss_by_definition(positions, orders, marks, atr, lim):
+    """``sweep_loss`` as its docstring writes it: per instrument and direction the fills, the
+    farthest, X beyond it, the P&L of the position and of each fill to X, the fees."""
+    def fill(o, mark, down):
+        if o.price is None or o.order_type == "MARKET":
+            return mark
+        falls = (o.signed_qty > 0) == (o.order_type == "LIMIT")
+        if falls == down:
+            return min(o.price, mark) if down else max(o.price, mark)
+        return mark if ((o.price >= mark) if falls else (o.price <= mark)) else None
+
+    totals = {"down": D(0), "up": D(0)}
+    for sym in set(positions) | {o.instrument for o in orders}:
+        mine = [o for o in orders if o.instrument == sym]
+        mark = marks.get(sym)
+        if mark is None:
+            priced = [o.price for o in mine if o.price is not None]
+            if not priced:
+                continue
+            mark = priced[0]
+        spec = get_instrument(sym)
+        p = positions.get(sym, 0)
+        dist = sweep_distance(sym, atr, lim, mark)
+        for way, down in (("down", True), ("up", False)):
+            fills = [(o.signed_qty, f) for o in mine if (f := fill(o, mark, down)) is not None]
+            if not fills and not p:
+                continue
+            far = min([mark] + [f for _, f in fills]) if down else max([mark] + [f for _, f in fills])
+            x = far - dist if down else far + dist
+            pnl = p * (x - mark) + sum((q * (x - f) for q, f in fills), D(0))
+            final = p + sum(q for q, _ in fills)
+            totals[way] += -pnl * spec.point_value + spec.fee_per_side * (sum(abs(q) for q, _ in fills) + abs(final))
+    way = max(totals, key=lambda k: totals[k])
+    return max(totals[way], D(0)), way
+
+
 def test_check_sweep_decides_as_its_definition_on_random_books():
-    """check_sweep computes the sweep loss with and without the order in one pass; on 2,000 random
-    books (positions, working limits and stops, marks or none, ATR or none, a day's losses) it
-    denies exactly when the definition does: loss with the order > headroom and > loss without."""
+    """check_sweep computes the sweep loss with and without the order in one pass, and sweep_loss
+    both directions in one pass over the orders; on 2,000 random books (positions, working limits
+    and stops, marks or none, ATR or none, a day's losses) both give the definition's figures, and
+    check_sweep denies exactly when the definition does: loss with the order > headroom and > loss
+    without."""
     import random
     rng = random.Random(19)
     syms = ("MES", "MNQ", "ES")
@@ -102,6 +141,8 @@ def test_check_sweep_decides_as_its_definition_on_random_books():
         unreal = D(rng.randrange(-200, 200))
         after, way = sweep_loss(positions, [*working, new], marks, atr, lim)
         before, _ = sweep_loss(positions, working, marks, atr, lim)
+        assert (after, way) == _sweep_loss_by_definition(positions, [*working, new], marks, atr, lim)
+        assert before == _sweep_loss_by_definition(positions, working, marks, atr, lim)[0]
         room, _rule = loss_headroom(led, unreal)
         reason = check_sweep(new, positions, working, marks, atr, led, unreal)
         assert (reason is not None) == (after > room and after > before)
