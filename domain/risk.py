@@ -381,15 +381,8 @@ class RiskManager:
         equity = led.balance + unreal
         clean = self._clean
         if clean is not None and unreal >= clean[1] and equity <= led.intraday_peak_equity \
-                and clean[0] == led.version:  # _ledger_key(), on the path of every print
-            # _track_equity, inline for the same reason
-            headroom = equity - led.floor
-            if self.min_headroom is None or headroom < self.min_headroom:
-                self.min_headroom = headroom
-            if equity > self.peak_equity:
-                self.peak_equity = equity
-            elif self.peak_equity - equity > self.max_drawdown:
-                self.max_drawdown = self.peak_equity - equity
+                and clean[0] == self._ledger_key():
+            self._track_equity(equity)
             return []
         equity = led.mark(unreal)
         self._track_equity(equity)
