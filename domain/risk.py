@@ -147,9 +147,6 @@ class RiskManager:
         """Event time (epoch ns) before which :meth:`_on_time` cannot change anything: the next
         trading-day or sub-session boundary (:data:`_DAY_BOUNDARIES`), or the flatten time when
         that comes first. 0 = evaluate at the next message."""
-        self._clean: tuple[object, Decimal] | None = None
-        """(ledger key, lowest unrealized $) of the account checks that found no breach under that
-        ledger state (:meth:`_check_account`); every rule is monotone in unrealized P&L."""
         self._band: tuple[int, int, int] | None = None
         """(ledger version, low, high): unrealized P&L, integer cents, inside which a mark changes
         nothing (:meth:`_arm_band`); None = every mark goes through :meth:`_check_account`."""
@@ -369,34 +366,19 @@ class RiskManager:
     # ------------------------------------------------------------------ account rules
     def _check_account(self) -> Out:
         """Mark the account to the last prices and act on every breached rule
-        (:func:`domain.risk_rules.evaluate_account`).
-
-        Every rule there is breached at or below a threshold of equity, day P&L or sub-session
-        P&L, each of which rises with unrealized P&L, so under one ledger state (no ledger field
-        set since: :meth:`_ledger_key`) a mark at or above one that found no breach finds none
-        either; the evaluation is skipped then, unless the mark is a new
-        intraday equity high (which can raise the MLL floor and the trailing thresholds)."""
+        (:func:`domain.risk_rules.evaluate_account`). A print that moves nothing does not get here
+        (:meth:`_arm_band`)."""
         unreal = self.portfolio.unrealized(self.marks)
         led = self.ledger
-        equity = led.balance + unreal
-        clean = self._clean
-        if clean is not None and unreal >= clean[1] and equity <= led.intraday_peak_equity \
-                and clean[0] == self._ledger_key():
-            self._track_equity(equity)
-            return []
-        equity = led.mark(unreal)
-        self._track_equity(equity)
+        self._track_equity(led.mark(unreal))
         out: Out = []
         breaches = evaluate_account(led, unreal)
         for b in breaches:
             out += self._apply_breach(b)
-        if not breaches:
-            key = self._ledger_key()
-            if clean is None or clean[0] != key or unreal < clean[1]:
-                self._clean = (key, unreal)
-            self._arm_band()
-        else:
+        if breaches:
             self._band = None
+        else:
+            self._arm_band()
         return out
 
     def _arm_band(self) -> None:
@@ -436,12 +418,6 @@ class RiskManager:
             self.peak_equity = equity
         elif self.peak_equity - equity > self.max_drawdown:
             self.max_drawdown = self.peak_equity - equity
-
-    def _ledger_key(self) -> object:
-        """The ledger's state as :func:`domain.risk_rules.evaluate_account` reads it besides the
-        mark: its :attr:`~domain.risk_rules.AccountLedger.version`, new after any change of any
-        field (a set to the same value included, which only costs one more evaluation)."""
-        return self.ledger.version
 
     def _apply_breach(self, b: Breach) -> Out:
         hold = {Action.LIQUIDATE: ("failed", RiskState.HALTED),
@@ -609,7 +585,7 @@ class RiskManager:
     def restore(self, d: dict) -> None:
         """Load a :meth:`snapshot`; the ``reconcile`` hold set at construction stays."""
         self.ledger = AccountLedger.from_dict(self.limits, d["ledger"])
-        self._time_stable_until, self._clean, self._band = 0, None, None
+        self._time_stable_until, self._band = 0, None
         self.portfolio = Portfolio.from_dict(d["portfolio"])
         for k, (s, r) in d.get("holds", {}).items():
             self.holds[k] = (RiskState(s), r)

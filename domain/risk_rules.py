@@ -301,7 +301,7 @@ class AccountLedger:
         day_fills: fills folded in the current trading day (a day with fills is a traded day).
         pdll_fired: the personal DLL acted today (``none``/``liquidate`` act once a day).
         version: a number no other state of any ledger had: every attribute set takes a new one
-            (the risk handler's skip of unchanged account checks keys on it, docs/decisions/0020).
+            (the risk handler's print band keys on it, docs/decisions/0020).
     """
 
     def __setattr__(self, name: str, value: object) -> None:

@@ -3,10 +3,9 @@
 Each shortcut skips work whose result it can prove unchanged; these tests run the plain
 computation beside it on real data and on the edge cases (DST hours, breaches, off-grid prints):
 
-- risk: the calendar rules only at the next day / sub-session / flatten boundary, the account
-  rules skipped on a mark no lower than one that found no breach under the same ledger, and a
-  print whose unrealized P&L (integer cents) stays inside the band that moves no equity figure
-  (domain/risk.py ``RiskManager._advance``, ``_check_account``, ``_arm_band``);
+- risk: the calendar rules only at the next day / sub-session / flatten boundary, and a print
+  whose unrealized P&L (integer cents) stays inside the band where no rule breaches and no
+  equity figure moves returns at once (domain/risk.py ``RiskManager._advance``, ``_arm_band``);
 - bar files: an hour without a DST transition converted by its cached UTC offset
   (infra/replay.py ``_bar_timestamp``); a file no check drops a row of loaded in bulk
   (``_clean_table_bars``);
@@ -58,16 +57,12 @@ class PlainRisk(RiskManager):
         self.now_ns = ts
         return self._on_time()
 
-    def _check_account(self):
-        self._clean = None  # no mark is known clean: every rule on every mark
-        return super()._check_account()
-
     def _arm_band(self):
         self._band = None  # every print through _check_account
 
 
 def test_risk_on_random_prints_and_fills_answers_and_measures_as_the_plain_risk():
-    """Risk with its print shortcuts (the calendar window, the clean mark, the band in integer
+    """Risk with its print shortcuts (the calendar window, the band in integer
     cents) against ``PlainRisk``, message by message: 30,000 random prints of MES and MNQ with
     fills now and then, under caps tight enough to breach. Every answer, the equity figures
     (peak, drawdown, MLL headroom) and the ledger are the same after every message."""
