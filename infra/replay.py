@@ -480,84 +480,6 @@ def _table_records(header: list[str], rows: list[list[str]], instrument: str,
         yield _bar_record(rec, instrument, zone, {})
 
 
-def _factorize(texts: list[str]):
-    """``(codes, distinct)``: each text's index (int64 array) into the distinct texts, which are
-    in order of first appearance."""
-    import numpy as np
-
-    index: dict[str, int] = {}
-    codes = np.fromiter((index.setdefault(t, len(index)) for t in texts), dtype=np.int64, count=len(texts))
-    return codes, list(index)
-
-
-def _clean_table_bars(header: list[str], rows: list[list[str]], instrument: str, zone: ZoneInfo,
-                      period_s: int | None) -> list[BarRow] | None:
-    """:func:`load_bar_csv`'s rows of a table (:func:`_read_table`) that no check drops, in bulk,
-    or None when the table needs the per-row path: rows of unequal length, a field any check
-    rejects, a timestamp not ``YYYY-MM-DD HH:MM:SS`` or in an hour with a DST transition, times
-    not strictly rising, two bars closer than the period, or a period that cannot be inferred.
-    With no row dropped, the per-row path gives these same rows and no rejects
-    (``tests/test_fast_paths.py``).
-
-    Fields are checked by their distinct texts (the four prices share one set); ``low <= open,
-    close <= high`` is compared as floats, exact for prices on the tick grid inside the plausible
-    range."""
-    import numpy as np
-
-    pos = {name: i for i, name in enumerate(header)}
-    lengths = set(map(len, rows))
-    if len(rows) < 2 or len(lengths) != 1 or lengths.pop() != len(header):
-        return None
-    table = np.array(rows, dtype=object)
-    i_sym = pos.get("symbol")
-    if i_sym is not None and not all(_symbol_matches(t, instrument) for t in set(table[:, i_sym].tolist())):
-        return None
-    tick = INSTRUMENTS[instrument].tick_size
-    rng = plausible_range(instrument)
-    codes, texts = _factorize(table[:, [pos["open"], pos["high"], pos["low"], pos["close"]]].ravel().tolist())
-    values = [_dec(t) for t in texts]
-    if not all(_plain_price(v, rng, tick) for v in values):
-        return None
-    o, h, lo, c = np.array([float(v) for v in values])[codes].reshape(-1, 4).T
-    if not (np.all(lo <= o) and np.all(o <= h) and np.all(lo <= c) and np.all(c <= h)):
-        return None
-    vol_codes, vol_texts = _factorize(table[:, pos["volume"]].tolist())
-    digits = np.array(vol_texts, dtype=str)
-    try:  # plain digit strings convert at once (what _int_field makes of them); any other text alone
-        if not np.all(np.char.isdigit(digits)):
-            raise ValueError
-        counts = digits.astype(np.int64)
-        volumes = counts.tolist() if np.all(counts <= MAX_VOLUME) else [_int_field(t) for t in vol_texts]
-    except (ValueError, OverflowError):
-        volumes = [_int_field(t) for t in vol_texts]
-    if any(isinstance(v, str) for v in volumes):
-        return None
-    times = table[:, pos["datetime"]].tolist()
-    if not all(map(_PLAIN_TIME.fullmatch, times)):
-        return None
-    try:
-        naive_ns = np.array(times, dtype="datetime64[s]").astype(np.int64) * NS
-    except ValueError:
-        return None
-    hours, hour_codes = np.unique(naive_ns // (3600 * NS), return_inverse=True)
-    offsets = [_plain_hour_offset_ns(zone, _EPOCH_NAIVE + dt.timedelta(hours=int(hr))) for hr in hours]
-    if any(off is None for off in offsets):
-        return None
-    ts = naive_ns - np.array(offsets, dtype=np.int64)[hour_codes]
-    diffs = np.diff(ts)
-    if not np.all(diffs > 0):
-        return None
-    if period_s is None:
-        gaps, counts = np.unique(diffs, return_counts=True)  # ascending: a tie goes to the smaller
-        period_s = int(gaps[int(np.argmax(counts))]) // NS
-    if not np.all(diffs >= period_s * NS):
-        return None
-    prices = np.array(values, dtype=object)[codes].reshape(-1, 4).tolist()
-    vols = np.array(volumes, dtype=object)[vol_codes].tolist()
-    return [BarRow(instrument, t, period_s, p[0], p[1], p[2], p[3], v)
-            for t, p, v in zip(ts.tolist(), prices, vols)]
-
-
 def load_bar_csv(path: Path | str, instrument: str | None = None, tz: str = "America/New_York",
                  period_s: int | None = None) -> tuple[list[BarRow], collections.Counter]:
     """Load a Yahoo-style bar file (naive local timestamps labelled by bar start).
@@ -600,11 +522,7 @@ def load_bar_csv(path: Path | str, instrument: str | None = None, tz: str = "Ame
     file_symbol: str | None = None
     required = BAR_COLUMNS if instrument is None else BAR_COLUMNS[:-1]
     if instrument is not None:  # distinct texts parsed once, timestamps in bulk
-        header, table = _read_table(path, required)
-        clean = _clean_table_bars(header, table, instrument, zone, period_s)
-        if clean is not None:
-            return clean, rejects
-        records: Iterable[_BarRecord | str] = _table_records(header, table, instrument, zone)
+        records: Iterable[_BarRecord | str] = _table_records(*_read_table(path, required), instrument, zone)
     else:
         records = (_bar_record(rec, instrument, zone, ranges) for _line, rec in _read_rows(path, required))
     for rec in records:

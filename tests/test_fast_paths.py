@@ -7,8 +7,7 @@ computation beside it on real data and on the edge cases (DST hours, breaches, o
   whose unrealized P&L (integer cents) stays inside the band where no rule breaches and no
   equity figure moves returns at once (domain/risk.py ``RiskManager._advance``, ``_arm_band``);
 - bar files: an hour without a DST transition converted by its cached UTC offset
-  (infra/replay.py ``_bar_timestamp``); a file no check drops a row of loaded in bulk
-  (``_clean_table_bars``);
+  (infra/replay.py ``_bar_timestamp``);
 - positions: qty, cost and the last mark's unrealized P&L kept instead of summed per print
   (domain/portfolio.py ``Position``);
 - the feed validator: the plausible range and tick grid checked inline, the band of the last
@@ -370,56 +369,6 @@ def test_bar_file_table_path_gives_the_per_record_checks_results(tmp_path):
         "off_tick": 1, "nan": 1, "missing_or_bad_number": 2, "non_positive_price": 1, "price_out_of_range": 1,
         "negative_size": 1, "non_integral_size": 1, "volume_out_of_range": 1, "bad_timestamp": 2,
         "duplicate_timestamp": 1, "out_of_order": 1}
-
-
-def _clean_bar_file(tmp_path: Path, name: str, start: dt.datetime, n: int, rng: random.Random) -> Path:
-    """``n`` clean 2-minute ES bars from ``start`` (UTC), labelled in New York time, spelled in
-    every way the loader accepts (volumes 705 / 705.0 / 0, symbols ES / ES=F / ESM6 / blank,
-    prices 5000.5 / 5000.50), with a few gaps of 5 minutes to an hour."""
-    lines = ["datetime,open,high,low,close,volume,symbol"]
-    t, px = start.replace(tzinfo=dt.timezone.utc), 20000
-    for _ in range(n):
-        o, c = px, px + rng.randrange(-8, 9)
-        hi, lo = max(o, c) + rng.randrange(0, 5), min(o, c) - rng.randrange(0, 5)
-        spell = rng.choice((lambda q: str(q / 4), lambda q: f"{q / 4:.2f}"))
-        vol = rng.choice(("705", "705.0", "0", str(rng.randrange(1, 5000))))
-        lines.append(f"{t.astimezone(ZoneInfo('America/New_York')):%Y-%m-%d %H:%M:%S},{spell(o)},{spell(hi)},{spell(lo)},{spell(c)},{vol},"
-                     f"{rng.choice(('ES', 'ES=F', 'ESM6', ''))}")
-        t += dt.timedelta(minutes=rng.choice((2,) * 30 + (5, 60)))
-        px = c
-    path = tmp_path / name
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def test_a_clean_bar_file_loads_in_bulk_as_row_by_row(tmp_path, monkeypatch):
-    """A file no check drops a row of is loaded in bulk (``_clean_table_bars``): the same rows
-    (prices as spelled) and no rejects as the per-row path, on the bundled and spike files, the
-    shared 28 sessions when present, and clean files in every accepted spelling, one across the
-    March DST change. A file with a problem (the file of every problem, an hour that occurs twice
-    in November) is left to the per-row path."""
-    import infra.replay as replay
-
-    rng = random.Random(3)
-    ny = ZoneInfo("America/New_York")
-    shared = ROOT.parent / "shared" / "data" / "es_nq_yahoo_2m_5m"
-    files = [*sorted((ROOT / "data" / "demo").glob("*_2min.csv.gz")), *sorted(SPIKE.glob("*.csv.gz")),
-             *sorted(shared.glob("*.csv.gz")),
-             _clean_bar_file(tmp_path, "ES_2min.csv", dt.datetime(2026, 4, 6, 22, 0), 3000, rng),
-             _clean_bar_file(tmp_path, "ES_dst.csv", dt.datetime(2026, 3, 8, 4, 0), 400, rng)]
-    for f in files:
-        inst = "MNQ" if f.name.startswith("NQ") else "MES"
-        fast = replay._clean_table_bars(*replay._read_table(f, replay.BAR_COLUMNS[:-1]), inst, ny, None)
-        with monkeypatch.context() as m:
-            m.setattr(replay, "_clean_table_bars", lambda *a: None)
-            rows, rejects = replay.load_bar_csv(f, inst)
-        assert fast is not None and not rejects, f
-        assert repr(fast) == repr(rows), f
-    nasty = tmp_path / "nasty.csv"
-    nasty.write_text(_NASTY_ROWS)
-    twice = _clean_bar_file(tmp_path, "ES_nov.csv", dt.datetime(2026, 11, 1, 4, 0), 200, rng)
-    for f in (nasty, twice):
-        assert replay._clean_table_bars(*replay._read_table(f, replay.BAR_COLUMNS[:-1]), "MES", ny, None) is None
 
 
 def test_a_strategy_off_the_clock_topic_trades_as_one_on_it(tmp_path, monkeypatch):
