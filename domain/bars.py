@@ -227,10 +227,8 @@ class BarBuilderHandler:
         self.forward_ticks = forward_ticks
 
     def handle(self, msg: Any) -> Out:
-        if isinstance(msg, TradeTick):  # the hot path: every print of the instrument
-            agg = self.agg  # BarAggregator.on_trade, inline
-            bars = (agg._add(msg.ts_ns, msg.price, int(msg.size))
-                    if agg.source == "trades" and msg.instrument == agg.instrument else None)
+        if isinstance(msg, TradeTick):
+            bars = self.agg.on_trade(msg)
             out: Out = [(self.topic, b) for b in bars] if bars else []
             if self.forward_ticks:
                 out.append((self.topic, msg))
