@@ -42,7 +42,7 @@ Measured per row (in the child process):
 
 - bars: replayed 2-minute bars of the row's instruments.
 - seconds: data loading + setup + run (after imports); the peers' ``e2e_s``, the project's
-  Node construction + ``run_backtest(both_paths=False)`` with the bar cache cleared.
+  Node construction + ``run_backtest(both_paths=False)``, cold (no file read before it).
 - orders: orders that reached the venue (project: calls of ``PaperBroker.submit``, counted in the
   child; peers: ``orders_submitted``); fills; per-order cost = seconds / orders.
 - peak RSS: the child's maximum resident set size, MiB (project: ``ru_maxrss``; peers:
@@ -105,9 +105,7 @@ def project_row(strategy: str, variant: str) -> dict:
     from actors.node import Node
     from actors.tree import MODES
     from config.settings import load_config
-    from infra.feeds import open_replay
     from infra.paper_broker import PaperBroker
-    from infra.replay import _load_bars_cached
 
     orders = 0
     submit = PaperBroker.submit
@@ -129,13 +127,11 @@ def project_row(strategy: str, variant: str) -> dict:
         if variant == "ohlc":
             overrides["runtime"]["path_step_bp"] = None
         cfg = load_config(None, PROFILE, overrides)
-        source = open_replay(DATA, cfg.instruments(), cfg.runtime.start, cfg.runtime.end)
-        bars = sum(len(source.bars(s)) for s in source.instruments)
-        del source
-        _load_bars_cached.cache_clear()  # time the file parsing too, as a user's run pays it
-        t0 = time.perf_counter()
-        summary = Node(cfg, MODES["backtest"], trades_csv=Path(tmp) / "trades.csv").run_backtest(both_paths=False)
+        t0 = time.perf_counter()  # cold: nothing of the data read or cached before, as a user's run
+        node = Node(cfg, MODES["backtest"], trades_csv=Path(tmp) / "trades.csv")
+        summary = node.run_backtest(both_paths=False)
         secs = time.perf_counter() - t0
+        bars = node.data.source.bar_count
     return {"engine": "project", "variant": variant, "strategy": strategy, "instruments": list(cfg.instruments()),
             "bars": bars, "e2e_s": secs, "import_s": t_imported - t_start, "orders_submitted": orders,
             "fills": summary.fills, "net_pnl": float(summary.net_pnl), "denials": summary.denials,
