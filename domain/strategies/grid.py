@@ -40,6 +40,7 @@ strategy forgets inventory whose orders risk cancelled.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any
@@ -150,7 +151,8 @@ class GridStrategy:
         self.atr = WilderATR(config.atr_period)
         self.atr_slow = EMA(config.surge_ema_bars)
         self.vwap = SessionVWAP()
-        self.vwap_day: str = ""
+        self.vwap_day: str = ""  # ISO trading day the VWAP is anchored to
+        self._vwap_date: dt.date | None = None  # the same day as a date (compared on every bar)
         self.last: Decimal | None = None
         self.last_tick_ns = 0  # time of the trade behind ``last`` when it came from a tick
         self.risk_state = RiskState.ACTIVE
@@ -164,6 +166,12 @@ class GridStrategy:
         self.denied_streak: dict[int, int] = {}  # level -> denials in a row since the last fill
         self.counters = {"entries_filled": 0, "tps_filled": 0, "rebuilds": 0, "denied": 0}
         self._last_status: tuple[float, float, float] | None = None  # last StrategyStatus values sent
+        self._shift = Decimal(str(config.rebuild_shift_spacings))
+        self._sides = tuple(pair for n in range(1, config.levels_each_side + 1)
+                            for pair in ((n, -n, Side.BUY), (n, n, Side.SELL)))  # (n, level, side), nearest first
+        self._spacing_for: tuple[float | None, float | None, Decimal] | None = None
+        """(ATR, slow ATR, spacing): :meth:`_target_spacing` of the last inputs (they change once
+        per ATR bar, the spacing is asked on every mid bar)."""
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, msg: Any) -> Out:
@@ -202,10 +210,10 @@ class GridStrategy:
             if atr is not None:
                 self.atr_slow.update(atr)
         if bar.period_s == self.cfg.mid_bar_s:
-            day = trading_day(bar.start_ns).isoformat()
-            if day != self.vwap_day:
+            day = trading_day(bar.start_ns)
+            if day != self._vwap_date:
                 self.vwap.reset()
-                self.vwap_day = day
+                self._vwap_date, self.vwap_day = day, day.isoformat()
             self.vwap.update_bar(float(bar.high), float(bar.low), float(bar.close), bar.volume)
             if bar.end_ns > self.last_tick_ns:
                 # a bar arrives after the tick that closed it: its close must not replace a newer
@@ -220,9 +228,13 @@ class GridStrategy:
         atr = self.atr.value or 0.0
         slow = self.atr_slow.value
         self.surge = bool(slow and atr > self.cfg.surge_ratio * slow)
+        last = self._spacing_for
+        if last is not None and last[0] == atr and last[1] == slow:
+            return last[2]
         raw = atr * self.cfg.atr_multiplier * (self.cfg.surge_spacing_factor if self.surge else 1.0)
-        spacing = self.spec.round_to_tick(raw)
-        return max(spacing, self.spec.tick_size * self.cfg.min_spacing_ticks)
+        spacing = max(self.spec.round_to_tick(raw), self.spec.tick_size * self.cfg.min_spacing_ticks)
+        self._spacing_for = (atr, slow, spacing)
+        return spacing
 
     def _target_mid(self) -> Decimal | None:
         if self.vwap.value is not None:
@@ -260,18 +272,20 @@ class GridStrategy:
         self._update_indicators(bar)
         if bar.instrument != self.instrument or bar.period_s != self.cfg.mid_bar_s:
             return []
-        out = self._on_time(bar.ts_ns or bar.end_ns)
-        if not self._can_place(bar.ts_ns or bar.end_ns):
-            return out
+        ts = bar.ts_ns or bar.end_ns
+        if not self.calendar.can_open(ts):
+            return self._on_time(ts)  # the flatten window: entries go, nothing is placed
+        if not (self.ready and self.risk_state is RiskState.ACTIVE and self.last is not None):
+            return []  # _can_place without its calendar half, just answered
         mid, spacing = self._target_mid(), self._target_spacing()
         if self.mid is None or self.spacing is None or mid is None:
-            return out + self._rebuild(bar.ts_ns)
-        shifted = abs(mid - self.mid) >= self.spacing * Decimal(str(self.cfg.rebuild_shift_spacings))
+            return self._rebuild(bar.ts_ns)
+        shifted = abs(mid - self.mid) >= self.spacing * self._shift
         respaced = abs(spacing - self.spacing) >= self.spacing / 4
         if shifted or respaced:
-            return out + self._rebuild(bar.ts_ns)
+            return self._rebuild(bar.ts_ns)
         # the status first: risk checks the entries that follow with this bar's ATR
-        return out + self._status(bar.ts_ns) + self._place_missing(bar.ts_ns)
+        return self._status(bar.ts_ns) + self._place_missing(bar.ts_ns)
 
     def _on_time(self, ts_ns: int) -> Out:
         if not self.calendar.can_open(ts_ns):
@@ -359,16 +373,16 @@ class GridStrategy:
         assert self.mid is not None and self.spacing is not None and self.last is not None
         busy = {s.level for c, s in self.slots.items() if c not in self.pending_cancel or s.kind == "tp"}
         out: Out = []
-        for n in range(1, self.cfg.levels_each_side + 1):
-            for level, side in ((-n, Side.BUY), (n, Side.SELL)):
-                if level in busy or ts_ns < self.denied_until.get(level, 0):
-                    continue
-                price = self.mid + self.spacing * level
-                if price <= 0 or (side is Side.BUY and price >= self.last) or (side is Side.SELL and price <= self.last):
-                    continue
-                intent = self._intent(side, self.lot_for_level(n), price, ts_ns, "grid-entry")
-                self.slots[intent.client_order_id] = Slot("entry", level, side, intent.qty, price)
-                out.append((RISK, intent))
+        denied_until = self.denied_until
+        for n, level, side in self._sides:
+            if level in busy or (denied_until and ts_ns < denied_until.get(level, 0)):
+                continue
+            price = self.mid + self.spacing * level
+            if price <= 0 or (side is Side.BUY and price >= self.last) or (side is Side.SELL and price <= self.last):
+                continue
+            intent = self._intent(side, self.lot_for_level(n), price, ts_ns, "grid-entry")
+            self.slots[intent.client_order_id] = Slot("entry", level, side, intent.qty, price)
+            out.append((RISK, intent))
         return out
 
     def _status(self, ts_ns: int) -> Out:
@@ -407,6 +421,7 @@ class GridStrategy:
         self.atr_slow = EMA.restore(d["atr_slow"])
         self.vwap = SessionVWAP.restore(d["vwap"])
         self.vwap_day = d.get("vwap_day", "")
+        self._vwap_date = dt.date.fromisoformat(self.vwap_day) if self.vwap_day else None
         self.last = Decimal(d["last"]) if d.get("last") else None
         self.position = int(d.get("position", 0))
         self.mid = Decimal(d["mid"]) if d.get("mid") else None
