@@ -48,9 +48,9 @@ from domain.messages import (AccountStatus, Alert, CancelOrder, ClockTick, Expos
 from domain.orders import OrderBook, OrderStatus, bracket_leg_ids
 from domain.strategy_books import StrategyBooks
 from domain.portfolio import Portfolio
-from domain.risk_rules import (AccountLedger, Action, Breach, OrderCheck, RiskLimits, WorkingOrder, breach_free_above,
-                               check_order, check_sweep, evaluate_account, is_reducing, mini_equivalents,
-                               net_atr_exposure, RTH_START, sub_session_of)
+from domain.risk_rules import (AccountLedger, Action, Breach, OrderCheck, RiskLimits, SweepBook, WorkingOrder,
+                               breach_free_above, check_stress, evaluate_account, is_reducing, mini_equivalents,
+                               net_atr_exposure, order_caps, RTH_START, sub_session_of)
 
 _SEVERITY = {RiskState.ACTIVE: 0, RiskState.REDUCING: 1, RiskState.HALTED: 2}
 PROCESS_HOLDS = frozenset({"reconcile", "shutdown"})
@@ -84,12 +84,39 @@ UNARMED_HOLD = "unarmed"
 
 
 @functools.lru_cache(maxsize=4096)
-def _check_order_cached(order: OrderCheck, positions: tuple, working: tuple, atr: tuple,
-                        limits: RiskLimits) -> str | None:
-    """:func:`check_order` without prices, memoized: it is a pure function of its arguments (given
-    here as sorted item tuples), and a grid re-proposes the same level against the same book many
-    times while a cap denies it."""
-    return check_order(order, dict(positions), dict(working), dict(atr), limits)
+def _order_caps_cached(order: OrderCheck, positions: tuple, working: tuple, atr: tuple,
+                       limits: RiskLimits) -> tuple[str | None, bool]:
+    """:func:`domain.risk_rules.order_caps` (the checks of :func:`domain.risk_rules.check_order`
+    without prices), memoized: it is a pure function of its arguments (given here as sorted item
+    tuples), and a grid re-proposes the same level against the same book many times while a cap
+    denies it."""
+    return order_caps(order, dict(positions), dict(working), dict(atr), limits)
+
+
+@dataclasses.dataclass(slots=True)
+class _Batch:
+    """What the order checks read of the account, the same for every intent of one batch (a
+    strategy proposing several levels at once, with no other message in between):
+    :meth:`RiskManager._on_intent` builds it for the first intent and drops it on any other
+    message, on a new event time and when an intent passes (it changes the working orders)."""
+
+    positions: dict[str, int]  # net position per instrument, contracts
+    working: dict[str, tuple[int, int]]  # {instrument: (buy, sell)} working, contracts
+    key: tuple[tuple, tuple, tuple]  # positions, working and ATR as sorted item tuples (the check cache's key)
+    exposure: Decimal  # net 1-ATR exposure of the positions, dollars
+    sweep: SweepBook | None = None  # the sweep guard's book, on first use
+    worst: dict[tuple[str, bool], tuple[dict[str, int], tuple]] = dataclasses.field(default_factory=dict)
+
+    def worst_case(self, instrument: str, buy: bool) -> tuple[dict[str, int], tuple]:
+        """The positions once every working order on one side of ``instrument`` has filled, as a
+        dict and as a sorted item tuple (the check cache's key)."""
+        got = self.worst.get((instrument, buy))
+        if got is None:
+            b, s = self.working.get(instrument, (0, 0))
+            worst = dict(self.positions)
+            worst[instrument] = worst.get(instrument, 0) + (b if buy else -s)
+            got = self.worst[(instrument, buy)] = (worst, tuple(sorted(worst.items())))
+        return got
 
 
 _DAY_BOUNDARIES = (RTH_START, OPEN_TIME)
@@ -152,6 +179,7 @@ class RiskManager:
         nothing (:meth:`_arm_band`); None = every mark goes through :meth:`_check_account`."""
         self._unreal_cents: dict[str, int] = {}  # per instrument, at its last mark, while the band holds
         self._unreal_total = 0  # their sum, cents
+        self._batch: _Batch | None = None  # the current batch of intents (:class:`_Batch`)
         if halted_until_reconciled:
             self.holds["reconcile"] = (RiskState.HALTED, "waiting for reconciliation with the broker")
             self.state = RiskState.HALTED
@@ -189,6 +217,7 @@ class RiskManager:
     # ------------------------------------------------------------------ dispatch
     def handle(self, msg: Any) -> Out:
         if type(msg) is TradeTick:  # the hot path: one call per print of every instrument
+            self._batch = None
             ts = msg.ts_ns
             out = self._advance(ts) if ts >= self._time_stable_until else []
             if ts > self.now_ns:  # between two calendar instants (_advance) only the event time moves
@@ -214,6 +243,8 @@ class RiskManager:
                         return out  # inside the band: no rule, no equity figure moves
             return out + self._check_account() if out else self._check_account()
         ts = getattr(msg, "ts_ns", None)
+        if type(msg) is not OrderIntent or (isinstance(ts, int) and ts > self.now_ns):
+            self._batch = None  # anything but the next intent of a batch may change what it read
         out = self._advance(ts) if isinstance(ts, int) else []
         if isinstance(msg, OrderIntent):
             return out + self._on_intent(msg)
@@ -271,7 +302,8 @@ class RiskManager:
             return self._deny(intent, f"quantity {intent.qty} <= 0")
         position = self.portfolio.qty(intent.instrument)
         signed = intent.side.sign * intent.qty
-        working = self._working_map()  # {instrument: (buy, sell)} working, one pass over the book
+        batch = self._batch or self._new_batch()
+        working = batch.working
         if intent.reduce_only:
             # a close is judged against what other working closes on its side leave of the position,
             # so two actors closing the same position (hedge reduce + risk flatten) cannot flip it;
@@ -296,32 +328,43 @@ class RiskManager:
         if not reducing and not self.calendar.can_open(self.now_ns):
             return self._deny(intent, "outside the trading window (flat by 15:10 CT minus margin)")
         if intent.strategy_id != self.strategy_id:
-            positions = self.portfolio.net_positions()
+            positions = batch.positions
             limits = self.limits
             after = dict(positions)
             after[intent.instrument] = after.get(intent.instrument, 0) + signed
-            if net_atr_exposure(after, self.atr) < net_atr_exposure(positions, self.atr):
+            if net_atr_exposure(after, self.atr) < batch.exposure:
                 # a hedge that lowers the net 1-ATR exposure is not blocked by the gross caps
                 limits = dataclasses.replace(limits, open_risk_cap=None, stress_loss_cap=None)
-            reason = _check_order_cached(OrderCheck(intent.instrument, signed, intent.reduce_only),
-                                         tuple(sorted(positions.items())), tuple(sorted(working.items())),
-                                         tuple(sorted(self.atr.items())), limits)
+            order = OrderCheck(intent.instrument, signed, intent.reduce_only)
+            reason, _ = _order_caps_cached(order, *batch.key, limits)
             if reason is None and not reducing:
-                # worst case: every working order on the same side fills first (open risk, exposure)
-                buy, sell = working.get(intent.instrument, (0, 0))
-                worst = dict(positions)
-                worst[intent.instrument] = worst.get(intent.instrument, 0) + (buy if signed > 0 else -sell)
-                reason = check_order(OrderCheck(intent.instrument, signed, intent.reduce_only),
-                                     worst, {}, self.atr, limits, self.marks)
+                # check_order on the worst case: every working order on the same side fills first
+                # (open risk, exposure, stress loss at the marks)
+                worst, worst_key = batch.worst_case(intent.instrument, signed > 0)
+                reason, measured = _order_caps_cached(order, worst_key, (), batch.key[2], limits)
+                if reason is None and measured and self.marks:
+                    reason = check_stress(order, worst, self.marks, limits)
             if reason is None and not reducing and self.limits.sweep_guard:
-                reason = check_sweep(_working_order(intent.instrument, signed, intent), positions,
-                                     [_working_order(o.intent.instrument, o.intent.side.sign * o.leaves_qty, o.intent)
-                                      for o in self.book.open_orders() if o.leaves_qty],
-                                     self.marks, self.atr, self.ledger, self.unrealized())
+                if batch.sweep is None:
+                    batch.sweep = SweepBook(
+                        positions, [_working_order(o.intent.instrument, o.intent.side.sign * o.leaves_qty, o.intent)
+                                    for o in self.book.open_orders() if o.leaves_qty],
+                        self.marks, self.atr, self.ledger, self.unrealized())
+                reason = batch.sweep.check(_working_order(intent.instrument, signed, intent))
             if reason:
                 return self._deny(intent, reason)
         self.book.add(intent)
+        self._batch = None  # one more working order
         return [(ROUTER, intent)]
+
+    def _new_batch(self) -> _Batch:
+        """:class:`_Batch` of the account as it is now (kept in :attr:`_batch`)."""
+        positions = self.portfolio.net_positions()
+        working = self._working_map()  # {instrument: (buy, sell)} working, one pass over the book
+        self._batch = _Batch(positions, working, (tuple(sorted(positions.items())), tuple(sorted(working.items())),
+                                                  tuple(sorted(self.atr.items()))),
+                             net_atr_exposure(positions, self.atr))
+        return self._batch
 
     def _on_order_event(self, ev: Any) -> Out:
         out: Out = []
@@ -585,7 +628,7 @@ class RiskManager:
     def restore(self, d: dict) -> None:
         """Load a :meth:`snapshot`; the ``reconcile`` hold set at construction stays."""
         self.ledger = AccountLedger.from_dict(self.limits, d["ledger"])
-        self._time_stable_until, self._band = 0, None
+        self._time_stable_until, self._band, self._batch = 0, None, None
         self.portfolio = Portfolio.from_dict(d["portfolio"])
         for k, (s, r) in d.get("holds", {}).items():
             self.holds[k] = (RiskState(s), r)
@@ -599,7 +642,7 @@ class RiskManager:
         self.day_history = [(str(x), Decimal(p), int(n)) for x, p, n in d.get("day_history", [])]
         if d.get("strategy_books"):
             self.strategy_books = StrategyBooks.from_dict(d["strategy_books"])
-        # the last ATR per instrument: without it checks 2-4 of check_order are skipped until the
+        # the last ATR per instrument: without it checks 2-5 of check_order are skipped until the
         # strategy's next StrategyStatus, which a restored grid sends only on its next bar
         self.atr.update({k: float(v) for k, v in d.get("atr", {}).items() if float(v) > 0})
         self._set_hold("reconcile", self.holds.get("reconcile", (None, ""))[0], "restored")

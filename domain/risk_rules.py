@@ -870,36 +870,81 @@ def check_sweep(order: WorkingOrder, positions: Mapping[str, int], working: list
                 unrealized: Decimal) -> str | None:
     """The sweep guard: deny ``order`` (a non-reducing entry) when the :func:`sweep_loss` of the
     book with it exceeds the :func:`loss_headroom` and is larger than without it. A denial reason
-    (``sweep_guard: ...``) or None. Off unless the limits set a sweep distance."""
-    limits = ledger.limits
-    if not limits.sweep_guard:
-        return None
-    # one pass: the instruments other than the order's lose the same with or without it
-    by_sym = _by_instrument(working)
-    down = up = ZERO
-    for sym in set(positions) | set(by_sym):
-        if sym != order.instrument:
-            d, u = _instrument_sweep(sym, positions.get(sym, 0), by_sym[sym] if sym in by_sym else (),
-                                     marks, atr_points, limits)
-            down += d
-            up += u
-    own = by_sym.get(order.instrument, [])
-    p = positions.get(order.instrument, 0)
-    # the distance at the order's instrument's mark (the denial names it)
-    dist = sweep_distance(order.instrument, atr_points, limits, marks.get(order.instrument, order.price))
-    d_with, u_with = _instrument_sweep(order.instrument, p, [*own, order], marks, atr_points, limits, dist)
-    after, direction = _worst(down + d_with, up + u_with)
-    room, rule = loss_headroom(ledger, unrealized)
-    if after <= room:
-        return None
-    d_without, u_without = _instrument_sweep(order.instrument, p, own, marks, atr_points, limits, dist)
-    before, _ = _worst(down + d_without, up + u_without)
-    if after <= before:
-        return None
-    return (f"sweep_guard: a move {direction} through every working order "
-            f"(+ {order.signed_qty:+d} {order.instrument} @ {order.price}) to {dist} pt "
-            f"beyond the farthest would lose "
-            f"${after.quantize(Decimal('0.01'))} > ${room.quantize(Decimal('0.01'))} left before {rule}")
+    (``sweep_guard: ...``) or None. Off unless the limits set a sweep distance. One order against
+    one book; :class:`SweepBook` judges several against the same book."""
+    return SweepBook(positions, working, marks, atr_points, ledger, unrealized).check(order)
+
+
+class SweepBook:
+    """:func:`check_sweep` for any number of orders against one book: the arguments of
+    :func:`check_sweep` but the order. What does not depend on the order is worked out once, on
+    first use: each instrument's sweep losses without a new order (:func:`_instrument_sweep` at its
+    mark), the distance at each mark (:func:`sweep_distance`) and the :func:`loss_headroom`. The
+    caller must not change the mappings while it uses the book (risk builds one per batch of
+    intents with nothing in between, :class:`domain.risk.RiskManager`)."""
+
+    __slots__ = ("positions", "marks", "atr_points", "ledger", "unrealized", "by_sym", "_sweeps", "_dists", "_room")
+
+    def __init__(self, positions: Mapping[str, int], working: list[WorkingOrder], marks: Mapping[str, Decimal],
+                 atr_points: Mapping[str, float], ledger: AccountLedger, unrealized: Decimal) -> None:
+        self.positions, self.marks, self.atr_points = positions, marks, atr_points
+        self.ledger, self.unrealized = ledger, unrealized
+        self.by_sym = _by_instrument(working)
+        self._sweeps: dict[str, tuple[Decimal, Decimal]] = {}  # instrument -> (down, up) of its book as it is
+        self._dists: dict[str, Decimal] = {}  # instrument -> sweep distance at its mark, points
+        self._room: tuple[Decimal, str] | None = None
+
+    def _sweep(self, sym: str) -> tuple[Decimal, Decimal]:
+        """``(loss down, loss up)`` of ``sym``'s position and working orders (no new order)."""
+        got = self._sweeps.get(sym)
+        if got is None:
+            by_sym = self.by_sym
+            got = self._sweeps[sym] = _instrument_sweep(sym, self.positions.get(sym, 0),
+                                                        by_sym[sym] if sym in by_sym else (), self.marks,
+                                                        self.atr_points, self.ledger.limits)
+        return got
+
+    def check(self, order: WorkingOrder) -> str | None:
+        """The sweep guard's verdict on ``order``: a denial reason (``sweep_guard: ...``) or None."""
+        limits = self.ledger.limits
+        if not limits.sweep_guard:
+            return None
+        instr, marks, positions = order.instrument, self.marks, self.positions
+        # the instruments other than the order's lose the same with or without it
+        down = up = ZERO
+        for sym in set(positions) | set(self.by_sym):
+            if sym != instr:
+                d, u = self._sweep(sym)
+                down += d
+                up += u
+        own = self.by_sym.get(instr, [])
+        p = positions.get(instr, 0)
+        # the distance at the order's instrument's mark (the denial names it), or at its price
+        mark = marks.get(instr)
+        if mark is None:
+            dist = sweep_distance(instr, self.atr_points, limits, order.price)
+        else:
+            dist = self._dists.get(instr)
+            if dist is None:
+                dist = self._dists[instr] = sweep_distance(instr, self.atr_points, limits, mark)
+        d_with, u_with = _instrument_sweep(instr, p, [*own, order], marks, self.atr_points, limits, dist)
+        after, direction = _worst(down + d_with, up + u_with)
+        if self._room is None:
+            self._room = loss_headroom(self.ledger, self.unrealized)
+        room, rule = self._room
+        if after <= room:
+            return None
+        if mark is None:  # the book's own sweep is measured at its first priced order, not at a mark
+            d_without, u_without = _instrument_sweep(instr, p, own, marks, self.atr_points, limits, dist)
+        else:
+            d_without, u_without = self._sweep(instr)
+        before, _ = _worst(down + d_without, up + u_without)
+        if after <= before:
+            return None
+        return (f"sweep_guard: a move {direction} through every working order "
+                f"(+ {order.signed_qty:+d} {instr} @ {order.price}) to {dist} pt "
+                f"beyond the farthest would lose "
+                f"${after.quantize(Decimal('0.01'))} > ${room.quantize(Decimal('0.01'))} left before {rule}")
 
 
 # --------------------------------------------------------------------------- order checks
@@ -966,20 +1011,31 @@ def check_order(order: OrderCheck, positions: Mapping[str, int], working: Mappin
        :func:`stress_loss` of the position after the fill <= cap, unless the order does not
        increase it. Callers pass the worst-case position (working orders on the side filled).
 
-    When the order's instrument has no ATR, checks 2-4 are skipped for the order (its risk
+    When the order's instrument has no ATR, checks 2-5 are skipped for the order (its risk
     cannot be measured); other instruments without ATR contribute 0 to the sums.
     """
+    reason, measured = order_caps(order, positions, working, atr_points, limits)
+    if reason is None and measured and prices:
+        return check_stress(order, positions, prices, limits)
+    return reason
+
+
+def order_caps(order: OrderCheck, positions: Mapping[str, int], working: Mapping[str, tuple[int, int]],
+               atr_points: Mapping[str, float], limits: RiskLimits) -> tuple[str | None, bool]:
+    """Checks 0-4 of :func:`check_order` (the ones without prices), same arguments:
+    ``(denial reason or None, measured)``; ``measured`` is True when the order passed them all
+    with an ATR, so that check 5 (:func:`check_stress`) applies to it."""
     instr, q = order.instrument, order.signed_qty
     if q == 0:
-        return "invalid_order: quantity is 0"
+        return "invalid_order: quantity is 0", False
     for s in {instr, *positions, *working}:
         if s not in INSTRUMENTS:
-            return f"unknown_instrument: {s!r} is not a supported instrument"
+            return f"unknown_instrument: {s!r} is not a supported instrument", False
     pos = positions.get(instr, 0)
     if is_reducing(pos, q):
-        return None
+        return None, False
     if order.reduce_only:
-        return f"reduce_only: order {q:+d} {instr} would not reduce position {pos:+d}"
+        return f"reduce_only: order {q:+d} {instr} would not reduce position {pos:+d}", False
 
     # 1. max contracts, worst case incl. working orders on the order's side
     b, sl = working.get(instr, (0, 0))
@@ -989,18 +1045,18 @@ def check_order(order: OrderCheck, positions: Mapping[str, int], working: Mappin
     after_mc = worst_case_minis(positions, after_working)
     if after_mc > limits.max_contracts_minis and after_mc > before_mc:
         return (f"max_contracts: worst case {after_mc} mini-equivalents (positions + working "
-                f"{'buys' if q > 0 else 'sells'} + order {q:+d} {instr}) > limit {limits.max_contracts_minis}")
+                f"{'buys' if q > 0 else 'sells'} + order {q:+d} {instr}) > limit {limits.max_contracts_minis}"), False
 
     atr = _atr(atr_points, instr)
     if atr is None:
-        return None
+        return None, False
     pv = _spec(instr).point_value
 
     # 2. per-trade risk
     trade_risk = abs(q) * pv * atr
     if limits.per_trade_risk is not None and trade_risk > limits.per_trade_risk:
         return (f"per_trade_risk: {abs(q)} x ${pv}/pt x ATR {atr} pt = ${trade_risk} "
-                f"> ${limits.per_trade_risk}")
+                f"> ${limits.per_trade_risk}"), False
 
     after_pos = dict(positions)
     after_pos[instr] = pos + q
@@ -1010,7 +1066,7 @@ def check_order(order: OrderCheck, positions: Mapping[str, int], working: Mappin
         before_or = open_risk(positions, atr_points)
         after_or = open_risk(after_pos, atr_points)
         if after_or > limits.open_risk_cap and after_or > before_or:
-            return f"open_risk_cap: open risk after fill ${after_or} > ${limits.open_risk_cap} (before ${before_or})"
+            return f"open_risk_cap: open risk after fill ${after_or} > ${limits.open_risk_cap} (before ${before_or})", False
 
     # 4. net 1-ATR exposure after fill
     if limits.net_exposure_cap is not None:
@@ -1018,13 +1074,24 @@ def check_order(order: OrderCheck, positions: Mapping[str, int], working: Mappin
         after_ne = net_atr_exposure(after_pos, atr_points)
         if after_ne > limits.net_exposure_cap and not after_ne < before_ne:
             return (f"net_exposure_cap: net 1-ATR exposure after fill ${after_ne} > ${limits.net_exposure_cap} "
-                    f"(before ${before_ne})")
+                    f"(before ${before_ne})"), False
+    return None, True
 
-    # 5. stress loss of the position after fill (a percent-of-price gap against it)
-    if limits.stress_loss_cap is not None and limits.stress_move_pct is not None and prices:
-        before_sl = stress_loss(positions, prices, limits.stress_move_pct)
-        after_sl = stress_loss(after_pos, prices, limits.stress_move_pct)
-        if after_sl > limits.stress_loss_cap and after_sl > before_sl:
-            return (f"stress_loss_cap: a {limits.stress_move_pct}% gap against the worst-case position would lose "
-                    f"${after_sl.quantize(Decimal('0.01'))} > ${limits.stress_loss_cap}")
+
+def check_stress(order: OrderCheck, positions: Mapping[str, int], prices: Mapping[str, Decimal],
+                 limits: RiskLimits) -> str | None:
+    """Check 5 of :func:`check_order`, for an order that passed checks 0-4 with an ATR
+    (:func:`order_caps` says so): the :func:`stress_loss` of the position after the fill (a
+    percent-of-price gap against it) <= ``stress_loss_cap``, unless the order does not increase
+    it. A denial reason or None; None when the cap or the move is not set."""
+    if limits.stress_loss_cap is None or limits.stress_move_pct is None:
+        return None
+    instr = order.instrument
+    after_pos = dict(positions)
+    after_pos[instr] = positions.get(instr, 0) + order.signed_qty
+    before_sl = stress_loss(positions, prices, limits.stress_move_pct)
+    after_sl = stress_loss(after_pos, prices, limits.stress_move_pct)
+    if after_sl > limits.stress_loss_cap and after_sl > before_sl:
+        return (f"stress_loss_cap: a {limits.stress_move_pct}% gap against the worst-case position would lose "
+                f"${after_sl.quantize(Decimal('0.01'))} > ${limits.stress_loss_cap}")
     return None

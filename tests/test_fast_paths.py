@@ -6,6 +6,8 @@ computation beside it on real data and on the edge cases (DST hours, breaches, o
 - risk: the calendar rules only at the next day / sub-session / flatten boundary, and a print
   whose unrealized P&L (integer cents) stays inside the band where no rule breaches and no
   equity figure moves returns at once (domain/risk.py ``RiskManager._advance``, ``_arm_band``);
+  the intents of one batch read the account once (``_Batch``, the sweep guard's
+  ``domain.risk_rules.SweepBook``);
 - bar files: an hour without a DST transition converted by its cached UTC offset
   (infra/replay.py ``_bar_timestamp``);
 - positions: qty, cost and the last mark's unrealized P&L kept instead of summed per print
@@ -48,7 +50,8 @@ SPIKE = Path(__file__).parent / "data" / "spike_2026-03-23"
 
 
 class PlainRisk(RiskManager):
-    """Risk without the shortcuts: the calendar on every later event time, every rule on every mark."""
+    """Risk without the shortcuts: the calendar on every later event time, every rule on every
+    mark, every intent against the account read afresh."""
 
     def _advance(self, ts: int):
         if ts <= self.now_ns:
@@ -58,6 +61,10 @@ class PlainRisk(RiskManager):
 
     def _arm_band(self):
         self._band = None  # every print through _check_account
+
+    def _on_intent(self, intent):
+        self._batch = None
+        return super()._on_intent(intent)
 
 
 def test_risk_on_random_prints_and_fills_answers_and_measures_as_the_plain_risk():
@@ -103,6 +110,101 @@ def test_risk_on_random_prints_and_fills_answers_and_measures_as_the_plain_risk(
         moves += bool(a)
     assert len(fast.breaches) > 3 and moves > 20
     assert Counting.checks < 30000 / 4  # most prints took the band
+
+
+def test_batches_of_intents_are_judged_as_each_intent_alone():
+    """Risk judging a batch of intents (one strategy proposing several levels at once) against the
+    account read once, against ``PlainRisk`` reading it for every intent: 4,000 random batches of
+    1-6 limit entries, closes and hedges of MES and MNQ from two strategies (now and then one
+    stamped later, across the RTH open or a day roll), between prints, ATR updates and the venue's
+    answers (submitted, partial and full fills, risk's closes, cancels), over about 20 trading days.
+    Every answer is the same, message by message, and the run meets the sweep guard, the order
+    caps, the flatten time and approvals alike."""
+    import datetime as _dt
+
+    from domain.calendar import CT, OPEN_TIME, SessionCalendar, dt_to_ns, next_time_of_day_ns
+    from domain.handler import CounterIds
+    from domain.messages import (Fill, OrderCancelled, OrderIntent, OrderSubmitted, OrderType, Side,
+                                 StrategyStatus)
+    from domain.risk_rules import RTH_START, RiskLimits
+
+    D = Decimal
+    lim = RiskLimits(starting_balance=D(50000), mll_amount=D(2000), max_contracts_minis=D(5),
+                     daily_loss_cap=D(1000), session_loss_cap=D(800), per_trade_risk=D(400), open_risk_cap=D(900),
+                     net_exposure_cap=D(700), stress_move_pct=D(1), stress_loss_cap=D(1500),
+                     sweep_atr_multiple=D(2), sweep_min_ticks=8)
+    t = dt_to_ns(_dt.datetime(2026, 4, 7, 18, 0, tzinfo=CT))
+    fast, plain = (cls(lim, CounterIds(), SessionCalendar(300), t) for cls in (RiskManager, PlainRisk))
+    rng = random.Random(19)
+    px = {"MES": 26000, "MNQ": 92000}  # quarter points (ticks)
+    working: dict[str, list] = {}  # client order id -> [intent, leaves]
+    to_router: list = []  # what risk sent the router, answered after the message (or batch) behind it
+    seq = 0
+
+    def both(msg):
+        a, b = fast.handle(msg), plain.handle(msg)
+        assert repr(a) == repr(b), (seq, msg)
+        to_router.extend(m for dest, m in a if dest == "router")
+        return a
+
+    def fill(intent, qty, leaves):
+        nonlocal seq
+        seq += 1
+        both(Fill(intent.client_order_id, intent.strategy_id, f"x{seq}", intent.instrument, intent.side, qty,
+                  D(px[intent.instrument]) / 4, D("0.37"), leaves, t))
+
+    def venue():  # the router and venue: orders go working (risk's closes fill at once), cancels are done
+        while to_router:
+            m = to_router.pop(0)
+            if isinstance(m, OrderIntent):
+                both(OrderSubmitted(m.client_order_id, m.strategy_id, t))
+                if m.strategy_id == "risk":
+                    fill(m, m.qty, 0)
+                else:
+                    working[m.client_order_id] = [m, m.qty]
+            elif m.client_order_id in working:
+                both(OrderCancelled(m.client_order_id, m.strategy_id, "cancelled", t))
+                del working[m.client_order_id]
+
+    for _ in range(4000):
+        t += rng.choice((1, 5, 60, 60, 600)) * 1_000_000_000
+        for _print in range(rng.randrange(0, 4)):
+            sym = rng.choice(("MES", "MNQ"))
+            px[sym] += rng.choice((-8, -2, -1, 0, 1, 2, 8))
+            both(TradeTick(sym, t, D(px[sym]) / 4, 1))
+            venue()
+        if rng.random() < 0.2:
+            sym = rng.choice(("MES", "MNQ"))
+            both(StrategyStatus("grid", sym, t, atr=rng.choice((2.5, 6.0, 11.75, 30.0, 60.0))))
+        for coid in rng.sample(sorted(working), k=min(len(working), rng.randrange(0, 3))):
+            intent, leaves = working[coid]
+            if rng.random() < 0.3:
+                both(OrderCancelled(coid, intent.strategy_id, "test", t))
+                del working[coid]
+            else:
+                qty = rng.randint(1, leaves)
+                if leaves > qty:
+                    working[coid][1] = leaves - qty
+                else:
+                    del working[coid]
+                fill(intent, qty, leaves - qty)
+            venue()
+        strategy = rng.choice(("grid", "hedge"))
+        for _n in range(rng.randint(1, 6)):  # one batch: the router answers after it
+            seq += 1
+            if rng.random() < 0.03:  # a later intent alone moves event time: across the RTH open, a day roll
+                t = next_time_of_day_ns(t, (rng.choice((RTH_START, OPEN_TIME)),)) + rng.choice((0, 1, 60)) * 1_000_000_000
+            sym = rng.choice(("MES", "MNQ"))
+            side = rng.choice((Side.BUY, Side.SELL))
+            price = D(px[sym] + side.sign * -rng.randrange(1, 40)) / 4
+            both(OrderIntent(f"{strategy}-{seq}", strategy, sym, side, rng.randint(1, 4), OrderType.LIMIT, t,
+                             limit_price=price, reduce_only=rng.random() < 0.1,
+                             purpose="grid-entry" if strategy == "grid" else "hedge-open"))
+        venue()
+    rules = fast.denials_by_rule
+    assert rules == plain.denials_by_rule
+    assert rules.get("sweep_guard", 0) > 100 and sum(rules.values()) - rules.get("sweep_guard", 0) > 100, rules
+    assert fast.ledger.to_dict() == plain.ledger.to_dict() and seq > 10_000
 
 
 def test_breach_free_above_is_where_evaluate_account_stops_finding_breaches():
