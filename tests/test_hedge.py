@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from domain.calendar import CT, SessionCalendar, dt_to_ns
-from domain.handler import RISK, STATUS_TOPIC, WATCHDOG, CounterIds, RejectedMessage
+from domain.handler import RISK, WATCHDOG, CounterIds, RejectedMessage
 from domain.instruments import get_instrument
 from domain.messages import (
     Alert,
@@ -395,7 +395,7 @@ def test_ratio_is_estimated_from_aligned_one_minute_log_returns():
     expected = min(1.25, max(0.5, rho * rp.std(ddof=1) / rq.std(ddof=1)))
     assert h.corr.count == 5 and h.corr.value == pytest.approx(rho, rel=1e-9)
     assert h.ratio == pytest.approx(expected, rel=1e-9) and 0.5 < h.ratio < 1.25
-    status = [m for d, m in out if d == STATUS_TOPIC]
+    status = [m for d, m in out if d == WATCHDOG]  # telemetry: the watchdog's metrics read it
     assert len(status) == 1 and status[0].instrument == "MNQ" and status[0].strategy_id == "hedge"
     assert status[0].hedge_ratio == pytest.approx(expected) and status[0].correlation == pytest.approx(rho)
 

@@ -31,7 +31,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, model_validator
 
 from domain.calendar import SessionCalendar
-from domain.handler import RISK, STATUS_TOPIC, WATCHDOG, IdGenerator, Out, RejectedMessage
+from domain.handler import RISK, WATCHDOG, IdGenerator, Out, RejectedMessage
 from domain.indicators import RollingCorrelation, log_return
 from domain.instruments import get_instrument
 from domain.messages import (Alert, Bar, CancelOrder, ClockTick, ExposureUpdate, Fill, OrderAccepted, OrderCancelled,
@@ -230,8 +230,10 @@ class HedgeManager:
             self.low_corr_since, self.low_corr = None, False
         out += self._expire(ts)
         out += self._rebalance(ts)
-        out.append((STATUS_TOPIC, StrategyStatus(self.strategy_id, self.cfg.hedge, ts, hedge_ratio=self.ratio,
-                                                 correlation=rho or 0.0)))
+        # telemetry for the watchdog's metrics alone: the status topic's readers (risk, this
+        # actor) read a grid's ATR, mid and spacing, which this status does not carry
+        out.append((WATCHDOG, StrategyStatus(self.strategy_id, self.cfg.hedge, ts, hedge_ratio=self.ratio,
+                                             correlation=rho or 0.0)))
         return out
 
     # ------------------------------------------------------------------ hedging
