@@ -2,6 +2,7 @@
 
 Conventions (all messages):
 - frozen, slotted dataclasses; containers are tuples, never lists (pykka does not copy messages);
+  each class's ``__init__`` stores its fields through their slots (:func:`_slot_init`);
 - ``ts_ns``: the *event* time, integer nanoseconds since the Unix epoch, UTC. Convert to exchange
   time with :mod:`domain.calendar` (America/Chicago);
 - prices are ``Decimal`` points on the instrument's tick grid; quantities are ``int`` contracts
@@ -15,6 +16,7 @@ Conventions (all messages):
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 from decimal import Decimal
@@ -459,3 +461,39 @@ class ReconcileResult:
     detail: str
     ts_ns: int
     final: bool = True
+
+
+def _slot_init(cls: type) -> type:
+    """Give a frozen slotted dataclass an ``__init__`` that stores each field with its slot's
+    descriptor (``member_descriptor.__set__``) instead of ``object.__setattr__``, which the
+    generated one calls per field to get past the frozen ``__setattr__``. Same parameters,
+    defaults and result, and the instance stays frozen (``__setattr__`` still raises); about
+    half the cost of building a message (a backtest builds one per trade print,
+    docs/decisions/0020-backtest-shortcuts.md). Only for classes without ``__post_init__``,
+    default factories, keyword-only or ``init=False`` fields (checked: ``TypeError``)."""
+    fields = dataclasses.fields(cls)
+    params = cls.__dataclass_params__  # type: ignore[attr-defined]
+    if not (params.frozen and "__slots__" in cls.__dict__) or hasattr(cls, "__post_init__") or any(
+            not f.init or f.kw_only or f.default_factory is not dataclasses.MISSING for f in fields):
+        raise TypeError(f"{cls.__name__}: not a plain frozen slotted dataclass")
+    ns: dict[str, Any] = {}
+    args, body = [], []
+    for i, f in enumerate(fields):
+        ns[f"_set{i}"] = cls.__dict__[f.name].__set__
+        if f.default is dataclasses.MISSING:
+            args.append(f.name)
+        else:
+            ns[f"_default{i}"] = f.default
+            args.append(f"{f.name}=_default{i}")
+        body.append(f"    _set{i}(self, {f.name})")
+    exec(f"def __init__(self, {', '.join(args)}):\n" + ("\n".join(body) or "    pass"), ns)  # noqa: S102
+    init = ns["__init__"]
+    init.__qualname__, init.__module__ = f"{cls.__qualname__}.__init__", cls.__module__
+    init.__annotations__ = {**cls.__init__.__annotations__}
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
+
+
+MESSAGE_TYPES: tuple[type, ...] = tuple(
+    _slot_init(v) for v in list(globals().values()) if isinstance(v, type) and dataclasses.is_dataclass(v))
+"""Every message class of this module (each with :func:`_slot_init`'s ``__init__``)."""

@@ -21,7 +21,8 @@ computation beside it on real data and on the edge cases (DST hours, breaches, o
 - bar builders: a clock tick before the soonest open bar's end closes nothing (domain/bars.py
   ``BarAggregator.on_time``);
 - the venue: prints kept while no order works, the latest per instrument handed over before its
-  next message (infra/venues/handler.py ``IdlePrintsDeferred``).
+  next message (infra/venues/handler.py ``IdlePrintsDeferred``);
+- messages: each field stored through its slot (domain/messages.py ``_slot_init``).
 
 The feed's bulk stream has its own file, tests/test_bulk_replay.py.
 """
@@ -586,3 +587,36 @@ def test_a_clock_tick_before_the_soonest_bar_end_closes_what_the_full_check_clos
         assert got[0] == got[1]
         closed += len(got[0])
     assert closed > 5000
+
+
+def test_messages_built_through_their_slots_are_what_the_dataclass_builds():
+    """Every message class (``_slot_init``): the parameters and defaults are the dataclass fields,
+    positional and keyword construction store each argument in its field as
+    ``object.__setattr__`` does (the dataclass's own way), defaults fill the rest, and the instance
+    is still frozen, hashable and picklable."""
+    import dataclasses
+    import inspect
+    import pickle
+
+    import pytest
+
+    from domain.messages import MESSAGE_TYPES
+
+    assert len(MESSAGE_TYPES) >= 30
+    for cls in MESSAGE_TYPES:
+        fields = dataclasses.fields(cls)
+        params = list(inspect.signature(cls).parameters.values())
+        assert [(p.name, p.default) for p in params] == [
+            (f.name, inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default) for f in fields]
+        values = [f"{cls.__name__}.{f.name}" for f in fields]  # distinct, hashable, picklable
+        expected = object.__new__(cls)
+        for f, v in zip(fields, values, strict=True):
+            object.__setattr__(expected, f.name, v)
+        built = cls(*values)
+        assert built == expected and cls(**dict(zip([f.name for f in fields], values, strict=True))) == expected
+        assert all(getattr(built, f.name) is v for f, v in zip(fields, values, strict=True))
+        required = [v for f, v in zip(fields, values, strict=True) if f.default is dataclasses.MISSING]
+        assert all(getattr(cls(*required), f.name) == f.default for f in fields if f.default is not dataclasses.MISSING)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(built, fields[0].name, "changed")
+        assert hash(built) == hash(expected) and pickle.loads(pickle.dumps(built)) == built
