@@ -2,7 +2,7 @@
 
 Conventions (all messages):
 - frozen, slotted dataclasses; containers are tuples, never lists (pykka does not copy messages);
-  each class's ``__init__`` stores its fields through their slots (:func:`_slot_init`);
+  each class's ``__init__`` stores its fields through their slots (:func:`slot_init`);
 - ``ts_ns``: the *event* time, integer nanoseconds since the Unix epoch, UTC. Convert to exchange
   time with :mod:`domain.calendar` (America/Chicago);
 - prices are ``Decimal`` points on the instrument's tick grid; quantities are ``int`` contracts
@@ -463,14 +463,15 @@ class ReconcileResult:
     final: bool = True
 
 
-def _slot_init(cls: type) -> type:
+def slot_init(cls: type) -> type:
     """Give a frozen slotted dataclass an ``__init__`` that stores each field with its slot's
     descriptor (``member_descriptor.__set__``) instead of ``object.__setattr__``, which the
     generated one calls per field to get past the frozen ``__setattr__``. Same parameters,
     defaults and result, and the instance stays frozen (``__setattr__`` still raises); about
     half the cost of building a message (a backtest builds one per trade print,
-    docs/decisions/0020-backtest-shortcuts.md). Only for classes without ``__post_init__``,
-    default factories, keyword-only or ``init=False`` fields (checked: ``TypeError``)."""
+    docs/decisions/0020-backtest-shortcuts.md). Also for other value objects built in bulk
+    (``infra.replay.BarRow``). Only for classes without ``__post_init__``, default factories,
+    keyword-only or ``init=False`` fields (checked: ``TypeError``)."""
     fields = dataclasses.fields(cls)
     params = cls.__dataclass_params__  # type: ignore[attr-defined]
     if not (params.frozen and "__slots__" in cls.__dict__) or hasattr(cls, "__post_init__") or any(
@@ -495,5 +496,5 @@ def _slot_init(cls: type) -> type:
 
 
 MESSAGE_TYPES: tuple[type, ...] = tuple(
-    _slot_init(v) for v in list(globals().values()) if isinstance(v, type) and dataclasses.is_dataclass(v))
-"""Every message class of this module (each with :func:`_slot_init`'s ``__init__``)."""
+    slot_init(v) for v in list(globals().values()) if isinstance(v, type) and dataclasses.is_dataclass(v))
+"""Every message class of this module (each with :func:`slot_init`'s ``__init__``)."""

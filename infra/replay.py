@@ -81,7 +81,7 @@ from zoneinfo import ZoneInfo
 
 from domain.calendar import NS, trading_day
 from domain.instruments import INSTRUMENTS, MONTH_CODES, get_instrument
-from domain.messages import Bar, QuoteTick, TradeTick
+from domain.messages import Bar, QuoteTick, TradeTick, slot_init
 from domain.validation import plausible_range
 
 SYMBOL_MAP: dict[str, str] = {"ES": "MES", "NQ": "MNQ"}
@@ -123,6 +123,7 @@ _READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error)
 
 # --------------------------------------------------------------------------- bars
 
+@slot_init  # a replay builds one per bar of a file
 @dataclass(frozen=True, slots=True)
 class BarRow:
     """One validated recorded bar.
@@ -431,6 +432,14 @@ def _table_records(header: list[str], rows: list[list[str]], instrument: str,
     i_time, i_vol = pos["datetime"], pos["volume"]
     i_px = [pos[c] for c in ("open", "high", "low", "close")]
     fast: list[tuple[Decimal, Decimal, Decimal, Decimal, int] | None] = []
+    known = prices.get
+    i_o, i_h, i_lo, i_c = i_px
+
+    def price(text: str) -> Decimal | None:  # a text not seen yet: parsed and checked once
+        p = _dec(text)
+        p = prices[text] = p if _plain_price(p, rng, tick) else None
+        return p
+
     for row in rows:
         if len(row) < width or (i_sym is not None and i_sym >= len(row)):
             fast.append(None)
@@ -442,15 +451,18 @@ def _table_records(header: list[str], rows: list[list[str]], instrument: str,
             if not sym_ok:
                 fast.append(None)
                 continue
-        px = []
-        for i in i_px:
-            text = row[i]
-            p = prices.get(text, False)
-            if p is False:
-                p = _dec(text)
-                p = prices[text] = p if _plain_price(p, rng, tick) else None
-            px.append(p)
-        o, h, lo, c = px
+        o = known(row[i_o], False)
+        if o is False:
+            o = price(row[i_o])
+        h = known(row[i_h], False)
+        if h is False:
+            h = price(row[i_h])
+        lo = known(row[i_lo], False)
+        if lo is False:
+            lo = price(row[i_lo])
+        c = known(row[i_c], False)
+        if c is False:
+            c = price(row[i_c])
         vol = volumes.get(row[i_vol])
         if vol is None:
             vol = volumes[row[i_vol]] = _int_field(row[i_vol])
@@ -466,9 +478,10 @@ def _table_records(header: list[str], rows: list[list[str]], instrument: str,
         naive_ns = None
     offsets: dict[int, int | None] = {}
     hour_ns = 3600 * NS
+    naive = naive_ns.tolist() if naive_ns is not None else None
     for k, (row, f) in enumerate(zip(rows, fast)):
-        if f is not None and naive_ns is not None:
-            t = int(naive_ns[k])
+        if f is not None and naive is not None:
+            t = naive[k]
             hour = t // hour_ns
             off = offsets.get(hour, False)
             if off is False:

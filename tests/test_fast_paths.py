@@ -22,7 +22,7 @@ computation beside it on real data and on the edge cases (DST hours, breaches, o
   ``BarAggregator.on_time``);
 - the venue: prints kept while no order works, the latest per instrument handed over before its
   next message (infra/venues/handler.py ``IdlePrintsDeferred``);
-- messages: each field stored through its slot (domain/messages.py ``_slot_init``).
+- messages: each field stored through its slot (domain/messages.py ``slot_init``).
 
 The feed's bulk stream has its own file, tests/test_bulk_replay.py.
 """
@@ -590,7 +590,7 @@ def test_a_clock_tick_before_the_soonest_bar_end_closes_what_the_full_check_clos
 
 
 def test_messages_built_through_their_slots_are_what_the_dataclass_builds():
-    """Every message class (``_slot_init``): the parameters and defaults are the dataclass fields,
+    """Every message class (``slot_init``): the parameters and defaults are the dataclass fields,
     positional and keyword construction store each argument in its field as
     ``object.__setattr__`` does (the dataclass's own way), defaults fill the rest, and the instance
     is still frozen, hashable and picklable."""
