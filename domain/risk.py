@@ -33,7 +33,6 @@ the next sub-session, ``failed`` HALTED for good after an MLL breach).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from decimal import Decimal
 from typing import Any
@@ -83,16 +82,6 @@ UNARMED_HOLD = "unarmed"
 """The hold of a live account not armed by the operator (README, "Arming")."""
 
 
-@functools.lru_cache(maxsize=4096)
-def _order_caps_cached(order: OrderCheck, positions: tuple, working: tuple, atr: tuple,
-                       limits: RiskLimits) -> tuple[str | None, bool]:
-    """:func:`domain.risk_rules.order_caps` (the checks of :func:`domain.risk_rules.check_order`
-    without prices), memoized: it is a pure function of its arguments (given here as sorted item
-    tuples), and a grid re-proposes the same level against the same book many times while a cap
-    denies it."""
-    return order_caps(order, dict(positions), dict(working), dict(atr), limits)
-
-
 @dataclasses.dataclass(slots=True)
 class _Batch:
     """What the order checks read of the account, the same for every intent of one batch (a
@@ -118,6 +107,9 @@ class _Batch:
             got = self.worst[(instrument, buy)] = (worst, tuple(sorted(worst.items())))
         return got
 
+
+_CAPS_KEPT = 4096
+"""Answers :meth:`RiskManager._order_caps` keeps before it starts again."""
 
 _DAY_BOUNDARIES = (RTH_START, OPEN_TIME)
 """CT wall-clock times at which :meth:`RiskManager._on_time` can change state besides the flatten
@@ -180,6 +172,10 @@ class RiskManager:
         self._unreal_cents: dict[str, int] = {}  # per instrument, at its last mark, while the band holds
         self._unreal_total = 0  # their sum, cents
         self._batch: _Batch | None = None  # the current batch of intents (:class:`_Batch`)
+        self._waived = dataclasses.replace(limits, open_risk_cap=None, stress_loss_cap=None)
+        """The limits for a hedge that lowers the net 1-ATR exposure: the gross caps waived."""
+        self._caps: dict[tuple, tuple[str | None, bool]] = {}
+        """:meth:`_order_caps` answers by their arguments (at most :data:`_CAPS_KEPT`)."""
         if halted_until_reconciled:
             self.holds["reconcile"] = (RiskState.HALTED, "waiting for reconciliation with the broker")
             self.state = RiskState.HALTED
@@ -332,18 +328,20 @@ class RiskManager:
             limits = self.limits
             after = dict(positions)
             after[intent.instrument] = after.get(intent.instrument, 0) + signed
-            if net_atr_exposure(after, self.atr) < batch.exposure:
-                # a hedge that lowers the net 1-ATR exposure is not blocked by the gross caps
-                limits = dataclasses.replace(limits, open_risk_cap=None, stress_loss_cap=None)
-            order = OrderCheck(intent.instrument, signed, intent.reduce_only)
-            reason, _ = _order_caps_cached(order, *batch.key, limits)
+            # a hedge that lowers the net 1-ATR exposure is not blocked by the gross caps
+            waived = net_atr_exposure(after, self.atr) < batch.exposure
+            if waived:
+                limits = self._waived
+            check = (intent.instrument, signed, intent.reduce_only, waived)
+            reason, _ = self._order_caps(check, *batch.key)
             if reason is None and not reducing:
                 # check_order on the worst case: every working order on the same side fills first
                 # (open risk, exposure, stress loss at the marks)
                 worst, worst_key = batch.worst_case(intent.instrument, signed > 0)
-                reason, measured = _order_caps_cached(order, worst_key, (), batch.key[2], limits)
+                reason, measured = self._order_caps(check, worst_key, (), batch.key[2])
                 if reason is None and measured and self.marks:
-                    reason = check_stress(order, worst, self.marks, limits)
+                    reason = check_stress(OrderCheck(intent.instrument, signed, intent.reduce_only), worst,
+                                          self.marks, limits)
             if reason is None and not reducing and self.limits.sweep_guard:
                 if batch.sweep is None:
                     batch.sweep = SweepBook(
@@ -356,6 +354,23 @@ class RiskManager:
         self.book.add(intent)
         self._batch = None  # one more working order
         return [(ROUTER, intent)]
+
+    def _order_caps(self, check: tuple[str, int, bool, bool], positions: tuple, working: tuple,
+                    atr: tuple) -> tuple[str | None, bool]:
+        """:func:`domain.risk_rules.order_caps` (the checks of :func:`domain.risk_rules.check_order`
+        without prices) of ``check`` = (instrument, signed qty, reduce-only, gross caps waived)
+        against positions, working quantities and ATR given as sorted item tuples, memoized: it is
+        a pure function of them and the limits, and a grid re-proposes the same level against the
+        same book many times while a cap denies it."""
+        key = (check, positions, working, atr)
+        got = self._caps.get(key)
+        if got is None:
+            if len(self._caps) >= _CAPS_KEPT:
+                self._caps.clear()
+            instrument, signed, reduce_only, waived = check
+            got = self._caps[key] = order_caps(OrderCheck(instrument, signed, reduce_only), dict(positions),
+                                               dict(working), dict(atr), self._waived if waived else self.limits)
+        return got
 
     def _new_batch(self) -> _Batch:
         """:class:`_Batch` of the account as it is now (kept in :attr:`_batch`)."""

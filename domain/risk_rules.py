@@ -794,18 +794,28 @@ def _instrument_sweep(sym: str, p: int, orders, marks: Mapping[str, Decimal], at
             return ZERO, ZERO
         mark = priced[0]
         dist = None  # the distance at this price, not at a mark
-    spec = _spec(sym)
     if dist is None:
         dist = sweep_distance(sym, atr_points, limits, mark)
-    # One pass over the orders, both directions at once. Which orders a move fills, and where:
-    # market orders at the mark; a buy limit or a sell stop in a fall, at min(price, mark), and in
-    # a rise (at the mark) only if already marketable / triggered (price >= mark); a sell limit or a
-    # buy stop the other way round. Per direction: any fill, the farthest fill, sum q, sum q x F,
-    # sum |q|.
-    d_any = u_any = False
-    d_far = u_far = mark
-    d_q = u_q = d_n = u_n = 0
-    d_qf = u_qf = ZERO
+    return _sweep_losses(_sweep_fills(orders, mark), p, mark, dist, _spec(sym))
+
+
+_Fills = tuple[bool, Decimal, int, Decimal, int, bool, Decimal, int, Decimal, int]
+"""What one move fills of an instrument's orders, per direction (down, then up): any fill, the
+farthest fill price, sum q, sum q x F, sum |q| (:func:`_sweep_fills`)."""
+
+
+def _sweep_fills(orders, mark: Decimal, after: _Fills | None = None) -> _Fills:
+    """:data:`_Fills` of ``orders`` from ``mark``, continuing ``after`` (the fills of orders taken
+    before these) when given. Which orders a move fills, and where: market orders at the mark; a
+    buy limit or a sell stop in a fall, at min(price, mark), and in a rise (at the mark) only if
+    already marketable / triggered (price >= mark); a sell limit or a buy stop the other way round."""
+    if after is None:
+        d_any = u_any = False
+        d_far = u_far = mark
+        d_q = u_q = d_n = u_n = 0
+        d_qf = u_qf = ZERO
+    else:
+        d_any, d_far, d_q, d_qf, d_n, u_any, u_far, u_q, u_qf, u_n = after
     for o in orders:
         q, price = o.signed_qty, o.price
         if price is None or o.order_type == "MARKET":
@@ -830,7 +840,14 @@ def _instrument_sweep(sym: str, p: int, orders, marks: Mapping[str, Decimal], at
             u_q += q
             u_qf += q * fu
             u_n += abs(q)
-    # loss = -(p (X - M) + sum q (X - F)) x point value + fees of the fills and of the close
+    return d_any, d_far, d_q, d_qf, d_n, u_any, u_far, u_q, u_qf, u_n
+
+
+def _sweep_losses(fills: _Fills, p: int, mark: Decimal, dist: Decimal, spec) -> tuple[Decimal, Decimal]:
+    """``(loss down, loss up)`` of position ``p`` and the ``fills`` (:func:`_sweep_fills`) when price
+    ends ``dist`` beyond the farthest fill: ``-(p (X - M) + sum q (X - F)) x point value`` plus the
+    fees of the fills and of the close (:func:`sweep_loss`)."""
+    d_any, d_far, d_q, d_qf, d_n, u_any, u_far, u_q, u_qf, u_n = fills
     down = up = ZERO
     if d_any or p:
         x = d_far - dist
@@ -883,25 +900,47 @@ class SweepBook:
     caller must not change the mappings while it uses the book (risk builds one per batch of
     intents with nothing in between, :class:`domain.risk.RiskManager`)."""
 
-    __slots__ = ("positions", "marks", "atr_points", "ledger", "unrealized", "by_sym", "_sweeps", "_dists", "_room")
+    __slots__ = ("positions", "marks", "atr_points", "ledger", "unrealized", "by_sym", "syms", "_sweeps", "_dists",
+                 "_fills", "_room")
 
     def __init__(self, positions: Mapping[str, int], working: list[WorkingOrder], marks: Mapping[str, Decimal],
                  atr_points: Mapping[str, float], ledger: AccountLedger, unrealized: Decimal) -> None:
         self.positions, self.marks, self.atr_points = positions, marks, atr_points
         self.ledger, self.unrealized = ledger, unrealized
         self.by_sym = _by_instrument(working)
+        self.syms = set(positions) | set(self.by_sym)  # instruments with a position or a working order
         self._sweeps: dict[str, tuple[Decimal, Decimal]] = {}  # instrument -> (down, up) of its book as it is
         self._dists: dict[str, Decimal] = {}  # instrument -> sweep distance at its mark, points
+        self._fills: dict[str, _Fills] = {}  # instrument -> what a move fills of its working orders, from its mark
         self._room: tuple[Decimal, str] | None = None
 
     def _sweep(self, sym: str) -> tuple[Decimal, Decimal]:
         """``(loss down, loss up)`` of ``sym``'s position and working orders (no new order)."""
         got = self._sweeps.get(sym)
         if got is None:
-            by_sym = self.by_sym
-            got = self._sweeps[sym] = _instrument_sweep(sym, self.positions.get(sym, 0),
-                                                        by_sym[sym] if sym in by_sym else (), self.marks,
-                                                        self.atr_points, self.ledger.limits)
+            mark = self.marks.get(sym)
+            if mark is None:
+                by_sym = self.by_sym
+                got = _instrument_sweep(sym, self.positions.get(sym, 0), by_sym[sym] if sym in by_sym else (),
+                                        self.marks, self.atr_points, self.ledger.limits)
+            else:
+                got = _sweep_losses(self._fills_of(sym, mark), self.positions.get(sym, 0), mark,
+                                    self._dist(sym, mark), _spec(sym))
+            self._sweeps[sym] = got
+        return got
+
+    def _dist(self, sym: str, mark: Decimal) -> Decimal:
+        """:func:`sweep_distance` of ``sym`` at its mark."""
+        dist = self._dists.get(sym)
+        if dist is None:
+            dist = self._dists[sym] = sweep_distance(sym, self.atr_points, self.ledger.limits, mark)
+        return dist
+
+    def _fills_of(self, sym: str, mark: Decimal) -> _Fills:
+        """:func:`_sweep_fills` of ``sym``'s working orders from its mark."""
+        got = self._fills.get(sym)
+        if got is None:
+            got = self._fills[sym] = _sweep_fills(self.by_sym.get(sym, ()), mark)
         return got
 
     def check(self, order: WorkingOrder) -> str | None:
@@ -912,7 +951,7 @@ class SweepBook:
         instr, marks, positions = order.instrument, self.marks, self.positions
         # the instruments other than the order's lose the same with or without it
         down = up = ZERO
-        for sym in set(positions) | set(self.by_sym):
+        for sym in self.syms:
             if sym != instr:
                 d, u = self._sweep(sym)
                 down += d
@@ -923,11 +962,11 @@ class SweepBook:
         mark = marks.get(instr)
         if mark is None:
             dist = sweep_distance(instr, self.atr_points, limits, order.price)
-        else:
-            dist = self._dists.get(instr)
-            if dist is None:
-                dist = self._dists[instr] = sweep_distance(instr, self.atr_points, limits, mark)
-        d_with, u_with = _instrument_sweep(instr, p, [*own, order], marks, self.atr_points, limits, dist)
+            d_with, u_with = _instrument_sweep(instr, p, [*own, order], marks, self.atr_points, limits, dist)
+        else:  # the order's fills added to those of the instrument's working orders (taken first)
+            dist = self._dist(instr, mark)
+            d_with, u_with = _sweep_losses(_sweep_fills((order,), mark, self._fills_of(instr, mark)), p, mark, dist,
+                                           _spec(instr))
         after, direction = _worst(down + d_with, up + u_with)
         if self._room is None:
             self._room = loss_headroom(self.ledger, self.unrealized)
