@@ -409,6 +409,22 @@ _PLAIN_TIME = re.compile(r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]) ([01]\d|2
 """Timestamps :func:`_table_records` converts in bulk; any other spelling is converted per row."""
 
 
+class _PlainPrices(dict):
+    """Price text -> its Decimal when no check of :func:`_check_prices` drops it
+    (:func:`_plain_price`), else None; each distinct text is parsed on first lookup."""
+
+    __slots__ = ("rng", "tick")
+
+    def __init__(self, rng: tuple[Decimal, Decimal], tick: Decimal) -> None:
+        super().__init__()
+        self.rng, self.tick = rng, tick
+
+    def __missing__(self, text: str) -> Decimal | None:
+        p = _dec(text)
+        p = self[text] = p if _plain_price(p, self.rng, self.tick) else None
+        return p
+
+
 def _table_records(header: list[str], rows: list[list[str]], instrument: str,
                    zone: ZoneInfo) -> Iterator[_BarRecord | str]:
     """:func:`_bar_record` of every row (:func:`_read_table`; a missing field is None, a column
@@ -422,9 +438,7 @@ def _table_records(header: list[str], rows: list[list[str]], instrument: str,
     import numpy as np
 
     pos = {name: i for i, name in enumerate(header)}
-    tick = INSTRUMENTS[instrument].tick_size
-    rng = plausible_range(instrument)
-    prices: dict[str, Decimal | None] = {}
+    prices = _PlainPrices(plausible_range(instrument), INSTRUMENTS[instrument].tick_size)
     volumes: dict[str, int | str] = {}
     symbols: dict[str, bool] = {}
     width = max(pos[c] for c in BAR_COLUMNS[:-1]) + 1
@@ -432,14 +446,7 @@ def _table_records(header: list[str], rows: list[list[str]], instrument: str,
     i_time, i_vol = pos["datetime"], pos["volume"]
     i_px = [pos[c] for c in ("open", "high", "low", "close")]
     fast: list[tuple[Decimal, Decimal, Decimal, Decimal, int] | None] = []
-    known = prices.get
     i_o, i_h, i_lo, i_c = i_px
-
-    def price(text: str) -> Decimal | None:  # a text not seen yet: parsed and checked once
-        p = _dec(text)
-        p = prices[text] = p if _plain_price(p, rng, tick) else None
-        return p
-
     for row in rows:
         if len(row) < width or (i_sym is not None and i_sym >= len(row)):
             fast.append(None)
@@ -451,18 +458,7 @@ def _table_records(header: list[str], rows: list[list[str]], instrument: str,
             if not sym_ok:
                 fast.append(None)
                 continue
-        o = known(row[i_o], False)
-        if o is False:
-            o = price(row[i_o])
-        h = known(row[i_h], False)
-        if h is False:
-            h = price(row[i_h])
-        lo = known(row[i_lo], False)
-        if lo is False:
-            lo = price(row[i_lo])
-        c = known(row[i_c], False)
-        if c is False:
-            c = price(row[i_c])
+        o, h, lo, c = prices[row[i_o]], prices[row[i_h]], prices[row[i_lo]], prices[row[i_c]]
         vol = volumes.get(row[i_vol])
         if vol is None:
             vol = volumes[row[i_vol]] = _int_field(row[i_vol])
