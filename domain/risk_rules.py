@@ -895,10 +895,12 @@ def check_sweep(order: WorkingOrder, positions: Mapping[str, int], working: list
 class SweepBook:
     """:func:`check_sweep` for any number of orders against one book: the arguments of
     :func:`check_sweep` but the order. What does not depend on the order is worked out once, on
-    first use: each instrument's sweep losses without a new order (:func:`_instrument_sweep` at its
-    mark), the distance at each mark (:func:`sweep_distance`) and the :func:`loss_headroom`. The
-    caller must not change the mappings while it uses the book (risk builds one per batch of
-    intents with nothing in between, :class:`domain.risk.RiskManager`)."""
+    first use: what a move fills of each instrument's working orders (:func:`_sweep_fills`, from
+    its mark), each instrument's sweep losses without a new order (:func:`_sweep_losses`), the
+    distance at each mark (:func:`sweep_distance`) and the :func:`loss_headroom`; an order's own
+    fills are added to its instrument's. The caller must not change the mappings while it uses the
+    book (risk builds one per batch of intents with nothing in between,
+    :class:`domain.risk.RiskManager`)."""
 
     __slots__ = ("positions", "marks", "atr_points", "ledger", "unrealized", "by_sym", "syms", "_sweeps", "_dists",
                  "_fills", "_room")
