@@ -23,44 +23,34 @@ class Dispatcher:
     def __init__(self, handlers: dict[str, Any], topic_map: dict[str, tuple[str, ...]]) -> None:
         self.handlers = handlers
         self.topics = topic_map
-        self.queue: deque[tuple[str, Any]] = deque()
+        self.queue: deque[tuple[str, Any]] = deque()  # (actor or topic, message), in the order produced
         self.dead_letters: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.delivered = 0
 
     def send(self, out: Out) -> None:
-        for dest, msg in out:
-            for name in self.topics.get(dest, (dest,)):
-                self.queue.append((name, msg))
+        self.queue.extend(out)
 
     def drain(self) -> None:
-        q, handlers = self.queue, self.handlers
-        while q:
-            name, msg = q.popleft()
-            h = handlers.get(name)
-            if h is None:
-                self.dead_letters[name] += 1
-                continue
-            self.delivered += 1
-            try:
-                answer = h.handle(msg)
-            except RejectedMessage as exc:
-                self._rejected(name, msg, exc)
-                continue
-            if answer:
-                self.send(answer)
+        """Deliver until nothing is queued: what is queued now, in order, then what that answered."""
+        while self.queue:
+            batch, self.queue = self.queue, deque()
+            self._deliver(batch)
 
     def run(self, out: Out) -> None:
-        """``send(out)`` then ``drain()``, without queueing ``out`` itself when the queue is empty:
-        its messages go straight to their handlers, in order, and what those handlers answer is
-        queued behind, where FIFO would put it (after every message of ``out``). The backtest
-        calls this once per timestamp of the replay; the delivery is written out here as in
-        :meth:`drain` (a call per delivery is a tenth of a print's cost)."""
+        """``send(out)`` then ``drain()``; with nothing queued, ``out`` goes straight to its
+        handlers without passing through the queue (the backtest calls this once per timestamp
+        of the replay)."""
         if self.queue:
-            self.send(out)
-            self.drain()
-            return
-        topics, handlers = self.topics, self.handlers
+            self.queue.extend(out)
+        else:
+            self._deliver(out)
+        self.drain()
+
+    def _deliver(self, out: Out) -> None:
+        """Each message of ``out`` to its handlers (a topic's to each subscriber, in the topic's
+        order); what they answer is queued behind everything already queued (FIFO)."""
+        topics, handlers, queue = self.topics, self.handlers, self.queue
         for dest, msg in out:
             for name in topics.get(dest, (dest,)):
                 h = handlers.get(name)
@@ -74,8 +64,7 @@ class Dispatcher:
                     self._rejected(name, msg, exc)
                     continue
                 if answer:
-                    self.send(answer)
-        self.drain()
+                    queue.extend(answer)
 
     def _rejected(self, name: str, msg: Any, exc: RejectedMessage) -> None:
         self.rejected[f"{name}:{type(msg).__name__}"] += 1
