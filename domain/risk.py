@@ -91,7 +91,9 @@ class _Batch:
 
     positions: dict[str, int]  # net position per instrument, contracts
     working: dict[str, tuple[int, int]]  # {instrument: (buy, sell)} working, contracts
-    key: tuple[tuple, tuple, tuple]  # positions, working and ATR as sorted item tuples (the check cache's key)
+    positions_key: tuple  # the three as sorted item tuples (the order caps' memo key)
+    working_key: tuple
+    atr_key: tuple
     exposure: Decimal  # net 1-ATR exposure of the positions, dollars
     sweep: SweepBook | None = None  # the sweep guard's book, on first use
     worst: dict[tuple[str, bool], tuple[dict[str, int], tuple]] = dataclasses.field(default_factory=dict)
@@ -206,9 +208,6 @@ class RiskManager:
         denied = OrderDenied(intent.client_order_id, intent.strategy_id, reason, self.now_ns)
         self.book.add(intent).apply(denied)
         return [(intent.strategy_id, denied)]
-
-    def _working_map(self) -> dict[str, tuple[int, int]]:
-        return self.book.working_qty_map()
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, msg: Any) -> Out:
@@ -333,12 +332,12 @@ class RiskManager:
             if waived:
                 limits = self._waived
             check = (intent.instrument, signed, intent.reduce_only, waived)
-            reason, _ = self._order_caps(check, *batch.key)
+            reason, _ = self._order_caps(check, batch.positions_key, batch.working_key, batch.atr_key)
             if reason is None and not reducing:
                 # check_order on the worst case: every working order on the same side fills first
                 # (open risk, exposure, stress loss at the marks)
                 worst, worst_key = batch.worst_case(intent.instrument, signed > 0)
-                reason, measured = self._order_caps(check, worst_key, (), batch.key[2])
+                reason, measured = self._order_caps(check, worst_key, (), batch.atr_key)
                 if reason is None and measured and self.marks:
                     reason = check_stress(OrderCheck(intent.instrument, signed, intent.reduce_only), worst,
                                           self.marks, limits)
@@ -375,10 +374,9 @@ class RiskManager:
     def _new_batch(self) -> _Batch:
         """:class:`_Batch` of the account as it is now (kept in :attr:`_batch`)."""
         positions = self.portfolio.net_positions()
-        working = self._working_map()  # {instrument: (buy, sell)} working, one pass over the book
-        self._batch = _Batch(positions, working, (tuple(sorted(positions.items())), tuple(sorted(working.items())),
-                                                  tuple(sorted(self.atr.items()))),
-                             net_atr_exposure(positions, self.atr))
+        working = self.book.working_qty_map()  # {instrument: (buy, sell)} working, one pass over the book
+        self._batch = _Batch(positions, working, tuple(sorted(positions.items())), tuple(sorted(working.items())),
+                             tuple(sorted(self.atr.items())), net_atr_exposure(positions, self.atr))
         return self._batch
 
     def _on_order_event(self, ev: Any) -> Out:
