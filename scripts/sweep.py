@@ -8,7 +8,9 @@ Usage::
 
 Writes ``run/sweeps/<spec>-<UTC time>/``: ``results.csv`` (every set, best net first),
 ``results.md`` (the top 10) and ``heatmap.png`` (net over the first two parameters, or --x/--y).
-The spec format and the metrics: docs/research.md. Exit 2 on a bad spec.
+The spec format and the metrics: docs/research.md. Exit 2 on a bad spec, a data folder that
+cannot be replayed, or a grid whose every set the config model refuses (all found before Ray
+starts).
 """
 
 from __future__ import annotations
@@ -50,12 +52,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --x/--y {axis!r} is not a key of params ({', '.join(spec.params)})", file=sys.stderr)
             return 2
     out = a.out or ROOT / "run" / "sweeps" / f"{a.grid.stem}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
-    rows, out = run_sweep(spec, out, a.workers, x=a.x, y=a.y)
+    try:
+        rows, out = run_sweep(spec, out, a.workers, x=a.x, y=a.y)
+    except SweepSpecError as e:  # found before any backtest: a bad objective, data or every set refused
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     failed = [r for r in rows if "error" in r]
     print(markdown_top(rows, list(spec.params)))
     if failed:
         print(f"{len(failed)} set(s) refused by the config model, e.g.: {failed[0]['error']}")
-    print(f"results: {out}/results.csv  heat map: {out}/heatmap.png")
+    heat = f"  heat map: {out}/heatmap.png" if (out / "heatmap.png").exists() else ""
+    print(f"results: {out}/results.csv{heat}")
     return 0
 
 

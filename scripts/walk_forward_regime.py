@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 from tqdm import tqdm  # noqa: E402
 
 from config.settings import ConfigError, load_config  # noqa: E402
-from infra.research.sweep import SweepSpec, SweepSpecError, overrides_for  # noqa: E402
-from infra.research.walk_forward import data_days, windows  # noqa: E402
+from infra.research.sweep import SweepSpec, SweepSpecError, data_days, overrides_for  # noqa: E402
+from infra.research.walk_forward import windows  # noqa: E402
 
 
 def five_minute_bars(cfg, sym: str, start: str, end: str) -> list:

@@ -7,12 +7,15 @@ the same parameter set run in this process (deterministic backtest, data loaded 
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from config.settings import load_config
-from infra.research.sweep import SweepSpecError, load_spec, overrides_for, run_point, run_sweep
+import infra.research.sweep as sweep_mod
+import infra.research.walk_forward as wf_mod
+from infra.research.sweep import METRICS, SweepSpecError, data_days, load_spec, overrides_for, run_point, run_sweep
 from infra.research.walk_forward import walk_forward, windows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +57,37 @@ def test_a_value_the_config_model_refuses_is_a_failed_row_not_a_crash():
     spec = _spec()
     row = run_point({"grid-MES.atr_multiplier": 100.0}, spec)
     assert "atr_multiplier" in row["error"] and "net" not in row
+
+
+def test_a_spec_that_cannot_run_fails_before_any_backtest(tmp_path, monkeypatch):
+    def no_backtest(*a, **k):
+        raise AssertionError("a backtest ran")
+    monkeypatch.setattr(sweep_mod, "run_tasks", no_backtest)
+    monkeypatch.setattr(wf_mod, "run_tasks", no_backtest)
+    out = tmp_path / "out"
+    with pytest.raises(SweepSpecError, match=r"refuses every parameter set.*atr_multiplier"):
+        run_sweep(_spec(**{"grid-MES.atr_multiplier": [100.0, 200.0]}), out, workers=0, progress=False)
+    with pytest.raises(SweepSpecError, match=r"objective 'sharp' is not a metric \(net, "):
+        walk_forward(replace(_spec(), objective="sharp"), 1, 1, out, workers=0, progress=False)
+    with pytest.raises(SweepSpecError, match="market data file not found"):
+        run_sweep(replace(_spec(), data=str(tmp_path / "no-data")), out, workers=0, progress=False)
+    with pytest.raises(SweepSpecError, match=r"start: '2026-04-31' is not a date"):
+        data_days(replace(_spec(), start="2026-04-31"))
+    with pytest.raises(SweepSpecError, match="no trading day in the data between 2030-01-01"):
+        walk_forward(replace(_spec(), start="2030-01-01"), 1, 1, out, workers=0, progress=False)
+    assert not out.exists()
+
+
+def test_a_partly_refused_grid_runs_the_rest_and_lists_the_refused_last(tmp_path):
+    spec = _spec(**{"grid-MES.atr_multiplier": [100.0, 0.6]})
+    rows, out = run_sweep(spec, tmp_path / "sweep", workers=0, progress=False)
+    ran, refused = rows
+    assert set(METRICS) == set(ran) - {"grid-MES.atr_multiplier", "seconds"}
+    assert ran == {**run_point({"grid-MES.atr_multiplier": 0.6}, spec), "seconds": ran["seconds"]}
+    assert refused["grid-MES.atr_multiplier"] == 100.0 and "atr_multiplier" in refused["error"]
+    table = list(csv.DictReader(open(out / "results.csv")))
+    assert [t["grid-MES.atr_multiplier"] for t in table] == ["0.6", "100.0"] and table[1]["error"] == refused["error"]
+    assert not (out / "heatmap.png").exists()  # one parameter: no map
 
 
 @pytest.fixture

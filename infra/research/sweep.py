@@ -19,6 +19,7 @@ finished sets.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import math
 import os
@@ -134,6 +135,10 @@ def overrides_for(base: Any, point: dict[str, Any], run_dir: str, data: str,
     return over
 
 
+METRICS = ("net", "max_drawdown", "sharpe", "trades_per_day", "passed", "cap_days", "worst_day", "days", "fills")
+"""The keys of :func:`metrics` (a walk-forward ``objective`` is one of them)."""
+
+
 def metrics(summary: Any) -> dict[str, Any]:
     """The figures of one backtest (a :class:`domain.report.SessionSummary`), JSON-safe floats.
 
@@ -157,6 +162,74 @@ def metrics(summary: Any) -> dict[str, Any]:
             "worst_day": float(min(days)), "days": len(summary.days), "fills": summary.fills}
 
 
+def point_config(point: dict[str, Any], spec: SweepSpec, run_dir: str, start: str | None = None,
+                 end: str | None = None) -> Any:
+    """The validated config (``config.settings.AppConfig``) of one parameter set, running in
+    ``run_dir``, over ``start..end`` (default the spec's).
+
+    Raises:
+        config.settings.ConfigError: a value the config model refuses (the model's message).
+        SweepSpecError: a target that is neither a strategy of the config nor profile / runtime.
+    """
+    from config.settings import load_config
+    cfg_path = Path(spec.config) if spec.config else None
+    s, e = (start, end) if start or end else (spec.start, spec.end)
+    base = load_config(cfg_path, spec.profile)
+    return load_config(cfg_path, spec.profile, overrides_for(base, point, run_dir, spec.data, s, e))
+
+
+def data_days(spec: SweepSpec) -> list[str]:
+    """The trading days a backtest of ``spec`` can trade (ISO dates; the data's first day only
+    warms up). Parses the data folder.
+
+    Raises:
+        SweepSpecError: a start or end that is not an ISO date; the data folder lacks a file, a
+            file is unreadable, or no trading day lies between start and end (the message of
+            :func:`infra.feeds.open_replay`).
+    """
+    from config.settings import load_config
+    from infra.feeds import open_replay
+    cfg = load_config(Path(spec.config) if spec.config else None, spec.profile)
+    bounds = []
+    for key, value in (("start", spec.start), ("end", spec.end)):
+        try:
+            bounds.append(dt.date.fromisoformat(value) if value else None)
+        except ValueError:
+            raise SweepSpecError(f"{spec.source}: {key}: {value!r} is not a date (YYYY-MM-DD)") from None
+    try:
+        source = open_replay(Path(spec.data), cfg.instruments(), *bounds)
+    except (OSError, ValueError) as e:
+        raise SweepSpecError(f"{spec.source}: data {spec.data}: {e}") from None
+    return [d.isoformat() for d in source.trading_days()]
+
+
+def preflight(spec: SweepSpec, points: list[dict[str, Any]]) -> tuple[list[str], dict[int, str]]:
+    """What is known before any backtest runs: the trading days of the spec's data and range
+    (:func:`data_days`), and the parameter sets the config model refuses (index in ``points`` ->
+    the model's message). About 3 ms a set, in this process, so a spec that cannot run fails
+    before Ray starts.
+
+    Raises:
+        SweepSpecError: the objective is not one of :data:`METRICS`; the data cannot be replayed
+            (:func:`data_days`); the config model refuses every set (the message quotes the first).
+    """
+    import tempfile
+
+    from config.settings import ConfigError
+    if spec.objective not in METRICS:
+        raise SweepSpecError(f"{spec.source}: objective {spec.objective!r} is not a metric ({', '.join(METRICS)})")
+    refused: dict[int, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, point in enumerate(points):
+            try:
+                point_config(point, spec, tmp)
+            except (ConfigError, SweepSpecError) as err:
+                refused[i] = str(err)
+    if points and len(refused) == len(points):
+        raise SweepSpecError(f"{spec.source}: the config model refuses every parameter set, e.g. {points[0]}: {refused[0]}")
+    return data_days(spec), refused
+
+
 def run_point(point: dict[str, Any], spec: SweepSpec, start: str | None = None, end: str | None = None) -> dict:
     """One backtest of ``point`` over ``start..end`` (default the spec's); returns :func:`metrics`
     plus the point's values and the wall seconds. A configuration the model refuses (e.g. a value
@@ -167,15 +240,12 @@ def run_point(point: dict[str, Any], spec: SweepSpec, start: str | None = None, 
 
     from actors.node import Node
     from actors.tree import MODES
-    from config.settings import ConfigError, load_config
+    from config.settings import ConfigError
     logger.remove()
     t0 = time.perf_counter()
-    cfg_path = Path(spec.config) if spec.config else None
-    s, e = (start, end) if start or end else (spec.start, spec.end)
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            base = load_config(cfg_path, spec.profile)
-            cfg = load_config(cfg_path, spec.profile, overrides_for(base, point, tmp, spec.data, s, e))
+            cfg = point_config(point, spec, tmp, start, end)
         except (ConfigError, SweepSpecError) as err:
             return {**point, "error": str(err)}
         summary = Node(cfg, MODES["backtest"], keep_trades=False, memo_data=True).run_backtest(both_paths=False)
@@ -322,11 +392,18 @@ def run_sweep(spec: SweepSpec, out_dir: Path, workers: int | None = None, progre
               x: str | None = None, y: str | None = None) -> tuple[list[dict], Path]:
     """Run every parameter set of ``spec`` over its date range; write ``results.csv``,
     ``results.md`` (top 10) and ``heatmap.png`` (``x`` / ``y``: two params keys, default the first
-    two) into ``out_dir``. Returns (rows best first, out_dir)."""
+    two; none when fewer than two keys) into ``out_dir``. Returns (rows best first, out_dir).
+
+    Raises:
+        SweepSpecError: from :func:`preflight`, before any backtest and before ``out_dir`` is made.
+    """
+    points = spec.points()
+    _days, refused = preflight(spec, points)
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = list(spec.params)
     t0 = time.perf_counter()
-    rows = run_tasks(spec, [(p, None, None) for p in spec.points()], workers, progress)
+    ran = iter(run_tasks(spec, [(p, None, None) for i, p in enumerate(points) if i not in refused], workers, progress))
+    rows = [{**p, "error": refused[i]} if i in refused else next(ran) for i, p in enumerate(points)]
     wall = time.perf_counter() - t0
     rows = write_table(rows, keys, out_dir / "results.csv")
     (out_dir / "results.md").write_text(

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.research.sweep import SweepSpec, SweepSpecError, run_tasks
+from infra.research.sweep import SweepSpec, SweepSpecError, preflight, run_tasks
 
 
 @dataclass(frozen=True)
@@ -50,26 +50,25 @@ def windows(days: list[str], train: int, test: int) -> list[Window]:
     return out
 
 
-def data_days(spec: SweepSpec) -> list[str]:
-    """The trading days a backtest of ``spec`` can trade (the data's first day only warms up)."""
-    from config.settings import load_config
-    from infra.feeds import open_replay
-    cfg = load_config(Path(spec.config) if spec.config else None, spec.profile)
-    return [d.isoformat() for d in open_replay(Path(spec.data), cfg.instruments(), spec.start, spec.end).trading_days()]
-
-
 def walk_forward(spec: SweepSpec, train: int, test: int, out_dir: Path, workers: int | None = None,
                  progress: bool = True) -> tuple[list[dict], dict, Path]:
     """Run the walk-forward; write ``windows.csv`` (per window: chosen parameters, in-sample and
     out-of-sample figures) and ``walk_forward.md`` into ``out_dir``.
 
     Returns ``(rows, totals, out_dir)``: one row per window, and the sums over the windows of the
-    out-of-sample and in-sample net P&L (dollars), out-of-sample days, wall seconds.
+    out-of-sample and in-sample net P&L (dollars), out-of-sample days, wall seconds. Sets the
+    config model refuses are left out.
+
+    Raises:
+        SweepSpecError: from :func:`infra.research.sweep.preflight` or :func:`windows`, before any
+            backtest and before ``out_dir`` is made.
     """
     objective = spec.objective
+    all_points = spec.points()
+    days, refused = preflight(spec, all_points)  # a spec that cannot run fails here, before any backtest
+    wins = windows(days, train, test)
+    points = [p for i, p in enumerate(all_points) if i not in refused]
     out_dir.mkdir(parents=True, exist_ok=True)
-    wins = windows(data_days(spec), train, test)
-    points = spec.points()
     t0 = time.perf_counter()
     train_tasks = [(p, w.train_start, w.train_end) for w in wins for p in points]
     train_res = run_tasks(spec, train_tasks, workers, progress, desc="train")
@@ -78,8 +77,6 @@ def walk_forward(spec: SweepSpec, train: int, test: int, out_dir: Path, workers:
         block = [r for r in train_res[k * len(points):(k + 1) * len(points)] if "error" not in r]
         if not block:
             raise SweepSpecError(f"window {k + 1}: every parameter set was refused by the config model")
-        if objective not in block[0]:
-            raise SweepSpecError(f"objective {objective!r} is not a metric ({', '.join(k for k in block[0] if k not in points[0])})")
         best = max(block, key=lambda r: r[objective])  # max keeps the first of equals
         chosen.append(({key: best[key] for key in spec.params}, best))
     test_res = run_tasks(spec, [(p, w.test_start, w.test_end) for (p, _), w in zip(chosen, wins)], workers,
