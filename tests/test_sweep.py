@@ -80,6 +80,8 @@ def test_a_spec_that_cannot_run_fails_before_any_backtest(tmp_path, monkeypatch)
 
 def test_a_partly_refused_grid_runs_the_rest_and_lists_the_refused_last(tmp_path):
     spec = _spec(**{"grid-MES.atr_multiplier": [100.0, 0.6]})
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "heatmap.png").write_bytes(b"an earlier sweep's map")
     rows, out = run_sweep(spec, tmp_path / "sweep", workers=0, progress=False)
     ran, refused = rows
     assert set(METRICS) == set(ran) - {"grid-MES.atr_multiplier", "seconds"}
@@ -87,7 +89,7 @@ def test_a_partly_refused_grid_runs_the_rest_and_lists_the_refused_last(tmp_path
     assert refused["grid-MES.atr_multiplier"] == 100.0 and "atr_multiplier" in refused["error"]
     table = list(csv.DictReader(open(out / "results.csv")))
     assert [t["grid-MES.atr_multiplier"] for t in table] == ["0.6", "100.0"] and table[1]["error"] == refused["error"]
-    assert not (out / "heatmap.png").exists()  # one parameter: no map
+    assert not (out / "heatmap.png").exists()  # one parameter: no map, not even an earlier one
 
 
 @pytest.fixture

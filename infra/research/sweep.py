@@ -409,6 +409,8 @@ def run_sweep(spec: SweepSpec, out_dir: Path, workers: int | None = None, progre
     (out_dir / "results.md").write_text(
         f"Sweep {spec.source}: {len(rows)} sets, profile {spec.profile}, data {spec.data}, "
         f"{spec.start or 'start'}..{spec.end or 'end'}, wall {wall:.1f} s\n\n{markdown_top(rows, keys)}\n")
+    heat = out_dir / "heatmap.png"
+    heat.unlink(missing_ok=True)  # a map of an earlier sweep into the same folder is not this one's
     if len(keys) >= 2 and any("error" not in r for r in rows):
-        heatmap(rows, x or keys[0], y or keys[1], out_dir / "heatmap.png")
+        heatmap(rows, x or keys[0], y or keys[1], heat)
     return rows, out_dir
