@@ -922,8 +922,7 @@ class SweepBook:
         if got is None:
             mark = self.marks.get(sym)
             if mark is None:
-                by_sym = self.by_sym
-                got = _instrument_sweep(sym, self.positions.get(sym, 0), by_sym[sym] if sym in by_sym else (),
+                got = _instrument_sweep(sym, self.positions.get(sym, 0), self.by_sym.get(sym, ()),
                                         self.marks, self.atr_points, self.ledger.limits)
             else:
                 got = _sweep_losses(self._fills_of(sym, mark), self.positions.get(sym, 0), mark,

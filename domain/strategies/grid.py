@@ -151,8 +151,7 @@ class GridStrategy:
         self.atr = WilderATR(config.atr_period)
         self.atr_slow = EMA(config.surge_ema_bars)
         self.vwap = SessionVWAP()
-        self.vwap_day: str = ""  # ISO trading day the VWAP is anchored to
-        self._vwap_date: dt.date | None = None  # the same day as a date (compared on every bar)
+        self.vwap_day: dt.date | None = None  # trading day the VWAP is anchored to
         self.last: Decimal | None = None
         self.last_tick_ns = 0  # time of the trade behind ``last`` when it came from a tick
         self.risk_state = RiskState.ACTIVE
@@ -211,9 +210,9 @@ class GridStrategy:
                 self.atr_slow.update(atr)
         if bar.period_s == self.cfg.mid_bar_s:
             day = trading_day(bar.start_ns)
-            if day != self._vwap_date:
+            if day != self.vwap_day:
                 self.vwap.reset()
-                self._vwap_date, self.vwap_day = day, day.isoformat()
+                self.vwap_day = day
             self.vwap.update_bar(float(bar.high), float(bar.low), float(bar.close), bar.volume)
             if bar.end_ns > self.last_tick_ns:
                 # a bar arrives after the tick that closed it: its close must not replace a newer
@@ -256,8 +255,11 @@ class GridStrategy:
 
     # ------------------------------------------------------------------ events
     def _can_place(self, ts_ns: int) -> bool:
-        return (self.ready and self.risk_state is RiskState.ACTIVE and self.last is not None
-                and self.calendar.can_open(ts_ns))
+        return self._placing() and self.calendar.can_open(ts_ns)
+
+    def _placing(self) -> bool:
+        """:meth:`_can_place` but the trading window: warm, risk ACTIVE and a last price."""
+        return self.ready and self.risk_state is RiskState.ACTIVE and self.last is not None
 
     def _on_tick(self, tick: TradeTick) -> Out:
         if tick.instrument != self.instrument:
@@ -275,8 +277,8 @@ class GridStrategy:
         ts = bar.ts_ns or bar.end_ns
         if not self.calendar.can_open(ts):
             return self._on_time(ts)  # the flatten window: entries go, nothing is placed
-        if not (self.ready and self.risk_state is RiskState.ACTIVE and self.last is not None):
-            return []  # _can_place without its calendar half, just answered
+        if not self._placing():
+            return []
         mid, spacing = self._target_mid(), self._target_spacing()
         if self.mid is None or self.spacing is None or mid is None:
             return self._rebuild(bar.ts_ns)
@@ -400,7 +402,7 @@ class GridStrategy:
         """JSON-safe state for the Redis mirror (indicators, grid, working slots)."""
         return {
             "atr": self.atr.snapshot(), "atr_slow": self.atr_slow.snapshot(), "vwap": self.vwap.snapshot(),
-            "vwap_day": self.vwap_day, "last": str(self.last) if self.last is not None else None,
+            "vwap_day": self.vwap_day.isoformat() if self.vwap_day else "", "last": str(self.last) if self.last is not None else None,
             "position": self.position, "mid": str(self.mid) if self.mid is not None else None,
             "spacing": str(self.spacing) if self.spacing is not None else None,
             "last_tick_ns": self.last_tick_ns,
@@ -420,8 +422,7 @@ class GridStrategy:
         self.atr = WilderATR.restore(d["atr"])
         self.atr_slow = EMA.restore(d["atr_slow"])
         self.vwap = SessionVWAP.restore(d["vwap"])
-        self.vwap_day = d.get("vwap_day", "")
-        self._vwap_date = dt.date.fromisoformat(self.vwap_day) if self.vwap_day else None
+        self.vwap_day = dt.date.fromisoformat(d["vwap_day"]) if d.get("vwap_day") else None
         self.last = Decimal(d["last"]) if d.get("last") else None
         self.position = int(d.get("position", 0))
         self.mid = Decimal(d["mid"]) if d.get("mid") else None

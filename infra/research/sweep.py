@@ -163,9 +163,10 @@ def metrics(summary: Any) -> dict[str, Any]:
 
 
 def point_config(point: dict[str, Any], spec: SweepSpec, run_dir: str, start: str | None = None,
-                 end: str | None = None) -> Any:
+                 end: str | None = None, base: Any = None) -> Any:
     """The validated config (``config.settings.AppConfig``) of one parameter set, running in
-    ``run_dir``, over ``start..end`` (default the spec's).
+    ``run_dir``, over ``start..end`` (default the spec's). ``base``: the spec's config without the
+    point (``load_config(spec.config, spec.profile)``), read here when not given.
 
     Raises:
         config.settings.ConfigError: a value the config model refuses (the model's message).
@@ -174,7 +175,8 @@ def point_config(point: dict[str, Any], spec: SweepSpec, run_dir: str, start: st
     from config.settings import load_config
     cfg_path = Path(spec.config) if spec.config else None
     s, e = (start, end) if start or end else (spec.start, spec.end)
-    base = load_config(cfg_path, spec.profile)
+    if base is None:
+        base = load_config(cfg_path, spec.profile)
     return load_config(cfg_path, spec.profile, overrides_for(base, point, run_dir, spec.data, s, e))
 
 
@@ -215,14 +217,15 @@ def preflight(spec: SweepSpec, points: list[dict[str, Any]]) -> tuple[list[str],
     """
     import tempfile
 
-    from config.settings import ConfigError
+    from config.settings import ConfigError, load_config
     if spec.objective not in METRICS:
         raise SweepSpecError(f"{spec.source}: objective {spec.objective!r} is not a metric ({', '.join(METRICS)})")
     refused: dict[int, str] = {}
+    base = load_config(Path(spec.config) if spec.config else None, spec.profile)
     with tempfile.TemporaryDirectory() as tmp:
         for i, point in enumerate(points):
             try:
-                point_config(point, spec, tmp)
+                point_config(point, spec, tmp, base=base)
             except (ConfigError, SweepSpecError) as err:
                 refused[i] = str(err)
     if points and len(refused) == len(points):
