@@ -26,7 +26,21 @@ class Dispatcher:
         self.queue: deque[tuple[str, Any]] = deque()  # (actor or topic, message), in the order produced
         self.dead_letters: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
-        self.delivered = 0
+        self._routes: dict[str, tuple[tuple[str, Any], ...]] = {}  # destination -> ((name, handle or None), ...)
+
+    def replace(self, name: str, handler: Any) -> None:
+        """Make ``handler`` the handler of ``name`` from the next message on (change handlers
+        only through this: the routes keep each handler's bound ``handle``)."""
+        self.handlers[name] = handler
+        self._routes.clear()
+
+    def _route(self, dest: str) -> tuple[tuple[str, Any], ...]:
+        """``dest``'s handlers, kept: a topic's subscribers in the topic's order, or the actor
+        itself, as ``(name, bound handle)``, the handle None for a name with no handler (a dead
+        letter)."""
+        route = self._routes[dest] = tuple((name, getattr(self.handlers.get(name), "handle", None))
+                                           for name in self.topics.get(dest, (dest,)))
+        return route
 
     def send(self, out: Out) -> None:
         self.queue.extend(out)
@@ -50,16 +64,17 @@ class Dispatcher:
     def _deliver(self, out: Out) -> None:
         """Each message of ``out`` to its handlers (a topic's to each subscriber, in the topic's
         order); what they answer is queued behind everything already queued (FIFO)."""
-        topics, handlers, queue = self.topics, self.handlers, self.queue
+        routes, queue = self._routes, self.queue
         for dest, msg in out:
-            for name in topics.get(dest, (dest,)):
-                h = handlers.get(name)
-                if h is None:
+            route = routes.get(dest)
+            if route is None:
+                route = self._route(dest)
+            for name, handle in route:
+                if handle is None:
                     self.dead_letters[name] += 1
                     continue
-                self.delivered += 1
                 try:
-                    answer = h.handle(msg)
+                    answer = handle(msg)
                 except RejectedMessage as exc:
                     self._rejected(name, msg, exc)
                     continue

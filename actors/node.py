@@ -378,7 +378,7 @@ class Node:
         for sym in self.instruments:  # pure functions of the feed: a kept stream replays their output
             name = bar_builder(sym)
             h = handlers[name]  # kept per configuration: a sweep may vary the periods its strategies read
-            handlers[name] = routed.memo_handler((name, h.agg.periods_s, h.forward_ticks), h)
+            disp.replace(name, routed.memo_handler((name, h.agg.periods_s, h.forward_ticks), h))
         run = disp.run
         frozen = not gc.get_freeze_count()
         if frozen:  # what exists now lives for the run: the collector skips it (docs/decisions/0007)
