@@ -106,12 +106,18 @@ class BarAggregator:
         if ts_ns < self._ends_from:
             return []  # the clock ticks every minute; a bar ends once per period
         out: list[Bar] = []
+        open_ = self._open
+        ends_from = NO_OPEN_BAR  # the soonest end of the bars left open
         for p in self.periods_s:
-            b = self._open.get(p)
-            if b is not None and b.end_ns <= ts_ns:
+            b = open_.get(p)
+            if b is None:
+                continue
+            if b.end_ns <= ts_ns:
                 out.append(b.to_bar(self.instrument, p, ts_ns))
-                del self._open[p]
-        self._ends_from = min((b.end_ns for b in self._open.values()), default=NO_OPEN_BAR)
+                del open_[p]
+            elif b.end_ns < ends_from:
+                ends_from = b.end_ns
+        self._ends_from = ends_from
         return out
 
     def flush(self, ts_ns: int | None = None) -> list[Bar]:

@@ -18,6 +18,7 @@ Sources (see ``docs/reference/topstep-rules.md``, sections "CME contract specifi
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Mapping
@@ -87,9 +88,19 @@ class InstrumentSpec:
             price: a price in points (float from an indicator, or Decimal).
             mode: ``"nearest"`` (ties away from zero), ``"down"`` (floor) or ``"up"`` (ceiling).
         Returns: a Decimal multiple of ``tick_size``.
-        """
-        import math
 
+        The tick count is ``Decimal(str(price)) / tick_size`` rounded by ``mode``. A float price
+        to the nearest tick is first divided in floats: within a million ticks of zero the float
+        quotient is within 1e-9 ticks of the Decimal one, so when it is more than 1e-6 ticks
+        from a tie both round to the same tick (``tests/test_instruments.py`` holds the two
+        together); nearer a tie, and in every other case, the Decimal quotient decides.
+        """
+        if type(price) is float and mode == "nearest":
+            q = price / float(self.tick_size)
+            if -1e6 < q < 1e6:
+                n = round(q)
+                if abs(q - n) < 0.499999:
+                    return self.tick_size * n
         ticks = Decimal(str(price)) / self.tick_size
         if mode == "down":
             n = math.floor(ticks)

@@ -470,7 +470,7 @@ def slot_init(cls: type) -> type:
     defaults and result, and the instance stays frozen (``__setattr__`` still raises); about
     half the cost of building a message (a backtest builds one per trade print,
     docs/decisions/0020-backtest-shortcuts.md). Also for other value objects built in bulk
-    (``infra.replay.BarRow``). Only for classes without ``__post_init__``, default factories,
+    (``infra.replay.BarRow``, ``domain.risk_rules.WorkingOrder`` and ``OrderCheck``). Only for classes without ``__post_init__``, default factories,
     keyword-only or ``init=False`` fields (checked: ``TypeError``)."""
     fields = dataclasses.fields(cls)
     params = cls.__dataclass_params__  # type: ignore[attr-defined]

@@ -46,7 +46,7 @@ from typing import Mapping
 
 from domain.calendar import ns_to_ct, trading_day
 from domain.instruments import INSTRUMENTS
-from domain.messages import RiskState
+from domain.messages import RiskState, slot_init
 
 ZERO = Decimal(0)
 
@@ -714,7 +714,8 @@ def net_atr_exposure(positions: Mapping[str, int], atr_points: Mapping[str, floa
 # --------------------------------------------------------------------------- sweep guard
 
 
-@dataclass(frozen=True)
+@slot_init  # risk builds one per working order and intent of a batch
+@dataclass(frozen=True, slots=True)
 class WorkingOrder:
     """A working order as the sweep guard sees it: instrument, signed leaves quantity (+ buy),
     its type (``LIMIT``, ``STOP``, ``MARKET``...) and its limit or stop price in points (None for
@@ -996,7 +997,8 @@ def is_reducing(position: int, signed_qty: int) -> bool:
     return position != 0 and signed_qty != 0 and (position > 0) != (signed_qty > 0) and abs(signed_qty) <= abs(position)
 
 
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class OrderCheck:
     """The part of an order intent the pre-trade checks need."""
 

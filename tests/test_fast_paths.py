@@ -22,7 +22,9 @@ computation beside it on real data and on the edge cases (DST hours, breaches, o
   ``BarAggregator.on_time``);
 - the venue: prints kept while no order works, the latest per instrument handed over before its
   next message (infra/venues/handler.py ``IdlePrintsDeferred``);
-- messages: each field stored through its slot (domain/messages.py ``slot_init``).
+- messages: each field stored through its slot (domain/messages.py ``slot_init``);
+- a float price to the nearest tick divided in floats away from ties (domain/instruments.py
+  ``InstrumentSpec.round_to_tick``).
 
 The feed's bulk stream has its own file, tests/test_bulk_replay.py.
 """
@@ -31,10 +33,13 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import math
 import random
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
+
+import pytest
 
 from actors.node import Node
 from actors.tree import MODES
@@ -602,7 +607,7 @@ def test_a_clock_tick_before_the_soonest_bar_end_closes_what_the_full_check_clos
 
 
 def test_messages_built_through_their_slots_are_what_the_dataclass_builds():
-    """Every message class (``slot_init``): the parameters and defaults are the dataclass fields,
+    """Every message class and the other value objects built through ``slot_init``: the parameters and defaults are the dataclass fields,
     positional and keyword construction store each argument in its field as
     ``object.__setattr__`` does (the dataclass's own way), defaults fill the rest, and the instance
     is still frozen, hashable and picklable."""
@@ -613,9 +618,11 @@ def test_messages_built_through_their_slots_are_what_the_dataclass_builds():
     import pytest
 
     from domain.messages import MESSAGE_TYPES
+    from domain.risk_rules import OrderCheck, WorkingOrder
+    from infra.replay import BarRow
 
     assert len(MESSAGE_TYPES) >= 30
-    for cls in MESSAGE_TYPES:
+    for cls in (*MESSAGE_TYPES, BarRow, WorkingOrder, OrderCheck):
         fields = dataclasses.fields(cls)
         params = list(inspect.signature(cls).parameters.values())
         assert [(p.name, p.default) for p in params] == [
@@ -632,3 +639,29 @@ def test_messages_built_through_their_slots_are_what_the_dataclass_builds():
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(built, fields[0].name, "changed")
         assert hash(built) == hash(expected) and pickle.loads(pickle.dumps(built)) == built
+
+
+def _round_to_tick_decimal(spec, price: float) -> Decimal:
+    """The tick rule in Decimals alone: ``Decimal(str(price)) / tick_size``, ties away from zero."""
+    ticks = Decimal(str(price)) / spec.tick_size
+    return spec.tick_size * int(ticks.to_integral_value(rounding="ROUND_HALF_UP"))
+
+
+def test_round_to_tick_of_a_float_equals_the_decimal_rule_at_ties_and_near_them():
+    rng = random.Random(7)
+    for sym in ("MES", "MNQ", "CL", "MCL"):
+        spec = get_instrument(sym)
+        tick = float(spec.tick_size)
+        prices = [rng.uniform(-100, 30000) for _ in range(20000)]
+        for _ in range(20000):  # exact ties, and floats a few ulps and a few 1e-7 ticks either side
+            n = rng.randrange(-1000, 200000)
+            tie = (n + 0.5) * tick
+            prices += [tie, math.nextafter(tie, math.inf), math.nextafter(tie, -math.inf),
+                       tie + rng.choice((-1, 1)) * rng.uniform(0, 3e-6) * tick]
+        prices += [0.0, -0.0, 1e7 + 0.125, -1e7 - 0.125, 5000.125, 70.005, 70.015]
+        for p in prices:
+            assert spec.round_to_tick(p) == _round_to_tick_decimal(spec, p), (sym, repr(p))
+    spec = get_instrument("MES")
+    for bad in (math.nan, math.inf):  # the Decimal rule's own error
+        with pytest.raises((ValueError, ArithmeticError)):
+            spec.round_to_tick(bad)

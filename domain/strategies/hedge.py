@@ -292,6 +292,8 @@ class HedgeManager:
         return [(RISK, intent)]
 
     def _expire(self, ts_ns: int) -> Out:
+        if not self.working:
+            return []
         out: Out = []
         for coid, placed in list(self.working.items()):
             if ts_ns - placed >= self.cfg.order_timeout_s * NS:
