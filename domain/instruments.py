@@ -92,7 +92,7 @@ class InstrumentSpec:
         The tick count is ``Decimal(str(price)) / tick_size`` rounded by ``mode``. A float price
         to the nearest tick is first divided in floats: within a million ticks of zero the float
         quotient is within 1e-9 ticks of the Decimal one, so when it is more than 1e-6 ticks
-        from a tie both round to the same tick (``tests/test_instruments.py`` holds the two
+        from a tie both round to the same tick (``tests/test_fast_paths.py`` holds the two
         together); nearer a tie, and in every other case, the Decimal quotient decides.
         """
         if type(price) is float and mode == "nearest":

@@ -80,24 +80,18 @@ def _env(write_bytecode: bool) -> dict[str, str]:
     return env
 
 
-def warm(tree: Path, data: Path, start: str, end: str) -> None:
-    """One plain run of the child, so that both counted children read the tree's compiled
-    byte-code instead of compiling its modules (where the tree is writable)."""
-    with tempfile.TemporaryDirectory(prefix="tsx-instr-") as tmp:
-        script = Path(tmp) / "child.py"
-        script.write_text(CHILD)
-        subprocess.run([sys.executable, str(script), str(tree), str(data), start, end, "1"], capture_output=True,
-                       text=True, cwd=tree, env=_env(True), check=True)
+def warm(script: Path, tree: Path, data: Path, start: str, end: str) -> None:
+    """One plain run of the child ``script`` (:data:`CHILD`), so that both counted children read
+    the tree's compiled byte-code instead of compiling its modules (where the tree is writable)."""
+    subprocess.run([sys.executable, str(script), str(tree), str(data), start, end, "1"], capture_output=True,
+                   text=True, cwd=tree, env=_env(True), check=True)
 
 
-def count(tree: Path, data: Path, start: str, end: str, run: bool) -> tuple[int, str]:
-    """``(I refs, the child's RESULT line or "")`` of one child under cachegrind."""
-    with tempfile.TemporaryDirectory(prefix="tsx-instr-") as tmp:
-        script = Path(tmp) / "child.py"
-        script.write_text(CHILD)
-        cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-               sys.executable, str(script), str(tree), str(data), start, end, "1" if run else "0"]
-        p = subprocess.run(cmd, capture_output=True, text=True, cwd=tree, env=_env(False))
+def count(script: Path, tree: Path, data: Path, start: str, end: str, run: bool) -> tuple[int, str]:
+    """``(I refs, the child's RESULT line or "")`` of the child ``script`` under cachegrind."""
+    cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+           sys.executable, str(script), str(tree), str(data), start, end, "1" if run else "0"]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=tree, env=_env(False))
     m = re.search(r"I\s+refs:\s+([\d,]+)", p.stderr)
     if p.returncode != 0 or m is None:
         raise RuntimeError(f"{tree}: the child failed (exit {p.returncode}):\n{p.stderr[-2000:]}")
@@ -121,12 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     start = args.start.isoformat() if args.start else "-"
     end = args.end.isoformat() if args.end else "-"
     trees = [t.resolve() for t in args.trees]
-    for t in trees:
-        warm(t, args.data.resolve(), start, end)
+    data = args.data.resolve()
     jobs = [(t, run) for t in trees for run in (True, False)]  # a tree given twice is counted twice
-    print(f"counting {len(trees)} tree(s) under cachegrind, two children at a time ...", flush=True)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        got = list(pool.map(lambda j: count(j[0], args.data.resolve(), start, end, j[1]), jobs))
+    with tempfile.TemporaryDirectory(prefix="tsx-instr-") as tmp:
+        script = Path(tmp) / "child.py"
+        script.write_text(CHILD)
+        for t in trees:
+            warm(script, t, data, start, end)
+        print(f"counting {len(trees)} tree(s) under cachegrind, two children at a time ...", flush=True)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            got = list(pool.map(lambda j: count(script, j[0], data, start, end, j[1]), jobs))
     runs = [(got[2 * i][0] - got[2 * i + 1][0], got[2 * i][1]) for i in range(len(trees))]
     first = runs[0][0]
     print("| tree | run, instructions | fills | net $ | events | vs the first tree |")

@@ -180,9 +180,10 @@ def point_config(point: dict[str, Any], spec: SweepSpec, run_dir: str, start: st
     return load_config(cfg_path, spec.profile, overrides_for(base, point, run_dir, spec.data, s, e))
 
 
-def data_days(spec: SweepSpec) -> list[str]:
+def data_days(spec: SweepSpec, cfg: Any = None) -> list[str]:
     """The trading days a backtest of ``spec`` can trade (ISO dates; the data's first day only
-    warms up). Parses the data folder.
+    warms up). Parses the data folder. ``cfg``: the spec's config
+    (``load_config(spec.config, spec.profile)``), read here when not given.
 
     Raises:
         SweepSpecError: a start or end that is not an ISO date; the data folder lacks a file, a
@@ -191,7 +192,8 @@ def data_days(spec: SweepSpec) -> list[str]:
     """
     from config.settings import load_config
     from infra.feeds import open_replay
-    cfg = load_config(Path(spec.config) if spec.config else None, spec.profile)
+    if cfg is None:
+        cfg = load_config(Path(spec.config) if spec.config else None, spec.profile)
     bounds = []
     for key, value in (("start", spec.start), ("end", spec.end)):
         try:
@@ -230,7 +232,7 @@ def preflight(spec: SweepSpec, points: list[dict[str, Any]]) -> tuple[list[str],
                 refused[i] = str(err)
     if points and len(refused) == len(points):
         raise SweepSpecError(f"{spec.source}: the config model refuses every parameter set, e.g. {points[0]}: {refused[0]}")
-    return data_days(spec), refused
+    return data_days(spec, base), refused
 
 
 def run_point(point: dict[str, Any], spec: SweepSpec, start: str | None = None, end: str | None = None) -> dict:
