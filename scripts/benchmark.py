@@ -54,6 +54,7 @@ from config.settings import load_config  # noqa: E402
 from domain.handler import BROKER, RISK, ROUTER  # noqa: E402
 from actors.core import current_message  # noqa: E402
 from domain.messages import Bar, ClockTick, Fill, OrderIntent, QuoteTick, TradeTick  # noqa: E402
+from scripts.host_speed import describe, loop_seconds  # noqa: E402
 
 MARKET_DATA = (TradeTick, QuoteTick, Bar, ClockTick)
 
@@ -199,9 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-day", type=dt.date.fromisoformat, default=dt.date(2026, 4, 8),
                    help="trading day replayed for the latency part (the day before warms up)")
     p.add_argument("--latency-speed", type=float, default=2000.0, help="replay speed factor for the latency part")
+    p.add_argument("--no-host-loop", action="store_true",
+                   help="do not time the host loop before and after (scripts/host_speed.py, about 3 s each)")
     args = p.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
+    host_before = None if args.no_host_loop else loop_seconds()
     with tempfile.TemporaryDirectory(prefix="tsx-bench-") as tmp:
         run_dir = Path(tmp)
         if args.part in ("all", "backtest"):
@@ -234,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"p99 {r['broker_p99']:.3f} ms", flush=True)
             print("  slowest intents (ms from their tick, tick time CT, intent): "
                   + "; ".join(f"{ms:.2f} at {when} {what}" for ms, when, what in r["slowest"]), flush=True)
+    if host_before is not None:
+        print(describe(host_before, loop_seconds()), flush=True)
     return 0
 
 

@@ -64,6 +64,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scripts.host_speed import describe, loop_seconds  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data" / "es_nq_yahoo_2m_5m"
 PEERS = ROOT.parent / "shared" / "bench" / "peers"
 PROFILE = "practice-150k"
@@ -245,6 +249,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     raw: dict[tuple[str, str], list[dict]] = {}
+    host_before = loop_seconds()
     t0 = time.time()
     for rep in range(1, args.reps + 1):
         for s in strategies:
@@ -258,14 +263,16 @@ def main() -> int:
                       f"orders {r.get('orders_submitted') or 0:>6}  fills {r['fills']:>6}  "
                       f"rss {r['peak_rss_mb']:6.0f} MiB", flush=True)
     total = time.time() - t0
+    host_after = loop_seconds()
     stats = {k: summarise(v) for k, v in raw.items()}
     print()
     print(f"Medians of {args.reps} fresh processes per row, rows interleaved; whole run {total:.0f} s; "
           f"{os.cpu_count()} CPUs; profile {PROFILE}; data {DATA}")
+    print(describe(host_before, host_after))
     print()
     print_table(stats, strategies, variants)
     if args.json:
-        Path(args.json).write_text(json.dumps({"total_s": total, "raw": {f"{s}/{k}": v for (s, k), v in raw.items()}},
+        Path(args.json).write_text(json.dumps({"total_s": total, "host_loop_s": [host_before, host_after], "raw": {f"{s}/{k}": v for (s, k), v in raw.items()}},
                                               indent=1, default=float))
     return 0
 

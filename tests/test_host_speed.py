@@ -1,0 +1,39 @@
+"""scripts/host_speed.py times the host loop of docs/benchmarks.md, and the backtest benchmark prints
+it beside its figures (docs/benchmarks.md, "The machine, and how to compare")."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scripts.host_speed import LOOP_ADDITIONS, describe, loop_seconds  # noqa: E402
+
+
+def test_loop_runs_in_full_and_takes_time():
+    # a tenth of the loop, run in full (loop_seconds checks the count) in a positive time
+    assert loop_seconds(LOOP_ADDITIONS // 10) > 0
+    with pytest.raises(ValueError, match="additions must be >= 1"):
+        loop_seconds(0)
+
+
+def test_describe_names_both_times():
+    line = describe(3.04, 4.46)
+    assert "3.0 s before, 4.5 s after" in line and f"{LOOP_ADDITIONS:,} additions" in line
+    assert "took 3.0 s (" in describe(3.04)
+
+
+def test_backtest_benchmark_prints_the_host_loop_beside_its_figures():
+    p = subprocess.run([sys.executable, "scripts/benchmark.py", "--part", "backtest", "--data", "data/demo"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    # the demo days' run is deterministic: the main job's fills and net (README)
+    assert re.search(r"backtest: 3 sessions, 4,116 bars, .* fills 32, net \$-169\.42, rules PASS", p.stdout), p.stdout
+    m = re.search(r"host: .* took (\d+\.\d) s before, (\d+\.\d) s after", p.stdout)
+    assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0, p.stdout
