@@ -243,6 +243,10 @@ class RiskManager:
         out = self._advance(ts) if isinstance(ts, int) else []
         if isinstance(msg, OrderIntent):
             return out + self._on_intent(msg)
+        if isinstance(msg, ClockTick):  # the next most frequent, once a minute
+            if self.legs_due and self.flattening:  # a leg's report may be overdue now
+                out += self._continue_flatten()
+            return out + [(WATCHDOG, self.account_status())] if self.emit_account_status else out
         if isinstance(msg, CancelOrder):
             return out + [(ROUTER, msg)]
         if isinstance(msg, (OrderSubmitted, OrderAccepted, OrderRejected, OrderCancelled, Fill)):
@@ -251,10 +255,6 @@ class RiskManager:
             if msg.atr > 0:
                 self.atr[msg.instrument] = msg.atr
             return out
-        if isinstance(msg, ClockTick):
-            if self.legs_due and self.flattening:  # a leg's report may be overdue now
-                out += self._continue_flatten()
-            return out + [(WATCHDOG, self.account_status())] if self.emit_account_status else out
         if isinstance(msg, Shutdown):  # strategies stop for good; market data may flow on for the closes
             out += self._set_hold("shutdown", RiskState.HALTED, f"shutting down: {msg.reason}")
             return out + self.start_flatten(msg.reason)

@@ -174,13 +174,18 @@ class GridStrategy:
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, msg: Any) -> Out:
+        # the message types in the order of how often they come (prints, bars, the clock, denials)
         if isinstance(msg, TradeTick):
             return self._on_tick(msg)
         if isinstance(msg, Bar):
             return self._on_bar(msg)
+        if isinstance(msg, ClockTick):
+            return self._on_time(msg.ts_ns)
+        if isinstance(msg, OrderDenied):
+            return self._on_order_gone(msg)
         if isinstance(msg, Fill):
             return self._on_fill(msg)
-        if isinstance(msg, (OrderCancelled, OrderRejected, OrderDenied)):
+        if isinstance(msg, (OrderCancelled, OrderRejected)):
             return self._on_order_gone(msg)
         if isinstance(msg, (OrderSubmitted, OrderAccepted)):
             return []
@@ -196,8 +201,6 @@ class GridStrategy:
             for bar in msg.bars:
                 self._update_indicators(bar)
             return []
-        if isinstance(msg, ClockTick):
-            return self._on_time(msg.ts_ns)
         raise RejectedMessage(f"{self.strategy_id}: unexpected message {type(msg).__name__}")
 
     # ------------------------------------------------------------------ indicators

@@ -123,6 +123,10 @@ class HedgeManager:
                  strategy_id: str = "hedge") -> None:
         self.strategy_id = strategy_id
         self.cfg = config
+        # the activation and deactivation distances, spacings, as :meth:`target` compares them
+        self._activation = Decimal(str(config.activation_spacings))
+        self._deactivation = Decimal(str(config.deactivation_spacings))
+        self._legs = (config.primary, config.hedge)
         self.ids = ids
         self.calendar = calendar or SessionCalendar()
         self.spec = get_instrument(config.hedge)
@@ -145,11 +149,14 @@ class HedgeManager:
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, msg: Any) -> Out:
+        # the message types in the order of how often they come (prints, bars, the clock)
         if isinstance(msg, TradeTick):
             self.last[msg.instrument] = msg.price
             return []
         if isinstance(msg, Bar):
             return self._on_bar(msg)
+        if isinstance(msg, ClockTick):
+            return self._expire(msg.ts_ns)
         if isinstance(msg, WarmupBars):
             return self._on_warmup(msg)
         if isinstance(msg, StrategyStatus):
@@ -172,8 +179,6 @@ class HedgeManager:
         if isinstance(msg, RiskStateChanged):
             self.risk_state = msg.state
             return []
-        if isinstance(msg, ClockTick):
-            return self._expire(msg.ts_ns)
         raise RejectedMessage(f"hedge: unexpected message {type(msg).__name__}")
 
     # ------------------------------------------------------------------ estimation
@@ -195,7 +200,7 @@ class HedgeManager:
         return []
 
     def _update_corr(self, bar: Bar) -> None:
-        if bar.period_s != self.cfg.bar_s or bar.instrument not in (self.cfg.primary, self.cfg.hedge):
+        if bar.period_s != self.cfg.bar_s or bar.instrument not in self._legs:
             return
         prev = self.last_close.get(bar.instrument)
         self.last_close[bar.instrument] = bar.close
@@ -252,11 +257,11 @@ class HedgeManager:
             self.active = False
             return 0
         distance = abs(p_p - self.mid) / self.spacing
-        if not self.active and distance >= Decimal(str(self.cfg.activation_spacings)):
+        if not self.active and distance >= self._activation:
             self.active = True
             self.activations += 1
             self.activated_ns = ts_ns
-        elif (self.active and distance < Decimal(str(self.cfg.deactivation_spacings))
+        elif (self.active and distance < self._deactivation
               and ts_ns - self.activated_ns >= self.cfg.min_hold_s * NS):
             self.active = False
         if not self.active:
