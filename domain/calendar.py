@@ -78,13 +78,19 @@ _day_window: tuple[int, int, dt.date] = (0, 0, dt.date.min)
 
 def _remember_day_window(ts_ns: int) -> dt.date:
     global _day_window
+    window = _day_window = _day_window_of(ts_ns)  # one tuple: a reader on another thread sees all or none
+    return window[2]
+
+
+def _day_window_of(ts_ns: int) -> tuple[int, int, dt.date]:
+    """(start, end, trading day): the two consecutive 17:00 CT instants around ``ts_ns``, epoch
+    ns, and the trading day of every timestamp between them."""
     day = _trading_day_of_minute(ts_ns // (60 * NS))
     t = ns_to_ct(ts_ns)
     today_open = dt.datetime.combine(t.date(), OPEN_TIME, tzinfo=CT)
     lo = today_open if t >= today_open else dt.datetime.combine(t.date() - dt.timedelta(days=1), OPEN_TIME, tzinfo=CT)
     hi = dt.datetime.combine(lo.date() + dt.timedelta(days=1), OPEN_TIME, tzinfo=CT)
-    _day_window = (dt_to_ns(lo), dt_to_ns(hi), day)  # one tuple: a reader on another thread sees all or none
-    return day
+    return dt_to_ns(lo), dt_to_ns(hi), day
 
 
 @functools.lru_cache(maxsize=8192)
@@ -143,12 +149,13 @@ class SessionCalendar:
 
     def can_open(self, ts_ns: int) -> bool:
         """True when new positions may be opened: inside the trading day, before the flatten time,
-        and not on an exchange holiday (:data:`EXCHANGE_CLOSED_DAYS`)."""
-        day = trading_day(ts_ns)
-        if day in EXCHANGE_CLOSED_DAYS:
-            return False
-        open_ns, _ = _session_bounds_ns(day)
-        return open_ns <= ts_ns < _flatten_ns(day, self.flat_margin_s)
+        and not on an exchange holiday (:data:`EXCHANGE_CLOSED_DAYS`). The answer is constant on
+        spans of time; the last span asked about is kept per margin (:func:`_open_span`)."""
+        lo, hi, value = _open_spans.get(self.flat_margin_s, _NO_SPAN)
+        if lo <= ts_ns < hi:
+            return value
+        span = _open_spans[self.flat_margin_s] = _open_span(ts_ns, self.flat_margin_s)  # one tuple, as _day_window
+        return span[2]
 
     def must_be_flat(self, ts_ns: int) -> bool:
         """True from the flatten time until the next session opens (and all weekend)."""
@@ -159,6 +166,29 @@ class SessionCalendar:
         """True between 17:00 CT (Sun-Thu) and 15:10 CT (Mon-Fri): the Topstep trading window."""
         open_ns, deadline_ns = _session_bounds_ns(trading_day(ts_ns))
         return open_ns <= ts_ns < deadline_ns
+
+
+_NO_SPAN = (0, 0, False)
+_open_spans: dict[int, tuple[int, int, bool]] = {}
+"""flat margin (s) -> the span of :func:`_open_span` last asked about."""
+
+
+def _open_span(ts_ns: int, flat_margin_s: int) -> tuple[int, int, bool]:
+    """``(start, end, can open)``: the longest span around ``ts_ns`` (epoch ns, end excluded)
+    over which :meth:`SessionCalendar.can_open` with ``flat_margin_s`` gives one answer, cut at
+    the 17:00 CT instants around it (:func:`_day_window_of`). Within those the trading day is one,
+    so the answer is False on a closed day, else True from the session open to the flatten time
+    and False before and after (``tests/test_fast_paths.py`` holds it to the plain rule)."""
+    lo, hi, day = _day_window_of(ts_ns)
+    if day in EXCHANGE_CLOSED_DAYS:
+        return lo, hi, False
+    open_ns, _ = _session_bounds_ns(day)
+    flat_ns = _flatten_ns(day, flat_margin_s)
+    if ts_ns < open_ns:
+        return lo, min(open_ns, hi), False
+    if ts_ns < flat_ns:
+        return max(lo, open_ns), min(flat_ns, hi), True
+    return max(lo, flat_ns), hi, False
 
 
 @functools.lru_cache(maxsize=256)

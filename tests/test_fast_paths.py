@@ -665,3 +665,40 @@ def test_round_to_tick_of_a_float_equals_the_decimal_rule_at_ties_and_near_them(
     for bad in (math.nan, math.inf):  # the Decimal rule's own error
         with pytest.raises((ValueError, ArithmeticError)):
             spec.round_to_tick(bad)
+
+
+def test_can_open_spans_equal_the_plain_rule_across_dst_weekends_and_holidays():
+    from domain import calendar
+    rng = random.Random(5)
+    ns = 1_000_000_000
+    cals = [calendar.SessionCalendar(m) for m in (0, 300, 1800)]
+
+    def plain(ts: int, margin: int) -> bool:  # the rule as docs/risk.md states it, no span kept
+        day = calendar._trading_day_of_minute(ts // (60 * ns))
+        if day in calendar.EXCHANGE_CLOSED_DAYS:
+            return False
+        open_ns, _ = calendar._session_bounds_ns(day)
+        return open_ns <= ts < calendar._flatten_ns(day, margin)
+
+    ts = int(dt.datetime(2025, 12, 20, tzinfo=dt.timezone.utc).timestamp()) * ns
+    seen = set()
+    for _ in range(80_000):  # ~16 months of jumps forward and back: both DST changes, Good Friday, Christmas
+        ts += rng.choice((1, 60 * ns, 7 * 60 * ns, 3600 * ns, 17 * 3600 * ns + 1, -5 * 60 * ns, -1))
+        for cal in cals:
+            want = plain(ts, cal.flat_margin_s)
+            assert cal.can_open(ts) == want, (ts, cal.flat_margin_s)
+            seen.add(want)
+    # the instants themselves (session open, flatten time, the 17:00 CT window ends, each +-1 ns),
+    # each asked right after a time inside the span before it and the span after it (the kept span)
+    for day in (dt.date(2026, 1, 1), dt.date(2026, 3, 9), dt.date(2026, 4, 3), dt.date(2026, 4, 6),
+                dt.date(2026, 11, 2), dt.date(2026, 12, 25), dt.date(2026, 12, 28)):
+        open_ns, _ = calendar._session_bounds_ns(day)
+        for cal in cals:
+            flat = calendar._flatten_ns(day, cal.flat_margin_s)
+            lo, hi, _ = calendar._day_window_of(flat)
+            for edge in (open_ns, flat, lo, hi):
+                for t in (edge - 1, edge, edge + 1):
+                    for before in (edge - 60 * ns, edge + 60 * ns):
+                        cal.can_open(before)
+                        assert cal.can_open(t) == plain(t, cal.flat_margin_s), (day, edge, t, before)
+    assert seen == {True, False}
