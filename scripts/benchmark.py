@@ -205,13 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
+    if args.part in ("all", "backtest") and not args.data.exists():
+        print(f"error: data folder {args.data} not found", file=sys.stderr)
+        return 2
     host_before = None if args.no_host_loop else loop_seconds()
     with tempfile.TemporaryDirectory(prefix="tsx-bench-") as tmp:
         run_dir = Path(tmp)
         if args.part in ("all", "backtest"):
-            if not args.data.exists():
-                print(f"error: data folder {args.data} not found", file=sys.stderr)
-                return 2
             print(f"backtest on {args.data} ...", flush=True)
             r = bench_backtest(args.data, run_dir)
             print(f"backtest: {r['sessions']} sessions, {r['bars']:,} bars, {r['events']:,} events in "

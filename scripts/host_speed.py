@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 
 LOOP_ADDITIONS = 30_000_000
-"""Additions in the loop (docs/benchmarks.md: 2.6-5.0 s on the development machine, by the hour)."""
+"""Additions in the loop (its times on the development machines: docs/benchmarks.md, "The machine")."""
 
 
 def loop_seconds(additions: int = LOOP_ADDITIONS) -> float:
@@ -39,7 +39,7 @@ def describe(before: float, after: float | None = None) -> str:
     """One line for a benchmark's output: the loop's time before (and after) the run, seconds."""
     times = f"{before:.1f} s" if after is None else f"{before:.1f} s before, {after:.1f} s after"
     return (f"host: the pure-Python loop of docs/benchmarks.md ({LOOP_ADDITIONS:,} additions) took {times} "
-            f"(docs/benchmarks.md: about 2.5-3 s on a calm hour, 4 s and more on a slow one)")
+            f"(its times on a calm and a slow hour, and what it does not show: docs/benchmarks.md, \"The machine\")")
 
 
 if __name__ == "__main__":
