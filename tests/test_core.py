@@ -256,8 +256,12 @@ def test_crash_restart_one_for_one_and_intensity_escalation(hosting):
         d.tell("a", "hello")  # addressed by name: reaches the new incarnation
         assert wait_until(lambda: "hello" in Crashy.seen)
         assert d.ref("b") is first_b and first_b.is_alive()  # one_for_one left the sibling alone
+        second = d.ref("a")
         d.tell("a", "boom")
-        assert wait_until(lambda: tree.restarts["a"] == 2)
+        # the count rises before the new incarnation is registered: wait for it, or the third
+        # "boom" can reach the dead one (a dead letter) and nothing escalates
+        assert wait_until(lambda: tree.restarts["a"] == 2 and d.ref("a") not in (None, second)
+                          and d.ref("a").is_alive())
         d.tell("a", "boom")  # third restart within 60 s > intensity 2
         reason = escalated.get(timeout=5)
         assert "intensity exceeded" in reason
