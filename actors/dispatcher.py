@@ -7,22 +7,32 @@ same trade log, byte for byte (tests/test_core.py checks it).
 from __future__ import annotations
 
 from collections import Counter, deque
-from typing import Any
+from typing import Any, Callable
 
 from loguru import logger
 
 from domain.handler import Out, RejectedMessage
+from domain.messages import Alert
 
 
 class Dispatcher:
     """Single-threaded FIFO dispatcher: the same handlers and routing as the actor tree, no threads.
 
     Deterministic: messages are delivered in the order they were produced; ties cannot occur.
+
+    Args:
+        handlers: actor name -> handler (``handle(msg) -> Out``).
+        topic_map: topic -> subscriber names, in delivery order.
+        on_alert: called with each :class:`domain.messages.Alert` sent to a name with no handler
+            (the backtest has no watchdog: the node passes a log-only alerter, so a strategy's
+            or risk's alerts still reach the log); None counts them as dead letters only.
     """
 
-    def __init__(self, handlers: dict[str, Any], topic_map: dict[str, tuple[str, ...]]) -> None:
+    def __init__(self, handlers: dict[str, Any], topic_map: dict[str, tuple[str, ...]],
+                 on_alert: Callable[[Alert], Any] | None = None) -> None:
         self.handlers = handlers
         self.topics = topic_map
+        self.on_alert = on_alert
         self.queue: deque[tuple[str, Any]] = deque()  # (actor or topic, message), in the order produced
         self.dead_letters: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
@@ -72,6 +82,8 @@ class Dispatcher:
             for name, handle in route:
                 if handle is None:
                     self.dead_letters[name] += 1
+                    if type(msg) is Alert and self.on_alert is not None:
+                        self.on_alert(msg)
                     continue
                 try:
                     answer = handle(msg)

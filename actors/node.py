@@ -42,6 +42,7 @@ from domain.portfolio import Portfolio
 from domain.report import SessionSummary
 from domain.risk import RiskManager
 from domain.strategies.base import StrategyContext
+from infra.alerts import SlackAlerter, log_alert
 from infra.feeds import HubData, ReplayData, open_replay
 from infra.tick_recorder import RECORDER, FlushTicks, RecordedData, TickRecorder, is_recording_dir, open_recordings
 from infra.persistence import StoreIds, WriteAhead, WriteBehind, persist_hook
@@ -361,17 +362,20 @@ class Node:
         if both_paths and isinstance(self.data, ReplayData) and getattr(self.data, "bar_paths", True):
             other = "adverse" if self.data.path == "adaptive" else "adaptive"
             alt = Node(self.cfg, self.spec, trades_csv=self.trade_log.path, bar_path=other, keep_trades=False)
-            s.path_nets = {self.data.path: s.net_pnl, other: alt._dispatch().net_pnl}
+            s.path_nets = {self.data.path: s.net_pnl, other: alt._dispatch(log_alerts=False).net_pnl}
             s.trade_paths = {"bars replayed": self.data.source.bar_count, **self.data.source.trade_paths}
         s.seconds = time.perf_counter() - t0
         if self.session_files is not None:
             self.write_session_files(s, self._final_risk)
         return s
 
-    def _dispatch(self) -> SessionSummary:
-        """One backtest run on the dispatcher: a timestamp's ticks at a time, as the paper feed sends them."""
+    def _dispatch(self, log_alerts: bool = True) -> SessionSummary:
+        """One backtest run on the dispatcher: a timestamp's ticks at a time, as the paper feed sends
+        them. With ``log_alerts`` the alerts the handlers send (to a watchdog a backtest has not)
+        are logged with their event time (:func:`infra.alerts.log_alert`); the second bar path's
+        are not (its net is the one figure it reports)."""
         handlers = {name: make() for name, make in self.factories().items()}
-        disp = Dispatcher(handlers, self.topics())
+        disp = Dispatcher(handlers, self.topics(), on_alert=log_alert if log_alerts else None)  # no watchdog here
         disp.send(self.warmup_out())
         disp.drain()
         routed = self.data.routed()
@@ -865,7 +869,6 @@ def run(cfg: Any, mode: str, *, fresh: bool = False, credentials: tuple[str, str
             after_backtest(summary)
         return EXIT_OK
 
-    from infra.alerts import SlackAlerter
     from infra.metrics import LatencyProbe, Metrics
     from infra.sdnotify import notify
     from infra.projectx import errors as pxe

@@ -52,6 +52,14 @@ def log_level(level: str) -> str:
     return _LEVELS.get(level.strip().lower(), "WARNING")
 
 
+def log_alert(alert: Alert) -> None:
+    """Write ``alert`` to the log at its level with its event time (America/Chicago), redacted, and
+    post it nowhere: the alerts of a backtest, which has no watchdog (:class:`actors.dispatcher.Dispatcher`
+    ``on_alert``)."""
+    when = ns_to_ct(alert.ts_ns).strftime("%Y-%m-%d %H:%M:%S CT") if alert.ts_ns > 0 else "no event time"
+    logger.log(log_level(alert.level), "ALERT at {} {}", when, redact(SlackAlerter.format(alert)))
+
+
 class SlackAlerter:
     """Send :class:`~domain.messages.Alert` messages to Slack.
 

@@ -15,7 +15,7 @@ import pytest
 from loguru import logger
 
 from domain.messages import Alert
-from infra.alerts import REDACTED, SlackAlerter, log_level
+from infra.alerts import REDACTED, SlackAlerter, log_alert, log_level
 
 SECRET = "T000SECRET/B000SECRET/xoxSECRETtoken"
 
@@ -110,6 +110,22 @@ def test_no_webhook_logs_at_alert_level(logs: list[str]) -> None:
     crit = [l for l in logs if "MLL headroom below $300" in l]
     assert len(crit) == 2 and all(l.startswith("CRITICAL |") for l in crit)
     assert any(l.startswith("INFO |") and "just so you know" in l for l in logs)
+
+
+def test_log_alert_writes_level_event_time_in_chicago_and_redacts(logs: list[str]) -> None:
+    """The backtest's alerts (no watchdog): logged with their event time, posted nowhere."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+    ts = int(dt.datetime(2026, 4, 6, 9, 31, tzinfo=ZoneInfo("America/Chicago")).timestamp()) * 1_000_000_000
+    url = f"https://hooks.slack.com/services/{SECRET}"
+    SlackAlerter(url).close()  # registers the webhook with the redactor, as the live node does
+    log_alert(Alert("warning", "hedge-low-correlation", f"correlation 0.52 < 0.6 (posting to {url})", ts))
+    log_alert(Alert("critical", "k", "no time", 0))
+    line, crit = logs[-2:]
+    assert line.startswith("WARNING |") and "ALERT at 2026-04-06 09:31:00 CT [WARNING]" in line
+    assert "key=hedge-low-correlation" in line and REDACTED in line
+    assert crit.startswith("CRITICAL |") and "no event time" in crit
+    assert_no_secret(logs)
 
 
 def test_level_mapping() -> None:

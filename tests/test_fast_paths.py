@@ -424,6 +424,26 @@ def test_dispatcher_replace_takes_effect_on_the_next_message():
                    ("B", (3, "direct"))]
 
 
+def test_dispatcher_hands_alerts_no_handler_takes_to_on_alert():
+    """The backtest has no watchdog: an Alert sent to a name without a handler goes to ``on_alert``
+    (and counts as a dead letter); other dead letters and handled alerts do not."""
+    from actors.dispatcher import Dispatcher
+    from domain.messages import Alert, ClockTick
+    got: list = []
+    seen: list = []
+
+    class Recorder:
+        def handle(self, msg):
+            got.append(msg)
+            return []
+
+    disp = Dispatcher({"a": Recorder()}, {"watch": ("a", "watchdog")}, on_alert=seen.append)
+    lost, handled = Alert("warning", "k", "lost", 5), Alert("warning", "k", "handled", 6)
+    disp.run([("watchdog", lost), ("watchdog", ClockTick(7)), ("a", handled), ("watch", handled)])
+    assert seen == [lost, handled] and disp.dead_letters == {"watchdog": 3}
+    assert got == [handled, handled]
+
+
 _NASTY_ROWS = """datetime,open,high,low,close,volume,symbol
 2026-03-08 01:58:00,5000.00,5001.00,4999.00,5000.50,10,ES
 2026-03-08 02:00:00,5000.50,5001.00,4999.00,5000.50,10,ES

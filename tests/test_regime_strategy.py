@@ -15,7 +15,7 @@ from actors.node import Node
 from actors.tree import MODES
 from config.settings import load_config
 from domain.calendar import SessionCalendar
-from domain.handler import RISK, ROUTER, CounterIds
+from domain.handler import RISK, ROUTER, WATCHDOG, CounterIds
 from domain.indicators import EMA
 from domain.messages import (Bar, CancelOrder, ExposureUpdate, Fill, OrderCancelled, OrderDenied, OrderSubmitted, OrderIntent, OrderType, Side,
                              WarmupBars)
@@ -186,8 +186,12 @@ def test_a_refused_protective_order_is_replaced_by_a_market_exit():
     s, t, stop, target = _long_with_bracket()
     out = s.handle(OrderDenied(stop.client_order_id, "regime-MNQ", "test", t + 62 * NS))
     kinds = [(type(m).__name__, getattr(m, "order_type", None)) for _, m in out]
-    assert kinds == [("CancelOrder", None), ("OrderIntent", OrderType.MARKET)]
-    assert out[0][1].client_order_id == target.client_order_id and out[1][1].reduce_only
+    assert kinds == [("Alert", None), ("CancelOrder", None), ("OrderIntent", OrderType.MARKET)]
+    (to, alert), (_, cancel), (_, exit_) = out
+    assert (to, alert.level, alert.key, alert.action) == (WATCHDOG, "warning", "regime-MNQ-protection-refused",
+                                                          "exit at market")
+    assert stop.client_order_id in alert.text
+    assert cancel.client_order_id == target.client_order_id and exit_.reduce_only
 
 
 def test_risk_takes_both_exits_of_a_bracket_but_not_for_a_flat_position():

@@ -11,19 +11,16 @@ the sandbox gateway on 127.0.0.1 for the margin rejection. Sizes in contracts, p
 from __future__ import annotations
 
 import collections
-import contextlib
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from loguru import logger
 
 from domain.calendar import SessionCalendar
 from domain.execution.router import OrderRouter
-from domain.handler import BROKER, EXPOSURE_TOPIC, RISK, RISK_STATE_TOPIC, ROUTER, CounterIds
-from domain.messages import (CancelOrder, Fill, OrderAccepted, OrderCancelled, OrderIntent, OrderRejected,
+from domain.handler import BROKER, EXPOSURE_TOPIC, RISK, RISK_STATE_TOPIC, ROUTER, WATCHDOG, CounterIds
+from domain.messages import (Alert, CancelOrder, Fill, OrderAccepted, OrderCancelled, OrderIntent, OrderRejected,
                              OrderSubmitted, OrderType, Side, TradeTick)
 from domain.orders import bracket_leg_ids
 from domain.risk import RiskManager
@@ -300,44 +297,48 @@ def test_margin_is_recognised_from_the_gateways_code_and_text_only():
     assert [margin_retry_qty(q) for q in (1, 2, 3, 4, 9)] == [None, 1, 1, 2, 4]
 
 
-@contextlib.contextmanager
-def captured_warnings() -> Iterator[list[str]]:
-    """The messages loguru logs at WARNING or above inside the block."""
-    warnings: list[str] = []
-    sink = logger.add(lambda m: warnings.append(m.record["message"]), level="WARNING")
-    try:
-        yield warnings
-    finally:
-        logger.remove(sink)
+def _alerts(out) -> list[Alert]:
+    """The alerts of ``out``, each checked to go to the watchdog."""
+    alerts = [m for _, m in out if isinstance(m, Alert)]
+    assert all(dest == WATCHDOG for dest, m in out if isinstance(m, Alert))
+    return alerts
 
 
 def test_insufficient_margin_retries_once_at_half_size_then_gives_up():
-    with captured_warnings() as warnings:
-        s, model, t = _strategy(size=4)
-        model.next = (1, 0.7)
-        first, = _intents(s.handle(_bar(t)))
-        retry, = _intents(s.handle(OrderRejected(first.client_order_id, SID, "InsufficientFunds: no margin", t + NS)))
-        assert (retry.qty, retry.side, retry.bracket) == (2, Side.BUY, first.bracket)
-        assert retry.client_order_id != first.client_order_id and retry.purpose == first.purpose
-        assert s.counters["entries"] == 1 and s.counters["margin_retries"] == 1
-        assert s.handle(OrderRejected(retry.client_order_id, SID, "InsufficientFunds: no margin", t + 2 * NS)) == []
-        assert s.trade is None                          # a second margin rejection is final
-        one, _, _ = _strategy(size=1)
-        one.model.next = (1, 0.7)
-        entry, = _intents(one.handle(_bar(t)))
-        assert one.handle(OrderRejected(entry.client_order_id, SID, "InsufficientFunds: no margin", t + NS)) == []
-        assert one.trade is None                        # 1 contract: nothing smaller to try
-    assert len(warnings) == 3 and "retried once at 2 contracts" in warnings[0]
+    s, model, t = _strategy(size=4)
+    model.next = (1, 0.7)
+    first, = _intents(s.handle(_bar(t)))
+    out = s.handle(OrderRejected(first.client_order_id, SID, "InsufficientFunds: no margin", t + NS))
+    retry, = _intents(out)
+    assert (retry.qty, retry.side, retry.bracket) == (2, Side.BUY, first.bracket)
+    assert retry.client_order_id != first.client_order_id and retry.purpose == first.purpose
+    assert s.counters["entries"] == 1 and s.counters["margin_retries"] == 1
+    retried, = _alerts(out)
+    assert (retried.level, retried.key, retried.ts_ns) == ("warning", f"{SID}-margin-retry", t + NS)
+    assert first.client_order_id in retried.text and "4 contracts" in retried.text and "no margin" in retried.text
+    assert retried.action == f"retried once at 2 contracts as {retry.client_order_id}"
+    out = s.handle(OrderRejected(retry.client_order_id, SID, "InsufficientFunds: no margin", t + 2 * NS))
+    final, = _alerts(out)
+    assert len(out) == 1 and s.trade is None        # a second margin rejection is final
+    assert final.key == f"{SID}-margin-rejected" and final.action == "not retried again"
+    assert retry.client_order_id in final.text and "2 contracts" in final.text
+    one, _, _ = _strategy(size=1)
+    one.model.next = (1, 0.7)
+    entry, = _intents(one.handle(_bar(t)))
+    out = one.handle(OrderRejected(entry.client_order_id, SID, "InsufficientFunds: no margin", t + NS))
+    assert len(out) == 1 and _alerts(out)[0].action == "not retried again"
+    assert one.trade is None                        # 1 contract: nothing smaller to try
 
 
-def test_any_other_rejection_is_logged_and_not_retried():
-    with captured_warnings() as warnings:
-        s, model, t = _strategy(size=4)
-        model.next = (1, 0.7)
-        entry, = _intents(s.handle(_bar(t)))
-        assert s.handle(OrderRejected(entry.client_order_id, SID, "OrderRejected: Invalid size 4.", t + NS)) == []
-    assert s.trade is None and "margin_retries" not in s.counters
-    assert len(warnings) == 1 and "not retried" in warnings[0] and "Invalid size" in warnings[0]
+def test_any_other_rejection_is_reported_and_not_retried():
+    s, model, t = _strategy(size=4)
+    model.next = (1, 0.7)
+    entry, = _intents(s.handle(_bar(t)))
+    out = s.handle(OrderRejected(entry.client_order_id, SID, "OrderRejected: Invalid size 4.", t + NS))
+    alert, = _alerts(out)
+    assert len(out) == 1 and s.trade is None and "margin_retries" not in s.counters
+    assert (alert.level, alert.key, alert.action) == ("warning", f"{SID}-entry-rejected", "not retried")
+    assert "Invalid size" in alert.text and entry.client_order_id in alert.text
 
 
 def test_the_sandbox_gateways_margin_rejection_gets_one_smaller_retry():
@@ -468,6 +469,18 @@ def test_a_target_that_fills_before_its_cancel_is_closed_at_market():
     assert s.book.qty == 0 and s.trade is None
 
 
+def test_a_fill_of_no_working_order_is_reported_and_its_position_closed_at_market():
+    s, _model, t, _stop, _target = _long_managed()
+    stray = Fill(f"{SID}-0-9", SID, "T9", "MES", Side.BUY, 1, D("5001.00"), D("0.37"), 0, t + 2 * NS)
+    out = s.handle(stray)                                           # long 2 now: 1 of it no trade's
+    alert, = _alerts(out)
+    assert (alert.level, alert.key, alert.ts_ns) == ("warning", f"{SID}-late-fill", t + 2 * NS)
+    assert stray.client_order_id in alert.text and "position now 2" in alert.text
+    assert alert.action == "closing 2 at market"
+    exit_, = _closing(out)
+    assert (exit_.side, exit_.qty, exit_.order_type) == (Side.SELL, 2, OrderType.MARKET)
+
+
 def test_a_reversals_kept_stop_filling_after_the_close_neither_crashes_nor_stays_naked():
     s, model, t, stop, target = _long_managed()
     model.next = (-1, 0.80)                                         # REVERSE_TO_SHORT
@@ -488,9 +501,12 @@ def test_a_refused_market_exit_puts_the_stop_back_and_an_over_closed_one_is_sent
     exit_, = _intents(s.handle(_bar(t + 120 * NS)))
     for leg in (stop, target):
         s.handle(OrderCancelled(leg.client_order_id, SID, t + 121 * NS, "exit"))
-    again = _intents(s.handle(OrderRejected(exit_.client_order_id, SID, "not placed (RateLimited (code 429))",
-                                            t + 122 * NS)))
+    out = s.handle(OrderRejected(exit_.client_order_id, SID, "not placed (RateLimited (code 429))", t + 122 * NS))
+    again = _intents(out)
     assert [(i.order_type, i.qty, i.reduce_only) for i in again] == [(OrderType.STOP, 1, True), (OrderType.LIMIT, 1, True)]
+    gone, = _alerts(out)
+    assert (gone.key, gone.action) == (f"{SID}-exit-gone", "stop and target placed again")
+    assert exit_.client_order_id in gone.text and "RateLimited" in gone.text and "position 1" in gone.text
     assert s.book.qty == 1 and s.trade["stop"] == again[0].client_order_id   # protected again; next bar decides
 
     s, model, t, stop, target = _long_managed(size=2)               # an over-close has no stop to go back to
@@ -508,4 +524,6 @@ def test_a_refused_market_exit_puts_the_stop_back_and_an_over_closed_one_is_sent
             alert, = [m for _, m in out]
             assert alert.level == "critical" and "without a stop" in alert.text
             break
+        gone, = _alerts(out)
+        assert (gone.level, gone.key, gone.action) == ("warning", f"{SID}-exit-gone", "market exit sent again")
     assert s.book.qty == -1 and sum(attempts) == BracketTrader.EXIT_ATTEMPTS - 1

@@ -63,8 +63,14 @@ Partial fills (seed 003 "Order Executor", "Handle partial fills"; sizes in contr
 Rejections (seed 003 "Error Handling"): an entry refused for insufficient margin
 (:func:`is_insufficient_margin`) is sent once more at :func:`margin_retry_qty` contracts (half,
 at least 1; a 1-contract entry is not retried), under a new client order id, only after the
-rejection (terminal) arrived; the retry's own rejection is final. Any other rejection is logged at
-WARNING and not retried.
+rejection (terminal) arrived; the retry's own rejection is final. Any other rejection is not
+retried.
+
+Every rejection, a fill of no working order, a protective order refused and a market exit gone is
+reported as a warning :class:`domain.messages.Alert` to the watchdog, keyed
+``<strategy id>-<what happened>`` (:meth:`BracketTrader._warn`): logged at WARNING by the
+watchdog's alerter and sent to Slack when a webhook is set (de-duplicated per key and trading day,
+infra/alerts.py), or logged by the backtest's dispatcher, which has no watchdog.
 
 The host class provides ``strategy_id``, ``instrument``, ``spec`` (instrument spec), ``ids``,
 ``book`` (:class:`domain.strategies.base.OwnPosition`), ``risk_state``, ``counters`` (with ``entries``, ``stops``,
@@ -83,7 +89,6 @@ from domain.messages import (Alert, Bracket, CancelOrder, ClockTick, ExposureUpd
                              OrderCancelled, OrderDenied, OrderIntent, OrderRejected, OrderSubmitted, OrderType,
                              RiskStateChanged, Side, StrategyStatus, TradeTick)
 from domain.orders import bracket_leg_ids, bracket_parent
-from loguru import logger
 
 MARGIN_REASONS = ("insufficientfunds", "insufficient funds", "insufficient margin")
 """Lower-case texts of a rejection reason that mean the account lacks the margin for the order."""
@@ -179,24 +184,29 @@ class BracketTrader:
                                 entry_leaves=qty, **extra)
         return [(RISK, intent)]
 
-    def _retry_smaller(self, t: dict[str, Any], msg: OrderRejected) -> Out:
+    def _warn(self, what: str, text: str, ts_ns: int, action: str = "") -> Out:
+        """A warning :class:`Alert` to the watchdog, keyed ``<strategy id>-<what>``; ``text`` is
+        prefixed with the strategy id."""
+        return [(WATCHDOG, Alert("warning", f"{self.strategy_id}-{what}", f"{self.strategy_id}: {text}", ts_ns,
+                                 action))]
+
+    def _retry_smaller(self, t: dict[str, Any], msg: OrderRejected) -> Out | None:
         """The entry was refused for margin (:func:`is_insufficient_margin`): the same entry once
-        more at :func:`margin_retry_qty` contracts, a new client order id; [] when there is no
-        retry (already retried, or 1 contract), the rejection then being final."""
+        more at :func:`margin_retry_qty` contracts, a new client order id, with a warning alert;
+        None when there is no retry (already retried, or 1 contract), the rejection then being
+        final."""
         qty = margin_retry_qty(t["qty"])
         if t.get("margin_retry") or qty is None:
-            logger.warning("{}: entry {} ({} contracts) rejected for margin ({}); not retried again",
-                           self.strategy_id, t["entry"], t["qty"], msg.reason)
-            return []
+            return None
         extra = {k: v for k, v in t.items() if k not in TRADE_KEYS}
         out = self._send_entry(t["dir"], qty, t["stop_ticks"], t["target_ticks"], msg.ts_ns, t.get("purpose", "entry"),
                                t.get("tag", ""), t.get("exit_prefix", "exit"), extra)
         assert self.trade is not None
         self.trade["margin_retry"] = True
         self.counters["margin_retries"] = self.counters.get("margin_retries", 0) + 1
-        logger.warning("{}: entry {} ({} contracts) rejected for margin ({}); retried once at {} contracts as {}",
-                       self.strategy_id, t["entry"], t["qty"], msg.reason, qty, self.trade["entry"])
-        return out
+        return self._warn("margin-retry", f"entry {t['entry']} ({t['qty']} contracts) rejected for margin "
+                          f"({msg.reason})", msg.ts_ns,
+                          f"retried once at {qty} contracts as {self.trade['entry']}") + out
 
     # ------------------------------------------------------------------ order events
     def _on_fill(self, fill: Fill) -> Out:
@@ -217,14 +227,14 @@ class BracketTrader:
         under a trade of its own (``exiting`` "late fill"), cancelling the pending entry of a trade
         not filled yet. Nothing to do when it left the strategy flat."""
         pos = self.book.qty
-        logger.warning("{}: fill of {} ({} {} @ {}) belongs to no working order of the trade; position now {}",
-                       self.strategy_id, fill.client_order_id, fill.side.value, fill.qty, fill.price, pos)
+        out = self._warn("late-fill", f"fill of {fill.client_order_id} ({fill.side.value} {fill.qty} @ {fill.price}) "
+                         f"belongs to no working order of the trade; position now {pos}", fill.ts_ns,
+                         "none: flat" if pos == 0 else f"closing {pos} at market")
         t = self.trade
         if pos == 0:
             if t is not None and t["entry_price"] is not None:
-                return self._settle(fill.ts_ns, False)
-            return []
-        out: Out = []
+                return out + self._settle(fill.ts_ns, False)
+            return out
         if t is not None and t["entry_price"] is None:  # a new trade's entry is on its way: not any more
             out.append((RISK, CancelOrder(t["entry"], self.strategy_id, fill.ts_ns, "late fill of an earlier order")))
         if t is None or t["entry_price"] is None:
@@ -430,11 +440,13 @@ class BracketTrader:
             elif isinstance(msg, OrderRejected) and not t["filled"]:
                 if is_insufficient_margin(msg.reason):
                     retry = self._retry_smaller(t, msg)
-                    if retry:
+                    if retry is not None:
                         return out + retry
-                else:  # seed 003 "Error Handling": an order rejected is logged, not retried
-                    logger.warning("{}: entry {} ({} contracts) rejected: {}; not retried", self.strategy_id,
-                                   coid, t["qty"], msg.reason)
+                    out += self._warn("margin-rejected", f"entry {coid} ({t['qty']} contracts) rejected for margin "
+                                      f"({msg.reason})", msg.ts_ns, "not retried again")
+                else:  # seed 003 "Error Handling": an order rejected is reported, not retried
+                    out += self._warn("entry-rejected", f"entry {coid} ({t['qty']} contracts) rejected: {msg.reason}",
+                                      msg.ts_ns, "not retried")
             if self.book.qty == 0:
                 if t["filled"]:
                     self._close_if_done()  # the remainder of an entry whose position already closed
@@ -449,11 +461,12 @@ class BracketTrader:
         if coid in (t["stop"], t["target"]) and not isinstance(msg, OrderCancelled) and self.book.qty != 0:
             # a protective order refused: never hold the position without its stop
             self.counters["denied"] += 1
-            logger.warning("{}: protective order {} refused: {}; exit at market", self.strategy_id, coid,
-                           getattr(msg, "reason", ""))
+            out = self._warn("protection-refused", f"protective order {coid} refused: {getattr(msg, 'reason', '')}",
+                             msg.ts_ns, "exit at market")
             other = t["target"] if coid == t["stop"] else t["stop"]
             t["stop" if coid == t["stop"] else "target"] = None
-            out = [(RISK, CancelOrder(other, self.strategy_id, msg.ts_ns, "oco: sibling refused"))] if other else []
+            if other:
+                out.append((RISK, CancelOrder(other, self.strategy_id, msg.ts_ns, "oco: sibling refused")))
             self._track_cancelled(("stop", "target"))
             t["exiting"] = "protective order refused"
             if t.get("entry_leaves"):
@@ -484,18 +497,17 @@ class BracketTrader:
         assert t is not None
         pos = self.book.qty
         why = t.get("exiting") or "exit"
-        logger.warning("{}: market exit {} gone ({}); position {}", self.strategy_id, msg.client_order_id,
-                       getattr(msg, "reason", type(msg).__name__), pos)
+        gone = f"market exit {msg.client_order_id} gone ({getattr(msg, 'reason', type(msg).__name__)}); position {pos}"
         if (pos > 0) == (t["dir"] > 0) and t.get("stop_px") is not None and why not in ("over-closed", "late fill"):
             t["exiting"] = None
-            return self._cover(msg.ts_ns)
+            return self._warn("exit-gone", gone, msg.ts_ns, "stop and target placed again") + self._cover(msg.ts_ns)
         t["exit_attempts"] = t.get("exit_attempts", 1) + 1
         if t["exit_attempts"] > self.EXIT_ATTEMPTS:
             return [(WATCHDOG, Alert("critical", f"{self.strategy_id}-unprotected",
                                      f"{self.strategy_id}: {pos} {self.instrument} held without a stop; "
                                      f"{self.EXIT_ATTEMPTS} market exits failed ({why})", msg.ts_ns,
                                      "none: risk's flatten or the operator must close it"))]
-        return self._market_exit(msg.ts_ns, why)
+        return self._warn("exit-gone", gone, msg.ts_ns, "market exit sent again") + self._market_exit(msg.ts_ns, why)
 
     def _close_if_done(self) -> None:
         """Close a flat trade once neither its entry's remainder nor a market exit still works."""
