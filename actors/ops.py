@@ -34,20 +34,17 @@ from actors.core import ask
 from domain.calendar import flat_deadline, ns_to_ct, trading_day
 from domain.handler import RISK
 from domain.messages import Alert, Fill, Flatten, OperatorCommand, Pause, Resume
+from domain.ports import COMMANDS, CommandRefused
 from domain.risk_rules import mini_equivalents
 
-COMMANDS = ("pause", "resume", "flatten", "arm", "disarm", "report")
 CHART_POINTS = 1500
 """Last prices kept per instrument for the panel's chart (one sample a heartbeat, by event time)."""
 
 
-class CommandRefused(ValueError):
-    """The command is unknown or does not apply in this mode (e.g. ``arm`` in paper mode)."""
-
-
 class OpsDesk:
     """Operator commands and status for one :class:`actors.node.Node` (thread-safe: every action
-    is a message to an actor or a query answered in the actor's thread).
+    is a message to an actor or a query answered in the actor's thread): the
+    :class:`domain.ports.OperatorDesk` port.
 
     Args:
         node: the running node (its directory, store, mode spec, clock and arming).

@@ -9,6 +9,10 @@
 | :class:`TradeRecorder` | :class:`infra.trade_log.TradeLog` |
 | :class:`Clock` | the node's event clock (simulated: the last event time; wall: last event + wall time since) |
 
+One port is driven from outside instead: :class:`OperatorDesk`, what an operator may ask of a
+running node, implemented by :class:`actors.ops.OpsDesk` and served over HTTP by
+:class:`infra.ops_api.OpsServer` (so the adapter needs no import of the host).
+
 One contract test suite runs the same scenarios against both venue adapters
 (``tests/test_venue_contract.py``), as hummingbot's connector conformance tests do
 (docs/reference/reference-designs.md). Units: prices in points (``Decimal``), quantities in
@@ -206,3 +210,28 @@ class Clock(Protocol):
     """The node's notion of now, epoch ns UTC (simulated: the last event; wall: last event + wall time since)."""
 
     def now_ns(self) -> int: ...
+
+
+COMMANDS = ("pause", "resume", "flatten", "arm", "disarm", "report")
+"""The operator commands (docs/operations.md): ``POST /ops/<command>``, or ``RPUSH {ns}:ops:commands``."""
+
+
+class CommandRefused(ValueError):
+    """The command is unknown or does not apply in this mode (e.g. ``arm`` in paper mode)."""
+
+
+class OperatorDesk(Protocol):
+    """What an operator may ask of a running node (implemented by :class:`actors.ops.OpsDesk`).
+    Both methods block briefly (they ask the actors) and are safe from any thread."""
+
+    def command(self, name: str, who: str, source: str) -> str:
+        """Carry out command ``name`` (one of :data:`COMMANDS`) for operator ``who`` coming from
+        ``source`` (``"http"`` / ``"redis"``); returns what was done.
+
+        Raises:
+            CommandRefused: unknown command, or one that does not apply in this mode.
+        """
+
+    def status(self) -> dict[str, Any]:
+        """The node's status document (JSON-safe; money as strings of dollars), as
+        ``GET /ops/status`` serves it."""

@@ -28,8 +28,7 @@ from aiohttp import web
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from actors.ops import COMMANDS, CommandRefused, OpsDesk
-
+from domain.ports import COMMANDS, CommandRefused, OperatorDesk
 
 STATIC = Path(__file__).resolve().parent / "ops_static"
 STREAM_INTERVAL_S = 1.0
@@ -39,13 +38,13 @@ class OpsServer:
     """Serves the ops API from a daemon thread with its own event loop.
 
     Args:
-        desk: the node's :class:`actors.ops.OpsDesk`.
+        desk: the node's desk (:class:`domain.ports.OperatorDesk`; :class:`actors.ops.OpsDesk`).
         readiness: ``f() -> reason or None``: None when the node is ready to trade.
         token: the bearer token POSTs need (from ``OPS_TOKEN``); None switches commands off.
         registry: the Prometheus registry ``GET /metrics`` serves, or None (404).
     """
 
-    def __init__(self, desk: OpsDesk, readiness: Callable[[], str | None], token: str | None,
+    def __init__(self, desk: OperatorDesk, readiness: Callable[[], str | None], token: str | None,
                  registry: Any | None = None) -> None:
         self.desk = desk
         self.readiness = readiness

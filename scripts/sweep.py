@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from infra.research.sweep import SweepSpecError, load_spec, markdown_top, run_sweep  # noqa: E402
+from actors.research.sweep import SweepSpecError, load_spec, markdown_top, run_sweep  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from infra.research.sweep import SweepSpecError, load_spec  # noqa: E402
-from infra.research.walk_forward import walk_forward  # noqa: E402
+from actors.research.sweep import SweepSpecError, load_spec  # noqa: E402
+from actors.research.walk_forward import walk_forward  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

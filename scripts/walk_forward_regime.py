@@ -1,6 +1,6 @@
 """Walk-forward of the HMM regime strategy: retrain the model on each training window, trade the next.
 
-For each window (trading days, America/Chicago; ``infra.research.walk_forward.windows``): the
+For each window (trading days, America/Chicago; ``actors.research.walk_forward.windows``): the
 HMM is trained on the training days' 5-minute bars of the strategy's instrument (built from the
 data folder's bars; labels by the seed's rule, then matched to the previous window's model so a
 label keeps its meaning: ``domain.regime.model.match_labels``), the strategy is backtested with
@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 from tqdm import tqdm  # noqa: E402
 
 from config.settings import ConfigError, load_config  # noqa: E402
-from infra.research.sweep import SweepSpec, SweepSpecError, data_days, overrides_for  # noqa: E402
-from infra.research.walk_forward import windows  # noqa: E402
+from actors.research.sweep import SweepSpec, SweepSpecError, data_days, overrides_for  # noqa: E402
+from actors.research.walk_forward import windows  # noqa: E402
 
 
 def five_minute_bars(cfg, sym: str, start: str, end: str) -> list:

@@ -6,7 +6,7 @@ Usage::
     python scripts/walk_forward_scalper.py                                   # 28 sessions, --train 10 --test 5
     python scripts/walk_forward_scalper.py --data data/demo --train 1 --test 1 --max-epochs 5
 
-Windows are the research toolkit's (:func:`infra.research.walk_forward.windows`): trading days of
+Windows are the research toolkit's (:func:`actors.research.walk_forward.windows`): trading days of
 the data (America/Chicago, 17:00 CT roll; the data's first day only warms indicators up, as in
 every backtest), train on days ``[i, i + train)``, test on ``[i + train, i + train + test)``, then
 ``i += test`` (the test windows tile the data; the last one may be shorter). Per window:
@@ -59,8 +59,8 @@ from domain.instruments import get_instrument  # noqa: E402
 from domain.scalper.features import FEATURES, bars_frame, batch_features  # noqa: E402
 from domain.scalper.labels import purged_time_split, triple_barrier_labels  # noqa: E402
 from domain.scalper.model import CLASSES, save_model, train_model  # noqa: E402
-from infra.research.sweep import SweepSpecError  # noqa: E402
-from infra.research.walk_forward import windows  # noqa: E402
+from actors.research.sweep import SweepSpecError  # noqa: E402
+from actors.research.walk_forward import windows  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "es_nq_yahoo_2m_5m"
 CONFIGURED_GATE = 0.65

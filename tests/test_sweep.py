@@ -1,4 +1,4 @@
-"""Parameter sweeps and walk-forward (infra/research, scripts/sweep.py, scripts/walk_forward.py).
+"""Parameter sweeps and walk-forward (actors/research, scripts/sweep.py, scripts/walk_forward.py).
 
 A small sweep runs on a real local Ray (2 workers) over the bundled data; its figures must equal
 the same parameter set run in this process (deterministic backtest, data loaded once per worker).
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from config.settings import load_config
-import infra.research.sweep as sweep_mod
-import infra.research.walk_forward as wf_mod
-from infra.research.sweep import METRICS, SweepSpecError, data_days, load_spec, overrides_for, run_point, run_sweep
-from infra.research.walk_forward import walk_forward, windows
+import actors.research.sweep as sweep_mod
+import actors.research.walk_forward as wf_mod
+from actors.research.sweep import METRICS, SweepSpecError, data_days, load_spec, overrides_for, run_point, run_sweep
+from actors.research.walk_forward import walk_forward, windows
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = str(ROOT / "data" / "demo")

@@ -5,12 +5,12 @@ Windows are counted in trading days of the data (America/Chicago, 17:00 CT roll)
 tile the data after the first training window; the last one may be shorter). In each window every
 parameter set of the sweep spec is backtested on the training days (a fresh account each time, the
 day before the window warms the indicators up), the best by the spec's ``objective`` (a key of
-:func:`infra.research.sweep.metrics`, higher is better; ties: the earlier set) is then backtested
+:func:`actors.research.sweep.metrics`, higher is better; ties: the earlier set) is then backtested
 on the test days. Out-of-sample figures are only those of test windows; the in-sample figures of
 the chosen sets are reported beside them.
 
 All training runs of all windows go to the Ray pool at once, then the test runs
-(:func:`infra.research.sweep.run_tasks`).
+(:func:`actors.research.sweep.run_tasks`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.research.sweep import SweepSpec, SweepSpecError, preflight, run_tasks
+from actors.research.sweep import SweepSpec, SweepSpecError, preflight, run_tasks
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def walk_forward(spec: SweepSpec, train: int, test: int, out_dir: Path, workers:
     config model refuses are left out.
 
     Raises:
-        SweepSpecError: from :func:`infra.research.sweep.preflight` or :func:`windows`, before any
+        SweepSpecError: from :func:`actors.research.sweep.preflight` or :func:`windows`, before any
             backtest and before ``out_dir`` is made.
     """
     objective = spec.objective
