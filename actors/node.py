@@ -42,7 +42,7 @@ from domain.portfolio import Portfolio
 from domain.report import SessionSummary
 from domain.risk import RiskManager
 from domain.strategies.base import StrategyContext
-from infra.alerts import SlackAlerter, log_alert
+from infra.alerts import log_alert
 from infra.feeds import HubData, ReplayData, open_replay
 from infra.tick_recorder import RECORDER, FlushTicks, RecordedData, TickRecorder, is_recording_dir, open_recordings
 from infra.persistence import StoreIds, WriteAhead, WriteBehind, persist_hook
@@ -869,6 +869,7 @@ def run(cfg: Any, mode: str, *, fresh: bool = False, credentials: tuple[str, str
             after_backtest(summary)
         return EXIT_OK
 
+    from infra.alerts import SlackAlerter
     from infra.metrics import LatencyProbe, Metrics
     from infra.sdnotify import notify
     from infra.projectx import errors as pxe

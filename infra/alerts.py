@@ -22,14 +22,16 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import httpx
 from loguru import logger
 
 from domain.calendar import ns_to_ct
 from domain.messages import Alert
 from infra.redact import WEBHOOK, RedactFilter, redact, register_webhook
+
+if TYPE_CHECKING:
+    import httpx
 
 REDACTED = WEBHOOK
 """What the webhook URL (or its path, or its secret segment) is replaced with."""
@@ -97,6 +99,7 @@ class SlackAlerter:
         self._client: httpx.Client | None = None
         self._filter: RedactFilter | None = None
         if self._url:
+            import httpx  # only with a webhook: a backtest logs its alerts (log_alert) without it
             register_webhook(self._url)  # before any request, so httpx's first log line is redacted
             self._client = httpx.Client(timeout=timeout_s)
             self._filter = RedactFilter()
