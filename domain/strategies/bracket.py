@@ -68,7 +68,7 @@ retried.
 
 Every rejection, a fill of no working order, a protective order refused and a market exit gone is
 reported as a warning :class:`domain.messages.Alert` to the watchdog, keyed
-``<strategy id>-<what happened>`` (:meth:`BracketTrader._warn`): logged at WARNING by the
+``<strategy id>-<what happened>`` (:meth:`BracketTrader._alert`): logged at WARNING by the
 watchdog's alerter and sent to Slack when a webhook is set (de-duplicated per key and trading day,
 infra/alerts.py), or logged by the backtest's dispatcher, which has no watchdog.
 
@@ -184,11 +184,10 @@ class BracketTrader:
                                 entry_leaves=qty, **extra)
         return [(RISK, intent)]
 
-    def _warn(self, what: str, text: str, ts_ns: int, action: str = "") -> Out:
-        """A warning :class:`Alert` to the watchdog, keyed ``<strategy id>-<what>``; ``text`` is
-        prefixed with the strategy id."""
-        return [(WATCHDOG, Alert("warning", f"{self.strategy_id}-{what}", f"{self.strategy_id}: {text}", ts_ns,
-                                 action))]
+    def _alert(self, what: str, text: str, ts_ns: int, action: str = "", level: str = "warning") -> Out:
+        """An :class:`Alert` to the watchdog (``level`` warning unless given), keyed
+        ``<strategy id>-<what>``; ``text`` is prefixed with the strategy id."""
+        return [(WATCHDOG, Alert(level, f"{self.strategy_id}-{what}", f"{self.strategy_id}: {text}", ts_ns, action))]
 
     def _retry_smaller(self, t: dict[str, Any], msg: OrderRejected) -> Out | None:
         """The entry was refused for margin (:func:`is_insufficient_margin`): the same entry once
@@ -204,7 +203,7 @@ class BracketTrader:
         assert self.trade is not None
         self.trade["margin_retry"] = True
         self.counters["margin_retries"] = self.counters.get("margin_retries", 0) + 1
-        return self._warn("margin-retry", f"entry {t['entry']} ({t['qty']} contracts) rejected for margin "
+        return self._alert("margin-retry", f"entry {t['entry']} ({t['qty']} contracts) rejected for margin "
                           f"({msg.reason})", msg.ts_ns,
                           f"retried once at {qty} contracts as {self.trade['entry']}") + out
 
@@ -227,7 +226,7 @@ class BracketTrader:
         under a trade of its own (``exiting`` "late fill"), cancelling the pending entry of a trade
         not filled yet. Nothing to do when it left the strategy flat."""
         pos = self.book.qty
-        out = self._warn("late-fill", f"fill of {fill.client_order_id} ({fill.side.value} {fill.qty} @ {fill.price}) "
+        out = self._alert("late-fill", f"fill of {fill.client_order_id} ({fill.side.value} {fill.qty} @ {fill.price}) "
                          f"belongs to no working order of the trade; position now {pos}", fill.ts_ns,
                          "none: flat" if pos == 0 else f"closing {pos} at market")
         t = self.trade
@@ -434,18 +433,17 @@ class BracketTrader:
             if isinstance(msg, OrderRejected) and t.get("native") and ("Auto OCO" in msg.reason or "Position Brackets" in msg.reason):
                 # the account does not take native brackets (ProjectX Position Brackets mode)
                 self.native_ok = False
-                out.append((WATCHDOG, Alert("warning", f"{self.strategy_id}-native-brackets",
-                                            f"{self.strategy_id}: the venue refused a native bracket ({msg.reason}); "
-                                            "brackets are managed by the strategy from now on", msg.ts_ns)))
+                out += self._alert("native-brackets", f"the venue refused a native bracket ({msg.reason}); "
+                                  "brackets are managed by the strategy from now on", msg.ts_ns)
             elif isinstance(msg, OrderRejected) and not t["filled"]:
                 if is_insufficient_margin(msg.reason):
                     retry = self._retry_smaller(t, msg)
                     if retry is not None:
                         return out + retry
-                    out += self._warn("margin-rejected", f"entry {coid} ({t['qty']} contracts) rejected for margin "
+                    out += self._alert("margin-rejected", f"entry {coid} ({t['qty']} contracts) rejected for margin "
                                       f"({msg.reason})", msg.ts_ns, "not retried again")
                 else:  # seed 003 "Error Handling": an order rejected is reported, not retried
-                    out += self._warn("entry-rejected", f"entry {coid} ({t['qty']} contracts) rejected: {msg.reason}",
+                    out += self._alert("entry-rejected", f"entry {coid} ({t['qty']} contracts) rejected: {msg.reason}",
                                       msg.ts_ns, "not retried")
             if self.book.qty == 0:
                 if t["filled"]:
@@ -461,7 +459,7 @@ class BracketTrader:
         if coid in (t["stop"], t["target"]) and not isinstance(msg, OrderCancelled) and self.book.qty != 0:
             # a protective order refused: never hold the position without its stop
             self.counters["denied"] += 1
-            out = self._warn("protection-refused", f"protective order {coid} refused: {getattr(msg, 'reason', '')}",
+            out = self._alert("protection-refused", f"protective order {coid} refused: {getattr(msg, 'reason', '')}",
                              msg.ts_ns, "exit at market")
             other = t["target"] if coid == t["stop"] else t["stop"]
             t["stop" if coid == t["stop"] else "target"] = None
@@ -500,14 +498,13 @@ class BracketTrader:
         gone = f"market exit {msg.client_order_id} gone ({getattr(msg, 'reason', type(msg).__name__)}); position {pos}"
         if (pos > 0) == (t["dir"] > 0) and t.get("stop_px") is not None and why not in ("over-closed", "late fill"):
             t["exiting"] = None
-            return self._warn("exit-gone", gone, msg.ts_ns, "stop and target placed again") + self._cover(msg.ts_ns)
+            return self._alert("exit-gone", gone, msg.ts_ns, "stop and target placed again") + self._cover(msg.ts_ns)
         t["exit_attempts"] = t.get("exit_attempts", 1) + 1
         if t["exit_attempts"] > self.EXIT_ATTEMPTS:
-            return [(WATCHDOG, Alert("critical", f"{self.strategy_id}-unprotected",
-                                     f"{self.strategy_id}: {pos} {self.instrument} held without a stop; "
-                                     f"{self.EXIT_ATTEMPTS} market exits failed ({why})", msg.ts_ns,
-                                     "none: risk's flatten or the operator must close it"))]
-        return self._warn("exit-gone", gone, msg.ts_ns, "market exit sent again") + self._market_exit(msg.ts_ns, why)
+            return self._alert("unprotected", f"{pos} {self.instrument} held without a stop; "
+                              f"{self.EXIT_ATTEMPTS} market exits failed ({why})", msg.ts_ns,
+                              "none: risk's flatten or the operator must close it", level="critical")
+        return self._alert("exit-gone", gone, msg.ts_ns, "market exit sent again") + self._market_exit(msg.ts_ns, why)
 
     def _close_if_done(self) -> None:
         """Close a flat trade once neither its entry's remainder nor a market exit still works."""

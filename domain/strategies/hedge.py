@@ -187,10 +187,10 @@ class HedgeManager:
         ``WarmupBars`` per instrument and period; returns pair up only minute by minute, so the bars
         of both legs are kept until both arrived, then fed in time order."""
         for b in msg.bars:
-            if b.period_s == self.cfg.bar_s and b.instrument in (self.cfg.primary, self.cfg.hedge):
+            if b.period_s == self.cfg.bar_s and b.instrument in self._legs:
                 self._warm.setdefault(b.instrument, []).append(b)
-        if self.cfg.primary in self._warm and self.cfg.hedge in self._warm:
-            legs = (self.cfg.primary, self.cfg.hedge)
+        legs = self._legs
+        if all(sym in self._warm for sym in legs):
             for b in sorted((b for sym in legs for b in self._warm[sym]),
                             key=lambda b: (b.start_ns, legs.index(b.instrument))):
                 self._update_corr(b)
