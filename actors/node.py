@@ -194,6 +194,7 @@ class Node:
         delivers in that order, so the backtest is deterministic. A venue that matches on our data
         gets the prints first (``prints.<SYM>``, :class:`infra.feeds.FeedCore`)."""
         strategies = tuple(e.name for e in self.entries)
+        watchdog = (WATCHDOG,) if self.spec.watchdog else ()  # the backtest has none: no dead letters
         venue = (BROKER,) if self.venue.matches_ticks else ()
         builders = tuple(bar_builder(sym) for sym in self.instruments)
         t: dict[str, tuple[str, ...]] = {}
@@ -203,10 +204,10 @@ class Node:
             t[quotes_topic(sym)] = (((RECORDER,) if self.record_dir is not None else ())
                                     + tuple(e.name for e in self.entries if sym in e.instruments and e.plugin().wants_quotes))
             t[bars_topic(sym)] = tuple(e.name for e in self.entries if sym in e.instruments)
-        t[CLOCK_TOPIC] = builders + (RISK,) + tuple(e.name for e in self.entries if e.plugin().wants_clock) + (WATCHDOG,)
-        t[RISK_STATE_TOPIC] = strategies + (WATCHDOG,)
-        t[EXPOSURE_TOPIC] = strategies + (WATCHDOG,)
-        t[STATUS_TOPIC] = (RISK, WATCHDOG) + tuple(e.name for e in self.entries if e.plugin().wants_status)
+        t[CLOCK_TOPIC] = builders + (RISK,) + tuple(e.name for e in self.entries if e.plugin().wants_clock) + watchdog
+        t[RISK_STATE_TOPIC] = strategies + watchdog
+        t[EXPOSURE_TOPIC] = strategies + watchdog
+        t[STATUS_TOPIC] = (RISK,) + watchdog + tuple(e.name for e in self.entries if e.plugin().wants_status)
         t[RECONCILED_TOPIC] = (RISK, FEED)
         return t
 
@@ -234,8 +235,7 @@ class Node:
                                    else OrderStatus.SUBMITTED)
             if spec.arming:
                 r.set_armed(self.armed.is_set(), "start")  # HALTED until reconciled: nothing to publish
-            if spec.host == "dispatcher":
-                r.emit_account_status = False  # no watchdog to hear it
+            r.emit_account_status = spec.watchdog  # telemetry only a watchdog reads
             return r
 
         f[RISK] = make_risk
@@ -255,7 +255,8 @@ class Node:
 
     def _strategy_factory(self, entry: Any) -> Callable[[], Any]:
         plugin = entry.plugin()
-        ctx = StrategyContext(entry.name, entry.instruments, self.ids, self.calendar, self.cfg.profile.limits())
+        ctx = StrategyContext(entry.name, entry.instruments, self.ids, self.calendar, self.cfg.profile.limits(),
+                              telemetry=self.spec.watchdog)
         store = self.store
         first = True
 

@@ -60,6 +60,12 @@ class ModeSpec:
     venue_read_interval_s: float
     namespace: str
 
+    @property
+    def watchdog(self) -> bool:
+        """A watchdog runs: only in the supervised tree (``host == "actors"``). Without one, nothing
+        is sent that only the watchdog reads (telemetry; alerts still reach the backtest's log)."""
+        return self.host == "actors"
+
 
 MODES: dict[str, ModeSpec] = {m.name: m for m in (
     #        name          shown       data            venue        clock        host          urgent arming reads namespace

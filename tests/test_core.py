@@ -620,3 +620,29 @@ def test_every_mode_is_a_row_and_every_child_of_the_tree_is_built(store, tmp_pat
         assert node.topics()["bars.NQ"] == ("ema-NQ",) and node.topics()["bars.MES"] == ("grid-MES", "hedge")
     finally:
         node.actor_loop.close()
+
+
+def test_a_backtest_sends_nothing_that_only_the_watchdog_reads(tmp_path, monkeypatch):
+    """The backtest runs no watchdog: its topics leave the watchdog out, risk sends no account
+    status and the hedge no telemetry, so the only messages to the watchdog are alerts, which
+    reach the log (``on_alert``); paper subscribes the watchdog to the same topics."""
+    import actors.node as node_mod
+    from actors.node import Node
+    from actors.tree import MODES
+    from domain.handler import CLOCK_TOPIC, EXPOSURE_TOPIC, RISK_STATE_TOPIC, STATUS_TOPIC, WATCHDOG
+    cfg = load_config(None, "combine-50k", {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path)}})
+    paper = Node(cfg, MODES["paper"], alerter=lambda alert: None).topics()
+    assert all(WATCHDOG in paper[t] for t in (CLOCK_TOPIC, EXPOSURE_TOPIC, RISK_STATE_TOPIC, STATUS_TOPIC))
+    node = Node(cfg, MODES["backtest"], trades_csv=tmp_path / "trades.csv")
+    assert not any(WATCHDOG in names for names in node.topics().values())
+    made, alerts = [], []
+
+    class Kept(node_mod.Dispatcher):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+    monkeypatch.setattr(node_mod, "Dispatcher", Kept)
+    monkeypatch.setattr(node_mod, "log_alert", alerts.append)
+    s = node.run_backtest(both_paths=False)
+    assert s.fills > 0 and len(made) == 1 and alerts
+    assert made[0].dead_letters == {WATCHDOG: len(alerts)}  # alerts alone, each logged

@@ -400,6 +400,25 @@ def test_ratio_is_estimated_from_aligned_one_minute_log_returns():
     assert status[0].hedge_ratio == pytest.approx(expected) and status[0].correlation == pytest.approx(rho)
 
 
+def test_without_a_watchdog_the_hedge_sends_no_telemetry_and_decides_the_same():
+    """``telemetry=False`` (the backtest, which runs no watchdog): no ``StrategyStatus`` to the
+    watchdog, and every other message of the same minutes is the same."""
+    outs = {}
+    for telemetry in (True, False):
+        h = HedgeManager(HedgeConfig(window=5), CounterIds(), telemetry=telemetry)
+        h.handle(grid_status())
+        outs[telemetry] = []
+        for i, (p, q) in enumerate(zip(["6700", "6710", "6702", "6690"], ["24600", "24640", "24605", "24560"])):
+            prices(h, p, q, T0 + i * MIN)
+            outs[telemetry] += minute(h, i, p, q)
+        prices(h, "6680", "24500", T0 + 4 * MIN)  # 2 spacings from the mid: the hedge activates
+        outs[telemetry] += exposure(h, 4, ts=T0 + 4 * MIN) + minute(h, 4, "6680", "24500")
+    watched = [m for d, m in outs[True] if d == WATCHDOG and isinstance(m, StrategyStatus)]
+    assert len(watched) == 5 and not any(d == WATCHDOG and isinstance(m, StrategyStatus) for d, m in outs[False])
+    assert intents(outs[False]) and intents(outs[False])[0].instrument == "MNQ"
+    assert [(d, m) for d, m in outs[True] if not (d == WATCHDOG and isinstance(m, StrategyStatus))] == outs[False]
+
+
 def test_returns_pair_only_within_the_same_minute_and_other_periods_are_ignored():
     h = make(window=2)
     minute(h, 0, "6700", "24600")

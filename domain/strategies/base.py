@@ -74,6 +74,9 @@ class StrategyContext:
         ids: client order id source (``{strategy_id}-{incarnation}-{seq}``).
         calendar: session rules (America/Chicago; flat margin before 15:10 CT).
         limits: the account's risk limits (sizing caps, e.g. ``per_trade_risk``).
+        telemetry: a watchdog hears this node (paper and live): send the telemetry that only the
+            watchdog reads (e.g. the hedge's ``StrategyStatus`` with its ratio and correlation,
+            for the metrics). False in the backtest, which runs no watchdog.
     """
 
     strategy_id: str
@@ -81,6 +84,7 @@ class StrategyContext:
     ids: IdGenerator
     calendar: SessionCalendar
     limits: RiskLimits
+    telemetry: bool = True
 
 
 DEFAULT_BAR_PERIODS_S = (60, 300, 900)

@@ -117,11 +117,14 @@ class HedgeManager:
         ids: client order id source.
         calendar: session rules.
         strategy_id: actor name and client order id prefix.
+        telemetry: send the watchdog a ``StrategyStatus`` (hedge ratio, correlation) after each
+            bar of the primary (:attr:`domain.strategies.base.StrategyContext.telemetry`).
     """
 
     def __init__(self, config: HedgeConfig, ids: IdGenerator, calendar: SessionCalendar | None = None,
-                 strategy_id: str = "hedge") -> None:
+                 strategy_id: str = "hedge", telemetry: bool = True) -> None:
         self.strategy_id = strategy_id
+        self.telemetry = telemetry
         self.cfg = config
         # the activation and deactivation distances, spacings, as :meth:`target` compares them
         self._activation = Decimal(str(config.activation_spacings))
@@ -237,8 +240,9 @@ class HedgeManager:
         out += self._rebalance(ts)
         # telemetry for the watchdog's metrics alone: the status topic's readers (risk, this
         # actor) read a grid's ATR, mid and spacing, which this status does not carry
-        out.append((WATCHDOG, StrategyStatus(self.strategy_id, self.cfg.hedge, ts, hedge_ratio=self.ratio,
-                                             correlation=rho or 0.0)))
+        if self.telemetry:
+            out.append((WATCHDOG, StrategyStatus(self.strategy_id, self.cfg.hedge, ts, hedge_ratio=self.ratio,
+                                                 correlation=rho or 0.0)))
         return out
 
     # ------------------------------------------------------------------ hedging
@@ -343,7 +347,7 @@ def build(ctx: StrategyContext, p: HedgeParams) -> HedgeManager:
                       min_ratio=p.min_ratio, max_ratio=p.max_ratio, window=p.window, bar_s=p.bar_s,
                       low_corr=p.low_corr, low_corr_minutes=p.low_corr_minutes,
                       low_corr_factor=p.low_corr_factor, rebalance_band=p.rebalance_band, min_hold_s=p.min_hold_s)
-    return HedgeManager(cfg, ctx.ids, ctx.calendar, strategy_id=ctx.strategy_id)
+    return HedgeManager(cfg, ctx.ids, ctx.calendar, strategy_id=ctx.strategy_id, telemetry=ctx.telemetry)
 
 
 def _check(p: HedgeParams, instruments: tuple[str, ...], limits: Any) -> None:
