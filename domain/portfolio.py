@@ -18,6 +18,11 @@ from typing import Iterable, Mapping
 from domain.instruments import InstrumentSpec, get_instrument
 from domain.messages import Fill
 
+_TICKS_KEPT = 16384
+"""Marks a :class:`Position` keeps converted to ticks (a price -> ticks cache, cleared when full):
+4,096 points of NQ at 0.25, near its whole range over the bundled 28 sessions (22,961.50 to
+27,542.50), so a replay converts most prices once."""
+
 
 @dataclass(frozen=True, slots=True)
 class FillEffect:
@@ -94,7 +99,7 @@ class Position:
             return marked[1]
         ticks = self._ticks.get(mark)
         if ticks is None:
-            if len(self._ticks) >= 4096:
+            if len(self._ticks) >= _TICKS_KEPT:
                 self._ticks.clear()
             ticks = self._ticks[mark] = self.spec.to_ticks(mark)
         value = Decimal(ticks * self._qty - self._cost) * self.spec.tick_value
@@ -109,7 +114,9 @@ class Position:
             return None
         ticks = self._ticks.get(mark)
         if ticks is None:
-            return int(self.unrealized(mark) * 100)
+            if len(self._ticks) >= _TICKS_KEPT:
+                self._ticks.clear()
+            ticks = self._ticks[mark] = self.spec.to_ticks(mark)
         return (ticks * self._qty - self._cost) * tc
 
     def _totals(self) -> None:

@@ -303,6 +303,7 @@ def test_position_keeps_qty_cost_and_unrealized_equal_to_the_lots():
         ticks = spec.to_ticks(mark)
         assert pos.qty == sum(q for _, q in pos.lots)
         want = Decimal(sum((ticks - p) * q for p, q in pos.lots)) * spec.tick_value
+        assert pos.unrealized_cents(mark) == want * 100  # a mark seen or not yet (converted here)
         assert pos.unrealized(mark) == want
         assert pos.unrealized(mark) == want  # the kept mark
     assert Position.from_dict(spec, pos.to_dict()).unrealized(mark) == want
