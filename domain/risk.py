@@ -223,17 +223,12 @@ class RiskManager:
             marks = self.marks
             moved = marks.get(sym) != price
             marks[sym] = price
-            if not moved:
+            pos = self.portfolio.positions.get(sym) if moved else None
+            if pos is None or not pos.qty:
                 return out  # equity did not move (fills run their own check)
-            pos = self.portfolio.positions.get(sym)
-            if pos is None or not pos._qty:
-                return out
             band = self._band
             if band is not None and not out and band[0] == self.ledger.version:
-                ticks = pos._ticks.get(price)  # Position.unrealized_cents, inlined: once per print held
-                tc = pos._tick_cents
-                cents = (ticks * pos._qty - pos._cost) * tc if ticks is not None and tc is not None \
-                    else pos.unrealized_cents(price)
+                cents = pos.unrealized_cents(price)
                 if cents is not None:
                     parts = self._unreal_cents
                     total = self._unreal_total + cents - parts.get(sym, 0)
