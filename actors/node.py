@@ -221,7 +221,7 @@ class Node:
 
         def make_risk() -> RiskManager:
             r = RiskManager(limits, self.ids, self.calendar, self.start_ns,
-                            halted_until_reconciled=spec.host == "actors")
+                            halted_until_reconciled=spec.host == "actors", telemetry=spec.watchdog)
             if store is not None:
                 if self.writer is not None and not self.writer.flush():
                     logger.warning("risk: the Redis writer did not finish within 5 s; restoring the mirror as it is "
@@ -235,7 +235,6 @@ class Node:
                                    else OrderStatus.SUBMITTED)
             if spec.arming:
                 r.set_armed(self.armed.is_set(), "start")  # HALTED until reconciled: nothing to publish
-            r.emit_account_status = spec.watchdog  # telemetry only a watchdog reads
             return r
 
         f[RISK] = make_risk

@@ -99,9 +99,7 @@ class Position:
             return marked[1]
         ticks = self._ticks.get(mark)
         if ticks is None:
-            if len(self._ticks) >= _TICKS_KEPT:
-                self._ticks.clear()
-            ticks = self._ticks[mark] = self.spec.to_ticks(mark)
+            ticks = self._convert(mark)
         value = Decimal(ticks * self._qty - self._cost) * self.spec.tick_value
         self._marked = (mark, value)
         return value
@@ -114,10 +112,16 @@ class Position:
             return None
         ticks = self._ticks.get(mark)
         if ticks is None:
-            if len(self._ticks) >= _TICKS_KEPT:
-                self._ticks.clear()
-            ticks = self._ticks[mark] = self.spec.to_ticks(mark)
+            ticks = self._convert(mark)
         return (ticks * self._qty - self._cost) * tc
+
+    def _convert(self, mark: Decimal) -> int:
+        """``mark`` (points) in ticks, kept in the price -> ticks cache (:data:`_TICKS_KEPT`).
+        Raises ValueError for an off-tick price."""
+        if len(self._ticks) >= _TICKS_KEPT:
+            self._ticks.clear()
+        ticks = self._ticks[mark] = self.spec.to_ticks(mark)
+        return ticks
 
     def _totals(self) -> None:
         self._marked = None

@@ -129,12 +129,14 @@ class RiskManager:
         calendar: session rules.
         start_ns: event time at construction (first trading day).
         halted_until_reconciled: start HALTED with a ``reconcile`` hold (restart / live startup).
+        telemetry: send the watchdog an ``AccountStatus`` each minute of event time (False where
+            no watchdog runs: the backtest; :attr:`actors.tree.ModeSpec.watchdog`).
     """
 
     strategy_id = "risk"
 
     def __init__(self, limits: RiskLimits, ids: IdGenerator, calendar: SessionCalendar, start_ns: int,
-                 halted_until_reconciled: bool = False) -> None:
+                 halted_until_reconciled: bool = False, telemetry: bool = True) -> None:
         self.limits = limits
         self.ids = ids
         self.calendar = calendar
@@ -157,7 +159,7 @@ class RiskManager:
         ``{leg client order id: (instrument, event-time ns after which it is no longer awaited)}``
         (:meth:`_continue_flatten` closes nothing on that instrument meanwhile). Not mirrored: after
         a restart the reconciler's comparison with the venue's working orders stands in for it."""
-        self.emit_account_status = True  # telemetry for the watchdog; the backtest has none
+        self.telemetry = telemetry
         self.min_headroom: Decimal | None = None
         self.peak_equity = limits.starting_balance
         self.max_drawdown = Decimal(0)
@@ -246,7 +248,7 @@ class RiskManager:
         if isinstance(msg, ClockTick):  # the next most frequent, once a minute
             if self.legs_due and self.flattening:  # a leg's report may be overdue now
                 out += self._continue_flatten()
-            return out + [(WATCHDOG, self.account_status())] if self.emit_account_status else out
+            return out + [(WATCHDOG, self.account_status())] if self.telemetry else out
         if isinstance(msg, CancelOrder):
             return out + [(ROUTER, msg)]
         if isinstance(msg, (OrderSubmitted, OrderAccepted, OrderRejected, OrderCancelled, Fill)):

@@ -204,8 +204,8 @@ class BracketTrader:
         self.trade["margin_retry"] = True
         self.counters["margin_retries"] = self.counters.get("margin_retries", 0) + 1
         return self._alert("margin-retry", f"entry {t['entry']} ({t['qty']} contracts) rejected for margin "
-                          f"({msg.reason})", msg.ts_ns,
-                          f"retried once at {qty} contracts as {self.trade['entry']}") + out
+                           f"({msg.reason})", msg.ts_ns,
+                           f"retried once at {qty} contracts as {self.trade['entry']}") + out
 
     # ------------------------------------------------------------------ order events
     def _on_fill(self, fill: Fill) -> Out:
@@ -227,8 +227,8 @@ class BracketTrader:
         not filled yet. Nothing to do when it left the strategy flat."""
         pos = self.book.qty
         out = self._alert("late-fill", f"fill of {fill.client_order_id} ({fill.side.value} {fill.qty} @ {fill.price}) "
-                         f"belongs to no working order of the trade; position now {pos}", fill.ts_ns,
-                         "none: flat" if pos == 0 else f"closing {pos} at market")
+                          f"belongs to no working order of the trade; position now {pos}", fill.ts_ns,
+                          "none: flat" if pos == 0 else f"closing {pos} at market")
         t = self.trade
         if pos == 0:
             if t is not None and t["entry_price"] is not None:
@@ -434,17 +434,17 @@ class BracketTrader:
                 # the account does not take native brackets (ProjectX Position Brackets mode)
                 self.native_ok = False
                 out += self._alert("native-brackets", f"the venue refused a native bracket ({msg.reason}); "
-                                  "brackets are managed by the strategy from now on", msg.ts_ns)
+                                   "brackets are managed by the strategy from now on", msg.ts_ns)
             elif isinstance(msg, OrderRejected) and not t["filled"]:
                 if is_insufficient_margin(msg.reason):
                     retry = self._retry_smaller(t, msg)
                     if retry is not None:
                         return out + retry
                     out += self._alert("margin-rejected", f"entry {coid} ({t['qty']} contracts) rejected for margin "
-                                      f"({msg.reason})", msg.ts_ns, "not retried again")
+                                       f"({msg.reason})", msg.ts_ns, "not retried again")
                 else:  # seed 003 "Error Handling": an order rejected is reported, not retried
                     out += self._alert("entry-rejected", f"entry {coid} ({t['qty']} contracts) rejected: {msg.reason}",
-                                      msg.ts_ns, "not retried")
+                                       msg.ts_ns, "not retried")
             if self.book.qty == 0:
                 if t["filled"]:
                     self._close_if_done()  # the remainder of an entry whose position already closed
@@ -460,7 +460,7 @@ class BracketTrader:
             # a protective order refused: never hold the position without its stop
             self.counters["denied"] += 1
             out = self._alert("protection-refused", f"protective order {coid} refused: {getattr(msg, 'reason', '')}",
-                             msg.ts_ns, "exit at market")
+                              msg.ts_ns, "exit at market")
             other = t["target"] if coid == t["stop"] else t["stop"]
             t["stop" if coid == t["stop"] else "target"] = None
             if other:
@@ -502,8 +502,8 @@ class BracketTrader:
         t["exit_attempts"] = t.get("exit_attempts", 1) + 1
         if t["exit_attempts"] > self.EXIT_ATTEMPTS:
             return self._alert("unprotected", f"{pos} {self.instrument} held without a stop; "
-                              f"{self.EXIT_ATTEMPTS} market exits failed ({why})", msg.ts_ns,
-                              "none: risk's flatten or the operator must close it", level="critical")
+                               f"{self.EXIT_ATTEMPTS} market exits failed ({why})", msg.ts_ns,
+                               "none: risk's flatten or the operator must close it", level="critical")
         return self._alert("exit-gone", gone, msg.ts_ns, "market exit sent again") + self._market_exit(msg.ts_ns, why)
 
     def _close_if_done(self) -> None:
