@@ -1,5 +1,6 @@
-"""Grid strategy handler: order placement against the last trade, take-profits, idempotent fills
-and the snapshot round trip (pure domain code, no actors)."""
+"""Grid strategy handler: order placement against the last trade, one entry per side awaiting
+risk's verdict, take-profits, idempotent fills, denial back-off and the snapshot round trip (pure
+domain code, no actors)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from domain.strategies.grid import GridConfig, GridStrategy
 from domain.handler import RISK, CounterIds
-from domain.messages import Bar, Fill, OrderIntent, Side, TradeTick, WarmupBars
+from domain.messages import Bar, Fill, OrderDenied, OrderIntent, OrderSubmitted, Side, TradeTick, WarmupBars
 
 D = Decimal
 CT = ZoneInfo("America/Chicago")
@@ -35,10 +36,23 @@ def _intents(out) -> list[OrderIntent]:
     return [m for d, m in out if d == RISK and isinstance(m, OrderIntent)]
 
 
+def _passed(g: GridStrategy, out) -> list[OrderIntent]:
+    """The intents of ``out`` and of what follows when risk passes each one (the router's
+    ``OrderSubmitted`` back to the grid), until the grid proposes nothing more."""
+    done: list[OrderIntent] = []
+    todo = _intents(out)
+    while todo:
+        intent = todo.pop(0)
+        done.append(intent)
+        todo += _intents(g.handle(OrderSubmitted(intent.client_order_id, intent.strategy_id, intent.ts_ns)))
+    return done
+
+
 def test_first_tick_places_passive_entries_both_sides_around_the_last_trade():
     g = _ready_grid()
     out = g.handle(TradeTick("MES", T0, D("5000.00"), 1))
-    entries = _intents(out)
+    assert sorted(e.limit_price for e in _intents(out)) == [D("4995.50"), D("5004.50")]  # the nearest each side
+    entries = _passed(g, out)
     spacing = D("4.50")  # 0.45 x ATR 10, on the 0.25 tick grid
     assert g.spacing == spacing and len(entries) == 10
     assert sorted(e.limit_price for e in entries if e.side is Side.BUY) == [D("5000") - spacing * n for n in (5, 4, 3, 2, 1)]
@@ -59,7 +73,7 @@ def test_a_bar_closing_before_the_last_tick_does_not_replace_its_price():
 
 def test_an_entry_fill_gets_one_take_profit_even_when_delivered_twice():
     g = _ready_grid()
-    entries = _intents(g.handle(TradeTick("MES", T0, D("5000.00"), 1)))
+    entries = _passed(g, g.handle(TradeTick("MES", T0, D("5000.00"), 1)))
     buy = max((e for e in entries if e.side is Side.BUY), key=lambda e: e.limit_price)
     fill = Fill(buy.client_order_id, "grid-MES", "T1", "MES", Side.BUY, buy.qty, buy.limit_price, D("0.37") * buy.qty,
                 0, T0 + 1)
@@ -71,7 +85,7 @@ def test_an_entry_fill_gets_one_take_profit_even_when_delivered_twice():
 
 def test_snapshot_round_trip_keeps_partial_fills_and_their_trade_ids():
     g = _ready_grid()
-    entries = _intents(g.handle(TradeTick("MES", T0, D("5000.00"), 1)))
+    entries = _passed(g, g.handle(TradeTick("MES", T0, D("5000.00"), 1)))
     big = next(e for e in entries if e.qty > 1)
     part = Fill(big.client_order_id, "grid-MES", "T7", "MES", big.side, 1, big.limit_price, D("0.37"), big.qty - 1, T0 + 1)
     g.handle(part)
@@ -83,9 +97,8 @@ def test_snapshot_round_trip_keeps_partial_fills_and_their_trade_ids():
 
 
 def test_a_level_risk_keeps_denying_waits_twice_as_long_each_time_until_a_fill():
-    from domain.messages import OrderDenied
     g = _ready_grid()
-    g.handle(TradeTick("MES", T0, D("5000.00"), 1))
+    _passed(g, g.handle(TradeTick("MES", T0, D("5000.00"), 1)))
     ts, waits = T0, []
     for _ in range(6):
         coid = next(c for c, s in g.slots.items() if s.level == -1)
@@ -100,3 +113,36 @@ def test_a_level_risk_keeps_denying_waits_twice_as_long_each_time_until_a_fill()
     coid = next(c for c, s in g.slots.items() if s is sell)
     g.handle(Fill(coid, "grid-MES", "T9", "MES", Side.SELL, sell.qty, sell.price, D("0.37"), 0, ts + 1))
     assert g.denied_until == {} and g.denied_streak == {}  # the position changed: start over
+
+
+def test_a_side_asks_for_its_next_level_only_when_risk_passed_the_nearer_one():
+    g = _ready_grid()
+    first = _intents(g.handle(TradeTick("MES", T0, D("5000.00"), 1)))
+    buy, sell = sorted(first, key=lambda e: e.side is Side.SELL)
+    assert (buy.side, sell.side) == (Side.BUY, Side.SELL)
+    # a bar while both wait for risk's verdict proposes nothing more
+    assert _intents(g.handle(_bar(60, T0, "4999", "5001", "5000.00"))) == []
+    nxt = _intents(g.handle(OrderSubmitted(buy.client_order_id, "grid-MES", T0)))
+    assert [(e.side, e.limit_price) for e in nxt] == [(Side.BUY, D("4991.00"))]  # level -2, the sell side waits on
+    assert g.handle(OrderSubmitted(buy.client_order_id, "grid-MES", T0)) == []  # told twice: nothing more
+
+
+def test_a_denial_stops_its_side_and_counts_for_the_levels_it_kept_from_being_asked():
+    g = _ready_grid()
+    out = g.handle(TradeTick("MES", T0, D("5000.00"), 1))
+    buy = next(e for e in _intents(out) if e.side is Side.BUY)
+    _passed(g, g.handle(OrderDenied(buy.client_order_id, "grid-MES", "sweep_guard: test", T0)))
+    assert not any(s.side is Side.BUY for s in g.slots.values())  # levels -2..-5 were not asked
+    assert g.denied_streak == {-1: 1, -2: 1, -3: 1, -4: 1, -5: 1}
+    assert {lvl: (t - T0) // 1_000_000_000 for lvl, t in g.denied_until.items()} == {-1: 60, -2: 60, -3: 60, -4: 60, -5: 60}
+    sell = next(e for e in _intents(out) if e.side is Side.SELL)
+    sells = _passed(g, [(RISK, sell)])
+    assert len(sells) == 5  # the other side is not held up
+    # after the wait, level -1 passes and -2 is denied: only -2..-5 count the second denial
+    ts = T0 + 61 * 1_000_000_000
+    again = _intents(g.handle(_bar(60, ts - MIN, "4999", "5001", "5000.00")))
+    assert [e.limit_price for e in again] == [D("4995.50")]
+    two = _intents(g.handle(OrderSubmitted(again[0].client_order_id, "grid-MES", ts)))
+    g.handle(OrderDenied(two[0].client_order_id, "grid-MES", "sweep_guard: test", ts))
+    assert g.denied_streak == {-1: 1, -2: 2, -3: 2, -4: 2, -5: 2}
+    assert (g.denied_until[-5] - ts) // 1_000_000_000 == 120 and g.denied_until[-1] == T0 + 60 * 1_000_000_000

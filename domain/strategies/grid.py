@@ -25,12 +25,15 @@ docs/strategies/grid-and-hedge.md):
   cancelled and placed again around the new mid (docs/decisions/0011-grid-rebuild-cancels-first.md).
   Take-profits of filled inventory stay working.
 - volatility surge: ATR above ``surge_ratio`` x its slow EMA (``surge_ema_bars`` 15-min bars).
-- an entry level that risk denied, and the levels beyond it on the same side, are not proposed
-  again for ``denial_backoff_s`` (60 s, the seed's recalculation interval), doubled on each
-  further denial of that level in a row up to ``denial_backoff_max_s`` (900 s, one ATR bar),
+- one entry per side at a time awaits risk's verdict: the nearest open level of each side is
+  proposed, and the next level out on that side only when risk passed it (the router's
+  ``OrderSubmitted``). An entry level that risk denied, and the open levels beyond it on the same
+  side (they carry at least as much risk, so they count as denied without being asked), are not
+  proposed again for ``denial_backoff_s`` (60 s, the seed's recalculation interval), doubled on
+  each further denial of that level in a row up to ``denial_backoff_max_s`` (900 s, one ATR bar),
   unless a fill changes the position first (which resets it). Risk's caps mostly change with the
   position; re-proposing a capped level every minute only produces denials
-  (docs/strategies/grid-and-hedge.md, "Grid").
+  (docs/strategies/grid-and-hedge.md, "Grid"; docs/decisions/0023-grid-asks-one-level-per-side.md).
 - nothing new is placed outside the trading window (domain.calendar), when risk is not ACTIVE,
   or before ATR is ready; warm-up bars only seed indicators.
 
@@ -161,6 +164,7 @@ class GridStrategy:
         self.surge = False
         self.slots: dict[str, Slot] = {}  # client order id -> working slot
         self.pending_cancel: set[str] = set()
+        self.unconfirmed: set[str] = set()  # entries sent to risk without its verdict yet (at most one per side)
         self.denied_until: dict[int, int] = {}  # level -> ts_ns before which it is not proposed again
         self.denied_streak: dict[int, int] = {}  # level -> denials in a row since the last fill
         self.counters = {"entries_filled": 0, "tps_filled": 0, "rebuilds": 0, "denied": 0}
@@ -187,7 +191,9 @@ class GridStrategy:
             return self._on_fill(msg)
         if isinstance(msg, (OrderCancelled, OrderRejected)):
             return self._on_order_gone(msg)
-        if isinstance(msg, (OrderSubmitted, OrderAccepted)):
+        if isinstance(msg, OrderSubmitted):
+            return self._on_submitted(msg)
+        if isinstance(msg, OrderAccepted):
             return []
         if isinstance(msg, RiskStateChanged):
             return self._on_risk_state(msg)
@@ -326,19 +332,35 @@ class GridStrategy:
             return self._place_missing(fill.ts_ns)
         return []
 
+    def _on_submitted(self, msg: OrderSubmitted) -> Out:
+        """Risk passed an order (the router submits it): an entry's side may ask for its next level."""
+        if self.unconfirmed:
+            self.unconfirmed.discard(msg.client_order_id)
+            if self.mid is not None and self._can_place(msg.ts_ns):
+                return self._place_missing(msg.ts_ns)
+        return []
+
     def _on_order_gone(self, msg: Any) -> Out:
         slot = self.slots.pop(msg.client_order_id, None)
+        if self.unconfirmed:
+            self.unconfirmed.discard(msg.client_order_id)
         self.pending_cancel.discard(msg.client_order_id)
         if slot is not None and isinstance(msg, OrderDenied):
             self.counters["denied"] += 1
             if slot.kind == "entry":
-                # risk said no: do not ask again on every event; levels farther out on the same side
-                # carry at least as much risk, so they wait too
-                streak = self.denied_streak[slot.level] = self.denied_streak.get(slot.level, 0) + 1
-                wait_s = min(self.cfg.denial_backoff_s * 2 ** (streak - 1), self.cfg.denial_backoff_max_s)
-                until = msg.ts_ns + wait_s * 1_000_000_000
+                # risk said no: do not ask again on every event. The open levels farther out on the
+                # same side carry at least as much risk and were not asked (one entry per side awaits
+                # a verdict): they count as denied too, each its own streak longer
+                ts = msg.ts_ns
+                sign = 1 if slot.level > 0 else -1
+                open_ = {lvl for _n, lvl, _s, _p in self._open_levels(ts)} if self.mid is not None else set()
+                until = 0
                 for n in range(abs(slot.level), self.cfg.levels_each_side + 1):
-                    lvl = n if slot.level > 0 else -n
+                    lvl = sign * n
+                    if lvl == slot.level or lvl in open_:
+                        streak = self.denied_streak[lvl] = self.denied_streak.get(lvl, 0) + 1
+                        wait_s = min(self.cfg.denial_backoff_s * 2 ** (streak - 1), self.cfg.denial_backoff_max_s)
+                        until = max(until, ts + wait_s * 1_000_000_000)
                     self.denied_until[lvl] = max(self.denied_until.get(lvl, 0), until)
         return []
 
@@ -373,20 +395,36 @@ class GridStrategy:
         self.counters["rebuilds"] += 1
         return out + self._status(ts_ns) + self._place_missing(ts_ns)
 
-    def _place_missing(self, ts_ns: int) -> Out:
-        """Place entries on every free level of the current grid."""
+    def _open_levels(self, ts_ns: int):
+        """``(n, level, side, price)`` of each level of the current grid that an entry may go to
+        now, nearest the mid first: no working order of its own (an entry being cancelled does
+        not count), not waiting after a denial, and passive (a buy below the last trade, a sell
+        above it). Needs a mid, a spacing and a last price."""
         assert self.mid is not None and self.spacing is not None and self.last is not None
         busy = {s.level for c, s in self.slots.items() if c not in self.pending_cancel or s.kind == "tp"}
-        out: Out = []
-        denied_until = self.denied_until
+        mid, spacing, last, denied_until = self.mid, self.spacing, self.last, self.denied_until
         for n, level, side in self._sides:
             if level in busy or (denied_until and ts_ns < denied_until.get(level, 0)):
                 continue
-            price = self.mid + self.spacing * level
-            if price <= 0 or (side is Side.BUY and price >= self.last) or (side is Side.SELL and price <= self.last):
+            price = mid + spacing * level
+            if price <= 0 or (side is Side.BUY and price >= last) or (side is Side.SELL and price <= last):
+                continue
+            yield n, level, side, price
+
+    def _place_missing(self, ts_ns: int) -> Out:
+        """Propose an entry on the nearest open level of each side (:meth:`_open_levels`) whose
+        last entry has risk's verdict: the next one follows when risk passes this one
+        (``OrderSubmitted``), so a denial stops the side before its farther levels are asked."""
+        waiting = {slot.side for c in self.unconfirmed
+                   if (slot := self.slots.get(c)) is not None and c not in self.pending_cancel}
+        out: Out = []
+        for n, level, side, price in self._open_levels(ts_ns):
+            if side in waiting:
                 continue
             intent = self._intent(side, self.lot_for_level(n), price, ts_ns, "grid-entry")
             self.slots[intent.client_order_id] = Slot("entry", level, side, intent.qty, price)
+            self.unconfirmed.add(intent.client_order_id)
+            waiting.add(side)
             out.append((RISK, intent))
         return out
 
