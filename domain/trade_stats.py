@@ -375,10 +375,16 @@ def equity_curve(fills: Iterable[Fill], marks: Iterable[tuple[int, str, Decimal]
                  starting_balance: Decimal) -> list[EquityPoint]:
     """The account's equity, marked at each fill and at each mark while a position is open.
 
+    Given the prints the run replayed as ``marks`` (``infra.reporting.print_marks``), the points
+    are the equity risk computed at each of them (balance after fees plus open P&L at the last
+    print of each instrument, ``domain.risk.RiskManager``), so the curve's deepest drawdown is
+    risk's max drawdown.
+
     Args:
         fills: every fill of the account (strategies' and risk's), execution order, ``ts_ns`` set.
-        marks: ``(ts_ns, instrument, price in points)`` ascending, e.g. each replayed bar's close at
-            its end time. A fill's price also marks its instrument.
+        marks: ``(ts_ns, instrument, price in points)`` ascending; a mark at a fill's time comes
+            before the fill (a print is marked, then matched). A fill's price marks its instrument
+            only until the instrument's first mark, as risk does.
         starting_balance: dollars.
     Returns: points ascending in time: the first event, every fill, every mark while a position is
     open, and the last mark (flat stretches in between are flat: the balance does not move).
@@ -406,7 +412,7 @@ def equity_curve(fills: Iterable[Fill], marks: Iterable[tuple[int, str, Decimal]
         if eff is None:
             continue
         realized_net += eff.realized - eff.fee
-        last[f.instrument] = f.price
+        last.setdefault(f.instrument, f.price)
         bal = starting_balance + realized_net
         out.append(EquityPoint(f.ts_ns, bal, bal + pf.unrealized(last)))
     return out

@@ -6,9 +6,10 @@ trades.csv and PNG plots (docs/report.md describes each file and plot).
   (:func:`new_report_dir`), so runs never overwrite each other.
 - Sources: the session's trades CSV (``SessionSummary.trades_csv``, :mod:`infra.trade_log`: every
   fill with its time and purpose), the summary's account figures (risk's book), the profile's
-  limits (``cfg.profile``) and, for the equity curve's marks and the price chart, the replayed bar
-  files of the data folder (``cfg.runtime.data_dir``, :data:`infra.feeds.DATA_FILES`: the 1-min
-  bars when there, else the 2-min bars).
+  limits (``cfg.profile``) and the replayed bar files of the data folder (``cfg.runtime.data_dir``,
+  :data:`infra.feeds.DATA_FILES`: the 1-min bars when there, else the 2-min bars): the price chart
+  draws the bars, and the equity curve is marked at every print the run replayed from them
+  (:func:`print_marks`), as risk marked the account.
 - Trades and metrics come from :mod:`domain.trade_stats` (pure); this module only reads, draws
   and writes. Money is exact ``Decimal`` dollars in the CSV and JSON (as strings); times are
   America/Chicago.
@@ -20,16 +21,16 @@ module only by the code that writes a report: the actors' import time does not g
 from __future__ import annotations
 
 import base64
+import bisect
 import csv
 import datetime as dt
-import heapq
 import html
 import io
 import json
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from domain.calendar import CT, NS, UTC, trading_day
 from domain.risk_rules import mll_floor
@@ -102,6 +103,13 @@ def _load_bars(cfg: Any, instruments: list[str], days: list[str]) -> tuple[dict[
     """The replayed bars of ``instruments`` over ``days`` from ``cfg.runtime.data_dir`` (the finest
     bar file, as the backtest replayed; parsed files are cached by :mod:`infra.replay`). Returns
     ``(bars by instrument, note)``; a missing or unreadable folder gives no bars and a note."""
+    src, note = _replay_source(cfg, instruments, days)
+    return ({s: src.bars(s) for s in src.instruments} if src is not None else {}), note
+
+
+def _replay_source(cfg: Any, instruments: list[str], days: list[str]) -> tuple[Any, str]:
+    """``(ReplaySource or None, note)``: the replay of ``instruments`` over ``days`` from
+    ``cfg.runtime.data_dir`` (:func:`_load_bars`), no warm-up day."""
     from infra.feeds import DATA_FILES
     from infra.replay import ReplaySource
     data_dir = Path(cfg.runtime.data_dir)
@@ -112,20 +120,52 @@ def _load_bars(cfg: Any, instruments: list[str], days: list[str]) -> tuple[dict[
             files[sym] = path
     missing = [s for s in instruments if s not in files]
     if not files or not days:
-        return {}, f"no bar file in {data_dir} for {', '.join(missing) or 'the traded instruments'}"
+        return None, f"no bar file in {data_dir} for {', '.join(missing) or 'the traded instruments'}"
     try:
         src = ReplaySource(files, start=dt.date.fromisoformat(days[0]), end=dt.date.fromisoformat(days[-1]),
                            warmup_days=0)
     except (OSError, ValueError, KeyError) as exc:  # KeyError: an instrument infra.replay does not know
-        return {}, f"bars not readable: {exc}"
+        return None, f"bars not readable: {exc}"
     names = ", ".join(f"{s}: {p.name}" for s, p in files.items())
-    return {s: src.bars(s) for s in files}, f"bars from {data_dir} ({names})" + (
-        f"; none for {', '.join(missing)}" if missing else "")
+    return src, f"bars from {data_dir} ({names})" + (f"; none for {', '.join(missing)}" if missing else "")
+
+
+def print_marks(src: Any, cfg: Any, fills: list) -> Iterator[tuple[int, str, Decimal]]:
+    """``(ts_ns, instrument, price in points)`` of every print the run replayed, in replay order:
+    the prices risk marked the account at (the run's intra-bar path ``cfg.runtime.bar_path`` and
+    continuous path ``cfg.runtime.path_step_bp``, :meth:`infra.replay.ReplaySource.events` of
+    ``src``).
+
+    The ``adverse`` path orders a bar by the position held when the bar is made, which the replay
+    reads as the position in the instrument before its previous print was matched
+    (:meth:`infra.replay.ReplaySource.events`): here the net of the run's ``fills``
+    (:class:`domain.messages.Fill`, execution order) of the instrument before that print."""
+    path, step = cfg.runtime.bar_path, cfg.runtime.path_step_bp
+    if path == "adaptive":
+        for t in src.events(path=path, step_bp=step):
+            yield t.ts_ns, t.instrument, t.price
+        return
+    by_sym: dict[str, tuple[list[int], list[int]]] = {}
+    for f in fills:  # per instrument: fill times and the net position after each
+        times, nets = by_sym.setdefault(f.instrument, ([], []))
+        times.append(f.ts_ns)
+        nets.append((nets[-1] if nets else 0) + f.side.sign * f.qty)
+    last_print: dict[str, int] = {}
+
+    def position(sym: str) -> int:
+        times, nets = by_sym.get(sym, ([], []))
+        i = bisect.bisect_left(times, last_print.get(sym, 0))  # the fills before the last print handed out
+        return nets[i - 1] if i else 0
+
+    for t in src.events(path=path, position=position, step_bp=step):
+        last_print[t.instrument] = t.ts_ns
+        yield t.ts_ns, t.instrument, t.price
 
 
 def _collect(summary: Any, cfg: Any, day: str | None) -> _Data:
     """Read the trades CSV and the bars; match the trades, compute the table's figures and the
-    equity curve (account fills, marked at the bar closes of every traded or configured instrument)."""
+    equity curve (account fills, marked at every replayed print of every traded or configured
+    instrument, :func:`print_marks`)."""
     path = Path(summary.trades_csv) if summary.trades_csv else None
     rows = read_records(path.read_text()) if path is not None and path.is_file() else []
     fills = [r.fill for r in rows]
@@ -133,9 +173,10 @@ def _collect(summary: Any, cfg: Any, day: str | None) -> _Data:
     match = match_round_trips(fills, names, {r.fill.trade_id: r.purpose for r in rows})
     stats = summary.seed_stats(match.trades)
     instruments = sorted({f.instrument for f in fills} | set(cfg.instruments()))
-    bars, note = _load_bars(cfg, instruments, list(summary.days))
-    marks = heapq.merge(*([(b.end_ns, sym, b.close) for b in rows_] for sym, rows_ in sorted(bars.items())))
-    curve = equity_curve(fills, marks, cfg.profile.starting_balance)
+    src, note = _replay_source(cfg, instruments, list(summary.days))
+    bars = {s: src.bars(s) for s in src.instruments} if src is not None else {}
+    curve = equity_curve(fills, print_marks(src, cfg, fills) if src is not None else (),
+                         cfg.profile.starting_balance)
     if day is None:
         worst = summary.worst_day
         day = worst[0] if worst else (summary.days[-1] if summary.days else None)
@@ -338,7 +379,7 @@ def _plot_equity(summary: Any, cfg: Any, data: _Data, path: Path) -> str:
         ts, eq = [p.ts_ns for p in curve], [p.equity for p in curve]
     fig, ax = _figure()
     x = _x(ts)
-    ax.plot(x, [float(v) for v in eq], drawstyle="steps-post", color=BLUE, lw=1.2, label="equity (marked at bar closes)")
+    ax.plot(x, [float(v) for v in eq], drawstyle="steps-post", color=BLUE, lw=1.2, label="equity (marked at every replayed print)")
     if prof.mll_trailing == "intraday":
         peak, floors = start, []
         for v in eq:
@@ -372,7 +413,7 @@ def _plot_equity(summary: Any, cfg: Any, data: _Data, path: Path) -> str:
     ax.set_xlabel("America/Chicago")
     ax.legend(loc="best", fontsize=8)
     _save(fig, path)
-    return ("Account equity (balance plus open P&L at every bar close and fill) against the MLL floor "
+    return ("Account equity (balance plus open P&L at every replayed print and fill) against the MLL floor "
             "(touching it fails the Combine) and the profit target: how near the run came to failing or passing.")
 
 
@@ -388,7 +429,7 @@ def _plot_drawdown(summary: Any, cfg: Any, data: _Data, path: Path) -> str:
     ax.plot(x, y, drawstyle="steps-post", color=DARK_RED, lw=0.8)
     worst = max(dd)
     ax.set_title(f"Drawdown from the equity peak: max {money(worst)} "
-                 f"(risk's, marked on every print: {money(summary.max_drawdown)})")
+                 f"(risk's max drawdown: {money(summary.max_drawdown)})")
     ax.set_ylabel("drawdown")
     _dollars(ax)
     _ct_dates(ax)

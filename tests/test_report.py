@@ -31,6 +31,7 @@ from domain.trade_stats import (
     RISK,
     RoundTrip,
     compute_stats,
+    drawdowns,
     eod_mll_floors,
     equity_curve,
     match_round_trips,
@@ -236,6 +237,23 @@ def test_summary_json_and_trades_csv_add_up_to_the_session(demo):
     assert all(r["entry_time_ct"].endswith(("-05:00", "-06:00")) for r in rows)
     assert [d["day"] for d in js["days"]] == [d for d, _p, _n in summary.day_pnls]
     assert js["seed_table"]["text"] in summary.render()
+
+
+@pytest.mark.parametrize("path", ["adaptive", "adverse"])
+def test_the_equity_curve_is_risks_marked_equity_at_every_print(tmp_path, path):
+    """Marked at every replayed print (the run's intra-bar path), the curve's deepest drawdown is
+    risk's max drawdown to the cent, and it ends at the account's net P&L."""
+    from actors.node import Node
+    from actors.tree import MODES
+    from infra.reporting import _collect
+    cfg = load_config(None, "combine-150k", {"runtime": {"data_dir": str(ROOT / "data/demo"), "run_dir": str(tmp_path),
+                                                         "bar_path": path}})
+    summary = Node(cfg, MODES["backtest"], trades_csv=tmp_path / "t.csv").run_backtest(both_paths=False)
+    curve = _collect(summary, cfg, None).curve
+    assert summary.fills > 100 and summary.max_drawdown > 0
+    assert max(drawdowns([p.equity for p in curve])) == summary.max_drawdown
+    assert curve[-1].equity == cfg.profile.starting_balance + summary.net_pnl
+    assert len(curve) > 10 * summary.fills  # marked between the fills, not only at them
 
 
 def test_equity_curve_and_mll_floor_match_risks_book(demo):
