@@ -415,16 +415,16 @@ class GridStrategy:
         """Propose an entry on the nearest open level of each side (:meth:`_open_levels`) whose
         last entry has risk's verdict: the next one follows when risk passes this one
         (``OrderSubmitted``), so a denial stops the side before its farther levels are asked."""
-        waiting = {slot.side for c in self.unconfirmed
+        waiting = {slot.level > 0 for c in self.unconfirmed  # sides (True: sell) awaiting a verdict
                    if (slot := self.slots.get(c)) is not None and c not in self.pending_cancel}
         out: Out = []
         for n, level, side, price in self._open_levels(ts_ns):
-            if side in waiting:
+            if (level > 0) in waiting:
                 continue
             intent = self._intent(side, self.lot_for_level(n), price, ts_ns, "grid-entry")
             self.slots[intent.client_order_id] = Slot("entry", level, side, intent.qty, price)
             self.unconfirmed.add(intent.client_order_id)
-            waiting.add(side)
+            waiting.add(level > 0)
             out.append((RISK, intent))
         return out
 
