@@ -30,7 +30,7 @@ import json
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from domain.calendar import CT, NS, UTC, trading_day
 from domain.risk_rules import mll_floor
@@ -140,24 +140,24 @@ def print_marks(src: Any, cfg: Any, fills: list) -> Iterator[tuple[int, str, Dec
     reads as the position in the instrument before its previous print was matched
     (:meth:`infra.replay.ReplaySource.events`): here the net of the run's ``fills``
     (:class:`domain.messages.Fill`, execution order) of the instrument before that print."""
-    path, step = cfg.runtime.bar_path, cfg.runtime.path_step_bp
-    if path == "adaptive":
-        for t in src.events(path=path, step_bp=step):
-            yield t.ts_ns, t.instrument, t.price
-        return
-    by_sym: dict[str, tuple[list[int], list[int]]] = {}
-    for f in fills:  # per instrument: fill times and the net position after each
-        times, nets = by_sym.setdefault(f.instrument, ([], []))
-        times.append(f.ts_ns)
-        nets.append((nets[-1] if nets else 0) + f.side.sign * f.qty)
-    last_print: dict[str, int] = {}
+    path = cfg.runtime.bar_path
+    last_print: dict[str, int] = {}  # instrument -> time of its last print handed out
+    position: Callable[[str], int] | None = None  # the adaptive path reads no position
+    if path != "adaptive":
+        by_sym: dict[str, tuple[list[int], list[int]]] = {}
+        for f in fills:  # per instrument: fill times and the net position after each
+            times, nets = by_sym.setdefault(f.instrument, ([], []))
+            times.append(f.ts_ns)
+            nets.append((nets[-1] if nets else 0) + f.side.sign * f.qty)
 
-    def position(sym: str) -> int:
-        times, nets = by_sym.get(sym, ([], []))
-        i = bisect.bisect_left(times, last_print.get(sym, 0))  # the fills before the last print handed out
-        return nets[i - 1] if i else 0
+        def held(sym: str) -> int:
+            times, nets = by_sym.get(sym, ([], []))
+            i = bisect.bisect_left(times, last_print.get(sym, 0))  # the fills before that print
+            return nets[i - 1] if i else 0
 
-    for t in src.events(path=path, position=position, step_bp=step):
+        position = held
+
+    for t in src.events(path=path, position=position, step_bp=cfg.runtime.path_step_bp):
         last_print[t.instrument] = t.ts_ns
         yield t.ts_ns, t.instrument, t.price
 

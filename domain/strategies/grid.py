@@ -334,7 +334,7 @@ class GridStrategy:
 
     def _on_submitted(self, msg: OrderSubmitted) -> Out:
         """Risk passed an order (the router submits it): an entry's side may ask for its next level."""
-        if self.unconfirmed:
+        if msg.client_order_id in self.unconfirmed:
             self.unconfirmed.discard(msg.client_order_id)
             if self.mid is not None and self._can_place(msg.ts_ns):
                 return self._place_missing(msg.ts_ns)
