@@ -191,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"config error: runtime.log_dir: cannot log to {cfg.runtime.log_dir}: {_os_detail(exc)}", file=sys.stderr)
         return EXIT_CONFIG
+    from domain.native import install
+    native = install()  # the compiled hot modules, when built and current (docs/decisions/0024)
+    logger.info("native build {}: {}", native.state, native.detail)
     from actors.node import run
     from infra.projectx.session import LiveStartupError
     mode = "paper-live" if paper_on_live_data(args) else args.mode

@@ -7,7 +7,7 @@ same trade log, byte for byte (tests/test_core.py checks it).
 from __future__ import annotations
 
 from collections import Counter, deque
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from loguru import logger
 
@@ -71,7 +71,7 @@ class Dispatcher:
             self._deliver(out)
         self.drain()
 
-    def _deliver(self, out: Out) -> None:
+    def _deliver(self, out: Iterable[tuple[str, Any]]) -> None:
         """Each message of ``out`` to its handlers (a topic's to each subscriber, in the topic's
         order); what they answer is queued behind everything already queued (FIFO)."""
         routes, queue = self._routes, self.queue

@@ -490,7 +490,7 @@ def slot_init(cls: type) -> type:
     exec(f"def __init__(self, {', '.join(args)}):\n" + ("\n".join(body) or "    pass"), ns)  # noqa: S102
     init = ns["__init__"]
     init.__qualname__, init.__module__ = f"{cls.__qualname__}.__init__", cls.__module__
-    init.__annotations__ = {**cls.__init__.__annotations__}
+    init.__annotations__ = {**cls.__init__.__annotations__}  # type: ignore[misc]
     cls.__init__ = init  # type: ignore[misc]
     return cls
 

@@ -202,15 +202,16 @@ class Portfolio:
         """Fills folded in since this portfolio (or the snapshot it came from) began keeping ids."""
         return len(self.seen_trade_ids)
 
-    def to_dict(self) -> dict:
-        """JSON-safe snapshot: positions, the latest :attr:`SEEN_KEPT` applied trade ids with their
-        fill times (``seen``: ``[[trade_id, ts_ns], ...]`` in the order applied) and
-        ``seen_floor_ns``: the newest fill time among ids left out (0 if none). A reader may treat
-        every fill at or before ``seen_floor_ns`` as applied (fills arrive in time order)."""
+    def to_dict(self, kept: int | None = None) -> dict:
+        """JSON-safe snapshot: positions, the latest ``kept`` (default :attr:`SEEN_KEPT`) applied
+        trade ids with their fill times (``seen``: ``[[trade_id, ts_ns], ...]`` in the order applied)
+        and ``seen_floor_ns``: the newest fill time among ids left out (0 if none). A reader may
+        treat every fill at or before ``seen_floor_ns`` as applied (fills arrive in time order)."""
         items = list(self.seen_trade_ids.items())
         floor = self.seen_floor_ns
-        if len(items) > self.SEEN_KEPT:
-            dropped, items = items[:-self.SEEN_KEPT], items[-self.SEEN_KEPT:]
+        n = self.SEEN_KEPT if kept is None else kept
+        if len(items) > n:
+            dropped, items = items[:-n], items[-n:]
             floor = max([floor] + [ts for _, ts in dropped])
         return {"positions": {k: p.to_dict() for k, p in self.positions.items()},
                 "seen": [[t, ts] for t, ts in items], "seen_floor_ns": floor}

@@ -54,6 +54,7 @@ from config.settings import load_config  # noqa: E402
 from domain.handler import BROKER, RISK, ROUTER  # noqa: E402
 from actors.core import current_message  # noqa: E402
 from domain.messages import Bar, ClockTick, Fill, OrderIntent, QuoteTick, TradeTick  # noqa: E402
+from domain import native  # noqa: E402
 from scripts.host_speed import describe, loop_seconds  # noqa: E402
 
 MARKET_DATA = (TradeTick, QuoteTick, Bar, ClockTick)
@@ -240,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                   + "; ".join(f"{ms:.2f} at {when} {what}" for ms, when, what in r["slowest"]), flush=True)
     if host_before is not None:
         print(describe(host_before, loop_seconds()), flush=True)
+    print(f"native build {native.install().state}: {native.install().detail}", flush=True)
     return 0
 
 

@@ -23,6 +23,11 @@ Usage::
     python scripts/benchmark_instructions.py                         # this tree
     python scripts/benchmark_instructions.py . /tmp/base61           # this tree and another checkout
     python scripts/benchmark_instructions.py --start 2026-04-06 --end 2026-04-10 .   # 5 sessions, ~30 s
+    NATIVE_BUILD=off python scripts/benchmark_instructions.py .      # the Python sources, built or not
+
+The last column says whether a tree ran its native build (scripts/build_native.py,
+docs/decisions/0024): ``in use``, ``not built``, ``stale``, ``off``, or ``none`` for a tree from
+before it.
 
 Needs ``valgrind`` (apt ``valgrind``); a tree must have ``actors.node.Node`` with
 ``run_backtest(both_paths=...)`` (61e0c15 and later). About 2 minutes per tree on the 28 sessions
@@ -66,7 +71,12 @@ cfg = load_config(None, "combine-50k", {"runtime": runtime})
 if run == "1":
     node = Node(cfg, MODES["backtest"], trades_csv=runtime["run_dir"] / "trades.csv")
     s = node.run_backtest(both_paths=False)
-    print(f"RESULT {s.fills} {s.net_pnl} {s.events}")
+    try:  # the tree's native build (decision 0024 on), else none
+        from domain.native import install
+        native = install().state.replace(" ", "-")
+    except ImportError:
+        native = "none"
+    print(f"RESULT {s.fills} {s.net_pnl} {s.events} {native}")
 """
 
 
@@ -127,11 +137,11 @@ def main(argv: list[str] | None = None) -> int:
             got = list(pool.map(lambda j: count(script, j[0], data, start, end, j[1]), jobs))
     runs = [(got[2 * i][0] - got[2 * i + 1][0], got[2 * i][1]) for i in range(len(trees))]
     first = runs[0][0]
-    print("| tree | run, instructions | fills | net $ | events | vs the first tree |")
-    print("|---|---|---|---|---|---|")
+    print("| tree | run, instructions | fills | net $ | events | vs the first tree | native build |")
+    print("|---|---|---|---|---|---|---|")
     for t, (n, result) in zip(trees, runs, strict=True):
-        _, fills, net, events = (result.split() + ["?"] * 4)[:4]
-        print(f"| {t} | {n / 1e9:.3f} G | {fills} | {net} | {events} | {n / first:.4f}x |")
+        _, fills, net, events, built = (result.split() + ["?"] * 5)[:5]
+        print(f"| {t} | {n / 1e9:.3f} G | {fills} | {net} | {events} | {n / first:.4f}x | {built.replace('-', ' ')} |")
     return 0
 
 

@@ -66,6 +66,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from domain import native  # noqa: E402
 from scripts.host_speed import describe, loop_seconds  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "es_nq_yahoo_2m_5m"
@@ -269,6 +270,7 @@ def main() -> int:
     print(f"Medians of {args.reps} fresh processes per row, rows interleaved; whole run {total:.0f} s; "
           f"{os.cpu_count()} CPUs; profile {PROFILE}; data {DATA}")
     print(describe(host_before, host_after))
+    print(f"project: native build {native.install().state} ({native.install().detail})")
     print()
     print_table(stats, strategies, variants)
     if args.json:

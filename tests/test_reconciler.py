@@ -26,28 +26,26 @@ def _journal(store: StateStore, fills: list[Fill]) -> None:
         assert store.record_fill_and_status(f)
 
 
-def test_portfolio_snapshot_keeps_latest_ids_and_a_floor(monkeypatch) -> None:
-    monkeypatch.setattr(Portfolio, "SEEN_KEPT", 3)
+def test_portfolio_snapshot_keeps_latest_ids_and_a_floor() -> None:
     pf = Portfolio()
     for i in range(1, 11):  # ids T1..T10: lexicographic order would keep the wrong ones
         pf.apply_fill(_fill(i, Side.BUY if i % 2 else Side.SELL))
-    d = pf.to_dict()
+    d = pf.to_dict(kept=3)
     assert [t for t, _ in d["seen"]] == ["T8", "T9", "T10"] and d["seen_floor_ns"] == 1_007
     back = Portfolio.from_dict(d)
     assert back.net_positions() == pf.net_positions() and set(back.seen_trade_ids) == {"T8", "T9", "T10"}
-    assert back.to_dict() == d  # stable across restarts
+    assert back.to_dict(kept=3) == d  # stable across restarts
 
 
-def test_old_fills_beyond_the_kept_ids_are_not_sent_to_risk_again(store: StateStore, monkeypatch) -> None:
+def test_old_fills_beyond_the_kept_ids_are_not_sent_to_risk_again(store: StateStore) -> None:
     """12 fills, risk keeps the last 3 ids and applied all but the newest: only the newest goes
     to risk; the 8 older ones, whose ids risk no longer keeps, are recognised by the floor."""
-    monkeypatch.setattr(Portfolio, "SEEN_KEPT", 3)
     fills = [_fill(i, Side.BUY if i % 2 else Side.SELL) for i in range(1, 13)]
     _journal(store, fills)
     pf = Portfolio()
     for f in fills[:-1]:
         pf.apply_fill(f)
-    saved = Portfolio.from_dict(pf.to_dict())  # what risk's mirror holds
+    saved = Portfolio.from_dict(pf.to_dict(kept=3))  # what risk's mirror holds
 
     def risk_view():
         return saved.net_positions(), set(saved.seen_trade_ids), saved.seen_floor_ns
