@@ -71,11 +71,10 @@ cfg = load_config(None, "combine-50k", {"runtime": runtime})
 if run == "1":
     node = Node(cfg, MODES["backtest"], trades_csv=runtime["run_dir"] / "trades.csv")
     s = node.run_backtest(both_paths=False)
-    try:  # the tree's native build (decision 0024 on), else none
+    native = "none"  # a tree from before the native build (decision 0024)
+    if (Path(tree) / "domain" / "native.py").exists():
         from domain.native import install
         native = install().state.replace(" ", "-")
-    except ImportError:
-        native = "none"
     print(f"RESULT {s.fills} {s.net_pnl} {s.events} {native}")
 """
 

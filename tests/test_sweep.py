@@ -17,6 +17,7 @@ import actors.research.sweep as sweep_mod
 import actors.research.walk_forward as wf_mod
 from actors.research.sweep import METRICS, SweepSpecError, data_days, load_spec, overrides_for, run_point, run_sweep
 from actors.research.walk_forward import walk_forward, windows
+from domain import native
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = str(ROOT / "data" / "demo")
@@ -84,7 +85,7 @@ def test_a_partly_refused_grid_runs_the_rest_and_lists_the_refused_last(tmp_path
     (tmp_path / "sweep" / "heatmap.png").write_bytes(b"an earlier sweep's map")
     rows, out = run_sweep(spec, tmp_path / "sweep", workers=0, progress=False)
     ran, refused = rows
-    assert set(METRICS) == set(ran) - {"grid-MES.atr_multiplier", "seconds"}
+    assert set(METRICS) == set(ran) - {"grid-MES.atr_multiplier", "seconds", "native"}
     assert ran == {**run_point({"grid-MES.atr_multiplier": 0.6}, spec), "seconds": ran["seconds"]}
     assert refused["grid-MES.atr_multiplier"] == 100.0 and "atr_multiplier" in refused["error"]
     table = list(csv.DictReader(open(out / "results.csv")))
@@ -113,6 +114,8 @@ def test_a_small_sweep_on_local_ray_matches_the_same_sets_run_here(tmp_path, ray
     assert [float(t["net"]) for t in table] == [r["net"] for r in rows]
     assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| grid-MES.atr_multiplier |" in (out / "results.md").read_text()
+    # the workers run what this process runs: the native build when it is in use (CI requires it)
+    assert f"native build in use in {2 if native.install().in_use else 0} of 2 sets" in (out / "results.md").read_text()
 
 
 def test_windows_roll_by_the_test_length():

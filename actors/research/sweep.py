@@ -33,6 +33,8 @@ from typing import Any, Callable
 
 import yaml
 
+from domain import native
+
 ROOT = Path(__file__).resolve().parents[2]
 TARGETS_FIXED = ("profile", "runtime")
 """Non-strategy targets of a ``params`` key."""
@@ -237,8 +239,9 @@ def preflight(spec: SweepSpec, points: list[dict[str, Any]]) -> tuple[list[str],
 
 def run_point(point: dict[str, Any], spec: SweepSpec, start: str | None = None, end: str | None = None) -> dict:
     """One backtest of ``point`` over ``start..end`` (default the spec's); returns :func:`metrics`
-    plus the point's values and the wall seconds. A configuration the model refuses (e.g. a value
-    out of range) gives ``{"error": message}`` instead of raising."""
+    plus the point's values, the wall seconds and ``native`` (True when this process ran the
+    native build, docs/decisions/0024). A configuration the model refuses (e.g. a value out of
+    range) gives ``{"error": message}`` instead of raising."""
     import tempfile
 
     from loguru import logger
@@ -254,7 +257,8 @@ def run_point(point: dict[str, Any], spec: SweepSpec, start: str | None = None, 
         except (ConfigError, SweepSpecError) as err:
             return {**point, "error": str(err)}
         summary = Node(cfg, MODES["backtest"], keep_trades=False, memo_data=True).run_backtest(both_paths=False)
-    return {**point, **metrics(summary), "seconds": round(time.perf_counter() - t0, 2)}
+    return {**point, **metrics(summary), "seconds": round(time.perf_counter() - t0, 2),
+            "native": native.install().in_use}
 
 
 def _ray_init(workers: int | None) -> int:
@@ -411,9 +415,11 @@ def run_sweep(spec: SweepSpec, out_dir: Path, workers: int | None = None, progre
     rows = [{**p, "error": refused[i]} if i in refused else next(ran) for i, p in enumerate(points)]
     wall = time.perf_counter() - t0
     rows = write_table(rows, keys, out_dir / "results.csv")
+    ran = [r for r in rows if "error" not in r]
     (out_dir / "results.md").write_text(
         f"Sweep {spec.source}: {len(rows)} sets, profile {spec.profile}, data {spec.data}, "
-        f"{spec.start or 'start'}..{spec.end or 'end'}, wall {wall:.1f} s\n\n{markdown_top(rows, keys)}\n")
+        f"{spec.start or 'start'}..{spec.end or 'end'}, wall {wall:.1f} s; native build in use in "
+        f"{sum(bool(r.get('native')) for r in ran)} of {len(ran)} sets\n\n{markdown_top(rows, keys)}\n")
     heat = out_dir / "heatmap.png"
     heat.unlink(missing_ok=True)  # a map of an earlier sweep into the same folder is not this one's
     if len(keys) >= 2 and any("error" not in r for r in rows):
