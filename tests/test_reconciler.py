@@ -7,8 +7,8 @@ from decimal import Decimal
 
 from domain.execution.reconciler import Reconciler, plain_view
 from domain.handler import RISK, ROUTER, WATCHDOG
-from domain.messages import (BrokerSnapshot, Fill, OrderIntent, OrderType, PositionSnapshot, ReconcileRequest,
-                             ReconcileResult, Side)
+from domain.messages import (Bracket, BrokerSnapshot, Fill, OrderAccepted, OrderIntent, OrderType, PositionSnapshot,
+                             ReconcileRequest, ReconcileResult, Side)
 from domain.portfolio import Portfolio
 from infra.state_store import StateStore
 
@@ -207,3 +207,33 @@ def test_a_working_bracket_leg_of_our_filled_entry_is_adopted_not_cancelled(stor
     assert [m.client_order_id for d, m in out if d == BROKER and isinstance(m, CancelOrder)] == ["px-77"]
     result = [m for d, m in out if isinstance(m, ReconcileResult)][0]
     assert result.ok and "2 bracket legs adopted" in result.detail
+
+
+def test_a_native_leg_that_filled_before_it_was_recorded_is_recorded_then_its_fill_replayed(store: StateStore) -> None:
+    """A kill -9 after the venue placed a bracket's legs and filled the target, before the router
+    recorded the target: at restart the reconciler records the leg as the venue placed it, then
+    replays its fill (journal, risk, owner), and the positions agree. Skipped as "not ours", the
+    fill left risk holding a long the venue no longer had, which risk's flatten later sold into a
+    naked short."""
+    entry = OrderIntent("regime-MNQ-1-1", "regime-MNQ", "MNQ", Side.BUY, 1, OrderType.LIMIT, 1_000,
+                        limit_price=D("25221.75"), bracket=Bracket(stop_ticks=40, target_ticks=11))
+    store.save_order(entry, "ACCEPTED")
+    entry_fill = Fill("regime-MNQ-1-1", "regime-MNQ", "T1", "MNQ", Side.BUY, 1, D("25221.75"), D("0.37"), 0, 1_001)
+    assert store.record_fill_and_status(entry_fill)
+    target_fill = Fill("regime-MNQ-1-1-TP", "regime-MNQ", "T2", "MNQ", Side.SELL, 1, D("25224.50"), D("0.37"), 0, 1_002)
+    assert store.load_order("regime-MNQ-1-1-TP") is None
+    snap = BrokerSnapshot((), (), (entry_fill, target_fill), 2_000)
+    out = Reconciler(store, plain_view(lambda ts: snap, store), lambda: ({"MNQ": 1}, {"T1"}, 0)).reconcile(2_000, "restart")
+    routed = [m for d, m in out if d == ROUTER]
+    accepted = [m for m in routed if isinstance(m, OrderAccepted)]
+    assert [a.client_order_id for a in accepted] == ["regime-MNQ-1-1-TP"]
+    leg = accepted[0].intent
+    assert (leg.order_type, leg.side, leg.qty, leg.reduce_only) == (OrderType.LIMIT, Side.SELL, 1, True)
+    assert leg.limit_price == D("25221.75") + 11 * D("0.25") and leg.purpose.startswith("bracket-target")
+    assert routed.index(accepted[0]) < routed.index(target_fill)  # recorded before its fill is replayed
+    assert isinstance(routed[-1], ReconcileResult) and routed[-1].ok, routed[-1].detail
+    # an order id that is not a leg of ours stays someone else's: its fill is not replayed
+    stranger = Fill("manual-1-TP", "", "T3", "MNQ", Side.SELL, 1, D("25224.50"), D("0.37"), 0, 1_003)
+    out = Reconciler(store, plain_view(lambda ts: BrokerSnapshot((), (), (stranger,), 2_000), store),
+                     lambda: ({}, set(), 0)).reconcile(2_000, "restart")
+    assert not any(isinstance(m, (OrderAccepted, Fill)) for _, m in out)

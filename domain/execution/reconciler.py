@@ -1,7 +1,8 @@
 """The reconciler: our mirror against the venue's truth, at start, after a restart and on gaps.
 
-Fills we missed are replayed through the router, fills journalled but not applied by risk go to
-risk, orders the venue no longer has are closed, venue orders we never sent are cancelled (policy
+Fills we missed are replayed through the router (a native bracket leg of ours that filled before
+the router recorded it is recorded first, as the venue placed it), fills journalled but not
+applied by risk go to risk, orders the venue no longer has are closed, venue orders we never sent are cancelled (policy
 ``cancel``; ``adopt`` keeps them), owners are brought up to date, and then the positions must
 match exactly, else risk stays HALTED and a critical alert goes out (docs/architecture.md,
 "Recovery").
@@ -13,9 +14,10 @@ import dataclasses
 from typing import Any, Callable
 
 from domain.handler import BROKER, RISK, ROUTER, WATCHDOG, Out, RejectedMessage
-from domain.messages import (Alert, BrokerSnapshot, CancelOrder, Fill, OrderAccepted, OrderCancelled,
+from domain.messages import (Alert, BrokerSnapshot, CancelOrder, Fill, OrderAccepted, OrderCancelled, OrderIntent,
                              ReconcileRequest, ReconcileResult)
-from domain.orders import bracket_parent
+from domain.instruments import INSTRUMENTS
+from domain.orders import bracket_legs, bracket_parent
 from domain.ports import StateStore
 
 class Reconciler:
@@ -82,7 +84,12 @@ class Reconciler:
             if self.store is None:
                 break
             if not (f.client_order_id in ours or self.store.load_order(f.client_order_id) is not None):
-                continue
+                leg = self._unrecorded_leg(f.client_order_id, snap.fills)
+                if leg is None:
+                    continue  # not ours (an order placed by hand on the account)
+                # a native bracket leg that filled before the router recorded it (a kill between
+                # the venue placing it and its report): recorded first, then its fill replayed
+                out.append((ROUTER, OrderAccepted(leg.client_order_id, leg.strategy_id, "", ts_ns, leg)))
             if not self.store.fill_seen(f.trade_id):
                 missed.append(f)  # the router never saw it: journal, trade log, risk and owner
             elif applied is not None and f.trade_id not in applied and f.ts_ns > applied_floor_ns:
@@ -123,6 +130,20 @@ class Reconciler:
         if not ok:
             out.append((WATCHDOG, Alert("critical", "position-mismatch", detail, ts_ns)))
         return out
+
+    def _unrecorded_leg(self, client_order_id: str, venue_fills: list[Fill]) -> OrderIntent | None:
+        """The intent of ``client_order_id`` if it names a native bracket leg of an entry in our
+        records that filled (its fill price from the journal or the venue's fills), rebuilt as the
+        venue placed it (:func:`domain.orders.bracket_legs`); else None."""
+        parent = bracket_parent(client_order_id)
+        rec = self.store.load_order(parent) if parent is not None and self.store is not None else None
+        if rec is None or rec["intent"].bracket is None or rec["intent"].instrument not in INSTRUMENTS:
+            return None
+        price = rec.get("avg_fill_price") or next((f.price for f in venue_fills if f.client_order_id == parent), None)
+        if price is None:
+            return None
+        legs = bracket_legs(rec["intent"], price, INSTRUMENTS[rec["intent"].instrument].tick_size)
+        return next((leg for leg in legs if leg.client_order_id == client_order_id), None)
 
     def _our_leg(self, client_order_id: str) -> bool:
         """True if ``client_order_id`` is a native bracket leg of an order in our records."""
