@@ -5,8 +5,9 @@ host's drift does not move.
 Wall times on the 2-core development machines drift by up to 2x through a day and differ by up to
 1.5x between two runs a minute apart (docs/benchmarks.md, "The machine, and how to compare").
 The number of machine instructions the interpreter executes for the same run does not: valgrind's
-``cachegrind`` counts them (``I refs``) and two counts of one tree agree within about 0.1 % on the 28 sessions (about 1 % on
-one short day).
+``cachegrind`` counts them (``I refs``) and two counts of one tree agree within about 0.1 % on the 28 sessions (up to about 4 % on one
+short day: the imports alone vary by up to about 60 M instructions between processes, and the
+count subtracts them).
 The ratio of two trees' counts is a speed ratio without noise; it leaves out what instructions
 do not show (cache misses, branch mispredictions), so give it beside the interleaved wall times,
 not instead of them.
