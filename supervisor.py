@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     from domain.native import install
     native = install()  # the compiled hot modules, when built and current (docs/decisions/0024)
-    logger.info("native build {}: {}", native.state, native.detail)
+    logger.info("{}", native.line)
     from actors.node import run
     from infra.projectx.session import LiveStartupError
     mode = "paper-live" if paper_on_live_data(args) else args.mode

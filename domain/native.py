@@ -19,9 +19,9 @@ modules in place of their ``.py`` files, all of them or none:
 or to debug with a Python debugger inside them). Nothing is compiled unless the build script ran:
 a fresh clone runs pure Python. Why this exists and why these modules: docs/decisions/0024.
 
-This module sits in the domain, the lowest layer, because each package's ``__init__`` (``domain``,
-``infra``, ``actors``) imports it before any of its modules loads; it reads nothing but the
-manifest and the sources it names, and only on the first import of a compiled module.
+This module sits in the domain, the lowest layer, because the ``__init__`` of each package that
+holds a compiled module (``domain``, ``actors``) imports it before any of its modules loads; it
+reads the manifest and hashes the sources it names once per process, when it is first imported.
 """
 
 from __future__ import annotations
@@ -87,6 +87,11 @@ class NativeStatus:
     def in_use(self) -> bool:
         return self.state == "in use"
 
+    @property
+    def line(self) -> str:
+        """``native build <state>: <detail>``, as a run's log and the benchmarks print it."""
+        return f"native build {self.state}: {self.detail}"
+
 
 def status(manifest: Path | None = None) -> NativeStatus:
     """Whether the build at ``manifest`` (default :data:`MANIFEST`) can be used by this
@@ -147,7 +152,7 @@ _installed: NativeStatus | None = None
 
 def install() -> NativeStatus:
     """Install the finder once per process (later calls return the first answer). Must run before
-    any of :data:`MODULES` is imported; each package's ``__init__`` calls it. A stale build warns
+    any of :data:`MODULES` is imported; the ``__init__`` of ``domain`` and ``actors`` calls it. A stale build warns
     once (``RuntimeWarning``); ``not built`` and ``off`` are silent."""
     global _installed
     if _installed is not None:

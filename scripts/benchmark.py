@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                   + "; ".join(f"{ms:.2f} at {when} {what}" for ms, when, what in r["slowest"]), flush=True)
     if host_before is not None:
         print(describe(host_before, loop_seconds()), flush=True)
-    print(f"native build {native.install().state}: {native.install().detail}", flush=True)
+    print(native.install().line, flush=True)
     return 0
 
 

@@ -270,7 +270,7 @@ def main() -> int:
     print(f"Medians of {args.reps} fresh processes per row, rows interleaved; whole run {total:.0f} s; "
           f"{os.cpu_count()} CPUs; profile {PROFILE}; data {DATA}")
     print(describe(host_before, host_after))
-    print(f"project: native build {native.install().state} ({native.install().detail})")
+    print(f"project: {native.install().line}")
     print()
     print_table(stats, strategies, variants)
     if args.json:

@@ -132,11 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"native build: {found.state}: {found.detail}")
         return 0 if found.in_use else 1
     try:
-        build()
+        found = build()
     except SystemExit as e:
         print(e, file=sys.stderr)
         return 2
-    found = native.status()
     print(f"native build: {found.state}: {found.detail}")
     return 0 if found.in_use else 2
 

@@ -2,8 +2,8 @@
 
 Fills we missed are replayed through the router (a native bracket leg of ours that filled before
 the router recorded it is recorded first, as the venue placed it), fills journalled but not
-applied by risk go to risk, orders the venue no longer has are closed, venue orders we never sent are cancelled (policy
-``cancel``; ``adopt`` keeps them), owners are brought up to date, and then the positions must
+applied by risk go to risk, orders the venue no longer has are closed, venue orders we never sent
+are cancelled (policy ``cancel``; ``adopt`` keeps them), owners are brought up to date, and then the positions must
 match exactly, else risk stays HALTED and a critical alert goes out (docs/architecture.md,
 "Recovery").
 """
@@ -133,13 +133,13 @@ class Reconciler:
 
     def _unrecorded_leg(self, client_order_id: str, venue_fills: list[Fill]) -> OrderIntent | None:
         """The intent of ``client_order_id`` if it names a native bracket leg of an entry in our
-        records that filled (its fill price from the journal or the venue's fills), rebuilt as the
-        venue placed it (:func:`domain.orders.bracket_legs`); else None."""
+        records whose fill is among the venue's, rebuilt as the venue placed it at that fill's
+        price (:func:`domain.orders.bracket_legs`); else None."""
         parent = bracket_parent(client_order_id)
         rec = self.store.load_order(parent) if parent is not None and self.store is not None else None
         if rec is None or rec["intent"].bracket is None or rec["intent"].instrument not in INSTRUMENTS:
             return None
-        price = rec.get("avg_fill_price") or next((f.price for f in venue_fills if f.client_order_id == parent), None)
+        price = next((f.price for f in venue_fills if f.client_order_id == parent), None)
         if price is None:
             return None
         legs = bracket_legs(rec["intent"], price, INSTRUMENTS[rec["intent"].instrument].tick_size)
