@@ -6,12 +6,14 @@ Usage::
     python scripts/benchmark.py                                  # both parts, the 28-session data (docs/benchmarks.md)
     python scripts/benchmark.py --part backtest --data ../shared/data/es_nq_yahoo_2m_5m
     python scripts/benchmark.py --part latency --latency-speed 2000 --latency-day 2026-04-08
+    python scripts/benchmark.py --part backtest --four-prints --no-sweep-guard   # the work of bbd3925, issue 19's start
 
 Figures printed (targets: docs/benchmarks.md):
 
 - **backtest**: wall seconds for the whole data set (target <= 10 s for the 28-session ES/NQ 2-min
   pair), bars/s (recorded 2-min bars of both instruments / s) and events/s (trade ticks / s; every
-  bar is replayed as four ticks, see :mod:`infra.replay`).
+  bar is replayed as its O, H, L, C prints and the continuous path's steps between them, see
+  :mod:`infra.replay`; as the four prints alone with ``--four-prints``).
 - **latency**: paper mode, the full supervised actor tree with Redis (``REDIS_URL`` or an embedded
   redis-server in a temporary folder). For every order intent a strategy sends to risk, the time
   from the feed actor sending the triggering tick (``ReplayFeed.sent_wall``, ``time.perf_counter``)
@@ -74,13 +76,28 @@ def pct(values: list[float], q: float) -> float:
     return s[k]
 
 
-def _backtest_once(data: Path, run_dir: Path) -> dict:
+def work_overrides(four_prints: bool = False, sweep_guard: bool = True) -> dict:
+    """``load_config`` overrides of the backtest's work: ``four_prints`` replays each bar as its O, H,
+    L, C prints only (``runtime.path_step_bp: null``, no continuous path, docs/decisions/0018);
+    ``sweep_guard=False`` turns the profile's sweep guard off (docs/risk.md, "Sweep guard"). Both
+    together are the work of the tree issue 19 was filed on (bbd3925; docs/benchmarks.md)."""
+    over: dict = {}
+    if four_prints:
+        over["runtime"] = {"path_step_bp": None}
+    if not sweep_guard:
+        over["profile"] = {"sweep_atr_multiple": None, "sweep_min_ticks": None, "sweep_min_pct": None}
+    return over
+
+
+def _backtest_once(data: Path, run_dir: Path, work: dict | None = None) -> dict:
     """One backtest in this process, parsing included (the node parses the files once); figures
-    and this process's peak RSS."""
+    and this process's peak RSS. ``work``: :func:`work_overrides`."""
     from actors.node import Node
     from actors.tree import MODES
     logger.remove()
-    cfg = load_config(None, "combine-50k", {"runtime": {"data_dir": data, "run_dir": run_dir}})
+    work = work or {}
+    over = {**work, "runtime": {**work.get("runtime", {}), "data_dir": data, "run_dir": run_dir}}
+    cfg = load_config(None, "combine-50k", over)
     t0 = time.perf_counter()
     node = Node(cfg, MODES["backtest"], trades_csv=run_dir / "bench_trades.csv")
     summary = node.run_backtest(both_paths=False)
@@ -91,14 +108,14 @@ def _backtest_once(data: Path, run_dir: Path) -> dict:
             "net_pnl": summary.net_pnl, "rules_ok": summary.rules_ok, "peak_rss_mib": peak_rss_mib()}
 
 
-def bench_backtest(data: Path, run_dir: Path) -> dict:
+def bench_backtest(data: Path, run_dir: Path, work: dict | None = None) -> dict:
     """Run the deterministic backtest over every session in ``data`` in a fresh process (spawned),
     so the files are parsed once, as a user's run parses them, and the peak RSS is that run's alone;
-    returns the figures."""
+    returns the figures. ``work``: :func:`work_overrides` (None: the default run)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_backtest_once, data, run_dir).result()
+        return pool.submit(_backtest_once, data, run_dir, work).result()
 
 
 def bench_latency(data: Path, day: dt.date | None, speed: float, run_dir: Path) -> dict:
@@ -201,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-day", type=dt.date.fromisoformat, default=dt.date(2026, 4, 8),
                    help="trading day replayed for the latency part (the day before warms up)")
     p.add_argument("--latency-speed", type=float, default=2000.0, help="replay speed factor for the latency part")
+    p.add_argument("--four-prints", action="store_true",
+                   help="backtest: replay each bar as its O, H, L, C prints only (runtime.path_step_bp: null)")
+    p.add_argument("--no-sweep-guard", action="store_true",
+                   help="backtest: the profile's sweep guard off (with --four-prints: the work of bbd3925)")
     p.add_argument("--no-host-loop", action="store_true",
                    help="do not time the host loop before and after (scripts/host_speed.py, about 3 s each)")
     args = p.parse_args(argv)
@@ -213,8 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tsx-bench-") as tmp:
         run_dir = Path(tmp)
         if args.part in ("all", "backtest"):
-            print(f"backtest on {args.data} ...", flush=True)
-            r = bench_backtest(args.data, run_dir)
+            work = work_overrides(args.four_prints, not args.no_sweep_guard)
+            shown = ", ".join(n for n, on in (("four prints per bar", args.four_prints),
+                                              ("no sweep guard", args.no_sweep_guard)) if on)
+            print(f"backtest on {args.data}{f' ({shown})' if shown else ''} ...", flush=True)
+            r = bench_backtest(args.data, run_dir, work)
             print(f"backtest: {r['sessions']} sessions, {r['bars']:,} bars, {r['events']:,} events in "
                   f"{r['seconds']:.2f} s -> {r['bars_per_s']:,.0f} bars/s, {r['events_per_s']:,.0f} events/s "
                   f"(target <= 10 s: {'PASS' if r['seconds'] <= 10 else 'FAIL'}); fills {r['fills']}, "
