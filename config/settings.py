@@ -63,6 +63,11 @@ class ConfigError(Exception):
 # --------------------------------------------------------------------------- models
 
 
+SWEEP_GUARD_FIELDS = ("sweep_atr_multiple", "sweep_min_ticks", "sweep_min_pct")
+"""The :class:`RiskProfile` fields that set the sweep guard's distance; all None turns it off
+(``domain.risk_rules.RiskLimits.sweep_guard``, docs/risk.md "Sweep guard")."""
+
+
 class RiskProfile(BaseModel):
     """One Topstep account type plus our guardrails. ``None`` switches a rule off.
 

@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from loguru import logger  # noqa: E402
 
-from config.settings import load_config  # noqa: E402
+from config.settings import SWEEP_GUARD_FIELDS, load_config  # noqa: E402
 from domain.handler import BROKER, RISK, ROUTER  # noqa: E402
 from actors.core import current_message  # noqa: E402
 from domain.messages import Bar, ClockTick, Fill, OrderIntent, QuoteTick, TradeTick  # noqa: E402
@@ -85,7 +85,7 @@ def work_overrides(four_prints: bool = False, sweep_guard: bool = True) -> dict:
     if four_prints:
         over["runtime"] = {"path_step_bp": None}
     if not sweep_guard:
-        over["profile"] = {"sweep_atr_multiple": None, "sweep_min_ticks": None, "sweep_min_pct": None}
+        over["profile"] = dict.fromkeys(SWEEP_GUARD_FIELDS)
     return over
 
 

@@ -79,12 +79,12 @@ PROJECT_STRATEGIES = {
             {"name": "ema-NQ", "kind": "ema_cross", "instruments": ["MNQ"], "params": dict(EMA_PARAMS)}],
     "grid": [{"name": "ref-grid-MES", "kind": "ref_grid", "instruments": ["MES"]}],
 }
-# every personal guardrail of RiskProfile that accepts None; the Topstep rules (MLL, contract
-# limit, flat by 15:10 CT) are not touched
+# every personal guardrail of RiskProfile that accepts None but the sweep guard's distance
+# (config.settings.SWEEP_GUARD_FIELDS, added in the child after its timed imports); the Topstep
+# rules (MLL, contract limit, flat by 15:10 CT) are not touched
 GUARDRAILS_OFF = {k: None for k in (
     "daily_loss_cap", "session_loss_cap", "trailing_kill_switch", "open_risk_cap", "per_trade_risk",
-    "net_exposure_cap", "consecutive_loss_limit", "stress_loss_cap", "stress_move_pct",
-    "sweep_atr_multiple", "sweep_min_ticks", "sweep_min_pct", "personal_dll")}
+    "net_exposure_cap", "consecutive_loss_limit", "stress_loss_cap", "stress_move_pct", "personal_dll")}
 # the peers' account: $100,000, no loss limit; Topstep's MLL is kept as a rule, out of reach
 PEER_ACCOUNT = {"account_size": 100_000, "starting_balance": 100_000, "mll_amount": 99_999}
 VARIANTS = {"rules": "project (practice-150k)", "open": "project, guardrails off (Topstep rules still on)",
@@ -109,7 +109,7 @@ def project_row(strategy: str, variant: str) -> dict:
     logger.remove()  # the backtest logs every decision; keep the child's stdout to the result
     from actors.node import Node
     from actors.tree import MODES
-    from config.settings import load_config
+    from config.settings import SWEEP_GUARD_FIELDS, load_config
     from infra.paper_broker import PaperBroker
 
     orders = 0
@@ -126,7 +126,7 @@ def project_row(strategy: str, variant: str) -> dict:
         overrides: dict = {"strategies": PROJECT_STRATEGIES[strategy],
                            "runtime": {"data_dir": DATA, "run_dir": Path(tmp)}}
         if variant in ("open", "ohlc", "peer"):
-            overrides["profile"] = dict(GUARDRAILS_OFF)
+            overrides["profile"] = {**GUARDRAILS_OFF, **dict.fromkeys(SWEEP_GUARD_FIELDS)}
         if variant == "peer":
             overrides["profile"].update(PEER_ACCOUNT)
         if variant == "ohlc":

@@ -29,25 +29,32 @@ def test_describe_names_both_times():
     assert "took 3.0 s (" in describe(3.04)
 
 
-def test_backtest_benchmark_prints_the_host_loop_beside_its_figures():
-    p = subprocess.run([sys.executable, "scripts/benchmark.py", "--part", "backtest", "--data", "data/demo"],
+def _benchmark_demo(*extra: str) -> str:
+    """stdout of ``scripts/benchmark.py --part backtest`` on the bundled demo days, then ``extra``."""
+    p = subprocess.run([sys.executable, "scripts/benchmark.py", "--part", "backtest", "--data", "data/demo", *extra],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+@pytest.fixture(scope="module")
+def default_demo_benchmark() -> str:
+    """The default run's stdout, host loop included (shared by the tests below: one run)."""
+    return _benchmark_demo()
+
+
+def test_backtest_benchmark_prints_the_host_loop_beside_its_figures(default_demo_benchmark):
+    out = default_demo_benchmark
     # the demo days' run is deterministic: the main job's fills and net (README)
-    assert re.search(r"backtest: 3 sessions, 4,116 bars, .* fills 32, net \$-169\.42, rules PASS", p.stdout), p.stdout
-    m = re.search(r"host: .* took (\d+\.\d) s before, (\d+\.\d) s after", p.stdout)
-    assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0, p.stdout
+    assert re.search(r"backtest: 3 sessions, 4,116 bars, .* fills 32, net \$-169\.42, rules PASS", out), out
+    m = re.search(r"host: .* took (\d+\.\d) s before, (\d+\.\d) s after", out)
+    assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0, out
 
 
-def test_backtest_benchmark_runs_the_work_of_the_tree_issue_19_was_filed_on():
+def test_backtest_benchmark_runs_the_work_of_the_tree_issue_19_was_filed_on(default_demo_benchmark):
     """``--four-prints --no-sweep-guard``: each bar as its four prints (fewer events than the
     continuous path's) and no sweep guard, named in the output (docs/benchmarks.md)."""
-    def run(*extra: str) -> str:
-        p = subprocess.run([sys.executable, "scripts/benchmark.py", "--part", "backtest", "--data", "data/demo",
-                            "--no-host-loop", *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert p.returncode == 0, p.stderr
-        return p.stdout
-    default, light = run(), run("--four-prints", "--no-sweep-guard")
+    default, light = default_demo_benchmark, _benchmark_demo("--no-host-loop", "--four-prints", "--no-sweep-guard")
     assert "(four prints per bar, no sweep guard)" in light and "(four" not in default
     events = [int(re.search(r"bars, ([\d,]+) events", out).group(1).replace(",", "")) for out in (default, light)]
     assert events[1] < events[0], (default, light)
